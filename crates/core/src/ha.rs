@@ -1,0 +1,369 @@
+//! The HA decision: a pure function from what a node observes to what it should do next,
+//! with one sentence saying why (spec §2.3 decision table, §2.4 leader race).
+//!
+//! The agent calls `decide` after every event (a DCS change, a PostgreSQL state change, a timer),
+//! carries out the returned actions, and observes again.
+
+use crate::cluster::ClusterView;
+
+/// The local PostgreSQL data directory, as read from disk (pg_controldata).
+#[derive(Clone, Debug, PartialEq)]
+pub enum DataDir {
+    /// Missing or empty: needs bootstrap or clone.
+    Empty,
+    /// An initialized cluster.
+    Initialized {
+        sysid: String,
+        /// pg_control says the cluster last ran as a primary (not in recovery).
+        was_primary: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PgRole {
+    Primary,
+    Replica,
+}
+
+/// The local PostgreSQL server.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalPg {
+    pub data: DataDir,
+    pub running: bool,
+    /// Known when running and answering queries.
+    pub role: Option<PgRole>,
+    /// Primary: flush LSN; replica: max(receive, replay).
+    pub wal_position: Option<u64>,
+    pub timeline: Option<u64>,
+    /// The member this node's `primary_conninfo` points to, as last written by the agent.
+    pub following: Option<String>,
+}
+
+/// One peer's answer to `GET /patroni`, probed when the leader key is missing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerStatus {
+    pub name: String,
+    /// `None`: unreachable or invalid answer (the peer is then ignored, as Patroni does).
+    pub answer: Option<PeerAnswer>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerAnswer {
+    pub is_primary: bool,
+    pub wal_position: u64,
+    pub failover_priority: i64,
+}
+
+/// Local settings `decide` needs (from the local config and the dynamic config).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub maximum_lag_on_failover: u64,
+    pub use_pg_rewind: bool,
+    pub check_timeline: bool,
+    /// The local config has a `bootstrap` section.
+    pub can_bootstrap: bool,
+    /// From tags: 0 = never promote (`nofailover`).
+    pub failover_priority: i64,
+    /// The leader demotes when its lease has less than this left.
+    pub demote_margin_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    pub me: String,
+    /// `None` when the DCS could not be read.
+    pub cluster: Option<ClusterView>,
+    /// My current lease id (0: none).
+    pub lease_id: i64,
+    /// Time left on my lease, from the send time of the last successful keepalive.
+    pub lease_remaining_ms: Option<u64>,
+    pub pg: LocalPg,
+    /// Peers' `/patroni` answers; filled only when the leader key is absent.
+    pub peers: Vec<PeerStatus>,
+    pub settings: Settings,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DemoteMode {
+    /// DCS unreachable / lease running out: stop now, keep no upstream, lock not released (cannot be).
+    Offline,
+    /// Someone else holds (or should hold) the lock: stop immediately, then follow.
+    ImmediateNoLock,
+    /// Planned: checkpoint, fast stop, release the lock.
+    Graceful,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Create `initialize` (create-revision 0); the winner runs initdb and becomes leader.
+    BootstrapRace,
+    /// Clone the data directory from this member with pg_basebackup, then start as its replica.
+    Clone { from: String },
+    /// Start PostgreSQL in place as primary (I hold the lock; crash recovery happens on start).
+    StartPrimary,
+    /// Start read-only, following `leader` (or nobody).
+    StartReplica { leader: Option<String> },
+    /// pg_rewind against `leader` (after crash recovery if needed), then start as its replica;
+    /// re-clone when the rewind fails.
+    RewindAndFollow { leader: String },
+    /// Point a running replica at a (new) leader.
+    Follow { leader: String },
+    /// Take the leader key with a create-revision transaction.
+    AcquireLeader,
+    /// Re-attach my own leader key to my current lease (after an agent restart).
+    ReattachLeader,
+    Promote,
+    Demote { mode: DemoteMode, then_follow: Option<String> },
+    /// Delete my leader key (value-guarded).
+    ReleaseLeader,
+    /// Write my system identifier to `initialize`.
+    WriteInitialize { sysid: String },
+    /// Stop the agent: continuing would risk the cluster. The reason says what to do.
+    Refuse { reason: String },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub actions: Vec<Action>,
+    pub reason: String,
+}
+
+impl Decision {
+    fn none(reason: impl Into<String>) -> Decision {
+        Decision { actions: vec![], reason: reason.into() }
+    }
+    fn act(actions: Vec<Action>, reason: impl Into<String>) -> Decision {
+        Decision { actions, reason: reason.into() }
+    }
+}
+
+/// What should this node do now?
+pub fn decide(obs: &Observation) -> Decision {
+    let Some(cluster) = &obs.cluster else {
+        return dcs_unreachable(obs);
+    };
+    let me = obs.me.as_str();
+    let paused = cluster.paused();
+    let leader = cluster.leader.as_ref();
+    let i_hold_lock = leader.is_some_and(|l| l.name == me && l.lease == obs.lease_id && obs.lease_id != 0);
+    let my_stale_lock = leader.is_some_and(|l| l.name == me && !i_hold_lock);
+    let other_leader = leader.filter(|l| l.name != me).map(|l| l.name.clone());
+
+    // Data directory.
+    let sysid = match &obs.pg.data {
+        DataDir::Empty => {
+            if obs.pg.running {
+                return Decision::none("PostgreSQL runs but its data directory looks empty: waiting");
+            }
+            if paused {
+                return Decision::none("PAUSE: data directory is empty; not bootstrapping or cloning while paused");
+            }
+            if let Some(l) = &other_leader {
+                let from = clone_source(cluster, me).unwrap_or_else(|| l.clone());
+                return Decision::act(vec![Action::Clone { from: from.clone() }], format!("creating a replica from {from}"));
+            }
+            if i_hold_lock || my_stale_lock {
+                return Decision::act(vec![Action::ReleaseLeader], "I hold the leader key but have no data: releasing it");
+            }
+            return match &cluster.initialize {
+                None if obs.settings.can_bootstrap && obs.settings.failover_priority > 0 => {
+                    Decision::act(vec![Action::BootstrapRace], "no cluster yet: trying to bootstrap it")
+                }
+                None if !obs.settings.can_bootstrap => Decision::none("waiting for a leader to bootstrap (no bootstrap section in my configuration)"),
+                None => Decision::none("waiting for a leader to bootstrap (nofailover: I may not bootstrap)"),
+                Some(_) => Decision::none("waiting for the leader to bootstrap"),
+            };
+        }
+        DataDir::Initialized { sysid, .. } => sysid.clone(),
+    };
+
+    match cluster.initialize.as_deref() {
+        Some(init) if !init.is_empty() && init != sysid => {
+            return Decision::act(
+                vec![Action::Refuse {
+                    reason: format!(
+                        "the data directory belongs to another cluster: its system identifier is {sysid} but this cluster's is {init}. \
+                         If this node should join the cluster, move the data directory away (or run `tandem reinit`) and restart; \
+                         if the cluster itself was re-created, remove its state with `tandem remove` first"
+                    ),
+                }],
+                "system identifier mismatch",
+            );
+        }
+        None if leader.is_none() && !paused => {
+            if obs.pg.running && obs.pg.role == Some(PgRole::Replica) {
+                return Decision::act(
+                    vec![Action::Refuse {
+                        reason: "this node runs as a replica but the cluster has no `initialize` key and no leader: start the node that holds the primary's data first".into(),
+                    }],
+                    "a replica cannot start a cluster",
+                );
+            }
+            return Decision::act(vec![Action::WriteInitialize { sysid }], "publishing this node's system identifier in `initialize`");
+        }
+        _ => {}
+    }
+
+    if my_stale_lock {
+        return Decision::act(vec![Action::ReattachLeader], "the leader key names me under an old lease: re-attaching it to my lease");
+    }
+
+    // PostgreSQL is not running.
+    if !obs.pg.running {
+        if paused {
+            if i_hold_lock {
+                return Decision::act(vec![Action::ReleaseLeader], "PAUSE: PostgreSQL is stopped: releasing the leader key");
+            }
+            return Decision::none("PAUSE: PostgreSQL is not running; not starting it while paused");
+        }
+        let was_primary = matches!(obs.pg.data, DataDir::Initialized { was_primary: true, .. });
+        if i_hold_lock {
+            if was_primary {
+                return Decision::act(vec![Action::StartPrimary], "starting PostgreSQL as primary: I hold the leader key");
+            }
+            return Decision::act(vec![Action::StartReplica { leader: None }], "starting as read-only because I hold the leader key; will promote next");
+        }
+        if let Some(l) = other_leader {
+            if was_primary && obs.settings.use_pg_rewind {
+                return Decision::act(vec![Action::RewindAndFollow { leader: l.clone() }], format!("former primary rejoining: rewinding against {l}"));
+            }
+            return Decision::act(vec![Action::StartReplica { leader: Some(l.clone()) }], format!("starting as a replica of {l}"));
+        }
+        return Decision::act(vec![Action::StartReplica { leader: None }], "starting read-only: the cluster has no leader");
+    }
+
+    let role = obs.pg.role.unwrap_or(PgRole::Replica);
+
+    if i_hold_lock {
+        if role == PgRole::Primary {
+            if !paused && obs.lease_remaining_ms.is_none_or(|r| r < obs.settings.demote_margin_ms) {
+                return Decision::act(
+                    vec![Action::Demote { mode: DemoteMode::Offline, then_follow: None }],
+                    "demoting: my leader lease is about to expire and could not be renewed",
+                );
+            }
+            let prefix = if paused { "PAUSE: " } else { "" };
+            return Decision::none(format!("{prefix}no action: I am ({me}) the leader with the lock"));
+        }
+        if paused {
+            return Decision::act(vec![Action::ReleaseLeader], "PAUSE: I hold the leader key but am not primary: releasing it");
+        }
+        return Decision::act(vec![Action::Promote], "promoting: I hold the leader key");
+    }
+
+    if let Some(l) = other_leader {
+        if role == PgRole::Primary {
+            if paused {
+                return Decision::none(format!("PAUSE: running as primary while {l} holds the leader key"));
+            }
+            return Decision::act(
+                vec![Action::Demote { mode: DemoteMode::ImmediateNoLock, then_follow: Some(l.clone()) }],
+                format!("demoting: {l} holds the leader key"),
+            );
+        }
+        if obs.pg.following.as_deref() != Some(l.as_str()) {
+            return Decision::act(vec![Action::Follow { leader: l.clone() }], format!("following new leader {l}"));
+        }
+        return Decision::none(format!("no action: I am ({me}) a replica, following {l}"));
+    }
+
+    // No leader key.
+    if paused {
+        if role == PgRole::Primary {
+            return Decision::act(vec![Action::AcquireLeader], "PAUSE: running primary takes the free leader key");
+        }
+        return Decision::none("PAUSE: no leader; not racing while paused");
+    }
+    match healthiest(obs, cluster, role) {
+        Ok(why) => Decision::act(vec![Action::AcquireLeader], format!("racing for the leader key: {why}")),
+        Err(why) => {
+            if role == PgRole::Primary {
+                Decision::act(vec![Action::Demote { mode: DemoteMode::ImmediateNoLock, then_follow: None }], format!("demoting: {why}"))
+            } else {
+                Decision::none(format!("not racing for the leader key: {why}"))
+            }
+        }
+    }
+}
+
+fn dcs_unreachable(obs: &Observation) -> Decision {
+    if obs.pg.running && obs.pg.role == Some(PgRole::Primary) {
+        match obs.lease_remaining_ms {
+            Some(r) if r >= obs.settings.demote_margin_ms => Decision::none(format!("DCS is not readable but my lease is valid for {} ms: still primary", r)),
+            _ => Decision::act(
+                vec![Action::Demote { mode: DemoteMode::Offline, then_follow: None }],
+                "demoted self because DCS is not accessible and I was a leader",
+            ),
+        }
+    } else {
+        Decision::none("DCS is not accessible")
+    }
+}
+
+/// Source for a new replica: a running member tagged `clonefrom` (not me, not the leader), else the leader.
+fn clone_source(cluster: &ClusterView, me: &str) -> Option<String> {
+    let leader = cluster.leader_name()?;
+    cluster
+        .members
+        .values()
+        .find(|m| m.name != me && m.name != leader && m.value.tag_bool("clonefrom") && m.value.state == "running")
+        .map(|m| m.name.clone())
+        .or_else(|| Some(leader.to_string()))
+}
+
+/// Spec §2.4: am I the healthiest node to take the leader key? Ok(why) or Err(why not).
+fn healthiest(obs: &Observation, cluster: &ClusterView, role: PgRole) -> Result<String, String> {
+    let me = obs.me.as_str();
+    let my_pos = obs.pg.wal_position.unwrap_or(0);
+    let manual = cluster.failover_request().filter(|f| f.scheduled_at.is_none()).and_then(|f| f.member.clone());
+
+    if role == PgRole::Primary {
+        if obs.pg.timeline.is_some_and(|t| t < cluster.timeline()) {
+            return Err(format!("my timeline is behind the cluster's ({})", cluster.timeline()));
+        }
+        return Ok("I am already running as primary".into());
+    }
+    if let Some(candidate) = &manual {
+        if candidate == me {
+            return Ok("I am the requested failover candidate".into());
+        }
+        let healthy = obs.peers.iter().any(|p| &p.name == candidate && p.answer.is_some());
+        if healthy {
+            return Err(format!("{candidate} is the requested failover candidate"));
+        }
+    }
+    if obs.settings.failover_priority <= 0 {
+        return Err("I am not allowed to promote (nofailover)".into());
+    }
+    if manual.is_none() {
+        if let Some(last) = cluster.last_leader_lsn() {
+            let lag = last.saturating_sub(my_pos);
+            if lag > obs.settings.maximum_lag_on_failover {
+                return Err(format!("my lag ({lag} bytes) exceeds maximum_lag_on_failover ({})", obs.settings.maximum_lag_on_failover));
+            }
+        }
+    }
+    if obs.settings.check_timeline && obs.pg.timeline.is_none_or(|t| t < cluster.timeline()) {
+        return Err("my timeline is behind the cluster's".into());
+    }
+    let former_leader = cluster.history.as_ref().and_then(|h| h.value.last()).and_then(|e| e.new_leader.clone());
+    for peer in &obs.peers {
+        let Some(a) = &peer.answer else { continue };
+        if peer.name == me || a.failover_priority <= 0 {
+            continue;
+        }
+        if a.is_primary {
+            return Err(format!("primary ({}) is still alive", peer.name));
+        }
+        if a.wal_position > my_pos {
+            return Err(format!("{} is ahead of me ({} > {})", peer.name, a.wal_position, my_pos));
+        }
+        if a.wal_position == my_pos && a.failover_priority > obs.settings.failover_priority && former_leader.as_deref() != Some(peer.name.as_str()) {
+            return Err(format!("{} is as advanced as me and has a higher failover priority", peer.name));
+        }
+    }
+    Ok("I am the healthiest node".into())
+}
+
+#[cfg(test)]
+mod tests;
