@@ -1,0 +1,749 @@
+//! The cluster's dynamic configuration: the JSON document stored in the DCS `config` key
+//! (spec §7.2), plus tandem's timing rules derived from it.
+//!
+//! Parsing is lenient: a value of the wrong type never fails the whole document; it produces a
+//! warning that names the key path and the default used instead. The document is kept verbatim in
+//! [`DynamicConfig::raw`] so that keys tandem does not interpret survive a read-modify-write.
+
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+/// tandem's default dynamic configuration, written to the DCS when a cluster is initialised without
+/// a `bootstrap.dcs` section. Short lease (tandem's keepalive runs on its own schedule, see
+/// [`check_timing`]), pg_rewind on, slots on.
+pub const TANDEM_DEFAULT_DCS: &str = r#"{"ttl":4,"loop_wait":1,"retry_timeout":2,"maximum_lag_on_failover":1048576,"postgresql":{"use_pg_rewind":true,"use_slots":true,"parameters":{"wal_log_hints":"on"}}}"#;
+
+/// Patroni's defaults for keys absent from the DCS document.
+pub const DEFAULT_TTL: u64 = 30;
+pub const DEFAULT_LOOP_WAIT: u64 = 10;
+pub const DEFAULT_RETRY_TIMEOUT: u64 = 10;
+pub const DEFAULT_MAXIMUM_LAG_ON_FAILOVER: u64 = 1_048_576;
+pub const DEFAULT_PRIMARY_START_TIMEOUT: u64 = 300;
+
+/// Smallest lease tandem accepts, in seconds. An etcd leader election takes about 1-2 s; the
+/// leader's lease must outlive one election plus one keepalive interval.
+pub const MIN_TTL: u64 = 3;
+/// Smallest pause between HA cycles, in seconds.
+pub const MIN_LOOP_WAIT: u64 = 1;
+/// Smallest DCS/PostgreSQL retry budget, in seconds.
+pub const MIN_RETRY_TIMEOUT: u64 = 1;
+
+/// The typed view of the dynamic configuration.
+///
+/// `ttl`, `loop_wait` and `retry_timeout` hold the *effective* values (after the minimums of
+/// [`check_timing`] were applied); `raw` holds the document exactly as given.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DynamicConfig {
+    /// Leader lease, seconds.
+    pub ttl: u64,
+    /// Pause between HA cycles, seconds.
+    pub loop_wait: u64,
+    /// Budget for retrying DCS and PostgreSQL operations, seconds.
+    pub retry_timeout: u64,
+    /// Bytes a replica may lag behind the last known primary position and still be promoted.
+    pub maximum_lag_on_failover: u64,
+    /// Seconds to wait for a crashed primary to come back before failing over
+    /// (legacy name `master_start_timeout` accepted).
+    pub primary_start_timeout: u64,
+    pub check_timeline: bool,
+    pub pause: bool,
+    pub failsafe_mode: bool,
+    /// `synchronous_mode: on` (also true for `quorum`, which tandem treats as priority mode for now).
+    pub synchronous_mode: bool,
+    pub synchronous_mode_strict: bool,
+    /// `synchronous_node_count`, default 1.
+    pub synchronous_node_count: u64,
+    /// `postgresql.use_pg_rewind`, default false.
+    pub use_pg_rewind: bool,
+    /// `postgresql.use_slots`, default true.
+    pub use_slots: bool,
+    /// `postgresql.parameters`.
+    pub parameters: Map<String, Value>,
+    /// `postgresql.pg_hba`.
+    pub pg_hba: Vec<String>,
+    /// The whole document as given, so it can be written back unchanged.
+    pub raw: Value,
+}
+
+impl Default for DynamicConfig {
+    fn default() -> Self {
+        DynamicConfig {
+            ttl: DEFAULT_TTL,
+            loop_wait: DEFAULT_LOOP_WAIT,
+            retry_timeout: DEFAULT_RETRY_TIMEOUT,
+            maximum_lag_on_failover: DEFAULT_MAXIMUM_LAG_ON_FAILOVER,
+            primary_start_timeout: DEFAULT_PRIMARY_START_TIMEOUT,
+            check_timeline: false,
+            pause: false,
+            failsafe_mode: false,
+            synchronous_mode: false,
+            synchronous_mode_strict: false,
+            synchronous_node_count: 1,
+            use_pg_rewind: false,
+            use_slots: true,
+            parameters: Map::new(),
+            pg_hba: Vec::new(),
+            raw: Value::Object(Map::new()),
+        }
+    }
+}
+
+/// Collects warnings while reading one document.
+struct Reader<'a> {
+    prefix: &'a str,
+    warnings: Vec<String>,
+}
+
+impl Reader<'_> {
+    fn path(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{}", self.prefix, key)
+        }
+    }
+
+    fn warn(&mut self, key: &str, expected: &str, got: &Value, default: &str) {
+        let path = self.path(key);
+        self.warnings.push(format!(
+            "{path}: expected {expected}, got {}; using {default}",
+            short(got)
+        ));
+    }
+
+    fn uint(&mut self, obj: &Map<String, Value>, key: &str, what: &str, default: u64) -> u64 {
+        match obj.get(key) {
+            None | Some(Value::Null) => default,
+            Some(v) => match parse_uint(v) {
+                Some(n) => n,
+                None => {
+                    self.warn(
+                        key,
+                        &format!("an integer number of {what}"),
+                        v,
+                        &default.to_string(),
+                    );
+                    default
+                }
+            },
+        }
+    }
+
+    fn boolean(&mut self, obj: &Map<String, Value>, key: &str, default: bool) -> bool {
+        match obj.get(key) {
+            None | Some(Value::Null) => default,
+            Some(v) => match parse_bool(v) {
+                Some(b) => b,
+                None => {
+                    self.warn(key, "true or false", v, &default.to_string());
+                    default
+                }
+            },
+        }
+    }
+}
+
+/// A JSON value rendered for a warning, cut short if long.
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 60 {
+        let cut: String = s.chars().take(57).collect();
+        format!("{cut}...")
+    } else {
+        s
+    }
+}
+
+/// A non-negative integer given as a JSON number (integral) or a numeric string ("30").
+pub fn parse_uint(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                Some(u)
+            } else {
+                match n.as_f64() {
+                    Some(f) if f >= 0.0 && f.fract() == 0.0 && f <= u64::MAX as f64 => {
+                        Some(f as u64)
+                    }
+                    _ => None,
+                }
+            }
+        }
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    }
+}
+
+/// A boolean given as JSON true/false, 0/1, or one of the strings Patroni accepts
+/// (true/false, on/off, yes/no, 1/0; case-insensitive).
+pub fn parse_bool(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => match n.as_u64() {
+            Some(0) => Some(false),
+            Some(1) => Some(true),
+            _ => None,
+        },
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "on" | "yes" | "y" | "1" => Some(true),
+            "false" | "off" | "no" | "n" | "0" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+impl DynamicConfig {
+    /// Parse the DCS `config` document. Wrong types produce a warning naming the key path
+    /// (`config.ttl: ...`) and fall back to the default. Never panics.
+    pub fn from_json(v: &Value) -> (DynamicConfig, Vec<String>) {
+        Self::from_json_at(v, "config")
+    }
+
+    /// Like [`DynamicConfig::from_json`], with warnings' key paths starting with `prefix`
+    /// (e.g. `"bootstrap.dcs"` when checking a local YAML file).
+    pub fn from_json_at(v: &Value, prefix: &str) -> (DynamicConfig, Vec<String>) {
+        let mut r = Reader {
+            prefix,
+            warnings: Vec::new(),
+        };
+        let mut cfg = DynamicConfig {
+            raw: v.clone(),
+            ..DynamicConfig::default()
+        };
+        let empty = Map::new();
+        let obj = match v {
+            Value::Object(m) => m,
+            Value::Null => &empty,
+            other => {
+                let what = if prefix.is_empty() {
+                    "the dynamic configuration".to_string()
+                } else {
+                    prefix.to_string()
+                };
+                r.warnings.push(format!(
+                    "{what}: expected a JSON object, got {}; using defaults",
+                    short(other)
+                ));
+                &empty
+            }
+        };
+
+        let ttl = r.uint(obj, "ttl", "seconds", DEFAULT_TTL);
+        let loop_wait = r.uint(obj, "loop_wait", "seconds", DEFAULT_LOOP_WAIT);
+        let retry_timeout = r.uint(obj, "retry_timeout", "seconds", DEFAULT_RETRY_TIMEOUT);
+        let (timing, tw) = check_timing(ttl, loop_wait, retry_timeout);
+        for w in tw {
+            r.warnings.push(format!(
+                "{}: {w}",
+                if prefix.is_empty() { "config" } else { prefix }
+            ));
+        }
+        cfg.ttl = timing.ttl.as_secs();
+        cfg.loop_wait = timing.loop_wait.as_secs();
+        cfg.retry_timeout = timing.retry_timeout.as_secs();
+
+        cfg.maximum_lag_on_failover = r.uint(
+            obj,
+            "maximum_lag_on_failover",
+            "bytes",
+            DEFAULT_MAXIMUM_LAG_ON_FAILOVER,
+        );
+        cfg.primary_start_timeout = if obj
+            .get("primary_start_timeout")
+            .is_some_and(|v| !v.is_null())
+        {
+            r.uint(
+                obj,
+                "primary_start_timeout",
+                "seconds",
+                DEFAULT_PRIMARY_START_TIMEOUT,
+            )
+        } else {
+            r.uint(
+                obj,
+                "master_start_timeout",
+                "seconds",
+                DEFAULT_PRIMARY_START_TIMEOUT,
+            )
+        };
+        cfg.check_timeline = r.boolean(obj, "check_timeline", false);
+        cfg.pause = r.boolean(obj, "pause", false);
+        cfg.failsafe_mode = r.boolean(obj, "failsafe_mode", false);
+        cfg.synchronous_mode = match obj.get("synchronous_mode") {
+            None | Some(Value::Null) => false,
+            Some(Value::String(s)) if s.trim().eq_ignore_ascii_case("quorum") => {
+                let path = r.path("synchronous_mode");
+                r.warnings.push(format!(
+                    "{path}: quorum mode is not supported by tandem yet; using priority synchronous mode"
+                ));
+                true
+            }
+            Some(v) => match parse_bool(v) {
+                Some(b) => b,
+                None => {
+                    r.warn("synchronous_mode", "true, false or \"quorum\"", v, "false");
+                    false
+                }
+            },
+        };
+        cfg.synchronous_mode_strict = r.boolean(obj, "synchronous_mode_strict", false);
+        cfg.synchronous_node_count = r.uint(obj, "synchronous_node_count", "nodes", 1);
+        if cfg.synchronous_node_count == 0 {
+            let path = r.path("synchronous_node_count");
+            r.warnings
+                .push(format!("{path}: must be at least 1; using 1"));
+            cfg.synchronous_node_count = 1;
+        }
+
+        match obj.get("postgresql") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(pg)) => {
+                let pg_prefix = r.path("postgresql");
+                let mut pr = Reader {
+                    prefix: &pg_prefix,
+                    warnings: Vec::new(),
+                };
+                cfg.use_pg_rewind = pr.boolean(pg, "use_pg_rewind", false);
+                cfg.use_slots = pr.boolean(pg, "use_slots", true);
+                match pg.get("parameters") {
+                    None | Some(Value::Null) => {}
+                    Some(Value::Object(p)) => cfg.parameters = p.clone(),
+                    Some(other) => pr.warn(
+                        "parameters",
+                        "a mapping of parameter names to values",
+                        other,
+                        "no parameters",
+                    ),
+                }
+                match pg.get("pg_hba") {
+                    None | Some(Value::Null) => {}
+                    Some(Value::Array(lines)) => {
+                        for (i, line) in lines.iter().enumerate() {
+                            match line {
+                                Value::String(s) => cfg.pg_hba.push(s.clone()),
+                                other => {
+                                    let path = pr.path(&format!("pg_hba[{i}]"));
+                                    pr.warnings.push(format!(
+                                        "{path}: expected a pg_hba.conf line (string), got {}; line skipped",
+                                        short(other)
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                    Some(other) => {
+                        pr.warn("pg_hba", "a list of pg_hba.conf lines", other, "no lines")
+                    }
+                }
+                r.warnings.append(&mut pr.warnings);
+            }
+            Some(other) => r.warn("postgresql", "a mapping", other, "defaults"),
+        }
+
+        (cfg, r.warnings)
+    }
+
+    /// tandem's timing derived from `ttl`, `loop_wait` and `retry_timeout` (see [`check_timing`]).
+    pub fn timing(&self) -> Timing {
+        check_timing(self.ttl, self.loop_wait, self.retry_timeout).0
+    }
+}
+
+/// tandem's timing, derived by [`check_timing`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// Lease TTL granted to etcd.
+    pub ttl: Duration,
+    /// Pause between HA cycles (cycles also run on DCS events).
+    pub loop_wait: Duration,
+    /// Overall budget for retrying one DCS/PostgreSQL operation.
+    pub retry_timeout: Duration,
+    /// How often the lease keepalive task renews the lease.
+    pub keepalive_interval: Duration,
+    /// The leader demotes when the time left on its lease (measured from the *send* time of the
+    /// last successful keepalive) falls below this.
+    pub demote_margin: Duration,
+    /// Timeout of one etcd request.
+    pub request_timeout: Duration,
+}
+
+/// tandem's timing rules. The lease keepalive runs as its own task on its own short schedule, apart
+/// from the HA loop, so Patroni's `ttl >= 20` floor and `loop_wait + 2*retry_timeout <= ttl` rule do
+/// not apply. Rules:
+///
+/// * minimums: `ttl >= 3 s` (an etcd leader election takes ~1-2 s; the lease must outlive it plus
+///   one keepalive interval), `loop_wait >= 1 s`, `retry_timeout >= 1 s`; lower values are raised
+///   with a warning saying why. No maximums.
+/// * `keepalive_interval = clamp(ttl/4, 0.25 s, 2 s)`: at least three renewals fit in a lease even
+///   when one is lost; never more often than 4/s or less often than every 2 s.
+/// * `demote_margin = max(keepalive_interval, min(ttl/4, 5 s))`: the time the leader keeps for
+///   itself to stop PostgreSQL (immediate shutdown) before its lease can expire in etcd. It scales
+///   with the lease up to 5 s; a longer margin would only make a long lease demote earlier for no
+///   benefit. The lease really expires in etcd later still (etcd starts its count when it *receives*
+///   the keepalive, and a replica must then see the deletion, win the race and promote).
+/// * `request_timeout = min(retry_timeout, (ttl - keepalive_interval - demote_margin) / 2)`: after
+///   the last successful keepalive, the next one is sent within `keepalive_interval`; if it hangs
+///   (dead endpoint, etcd election) it is abandoned after `request_timeout` and retried on another
+///   endpoint, and both attempts fit before the demotion point. Invariant:
+///   `keepalive_interval + 2 * request_timeout + demote_margin <= ttl`.
+///
+/// With tandem's defaults (ttl 4, loop_wait 1, retry_timeout 2): keepalive 1 s, margin 1 s,
+/// request timeout 1 s. With Patroni's (30/10/10): keepalive 2 s, margin 5 s, request timeout 10 s.
+pub fn check_timing(ttl: u64, loop_wait: u64, retry_timeout: u64) -> (Timing, Vec<String>) {
+    let mut warnings = Vec::new();
+    let ttl = if ttl < MIN_TTL {
+        warnings.push(format!(
+            "ttl={ttl} is below tandem's minimum of {MIN_TTL} s (an etcd leader election takes about \
+             1-2 s and the leader lease must outlive it plus one keepalive interval); using {MIN_TTL}"
+        ));
+        MIN_TTL
+    } else {
+        ttl
+    };
+    let loop_wait = if loop_wait < MIN_LOOP_WAIT {
+        warnings.push(format!(
+            "loop_wait={loop_wait} is below the minimum of {MIN_LOOP_WAIT} s (the HA loop needs a pause \
+             between cycles); using {MIN_LOOP_WAIT}"
+        ));
+        MIN_LOOP_WAIT
+    } else {
+        loop_wait
+    };
+    let retry_timeout = if retry_timeout < MIN_RETRY_TIMEOUT {
+        warnings.push(format!(
+            "retry_timeout={retry_timeout} is below the minimum of {MIN_RETRY_TIMEOUT} s (a DCS or \
+             PostgreSQL request needs time to complete); using {MIN_RETRY_TIMEOUT}"
+        ));
+        MIN_RETRY_TIMEOUT
+    } else {
+        retry_timeout
+    };
+
+    let ttl_d = Duration::from_secs(ttl);
+    let quarter = ttl_d / 4;
+    let keepalive_interval = quarter.clamp(Duration::from_millis(250), Duration::from_secs(2));
+    let demote_margin = keepalive_interval.max(quarter.min(Duration::from_secs(5)));
+    // ttl >= 3 s and both terms are at most ttl/4 (keepalive_interval's 0.25 s floor is below
+    // 3 s / 4), so this never underflows; saturating_sub keeps that true regardless.
+    let window = ttl_d
+        .saturating_sub(keepalive_interval)
+        .saturating_sub(demote_margin);
+    let retry_d = Duration::from_secs(retry_timeout);
+    let request_timeout = retry_d.min(window / 2);
+
+    (
+        Timing {
+            ttl: ttl_d,
+            loop_wait: Duration::from_secs(loop_wait),
+            retry_timeout: retry_d,
+            keepalive_interval,
+            demote_margin,
+            request_timeout,
+        },
+        warnings,
+    )
+}
+
+/// Apply a PATCH /config body to the stored document: `null` deletes the key, objects are merged
+/// recursively, any other value replaces. A patch that is not an object replaces the whole target;
+/// an object patched onto a non-object turns it into an object. Nulls inside newly added objects
+/// are dropped.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch_obj) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    if let Value::Object(t) = target {
+        for (k, v) in patch_obj {
+            if v.is_null() {
+                t.remove(k);
+            } else {
+                let slot = t.entry(k.clone()).or_insert(Value::Null);
+                merge_patch(slot, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn defaults_when_empty_or_null() {
+        for v in [json!({}), Value::Null] {
+            let (c, w) = DynamicConfig::from_json(&v);
+            assert!(w.is_empty(), "{w:?}");
+            assert_eq!((c.ttl, c.loop_wait, c.retry_timeout), (30, 10, 10));
+            assert_eq!(c.maximum_lag_on_failover, 1_048_576);
+            assert_eq!(c.primary_start_timeout, 300);
+            assert!(c.use_slots && !c.use_pg_rewind && !c.pause && !c.synchronous_mode);
+            assert_eq!(c.raw, v);
+        }
+    }
+
+    #[test]
+    fn not_an_object() {
+        let (c, w) = DynamicConfig::from_json(&json!([1, 2]));
+        assert_eq!(c.ttl, 30);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].starts_with("config: expected a JSON object"), "{w:?}");
+        assert_eq!(c.raw, json!([1, 2]));
+    }
+
+    #[test]
+    fn integer_fields_table() {
+        // (input value, expected ttl, warning substring or "")
+        let cases: &[(Value, u64, &str)] = &[
+            (json!(40), 40, ""),
+            (json!("40"), 40, ""),
+            (json!(" 40 "), 40, ""),
+            (json!(40.0), 40, ""),
+            (
+                json!("abc"),
+                30,
+                "config.ttl: expected an integer number of seconds, got \"abc\"; using 30",
+            ),
+            (
+                json!(-5),
+                30,
+                "config.ttl: expected an integer number of seconds, got -5; using 30",
+            ),
+            (json!(2.5), 30, "got 2.5; using 30"),
+            (json!(true), 30, "got true; using 30"),
+            (json!({"a": 1}), 30, "got {\"a\":1}"),
+            (json!(1), 3, "ttl=1 is below tandem's minimum of 3 s"),
+            (Value::Null, 30, ""),
+        ];
+        for (input, want, warn) in cases {
+            let (c, w) = DynamicConfig::from_json(&json!({ "ttl": input }));
+            assert_eq!(c.ttl, *want, "input {input}");
+            if warn.is_empty() {
+                assert!(w.is_empty(), "input {input}: {w:?}");
+            } else {
+                assert!(w.iter().any(|x| x.contains(warn)), "input {input}: {w:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn other_fields_table() {
+        let (c, w) = DynamicConfig::from_json(&json!({
+            "loop_wait": "5", "retry_timeout": 7, "maximum_lag_on_failover": "123",
+            "master_start_timeout": 12, "check_timeline": "on", "pause": true,
+            "failsafe_mode": "yes", "synchronous_mode": "true", "synchronous_mode_strict": 1,
+            "synchronous_node_count": 2,
+            "postgresql": {"use_pg_rewind": "true", "use_slots": false,
+                "parameters": {"max_connections": 200}, "pg_hba": ["host all all 0.0.0.0/0 md5"]},
+            "slots": {"x": {"type": "physical"}}
+        }));
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!((c.loop_wait, c.retry_timeout), (5, 7));
+        assert_eq!(c.maximum_lag_on_failover, 123);
+        assert_eq!(c.primary_start_timeout, 12);
+        assert!(c.check_timeline && c.pause && c.failsafe_mode);
+        assert!(c.synchronous_mode && c.synchronous_mode_strict);
+        assert_eq!(c.synchronous_node_count, 2);
+        assert!(c.use_pg_rewind && !c.use_slots);
+        assert_eq!(c.parameters.get("max_connections"), Some(&json!(200)));
+        assert_eq!(c.pg_hba, vec!["host all all 0.0.0.0/0 md5".to_string()]);
+        assert_eq!(c.raw["slots"]["x"]["type"], json!("physical"));
+    }
+
+    #[test]
+    fn primary_start_timeout_beats_legacy() {
+        let (c, _) = DynamicConfig::from_json(
+            &json!({"master_start_timeout": 1, "primary_start_timeout": 2}),
+        );
+        assert_eq!(c.primary_start_timeout, 2);
+    }
+
+    #[test]
+    fn bad_values_warn_with_path() {
+        let cases: &[(Value, &str)] = &[
+            (
+                json!({"pause": "maybe"}),
+                "config.pause: expected true or false, got \"maybe\"; using false",
+            ),
+            (
+                json!({"synchronous_mode": 7}),
+                "config.synchronous_mode: expected true, false or \"quorum\"",
+            ),
+            (
+                json!({"synchronous_mode": "quorum"}),
+                "quorum mode is not supported",
+            ),
+            (
+                json!({"postgresql": 5}),
+                "config.postgresql: expected a mapping",
+            ),
+            (
+                json!({"postgresql": {"use_slots": "x"}}),
+                "config.postgresql.use_slots: expected true or false",
+            ),
+            (
+                json!({"postgresql": {"parameters": []}}),
+                "config.postgresql.parameters: expected a mapping",
+            ),
+            (
+                json!({"postgresql": {"pg_hba": "x"}}),
+                "config.postgresql.pg_hba: expected a list",
+            ),
+            (
+                json!({"postgresql": {"pg_hba": ["ok", 3]}}),
+                "config.postgresql.pg_hba[1]: expected a pg_hba.conf line",
+            ),
+            (
+                json!({"maximum_lag_on_failover": "1MB"}),
+                "config.maximum_lag_on_failover: expected an integer number of bytes",
+            ),
+            (
+                json!({"synchronous_node_count": 0}),
+                "config.synchronous_node_count: must be at least 1",
+            ),
+        ];
+        for (input, want) in cases {
+            let (_, w) = DynamicConfig::from_json(input);
+            assert!(w.iter().any(|x| x.contains(want)), "input {input}: {w:?}");
+        }
+        let (c, _) = DynamicConfig::from_json(&json!({"postgresql": {"pg_hba": ["ok", 3]}}));
+        assert_eq!(c.pg_hba, vec!["ok".to_string()]);
+        let (c, _) = DynamicConfig::from_json(&json!({"synchronous_mode": "quorum"}));
+        assert!(c.synchronous_mode);
+    }
+
+    #[test]
+    fn prefix_is_used() {
+        let (_, w) = DynamicConfig::from_json_at(&json!({"ttl": "x"}), "bootstrap.dcs");
+        assert!(w[0].starts_with("bootstrap.dcs.ttl: "), "{w:?}");
+    }
+
+    #[test]
+    fn tandem_default_dcs() {
+        let v: Value = serde_json::from_str(TANDEM_DEFAULT_DCS).expect("valid JSON");
+        let (c, w) = DynamicConfig::from_json(&v);
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!((c.ttl, c.loop_wait, c.retry_timeout), (4, 1, 2));
+        assert!(c.use_pg_rewind && c.use_slots);
+        assert_eq!(c.parameters.get("wal_log_hints"), Some(&json!("on")));
+        let t = c.timing();
+        assert_eq!(
+            (t.keepalive_interval, t.demote_margin, t.request_timeout),
+            (ms(1000), ms(1000), ms(1000))
+        );
+    }
+
+    #[test]
+    fn timing_table() {
+        // (ttl, loop_wait, retry) -> (ttl, loop_wait, retry, keepalive, margin, request) ms, warnings
+        let cases: &[((u64, u64, u64), (u64, u64, u64, u64, u64, u64), usize)] = &[
+            ((4, 1, 2), (4000, 1000, 2000, 1000, 1000, 1000), 0),
+            ((30, 10, 10), (30000, 10000, 10000, 2000, 5000, 10000), 0),
+            ((10, 10, 10), (10000, 10000, 10000, 2000, 2500, 2750), 0),
+            ((3, 1, 1), (3000, 1000, 1000, 750, 750, 750), 0),
+            ((1, 0, 0), (3000, 1000, 1000, 750, 750, 750), 3),
+            ((0, 1, 1), (3000, 1000, 1000, 750, 750, 750), 1),
+            ((6, 1, 5), (6000, 1000, 5000, 1500, 1500, 1500), 0),
+            ((100, 5, 3), (100000, 5000, 3000, 2000, 5000, 3000), 0),
+            (
+                (u64::MAX, u64::MAX, u64::MAX),
+                (u64::MAX, u64::MAX, u64::MAX, 2000, 5000, u64::MAX),
+                0,
+            ),
+        ];
+        for (&(ttl, lw, rt), &(ettl, elw, ert, ka, dm, rq), nwarn) in
+            cases.iter().map(|(a, b, c)| (a, b, c))
+        {
+            let (t, w) = check_timing(ttl, lw, rt);
+            assert_eq!(w.len(), *nwarn, "{ttl}/{lw}/{rt}: {w:?}");
+            let secs = |x: u64| {
+                if x == u64::MAX {
+                    Duration::from_secs(u64::MAX)
+                } else {
+                    ms(x)
+                }
+            };
+            assert_eq!(t.ttl, secs(ettl), "ttl {ttl}");
+            assert_eq!(t.loop_wait, secs(elw), "loop_wait {ttl}");
+            assert_eq!(t.retry_timeout, secs(ert), "retry {ttl}");
+            assert_eq!(t.keepalive_interval, ms(ka), "keepalive {ttl}");
+            assert_eq!(t.demote_margin, ms(dm), "margin {ttl}");
+            if rq != u64::MAX {
+                assert_eq!(t.request_timeout, ms(rq), "request {ttl}");
+            }
+        }
+    }
+
+    #[test]
+    fn timing_invariant_holds() {
+        for ttl in 0..200u64 {
+            for rt in [0u64, 1, 2, 5, 10, 30, 1000] {
+                let (t, _) = check_timing(ttl, 1, rt);
+                assert!(t.ttl >= Duration::from_secs(MIN_TTL));
+                assert!(
+                    t.keepalive_interval + 2 * t.request_timeout + t.demote_margin <= t.ttl,
+                    "ttl {ttl} rt {rt}"
+                );
+                assert!(t.request_timeout <= t.retry_timeout);
+                assert!(
+                    t.request_timeout >= ms(500),
+                    "ttl {ttl} rt {rt}: {:?}",
+                    t.request_timeout
+                );
+                assert!(t.demote_margin >= t.keepalive_interval);
+                assert!(t.keepalive_interval >= ms(250) && t.keepalive_interval <= ms(2000));
+            }
+        }
+    }
+
+    #[test]
+    fn timing_warning_says_why() {
+        let (_, w) = check_timing(2, 1, 1);
+        assert!(w[0].contains("etcd leader election"), "{w:?}");
+        let (_, w) = DynamicConfig::from_json(&json!({"ttl": 2}));
+        assert!(w[0].starts_with("config: ttl=2 is below"), "{w:?}");
+    }
+
+    #[test]
+    fn merge_patch_table() {
+        let cases: Vec<(Value, Value, Value)> = vec![
+            (json!({"a": 1}), json!({"a": 2}), json!({"a": 2})),
+            (json!({"a": 1, "b": 2}), json!({"a": null}), json!({"b": 2})),
+            (json!({"a": 1}), json!({"zz": null}), json!({"a": 1})),
+            (
+                json!({"postgresql": {"parameters": {"x": 1, "y": 2}, "use_slots": true}}),
+                json!({"postgresql": {"parameters": {"x": null, "z": "3"}}}),
+                json!({"postgresql": {"parameters": {"y": 2, "z": "3"}, "use_slots": true}}),
+            ),
+            (json!({"a": [1, 2]}), json!({"a": [3]}), json!({"a": [3]})),
+            (
+                json!({"a": 1}),
+                json!({"a": {"b": 1}}),
+                json!({"a": {"b": 1}}),
+            ),
+            (json!({"a": {"b": 1}}), json!({"a": 5}), json!({"a": 5})),
+            (
+                json!({}),
+                json!({"a": {"b": null, "c": 1}}),
+                json!({"a": {"c": 1}}),
+            ),
+            (json!({"a": 1}), json!("x"), json!("x")),
+            (json!(null), json!({"a": 1}), json!({"a": 1})),
+            (json!({"a": 1}), json!({}), json!({"a": 1})),
+        ];
+        for (mut target, patch, want) in cases {
+            let before = target.clone();
+            merge_patch(&mut target, &patch);
+            assert_eq!(target, want, "{before} + {patch}");
+        }
+    }
+}

@@ -232,11 +232,19 @@ pub fn decide(obs: &Observation) -> Decision {
         return Decision::act(vec![Action::StartReplica { leader: None }], "starting read-only: the cluster has no leader");
     }
 
-    let role = obs.pg.role.unwrap_or(PgRole::Replica);
+    let Some(role) = obs.pg.role else {
+        if i_hold_lock && !paused && lease_low(obs) {
+            return Decision::act(
+                vec![Action::Demote { mode: DemoteMode::Offline, then_follow: None }],
+                "stopping PostgreSQL: my leader lease is about to expire and PostgreSQL does not answer",
+            );
+        }
+        return Decision::none("PostgreSQL is running but does not answer queries yet: waiting");
+    };
 
     if i_hold_lock {
         if role == PgRole::Primary {
-            if !paused && obs.lease_remaining_ms.is_none_or(|r| r < obs.settings.demote_margin_ms) {
+            if !paused && lease_low(obs) {
                 return Decision::act(
                     vec![Action::Demote { mode: DemoteMode::Offline, then_follow: None }],
                     "demoting: my leader lease is about to expire and could not be renewed",
@@ -286,8 +294,13 @@ pub fn decide(obs: &Observation) -> Decision {
     }
 }
 
+fn lease_low(obs: &Observation) -> bool {
+    obs.lease_remaining_ms.is_none_or(|r| r < obs.settings.demote_margin_ms)
+}
+
 fn dcs_unreachable(obs: &Observation) -> Decision {
-    if obs.pg.running && obs.pg.role == Some(PgRole::Primary) {
+    // A node whose role is unknown is treated as a possible primary: safety first.
+    if obs.pg.running && obs.pg.role != Some(PgRole::Replica) {
         match obs.lease_remaining_ms {
             Some(r) if r >= obs.settings.demote_margin_ms => Decision::none(format!("DCS is not readable but my lease is valid for {} ms: still primary", r)),
             _ => Decision::act(

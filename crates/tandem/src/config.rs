@@ -1,0 +1,2901 @@
+//! The local configuration file: Patroni's YAML format (spec §7.1, §7.3, §7.4).
+//!
+//! Loading goes: YAML text → a JSON tree (one file, or every `*.yml`/`*.yaml` of a directory merged
+//! in sorted order) → `PATRONI_*` environment variables written onto that tree → typed extraction.
+//! Because the environment is overlaid on the tree, one validation path serves both sources, and
+//! every error names the key path it is about.
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use tandem_core::dynamic::{parse_bool, DynamicConfig};
+
+/// A node may not take the name Patroni uses as a placeholder in `synchronous_standby_names`.
+pub const STRICT_SYNC_PLACEHOLDER: &str = "__patroni_strict_sync_replica_placeholder__";
+
+/// A password or similar. `Debug` and `Display` never show it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("********")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("********")
+    }
+}
+
+/// HTTP basic-auth credentials (`restapi.authentication`, `ctl.authentication`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Secret,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VerifyClient {
+    #[default]
+    None,
+    Optional,
+    Required,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub scope: String,
+    /// As given, e.g. `/service/`; default `/service`.
+    pub namespace: String,
+    pub name: String,
+    pub etcd3: EtcdConfig,
+    pub restapi: RestApiConfig,
+    pub bootstrap: BootstrapConfig,
+    pub postgresql: PostgresqlConfig,
+    pub tags: Tags,
+    pub ctl: CtlConfig,
+    /// Unknown keys, adjusted values, unsupported settings: one sentence each, naming the key path.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct EtcdConfig {
+    /// `host:port` entries.
+    pub hosts: Vec<String>,
+    /// `http` or `https`.
+    pub protocol: String,
+    pub cacert: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+}
+
+impl EtcdConfig {
+    /// `http(s)://host:port` for each host.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.hosts
+            .iter()
+            .map(|h| format!("{}://{}", self.protocol, h))
+            .collect()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RestApiConfig {
+    pub listen: String,
+    pub connect_address: String,
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
+    pub keyfile_password: Option<Secret>,
+    pub cafile: Option<PathBuf>,
+    pub verify_client: VerifyClient,
+    pub authentication: Option<Credentials>,
+    pub allowlist: Vec<String>,
+    pub allowlist_include_members: bool,
+    /// `http_extra_headers`, with `https_extra_headers` merged over them when TLS is on.
+    pub http_extra_headers: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BootstrapConfig {
+    /// Initial dynamic configuration (an object; `{}` when absent).
+    pub dcs: Value,
+    /// Extra initdb arguments, e.g. `["--encoding=UTF8", "--data-checksums"]`.
+    pub initdb_args: Vec<String>,
+    pub pg_hba: Vec<String>,
+    /// `post_bootstrap` (or its alias `post_init`).
+    pub post_bootstrap: Option<String>,
+    /// Whether the file had a `bootstrap` section at all.
+    pub present: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PgCredentials {
+    pub username: String,
+    pub password: Option<Secret>,
+    pub sslmode: Option<String>,
+    pub sslcert: Option<String>,
+    pub sslkey: Option<String>,
+    pub sslrootcert: Option<String>,
+    pub sslpassword: Option<Secret>,
+    /// Other libpq options given: sslcrl, sslcrldir, sslnegotiation, gssencmode, channel_binding.
+    pub extra: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PgAuthentication {
+    pub superuser: PgCredentials,
+    pub replication: PgCredentials,
+    pub rewind: Option<PgCredentials>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PostgresqlConfig {
+    /// As given: `host:port`, or `a,b:port`.
+    pub listen: String,
+    pub connect_address: String,
+    pub data_dir: PathBuf,
+    pub config_dir: Option<PathBuf>,
+    pub bin_dir: Option<PathBuf>,
+    pub pgpass: PathBuf,
+    pub database: String,
+    pub authentication: PgAuthentication,
+    pub parameters: Map<String, Value>,
+    pub pg_hba: Vec<String>,
+    pub use_pg_rewind: Option<bool>,
+    pub pg_ctl_timeout: u64,
+    pub remove_data_directory_on_rewind_failure: bool,
+    pub remove_data_directory_on_diverged_timelines: bool,
+    /// Extra pg_basebackup arguments, e.g. `["--max-rate=100M", "--checkpoint=fast"]`.
+    pub basebackup_args: Vec<String>,
+    /// `on_start`, `on_stop`, `on_restart`, `on_reload`, `on_role_change` → command.
+    pub callbacks: BTreeMap<String, String>,
+}
+
+impl PostgresqlConfig {
+    /// The port of `listen` (validated at load time).
+    pub fn listen_port(&self) -> u16 {
+        split_listen(&self.listen).map(|(_, p)| p).unwrap_or(5432)
+    }
+
+    /// The first listen address, with a wildcard (`0.0.0.0`, `*`, `::`, empty) replaced by
+    /// `127.0.0.1`: the address to use for local connections.
+    pub fn local_host(&self) -> String {
+        let first = split_listen(&self.listen)
+            .and_then(|(hosts, _)| hosts.into_iter().next())
+            .unwrap_or_default();
+        if is_wildcard(&first) {
+            "127.0.0.1".to_string()
+        } else {
+            first
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tags {
+    pub nofailover: bool,
+    pub failover_priority: Option<i64>,
+    pub noloadbalance: bool,
+    pub clonefrom: bool,
+    pub nosync: bool,
+    pub nostream: bool,
+    pub sync_priority: Option<i64>,
+    pub replicatefrom: Option<String>,
+    /// Custom tags, published as given.
+    pub extra: Map<String, Value>,
+}
+
+impl Tags {
+    /// The tags as published in the member key: boolean tags only when true, priorities when set,
+    /// custom tags as given. (Conflicts between `nofailover` and `failover_priority` were resolved
+    /// at load time, so the published priority agrees with `nofailover`.)
+    pub fn to_json(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        let flags = [
+            ("nofailover", self.nofailover),
+            ("noloadbalance", self.noloadbalance),
+            ("clonefrom", self.clonefrom),
+            ("nosync", self.nosync),
+            ("nostream", self.nostream),
+        ];
+        for (k, v) in flags {
+            if v {
+                m.insert(k.to_string(), Value::Bool(true));
+            }
+        }
+        if let Some(p) = self.failover_priority {
+            m.insert("failover_priority".to_string(), Value::from(p));
+        }
+        if let Some(p) = self.sync_priority {
+            m.insert("sync_priority".to_string(), Value::from(p));
+        }
+        if let Some(r) = &self.replicatefrom {
+            m.insert("replicatefrom".to_string(), Value::String(r.clone()));
+        }
+        for (k, v) in &self.extra {
+            m.insert(k.clone(), v.clone());
+        }
+        m
+    }
+
+    /// 0 when `nofailover`, else `failover_priority`, default 1.
+    pub fn effective_failover_priority(&self) -> i64 {
+        if self.nofailover {
+            0
+        } else {
+            self.failover_priority.unwrap_or(1)
+        }
+    }
+
+    pub fn can_failover(&self) -> bool {
+        self.effective_failover_priority() > 0
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CtlConfig {
+    pub insecure: bool,
+    pub cacert: Option<PathBuf>,
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
+    pub authentication: Option<Credentials>,
+}
+
+impl Config {
+    /// Load a YAML file, or a directory of `*.yml`/`*.yaml` files merged in sorted order (later
+    /// files win), then apply `PATRONI_*` overrides from the process environment.
+    pub fn load(path: &Path) -> Result<Config> {
+        let env = process_env();
+        let origin = path.display().to_string();
+        let tree = if path.is_dir() {
+            read_dir_tree(path)?
+        } else {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read configuration file {origin}"))?;
+            parse_yaml(&text, &origin)?
+        };
+        build(tree, &env, &origin, true)
+    }
+
+    /// `Some(path)` → [`Config::load`]; `None` → [`Config::from_env`] with the process environment.
+    pub fn load_or_env(path: Option<&Path>) -> Result<Config> {
+        match path {
+            Some(p) => Config::load(p),
+            None => Config::from_env(&process_env()),
+        }
+    }
+
+    /// No configuration file: the whole YAML from `PATRONI_CONFIGURATION` (other variables are then
+    /// ignored, as in Patroni), or else a configuration built from `PATRONI_*` variables alone.
+    pub fn from_env(env: &BTreeMap<String, String>) -> Result<Config> {
+        match env.get("PATRONI_CONFIGURATION") {
+            Some(text) => {
+                let tree = parse_yaml(text, "PATRONI_CONFIGURATION")?;
+                build(tree, env, "PATRONI_CONFIGURATION", false)
+            }
+            None => build(Value::Object(Map::new()), env, "environment", true),
+        }
+    }
+
+    /// Parse YAML text (`origin` names it in messages), then apply `PATRONI_*` overrides from `env`.
+    pub fn from_yaml_str(
+        yaml: &str,
+        env: &BTreeMap<String, String>,
+        origin: &str,
+    ) -> Result<Config> {
+        let tree = parse_yaml(yaml, origin)?;
+        build(tree, env, origin, true)
+    }
+
+    /// `/<namespace>/<scope>/` with duplicate slashes collapsed, e.g. `/service/batman/`.
+    pub fn base_path(&self) -> String {
+        let raw = format!("/{}/{}/", self.namespace, self.scope);
+        let mut out = String::with_capacity(raw.len());
+        for c in raw.chars() {
+            if c == '/' && out.ends_with('/') {
+                continue;
+            }
+            out.push(c);
+        }
+        out
+    }
+
+    /// `<http|https>://<restapi.connect_address>/patroni` (https iff `restapi.certfile` is set).
+    pub fn api_url(&self) -> String {
+        let scheme = if self.restapi.certfile.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}/patroni", self.restapi.connect_address)
+    }
+
+    /// `postgres://<postgresql.connect_address>/<database>`.
+    pub fn conn_url(&self) -> String {
+        format!(
+            "postgres://{}/{}",
+            self.postgresql.connect_address, self.postgresql.database
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading sources
+
+fn process_env() -> BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| k.starts_with("PATRONI_") || k == "HOME")
+        .collect()
+}
+
+fn read_dir_tree(dir: &Path) -> Result<Value> {
+    let origin = dir.display().to_string();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read configuration directory {origin}"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("yml") | Some("yaml")
+                )
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("{origin}: the directory holds no *.yml or *.yaml file");
+    }
+    let mut tree = Value::Object(Map::new());
+    for f in &files {
+        let name = f.display().to_string();
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read configuration file {name}"))?;
+        let part = parse_yaml(&text, &name)?;
+        deep_merge(&mut tree, part);
+    }
+    Ok(tree)
+}
+
+/// Objects merge key by key, recursively; anything else replaces.
+fn deep_merge(base: &mut Value, overlay: Value) {
+    match (base, overlay) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => deep_merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// YAML text → JSON tree; the top level must be a mapping (an empty document counts as `{}`).
+fn parse_yaml(text: &str, origin: &str) -> Result<Value> {
+    let y: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| match e.location() {
+        Some(loc) => anyhow!(
+            "{origin}: invalid YAML at line {}, column {}: {e}",
+            loc.line(),
+            loc.column()
+        ),
+        None => anyhow!("{origin}: invalid YAML: {e}"),
+    })?;
+    let v = yaml_to_json(y, "").map_err(|m| anyhow!("{origin}: {m}"))?;
+    match v {
+        Value::Null => Ok(Value::Object(Map::new())),
+        Value::Object(_) => Ok(v),
+        other => bail!(
+            "{origin}: expected a mapping of settings (key: value) at the top level, got {}",
+            short(&other)
+        ),
+    }
+}
+
+fn yaml_to_json(y: serde_yaml::Value, path: &str) -> std::result::Result<Value, String> {
+    use serde_yaml::Value as Y;
+    Ok(match y {
+        Y::Null => Value::Null,
+        Y::Bool(b) => Value::Bool(b),
+        Y::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                serde_json::Number::from_f64(f)
+                    .map(Value::Number)
+                    .unwrap_or_else(|| Value::String(n.to_string()))
+            }
+        }
+        Y::String(s) => Value::String(s),
+        Y::Sequence(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.into_iter().enumerate() {
+                out.push(yaml_to_json(item, &format!("{path}[{i}]"))?);
+            }
+            Value::Array(out)
+        }
+        Y::Mapping(m) => {
+            let mut out = Map::new();
+            for (k, v) in m {
+                let key = match k {
+                    Y::String(s) => s,
+                    Y::Number(n) => n.to_string(),
+                    Y::Bool(b) => b.to_string(),
+                    Y::Null => "null".to_string(),
+                    _ => {
+                        let at = if path.is_empty() { "top level" } else { path };
+                        return Err(format!("{at}: mapping keys must be plain names"));
+                    }
+                };
+                let child = jp(path, &key);
+                let v = yaml_to_json(v, &child)?;
+                out.insert(key, v);
+            }
+            Value::Object(out)
+        }
+        Y::Tagged(t) => yaml_to_json(t.value, path)?,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Environment overlay (spec §7.4)
+
+#[derive(Clone, Copy)]
+enum EnvKind {
+    Str,
+    List,
+    Dict,
+}
+
+fn env_table() -> Vec<(String, Vec<String>, EnvKind)> {
+    use EnvKind::*;
+    let mut t: Vec<(String, Vec<String>, EnvKind)> = Vec::new();
+    let mut add = |var: &str, path: &[&str], kind: EnvKind| {
+        t.push((
+            var.to_string(),
+            path.iter().map(|s| s.to_string()).collect(),
+            kind,
+        ));
+    };
+    add("NAME", &["name"], Str);
+    add("NAMESPACE", &["namespace"], Str);
+    add("SCOPE", &["scope"], Str);
+    for (suffix, key, kind) in [
+        ("LISTEN", "listen", Str),
+        ("CONNECT_ADDRESS", "connect_address", Str),
+        ("CERTFILE", "certfile", Str),
+        ("KEYFILE", "keyfile", Str),
+        ("KEYFILE_PASSWORD", "keyfile_password", Str),
+        ("CAFILE", "cafile", Str),
+        ("CIPHERS", "ciphers", Str),
+        ("VERIFY_CLIENT", "verify_client", Str),
+        ("HTTP_EXTRA_HEADERS", "http_extra_headers", Dict),
+        ("HTTPS_EXTRA_HEADERS", "https_extra_headers", Dict),
+        ("ALLOWLIST", "allowlist", List),
+        (
+            "ALLOWLIST_INCLUDE_MEMBERS",
+            "allowlist_include_members",
+            Str,
+        ),
+        ("REQUEST_QUEUE_SIZE", "request_queue_size", Str),
+        ("SERVER_TOKENS", "server_tokens", Str),
+    ] {
+        add(&format!("RESTAPI_{suffix}"), &["restapi", key], kind);
+    }
+    add(
+        "RESTAPI_USERNAME",
+        &["restapi", "authentication", "username"],
+        Str,
+    );
+    add(
+        "RESTAPI_PASSWORD",
+        &["restapi", "authentication", "password"],
+        Str,
+    );
+    for (suffix, key) in [
+        ("INSECURE", "insecure"),
+        ("CACERT", "cacert"),
+        ("CERTFILE", "certfile"),
+        ("KEYFILE", "keyfile"),
+        ("KEYFILE_PASSWORD", "keyfile_password"),
+    ] {
+        add(&format!("CTL_{suffix}"), &["ctl", key], Str);
+    }
+    add("CTL_USERNAME", &["ctl", "authentication", "username"], Str);
+    add("CTL_PASSWORD", &["ctl", "authentication", "password"], Str);
+    for (suffix, key) in [
+        ("LISTEN", "listen"),
+        ("CONNECT_ADDRESS", "connect_address"),
+        ("PROXY_ADDRESS", "proxy_address"),
+        ("CONFIG_DIR", "config_dir"),
+        ("DATA_DIR", "data_dir"),
+        ("PGPASS", "pgpass"),
+        ("BIN_DIR", "bin_dir"),
+    ] {
+        add(&format!("POSTGRESQL_{suffix}"), &["postgresql", key], Str);
+    }
+    for bin in [
+        "PG_CTL",
+        "INITDB",
+        "PG_CONTROLDATA",
+        "PG_BASEBACKUP",
+        "POSTGRES",
+        "PG_ISREADY",
+        "PG_REWIND",
+    ] {
+        let key = bin.to_ascii_lowercase();
+        add(
+            &format!("POSTGRESQL_BIN_{bin}"),
+            &["postgresql", "bin_name", &key],
+            Str,
+        );
+    }
+    for role in ["SUPERUSER", "REPLICATION", "REWIND"] {
+        let r = role.to_ascii_lowercase();
+        for opt in [
+            "USERNAME",
+            "PASSWORD",
+            "SSLMODE",
+            "SSLCERT",
+            "SSLKEY",
+            "SSLPASSWORD",
+            "SSLROOTCERT",
+            "SSLCRL",
+            "SSLCRLDIR",
+            "GSSENCMODE",
+            "CHANNEL_BINDING",
+            "SSLNEGOTIATION",
+        ] {
+            let o = opt.to_ascii_lowercase();
+            add(
+                &format!("{role}_{opt}"),
+                &["postgresql", "authentication", &r, &o],
+                Str,
+            );
+        }
+    }
+    t
+}
+
+/// DCS variables: `PATRONI_ETCD3_*` → `etcd3.*`, `PATRONI_ETCD_*` → `etcd.*`.
+const DCS_ENV_SUFFIXES: &[(&str, EnvKind)] = &[
+    ("HOST", EnvKind::Str),
+    ("HOSTS", EnvKind::List),
+    ("URL", EnvKind::Str),
+    ("PROXY", EnvKind::Str),
+    ("SRV", EnvKind::Str),
+    ("SRV_SUFFIX", EnvKind::Str),
+    ("PROTOCOL", EnvKind::Str),
+    ("CACERT", EnvKind::Str),
+    ("CERT", EnvKind::Str),
+    ("KEY", EnvKind::Str),
+    ("USE_PROXIES", EnvKind::Str),
+];
+
+fn env_value(var: &str, raw: &str, kind: EnvKind) -> Result<Value> {
+    match kind {
+        EnvKind::Str => Ok(Value::String(raw.to_string())),
+        EnvKind::List => {
+            let t = raw.trim();
+            if t.starts_with('[') || t.starts_with('-') {
+                let v = parse_env_yaml(var, t)?;
+                match v {
+                    Value::Array(_) => Ok(v),
+                    other => bail!("{var}: expected a list, got {}", short(&other)),
+                }
+            } else {
+                let items = t
+                    .split(',')
+                    .map(|s| s.trim().trim_matches(|c| c == '\'' || c == '"').to_string())
+                    .filter(|s| !s.is_empty())
+                    .map(Value::String)
+                    .collect();
+                Ok(Value::Array(items))
+            }
+        }
+        EnvKind::Dict => {
+            let t = raw.trim();
+            let text = if t.starts_with('{') {
+                t.to_string()
+            } else {
+                format!("{{{t}}}")
+            };
+            match parse_env_yaml(var, &text)? {
+                v @ Value::Object(_) => Ok(v),
+                other => bail!(
+                    "{var}: expected a mapping such as {{Name: value}}, got {}",
+                    short(&other)
+                ),
+            }
+        }
+    }
+}
+
+fn parse_env_yaml(var: &str, text: &str) -> Result<Value> {
+    let y: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| anyhow!("{var}: cannot parse {text:?}: {e}"))?;
+    yaml_to_json(y, "").map_err(|m| anyhow!("{var}: {m}"))
+}
+
+/// Write `value` at `path`, creating (or replacing non-mapping) intermediate sections.
+fn set_path(tree: &mut Value, path: &[String], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut cur = tree;
+    for p in parents {
+        if !cur.is_object() {
+            *cur = Value::Object(Map::new());
+        }
+        let Value::Object(m) = cur else { return };
+        cur = m.entry(p.clone()).or_insert(Value::Null);
+    }
+    if !cur.is_object() {
+        *cur = Value::Object(Map::new());
+    }
+    if let Value::Object(m) = cur {
+        m.insert(last.clone(), value);
+    }
+}
+
+fn apply_env(tree: &mut Value, env: &BTreeMap<String, String>) -> Result<()> {
+    for (suffix, path, kind) in env_table() {
+        let var = format!("PATRONI_{suffix}");
+        if let Some(raw) = env.get(&var) {
+            set_path(tree, &path, env_value(&var, raw, kind)?);
+        }
+    }
+    for section in ["etcd3", "etcd"] {
+        let up = section.to_ascii_uppercase();
+        for (suffix, kind) in DCS_ENV_SUFFIXES {
+            let var = format!("PATRONI_{up}_{suffix}");
+            if let Some(raw) = env.get(&var) {
+                let path = [section.to_string(), suffix.to_ascii_lowercase()];
+                set_path(tree, &path, env_value(&var, raw, *kind)?);
+            }
+        }
+        // Credentials alone do not create the section (as in Patroni): they complete one that the
+        // file or another variable defined.
+        if tree.get(section).is_some_and(|s| !s.is_null()) {
+            for suffix in ["USERNAME", "PASSWORD"] {
+                if let Some(raw) = env.get(&format!("PATRONI_{up}_{suffix}")) {
+                    let path = [section.to_string(), suffix.to_ascii_lowercase()];
+                    set_path(tree, &path, Value::String(raw.clone()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Typed extraction
+
+fn jp(sect: &str, key: &str) -> String {
+    if sect.is_empty() {
+        key.to_string()
+    } else {
+        format!("{sect}.{key}")
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 60 {
+        let cut: String = s.chars().take(57).collect();
+        format!("{cut}...")
+    } else {
+        s
+    }
+}
+
+/// Levenshtein distance, for "did you mean" hints.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn close(a: &str, b: &str) -> bool {
+    // One edit for short names, two for longer ones: "lisen" → "listen", but not "foo" → "log".
+    let limit = if a.len().min(b.len()) < 5 { 1 } else { 2 };
+    a != b && a.len().min(b.len()) >= 3 && edit_distance(a, b) <= limit
+}
+
+/// Value at `key`, treating an explicit YAML null (`key:` with nothing after it) as absent.
+fn get<'v>(m: Option<&'v Map<String, Value>>, key: &str) -> Option<&'v Value> {
+    m.and_then(|m| m.get(key)).filter(|v| !v.is_null())
+}
+
+struct Ex<'a> {
+    origin: &'a str,
+    warnings: Vec<String>,
+}
+
+type Obj<'v> = Option<&'v Map<String, Value>>;
+
+impl Ex<'_> {
+    fn err(&self, path: &str, msg: impl fmt::Display) -> anyhow::Error {
+        anyhow!("{}: {path}: {msg}", self.origin)
+    }
+
+    fn expected(&self, path: &str, what: &str, got: &Value) -> anyhow::Error {
+        self.err(path, format!("expected {what}, got {}", short(got)))
+    }
+
+    fn warn(&mut self, msg: String) {
+        self.warnings.push(msg);
+    }
+
+    fn missing(&self, m: Obj, sect: &str, key: &str, hint: &str) -> anyhow::Error {
+        let mut msg = format!("{}: {} is missing: {hint}", self.origin, jp(sect, key));
+        if let Some(typo) = m.and_then(|m| m.keys().find(|k| close(k, key))) {
+            msg.push_str(&format!(
+                " (found '{}': a misspelling of '{key}'?)",
+                jp(sect, typo)
+            ));
+        }
+        anyhow!(msg)
+    }
+
+    fn section<'v>(&self, m: Obj<'v>, sect: &str, key: &str) -> Result<Obj<'v>> {
+        match get(m, key) {
+            None => Ok(None),
+            Some(Value::Object(o)) => Ok(Some(o)),
+            Some(other) => {
+                Err(self.expected(&jp(sect, key), "a mapping of settings (key: value)", other))
+            }
+        }
+    }
+
+    fn string(&self, m: Obj, sect: &str, key: &str) -> Result<Option<String>> {
+        match get(m, key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(other) => Err(self.expected(&jp(sect, key), "a string", other)),
+        }
+    }
+
+    fn req_string(&self, m: Obj, sect: &str, key: &str, hint: &str) -> Result<String> {
+        match self.string(m, sect, key)? {
+            Some(s) if !s.trim().is_empty() => Ok(s),
+            _ => Err(self.missing(m, sect, key, hint)),
+        }
+    }
+
+    fn path(&self, m: Obj, sect: &str, key: &str) -> Result<Option<PathBuf>> {
+        Ok(self
+            .string(m, sect, key)?
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from))
+    }
+
+    fn secret(&self, m: Obj, sect: &str, key: &str) -> Result<Option<Secret>> {
+        match get(m, key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(Secret(s.clone()))),
+            Some(Value::Number(n)) => Ok(Some(Secret(n.to_string()))),
+            // Never echo what might be a password.
+            Some(_) => Err(self.err(&jp(sect, key), "expected a string (quote it in YAML)")),
+        }
+    }
+
+    fn boolean(&self, m: Obj, sect: &str, key: &str) -> Result<Option<bool>> {
+        match get(m, key) {
+            None => Ok(None),
+            Some(v) => parse_bool(v)
+                .map(Some)
+                .ok_or_else(|| self.expected(&jp(sect, key), "true or false", v)),
+        }
+    }
+
+    fn uint(&self, m: Obj, sect: &str, key: &str) -> Result<Option<u64>> {
+        match get(m, key) {
+            None => Ok(None),
+            Some(v) => tandem_core::dynamic::parse_uint(v)
+                .map(Some)
+                .ok_or_else(|| self.expected(&jp(sect, key), "a non-negative integer", v)),
+        }
+    }
+
+    fn int(&self, m: Obj, sect: &str, key: &str) -> Result<Option<i64>> {
+        match get(m, key) {
+            None => Ok(None),
+            Some(Value::Number(n)) if n.as_i64().is_some() => Ok(n.as_i64()),
+            Some(v @ Value::String(s)) => s
+                .trim()
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| self.expected(&jp(sect, key), "an integer", v)),
+            Some(v) => Err(self.expected(&jp(sect, key), "an integer", v)),
+        }
+    }
+
+    /// A list of strings; with `comma`, a single comma-separated string is accepted too.
+    fn list(&self, m: Obj, sect: &str, key: &str, comma: bool) -> Result<Vec<String>> {
+        let path = jp(sect, key);
+        match get(m, key) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, it)| match it {
+                    Value::String(s) => Ok(s.clone()),
+                    Value::Number(n) => Ok(n.to_string()),
+                    other => Err(self.expected(&format!("{path}[{i}]"), "a string", other)),
+                })
+                .collect(),
+            Some(Value::String(s)) if comma => Ok(s
+                .split(',')
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect()),
+            Some(other) => {
+                let what = if comma {
+                    "a list of strings or a comma-separated string"
+                } else {
+                    "a list of strings"
+                };
+                Err(self.expected(&path, what, other))
+            }
+        }
+    }
+
+    fn string_map(&self, m: Obj, sect: &str, key: &str) -> Result<BTreeMap<String, String>> {
+        let path = jp(sect, key);
+        let mut out = BTreeMap::new();
+        if let Some(o) = self.section(m, sect, key)? {
+            for (k, v) in o {
+                let s = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    other => return Err(self.expected(&jp(&path, k), "a string", other)),
+                };
+                out.insert(k.clone(), s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Warn about keys of `m` that are neither `known` nor `unsupported`; say that `unsupported`
+    /// ones present are ignored.
+    fn check_keys(&mut self, m: Obj, sect: &str, known: &[&str], unsupported: &[&str]) {
+        let Some(m) = m else { return };
+        for k in m.keys() {
+            if known.contains(&k.as_str()) {
+                continue;
+            }
+            if unsupported.contains(&k.as_str()) {
+                self.warn(format!(
+                    "'{}' is not supported by tandem yet (ignored)",
+                    jp(sect, k)
+                ));
+                continue;
+            }
+            let hint = known
+                .iter()
+                .chain(unsupported.iter())
+                .find(|c| close(k, c))
+                .map(|c| format!("; did you mean '{c}'?"))
+                .unwrap_or_default();
+            self.warn(format!("unknown key '{}' (ignored{hint})", jp(sect, k)));
+        }
+    }
+
+    fn credentials(&self, m: Obj, sect: &str, key: &str) -> Result<Option<Credentials>> {
+        let Some(a) = self.section(m, sect, key)? else {
+            return Ok(None);
+        };
+        let path = jp(sect, key);
+        let username = self.req_string(
+            Some(a),
+            &path,
+            "username",
+            "set the user name for basic authentication",
+        )?;
+        let password = self.secret(Some(a), &path, "password")?.ok_or_else(|| {
+            self.missing(
+                Some(a),
+                &path,
+                "password",
+                "set the password for basic authentication",
+            )
+        })?;
+        Ok(Some(Credentials { username, password }))
+    }
+}
+
+fn is_wildcard(host: &str) -> bool {
+    matches!(host.trim(), "" | "0.0.0.0" | "*" | "::" | "[::]")
+}
+
+/// `host:port` or `[v6]:port` → (host without brackets, port). Port 1..=65535.
+fn split_host_port(s: &str) -> Option<(String, u16)> {
+    let s = s.trim();
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, p) = rest.split_once("]:")?;
+        (h.to_string(), p)
+    } else {
+        let (h, p) = s.rsplit_once(':')?;
+        (h.to_string(), p)
+    };
+    let port: u16 = port.trim().parse().ok()?;
+    if port == 0 || host.contains(',') || host.contains(char::is_whitespace) {
+        return None;
+    }
+    Some((host, port))
+}
+
+/// `a,b:port` (PostgreSQL's listen_addresses plus a port) → (hosts, port).
+fn split_listen(s: &str) -> Option<(Vec<String>, u16)> {
+    let (hosts, port) = s.trim().rsplit_once(':')?;
+    let port: u16 = port.trim().parse().ok()?;
+    if port == 0 {
+        return None;
+    }
+    let hosts: Vec<String> = hosts
+        .split(',')
+        .map(|h| {
+            h.trim()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string()
+        })
+        .collect();
+    if hosts.iter().any(|h| h.contains(char::is_whitespace)) {
+        return None;
+    }
+    Some((hosts, port))
+}
+
+fn host_for_url(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+/// Turn `bootstrap.initdb` / `postgresql.basebackup` (a list of names and `name: value` pairs, or a
+/// mapping) into `--name` / `--name=value` arguments.
+fn user_options(ex: &Ex, v: Option<&Value>, path: &str, forbidden: &[&str]) -> Result<Vec<String>> {
+    fn one(
+        ex: &Ex,
+        path: &str,
+        name: &str,
+        val: Option<&Value>,
+        out: &mut Vec<String>,
+    ) -> Result<()> {
+        let name = name.trim().trim_start_matches('-');
+        if name.is_empty() || name.contains(char::is_whitespace) || name.contains('=') {
+            return Err(ex.err(
+                path,
+                format!("expected an option name such as data-checksums, or a pair such as `encoding: UTF8`; got {name:?}"),
+            ));
+        }
+        match val {
+            None | Some(Value::Null) | Some(Value::Bool(true)) => out.push(format!("--{name}")),
+            Some(Value::Bool(false)) => {}
+            Some(Value::String(s)) => out.push(format!("--{name}={s}")),
+            Some(Value::Number(n)) => out.push(format!("--{name}={n}")),
+            Some(other) => return Err(ex.expected(&jp(path, name), "a single value", other)),
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    match v {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for (i, it) in items.iter().enumerate() {
+                let ip = format!("{path}[{i}]");
+                match it {
+                    Value::String(s) => one(ex, &ip, s, None, &mut out)?,
+                    Value::Object(m) if !m.is_empty() => {
+                        for (k, val) in m {
+                            one(ex, &ip, k, Some(val), &mut out)?;
+                        }
+                    }
+                    other => {
+                        return Err(ex.expected(
+                            &ip,
+                            "an option name or a `name: value` pair",
+                            other,
+                        ));
+                    }
+                }
+            }
+        }
+        Some(Value::Object(m)) => {
+            for (k, val) in m {
+                one(ex, path, k, Some(val), &mut out)?;
+            }
+        }
+        Some(other) => {
+            return Err(ex.expected(
+                path,
+                "a list of options (e.g. [data-checksums, {encoding: UTF8}]) or a mapping",
+                other,
+            ));
+        }
+    }
+    for arg in &out {
+        let name = arg
+            .trim_start_matches('-')
+            .split('=')
+            .next()
+            .unwrap_or_default();
+        if forbidden.contains(&name) {
+            return Err(ex.err(
+                path,
+                format!("option '{name}' is not allowed here: tandem sets it itself"),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+const TOP_KNOWN: &[&str] = &[
+    "name",
+    "scope",
+    "namespace",
+    "restapi",
+    "ctl",
+    "etcd",
+    "etcd3",
+    "bootstrap",
+    "postgresql",
+    "tags",
+    "log",
+    "thread_pool_size",
+    "thread_stack_size",
+];
+const TOP_UNSUPPORTED: &[&str] = &["watchdog", "citus"];
+const OTHER_DCS: &[&str] = &["consul", "zookeeper", "exhibitor", "kubernetes", "raft"];
+/// Dynamic settings that Patroni only reads from the DCS; at the top level of the local file they
+/// have no effect.
+const DYNAMIC_KEYS: &[&str] = &[
+    "ttl",
+    "loop_wait",
+    "retry_timeout",
+    "maximum_lag_on_failover",
+    "maximum_lag_on_syncnode",
+    "primary_start_timeout",
+    "master_start_timeout",
+    "primary_stop_timeout",
+    "master_stop_timeout",
+    "primary_race_backoff",
+    "max_timelines_history",
+    "check_timeline",
+    "synchronous_mode",
+    "synchronous_mode_strict",
+    "synchronous_node_count",
+    "failsafe_mode",
+    "pause",
+    "member_slots_ttl",
+    "slots",
+    "permanent_slots",
+    "permanent_replication_slots",
+    "ignore_slots",
+    "standby_cluster",
+];
+const DCS_PG_KEYS: &[&str] = &[
+    "use_pg_rewind",
+    "use_slots",
+    "recovery_conf",
+    "parameters",
+    "parameters_primary",
+    "parameters_replica",
+    "parameters_standby_leader",
+    "pg_hba",
+    "pg_hba_primary",
+    "pg_hba_replica",
+    "pg_hba_standby_leader",
+    "pg_ident",
+    "pg_ident_primary",
+    "pg_ident_replica",
+    "pg_ident_standby_leader",
+    "pg_ctl_timeout",
+    "rewind",
+    "basebackup",
+    "remove_data_directory_on_rewind_failure",
+    "remove_data_directory_on_diverged_timelines",
+    "create_replica_methods",
+];
+/// Parameters Patroni takes only from the dynamic configuration (spec §7.5).
+const DYNAMIC_ONLY_PARAMS: &[&str] = &[
+    "max_connections",
+    "max_locks_per_transaction",
+    "max_worker_processes",
+    "max_prepared_transactions",
+    "wal_level",
+    "track_commit_timestamp",
+    "max_wal_senders",
+    "max_replication_slots",
+    "wal_keep_segments",
+    "wal_keep_size",
+    "wal_log_hints",
+];
+const CALLBACKS: &[&str] = &[
+    "on_start",
+    "on_stop",
+    "on_restart",
+    "on_reload",
+    "on_role_change",
+];
+
+fn build(
+    mut tree: Value,
+    env: &BTreeMap<String, String>,
+    origin: &str,
+    use_env: bool,
+) -> Result<Config> {
+    let mut ex = Ex {
+        origin,
+        warnings: Vec::new(),
+    };
+    if use_env {
+        if env.contains_key("PATRONI_CONFIGURATION") && origin != "environment" {
+            ex.warn(format!(
+                "PATRONI_CONFIGURATION is ignored because the configuration was read from {origin}"
+            ));
+        }
+        apply_env(&mut tree, env)?;
+    }
+    let Value::Object(top_map) = &tree else {
+        bail!("{origin}: expected a mapping of settings at the top level");
+    };
+    let top = Some(top_map);
+
+    // ---- top level
+    let mut known_top: Vec<&str> = TOP_KNOWN.to_vec();
+    known_top.extend_from_slice(OTHER_DCS);
+    for k in top_map.keys() {
+        if DYNAMIC_KEYS.contains(&k.as_str()) {
+            ex.warn(format!(
+                "'{k}' at the top level has no effect: dynamic settings belong in bootstrap.dcs (first start) or are changed with `tandem edit-config`"
+            ));
+        }
+    }
+    let mut known_top_all = known_top.clone();
+    known_top_all.extend_from_slice(DYNAMIC_KEYS);
+    ex.check_keys(top, "", &known_top_all, TOP_UNSUPPORTED);
+
+    let name = ex.req_string(
+        top,
+        "",
+        "name",
+        "set it to this node's unique name, e.g. postgresql-01",
+    )?;
+    if name == STRICT_SYNC_PLACEHOLDER {
+        return Err(ex.err(
+            "name",
+            format!("'{name}' is reserved; choose another node name"),
+        ));
+    }
+    if name.contains('/') {
+        return Err(ex.err(
+            "name",
+            format!("'{name}' must not contain '/' (it becomes part of an etcd key)"),
+        ));
+    }
+    let scope = ex.req_string(
+        top,
+        "",
+        "scope",
+        "set it to the cluster name (the same on every node), e.g. postgresql-cluster",
+    )?;
+    let namespace = ex
+        .string(top, "", "namespace")?
+        .unwrap_or_else(|| "/service".to_string());
+
+    if let Some(w) = get(top, "watchdog") {
+        // Only `mode: off` (or `watchdog: false`) needs no warning.
+        let off = match w {
+            Value::Bool(false) => true,
+            Value::Object(o) => o
+                .get("mode")
+                .map(|m| match m {
+                    Value::Bool(false) => true,
+                    Value::String(s) => matches!(
+                        s.to_ascii_lowercase().as_str(),
+                        "off" | "disable" | "disabled"
+                    ),
+                    _ => false,
+                })
+                .unwrap_or(false),
+            _ => false,
+        };
+        if off {
+            // Remove the "not supported" warning check_keys added: watchdog off is what tandem does.
+            ex.warnings
+                .retain(|w| !w.starts_with("'watchdog' is not supported"));
+        }
+    }
+
+    let etcd3 = etcd_section(&mut ex, top)?;
+    let restapi = restapi_section(&mut ex, top)?;
+    let bootstrap = bootstrap_section(&mut ex, top)?;
+    let postgresql = postgresql_section(&mut ex, top, env)?;
+    let tags = tags_section(&mut ex, top)?;
+    let ctl = ctl_section(&mut ex, top)?;
+
+    Ok(Config {
+        scope,
+        namespace,
+        name,
+        etcd3,
+        restapi,
+        bootstrap,
+        postgresql,
+        tags,
+        ctl,
+        warnings: ex.warnings,
+    })
+}
+
+fn etcd_section(ex: &mut Ex, top: Obj) -> Result<EtcdConfig> {
+    let present = |k: &str| get(top, k).is_some();
+    let sect = if present("etcd3") {
+        if present("etcd") {
+            ex.warn(
+                "both 'etcd3' and 'etcd' are set: tandem uses 'etcd3' and ignores 'etcd'"
+                    .to_string(),
+            );
+        }
+        "etcd3"
+    } else if present("etcd") {
+        ex.warn(
+            "'etcd' section: tandem always talks to etcd with the v3 API; rename the section to 'etcd3' \
+             (keys written by Patroni through the v2 API are not visible to tandem)"
+                .to_string(),
+        );
+        "etcd"
+    } else {
+        if let Some(other) = OTHER_DCS.iter().find(|k| present(k)) {
+            bail!(
+                "{}: {other}: tandem supports only etcd; add an 'etcd3' section with the etcd hosts (e.g. hosts: 10.0.0.1:2379,10.0.0.2:2379)",
+                ex.origin
+            );
+        }
+        ex.warn("no 'etcd3' section: using etcd at 127.0.0.1:2379".to_string());
+        return Ok(EtcdConfig {
+            hosts: vec!["127.0.0.1:2379".to_string()],
+            protocol: "http".to_string(),
+            cacert: None,
+            cert: None,
+            key: None,
+            username: None,
+            password: None,
+        });
+    };
+    for other in OTHER_DCS {
+        if present(other) {
+            ex.warn(format!(
+                "'{other}' is not supported by tandem (ignored; using '{sect}')"
+            ));
+        }
+    }
+    let m = ex.section(top, "", sect)?;
+    ex.check_keys(
+        m,
+        sect,
+        &[
+            "host", "hosts", "url", "urls", "protocol", "cacert", "cert", "key", "username",
+            "password", "user",
+        ],
+        &["proxy", "srv", "srv_suffix", "use_proxies", "retry_timeout"],
+    );
+
+    let mut url_scheme: Option<String> = None;
+    let mut hosts: Vec<String> = Vec::new();
+    let mut add_entry = |ex: &Ex, path: &str, entry: &str| -> Result<()> {
+        let mut e = entry.trim();
+        if let Some((scheme, rest)) = e.split_once("://") {
+            let scheme = scheme.to_ascii_lowercase();
+            if scheme != "http" && scheme != "https" {
+                return Err(ex.err(
+                    path,
+                    format!("expected an http:// or https:// URL, got {entry:?}"),
+                ));
+            }
+            url_scheme = Some(scheme);
+            e = rest.split('/').next().unwrap_or_default();
+        }
+        let hp = if split_host_port(e).is_some() {
+            e.to_string()
+        } else if !e.is_empty() && !e.contains(':') {
+            format!("{e}:2379")
+        } else if e.starts_with('[') && e.ends_with(']') {
+            format!("{e}:2379")
+        } else {
+            return Err(ex.err(path, format!("expected \"host:port\", got {entry:?}")));
+        };
+        hosts.push(hp);
+        Ok(())
+    };
+    let urls = {
+        let mut u = ex.list(m, sect, "urls", true)?;
+        if let Some(one) = ex.string(m, sect, "url")? {
+            u.insert(0, one);
+        }
+        u
+    };
+    let (src, entries) = if !urls.is_empty() {
+        ("url", urls)
+    } else {
+        let hs = ex.list(m, sect, "hosts", true)?;
+        if !hs.is_empty() {
+            ("hosts", hs)
+        } else {
+            ("host", ex.string(m, sect, "host")?.into_iter().collect())
+        }
+    };
+    let path = jp(sect, src);
+    for e in &entries {
+        add_entry(ex, &path, e)?;
+    }
+    if hosts.is_empty() {
+        ex.warn(format!(
+            "{sect}: no host, hosts or url given: using 127.0.0.1:2379"
+        ));
+        hosts.push("127.0.0.1:2379".to_string());
+    }
+
+    let cacert = ex.path(m, sect, "cacert")?;
+    let cert = ex.path(m, sect, "cert")?;
+    let key = ex.path(m, sect, "key")?;
+    let protocol = match ex.string(m, sect, "protocol")? {
+        Some(p) => {
+            let p = p.trim().to_ascii_lowercase();
+            if p != "http" && p != "https" {
+                return Err(ex.expected(
+                    &jp(sect, "protocol"),
+                    "\"http\" or \"https\"",
+                    &Value::String(p),
+                ));
+            }
+            p
+        }
+        None => {
+            if let Some(s) = url_scheme {
+                s
+            } else if cacert.is_some() || cert.is_some() {
+                ex.warn(format!("{sect}.protocol is not set: using https because {sect}.cacert or {sect}.cert is set"));
+                "https".to_string()
+            } else {
+                "http".to_string()
+            }
+        }
+    };
+    let username = match ex.string(m, sect, "username")? {
+        Some(u) => Some(u),
+        None => ex.string(m, sect, "user")?,
+    };
+    let password = ex.secret(m, sect, "password")?;
+    match (&username, &password) {
+        (Some(_), None) => {
+            return Err(ex.missing(
+                m,
+                sect,
+                "password",
+                &format!("{sect}.username is set; set the etcd user's password too"),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ex.missing(
+                m,
+                sect,
+                "username",
+                &format!("{sect}.password is set; set the etcd user name too"),
+            ))
+        }
+        _ => {}
+    }
+    Ok(EtcdConfig {
+        hosts,
+        protocol,
+        cacert,
+        cert,
+        key,
+        username,
+        password,
+    })
+}
+
+fn default_connect(ex: &mut Ex, sect: &str, listen_host: &str, port: u16) -> String {
+    let host = if is_wildcard(listen_host) {
+        "127.0.0.1".to_string()
+    } else {
+        host_for_url(listen_host)
+    };
+    let addr = format!("{host}:{port}");
+    ex.warn(format!(
+        "{sect}.connect_address is not set: using {addr} (from {sect}.listen); set it to an address the other nodes can reach"
+    ));
+    addr
+}
+
+fn restapi_section(ex: &mut Ex, top: Obj) -> Result<RestApiConfig> {
+    let s = "restapi";
+    let m = ex.section(top, "", s)?;
+    ex.check_keys(
+        m,
+        s,
+        &[
+            "listen",
+            "connect_address",
+            "certfile",
+            "keyfile",
+            "keyfile_password",
+            "cafile",
+            "verify_client",
+            "authentication",
+            "allowlist",
+            "allowlist_include_members",
+            "http_extra_headers",
+            "https_extra_headers",
+            "request_queue_size",
+            "thread_pool_size",
+            "server_tokens",
+        ],
+        &["ciphers", "crlfile"],
+    );
+    let listen = ex.req_string(
+        m,
+        s,
+        "listen",
+        "set it to the REST API address as host:port, e.g. 0.0.0.0:8008",
+    )?;
+    let Some((lhost, lport)) = split_host_port(&listen) else {
+        return Err(ex.expected("restapi.listen", "\"host:port\"", &Value::String(listen)));
+    };
+    let connect_address = match ex
+        .string(m, s, "connect_address")?
+        .filter(|c| !c.trim().is_empty())
+    {
+        Some(c) => {
+            if split_host_port(&c).is_none() {
+                return Err(ex.expected(
+                    "restapi.connect_address",
+                    "\"host:port\"",
+                    &Value::String(c),
+                ));
+            }
+            c
+        }
+        None => default_connect(ex, s, &lhost, lport),
+    };
+    let certfile = ex.path(m, s, "certfile")?;
+    let keyfile = ex.path(m, s, "keyfile")?;
+    let cafile = ex.path(m, s, "cafile")?;
+    let verify_client = match ex.string(m, s, "verify_client")? {
+        None => VerifyClient::None,
+        Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "none" | "" => VerifyClient::None,
+            "optional" => VerifyClient::Optional,
+            "required" => VerifyClient::Required,
+            _ => {
+                return Err(ex.expected(
+                    "restapi.verify_client",
+                    "none, optional or required",
+                    &Value::String(v),
+                ))
+            }
+        },
+    };
+    if verify_client != VerifyClient::None && cafile.is_none() {
+        return Err(ex.missing(
+            m,
+            s,
+            "cafile",
+            "restapi.verify_client needs the CA that signs client certificates",
+        ));
+    }
+    if certfile.is_none() && (keyfile.is_some() || verify_client != VerifyClient::None) {
+        ex.warn("restapi.certfile is not set, so the REST API serves plain HTTP and restapi.keyfile/verify_client have no effect".to_string());
+    }
+    let mut http_extra_headers = ex.string_map(m, s, "http_extra_headers")?;
+    let https = ex.string_map(m, s, "https_extra_headers")?;
+    if certfile.is_some() {
+        http_extra_headers.extend(https);
+    }
+    let allowlist_include_members = ex
+        .boolean(m, s, "allowlist_include_members")?
+        .unwrap_or(false);
+    if let Some(n) = ex.uint(m, s, "request_queue_size")? {
+        if n > 4096 {
+            return Err(ex.expected(
+                "restapi.request_queue_size",
+                "an integer from 0 to 4096",
+                &Value::from(n),
+            ));
+        }
+    }
+    Ok(RestApiConfig {
+        listen,
+        connect_address,
+        certfile,
+        keyfile,
+        keyfile_password: ex.secret(m, s, "keyfile_password")?,
+        cafile,
+        verify_client,
+        authentication: ex.credentials(m, s, "authentication")?,
+        allowlist: ex.list(m, s, "allowlist", true)?,
+        allowlist_include_members,
+        http_extra_headers,
+    })
+}
+
+fn bootstrap_section(ex: &mut Ex, top: Obj) -> Result<BootstrapConfig> {
+    let s = "bootstrap";
+    let present = get(top, s).is_some();
+    let m = ex.section(top, "", s)?;
+    if let Some(method) = ex.string(m, s, "method")? {
+        if method != "initdb" {
+            return Err(ex.err(
+                "bootstrap.method",
+                format!("custom bootstrap method '{method}' is not supported by tandem yet; remove bootstrap.method to use initdb"),
+            ));
+        }
+    }
+    ex.check_keys(
+        m,
+        s,
+        &[
+            "dcs",
+            "method",
+            "initdb",
+            "pg_hba",
+            "post_bootstrap",
+            "post_init",
+        ],
+        &["users"],
+    );
+
+    let dcs = match get(m, "dcs") {
+        None => Value::Object(Map::new()),
+        Some(v @ Value::Object(_)) => v.clone(),
+        Some(other) => {
+            return Err(ex.expected(
+                "bootstrap.dcs",
+                "a mapping of dynamic settings (ttl, loop_wait, postgresql, ...)",
+                other,
+            ))
+        }
+    };
+    let dm = dcs.as_object();
+    let mut known_dcs = DYNAMIC_KEYS.to_vec();
+    known_dcs.push("postgresql");
+    ex.check_keys(dm, "bootstrap.dcs", &known_dcs, &[]);
+    if let Some(Value::Object(pg)) = get(dm, "postgresql") {
+        let mut pg_known = DCS_PG_KEYS.to_vec();
+        // Local-only keys are ignored in the DCS copy; name them so the warning says so.
+        for local in [
+            "connect_address",
+            "proxy_address",
+            "listen",
+            "config_dir",
+            "data_dir",
+            "pgpass",
+            "authentication",
+        ] {
+            if pg.contains_key(local) {
+                ex.warn(format!(
+                    "'bootstrap.dcs.postgresql.{local}' is ignored: it is a local setting; put it under postgresql"
+                ));
+            }
+            pg_known.push(local);
+        }
+        ex.check_keys(Some(pg), "bootstrap.dcs.postgresql", &pg_known, &[]);
+    }
+    let (_, dcs_warnings) = DynamicConfig::from_json_at(&dcs, "bootstrap.dcs");
+    ex.warnings.extend(dcs_warnings);
+
+    let initdb_args = user_options(
+        ex,
+        get(m, "initdb"),
+        "bootstrap.initdb",
+        &["pgdata", "nosync", "pwfile", "sync-only", "version"],
+    )?;
+    let pg_hba = ex.list(m, s, "pg_hba", false)?;
+    let post_bootstrap = match ex.string(m, s, "post_bootstrap")? {
+        Some(p) => Some(p),
+        None => ex.string(m, s, "post_init")?,
+    };
+    Ok(BootstrapConfig {
+        dcs,
+        initdb_args,
+        pg_hba,
+        post_bootstrap,
+        present,
+    })
+}
+
+fn pg_credentials(ex: &mut Ex, auth: Obj, role: &str, hint: &str) -> Result<Option<PgCredentials>> {
+    let sect = "postgresql.authentication";
+    let Some(c) = ex.section(auth, sect, role)? else {
+        return Ok(None);
+    };
+    let path = jp(sect, role);
+    let extra_keys = [
+        "sslcrl",
+        "sslcrldir",
+        "sslnegotiation",
+        "gssencmode",
+        "channel_binding",
+    ];
+    let mut known = vec![
+        "username",
+        "password",
+        "sslmode",
+        "sslcert",
+        "sslkey",
+        "sslrootcert",
+        "sslpassword",
+    ];
+    known.extend_from_slice(&extra_keys);
+    ex.check_keys(Some(c), &path, &known, &[]);
+    let username = ex.req_string(Some(c), &path, "username", hint)?;
+    let mut extra = BTreeMap::new();
+    for k in extra_keys {
+        if let Some(v) = ex.string(Some(c), &path, k)? {
+            extra.insert(k.to_string(), v);
+        }
+    }
+    Ok(Some(PgCredentials {
+        username,
+        password: ex.secret(Some(c), &path, "password")?,
+        sslmode: ex.string(Some(c), &path, "sslmode")?,
+        sslcert: ex.string(Some(c), &path, "sslcert")?,
+        sslkey: ex.string(Some(c), &path, "sslkey")?,
+        sslrootcert: ex.string(Some(c), &path, "sslrootcert")?,
+        sslpassword: ex.secret(Some(c), &path, "sslpassword")?,
+        extra,
+    }))
+}
+
+fn postgresql_section(
+    ex: &mut Ex,
+    top: Obj,
+    env: &BTreeMap<String, String>,
+) -> Result<PostgresqlConfig> {
+    let s = "postgresql";
+    let m = ex.section(top, "", s)?;
+    let create_methods = ex.list(m, s, "create_replica_methods", false)?;
+    let mut known = vec![
+        "listen",
+        "connect_address",
+        "data_dir",
+        "config_dir",
+        "bin_dir",
+        "pgpass",
+        "database",
+        "authentication",
+        "parameters",
+        "pg_hba",
+        "use_pg_rewind",
+        "pg_ctl_timeout",
+        "remove_data_directory_on_rewind_failure",
+        "remove_data_directory_on_diverged_timelines",
+        "basebackup",
+        "callbacks",
+        "create_replica_methods",
+        "use_unix_socket",
+        "use_unix_socket_repl",
+        "use_slots",
+        "retry_timeout",
+    ];
+    for cm in &create_methods {
+        known.push(cm.as_str());
+    }
+    ex.check_keys(
+        m,
+        s,
+        &known,
+        &[
+            "proxy_address",
+            "bin_name",
+            "rewind",
+            "parameters_primary",
+            "parameters_replica",
+            "parameters_standby_leader",
+            "pg_hba_primary",
+            "pg_hba_replica",
+            "pg_hba_standby_leader",
+            "pg_ident",
+            "recovery_conf",
+            "custom_conf",
+            "config_base_name",
+            "pre_promote",
+            "before_stop",
+        ],
+    );
+    if get(m, "use_slots").is_some() {
+        ex.warn("'postgresql.use_slots' is read only from the dynamic configuration; set it in bootstrap.dcs.postgresql".to_string());
+    }
+    for cm in &create_methods {
+        if cm != "basebackup" {
+            ex.warn(format!(
+                "postgresql.create_replica_methods: '{cm}' is not supported by tandem yet; replicas are created with pg_basebackup"
+            ));
+        }
+    }
+
+    let listen = ex.req_string(
+        m,
+        s,
+        "listen",
+        "set it to PostgreSQL's listen address as host:port, e.g. 0.0.0.0:5432",
+    )?;
+    let Some((lhosts, lport)) = split_listen(&listen) else {
+        return Err(ex.expected(
+            "postgresql.listen",
+            "\"host:port\" (hosts may be a comma-separated list)",
+            &Value::String(listen),
+        ));
+    };
+    let connect_address = match ex
+        .string(m, s, "connect_address")?
+        .filter(|c| !c.trim().is_empty())
+    {
+        Some(c) => {
+            if split_host_port(&c).is_none() {
+                return Err(ex.expected(
+                    "postgresql.connect_address",
+                    "\"host:port\"",
+                    &Value::String(c),
+                ));
+            }
+            c
+        }
+        None => {
+            let first = lhosts.first().cloned().unwrap_or_default();
+            default_connect(ex, s, &first, lport)
+        }
+    };
+    let data_dir = PathBuf::from(ex.req_string(
+        m,
+        s,
+        "data_dir",
+        "set it to the PostgreSQL data directory, e.g. /var/lib/postgresql/data",
+    )?);
+
+    let home = env
+        .get("HOME")
+        .cloned()
+        .or_else(|| std::env::var("HOME").ok())
+        .filter(|h| !h.is_empty());
+    let pgpass_raw = ex
+        .string(m, s, "pgpass")?
+        .unwrap_or_else(|| "~/pgpass".to_string());
+    let pgpass = match pgpass_raw.strip_prefix("~/") {
+        Some(rest) => match &home {
+            Some(h) => Path::new(h).join(rest),
+            None => {
+                let base = data_dir
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| PathBuf::from("."));
+                let p = base.join(rest);
+                ex.warn(format!(
+                    "postgresql.pgpass: HOME is not set; using {}",
+                    p.display()
+                ));
+                p
+            }
+        },
+        None => PathBuf::from(pgpass_raw),
+    };
+
+    let auth_hint = "set it under postgresql.authentication";
+    let auth = ex.section(m, s, "authentication")?;
+    if auth.is_none() {
+        return Err(ex.missing(
+            m,
+            s,
+            "authentication",
+            "add superuser and replication users, e.g. authentication: {superuser: {username: postgres, password: ...}, replication: {username: replicator, password: ...}}",
+        ));
+    }
+    ex.check_keys(
+        auth,
+        "postgresql.authentication",
+        &["superuser", "replication", "rewind"],
+        &[],
+    );
+    let superuser = match pg_credentials(
+        ex,
+        auth,
+        "superuser",
+        "set it to the PostgreSQL superuser name, e.g. postgres",
+    )? {
+        Some(c) => c,
+        None => {
+            return Err(ex.missing(
+                auth,
+                "postgresql.authentication",
+                "superuser.username",
+                "set it to the PostgreSQL superuser name, e.g. postgres",
+            ))
+        }
+    };
+    let replication = match pg_credentials(
+        ex,
+        auth,
+        "replication",
+        "set it to the replication user name, e.g. replicator",
+    )? {
+        Some(c) => c,
+        None => {
+            return Err(ex.missing(
+                auth,
+                "postgresql.authentication",
+                "replication.username",
+                "set it to the replication user name, e.g. replicator",
+            ))
+        }
+    };
+    let rewind = pg_credentials(
+        ex,
+        auth,
+        "rewind",
+        &format!("set the pg_rewind user name ({auth_hint})"),
+    )?;
+
+    let mut parameters = Map::new();
+    if let Some(p) = ex.section(m, s, "parameters")? {
+        for (k, v) in p {
+            match v {
+                Value::Null => continue,
+                Value::Array(_) | Value::Object(_) => {
+                    return Err(ex.expected(
+                        &format!("postgresql.parameters.{k}"),
+                        "a single value (string, number or boolean)",
+                        v,
+                    ))
+                }
+                _ => {}
+            }
+            if k == "listen_addresses" || k == "port" {
+                ex.warn(format!("postgresql.parameters.{k} is ignored: tandem derives it from postgresql.listen"));
+                continue;
+            }
+            if DYNAMIC_ONLY_PARAMS.contains(&k.as_str()) {
+                ex.warn(format!(
+                    "postgresql.parameters.{k} is taken only from the dynamic configuration (bootstrap.dcs.postgresql.parameters or `tandem edit-config`); the local value is ignored"
+                ));
+            }
+            parameters.insert(k.clone(), v.clone());
+        }
+    }
+
+    let mut callbacks = BTreeMap::new();
+    let cb = ex.section(m, s, "callbacks")?;
+    ex.check_keys(cb, "postgresql.callbacks", CALLBACKS, &[]);
+    for name in CALLBACKS {
+        if let Some(cmd) = ex.string(cb, "postgresql.callbacks", name)? {
+            callbacks.insert(name.to_string(), cmd);
+        }
+    }
+
+    Ok(PostgresqlConfig {
+        listen,
+        connect_address,
+        data_dir,
+        config_dir: ex.path(m, s, "config_dir")?,
+        bin_dir: ex.path(m, s, "bin_dir")?,
+        pgpass,
+        database: ex
+            .string(m, s, "database")?
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| "postgres".to_string()),
+        authentication: PgAuthentication {
+            superuser,
+            replication,
+            rewind,
+        },
+        parameters,
+        pg_hba: ex.list(m, s, "pg_hba", false)?,
+        use_pg_rewind: ex.boolean(m, s, "use_pg_rewind")?,
+        pg_ctl_timeout: ex.uint(m, s, "pg_ctl_timeout")?.unwrap_or(60),
+        remove_data_directory_on_rewind_failure: ex
+            .boolean(m, s, "remove_data_directory_on_rewind_failure")?
+            .unwrap_or(false),
+        remove_data_directory_on_diverged_timelines: ex
+            .boolean(m, s, "remove_data_directory_on_diverged_timelines")?
+            .unwrap_or(false),
+        basebackup_args: user_options(
+            ex,
+            get(m, "basebackup"),
+            "postgresql.basebackup",
+            &["pgdata", "format", "wal-method", "xlog-method", "dbname"],
+        )?,
+        callbacks,
+    })
+}
+
+fn tags_section(ex: &mut Ex, top: Obj) -> Result<Tags> {
+    let s = "tags";
+    let m = ex.section(top, "", s)?;
+    let known = [
+        "nofailover",
+        "failover_priority",
+        "noloadbalance",
+        "clonefrom",
+        "nosync",
+        "nostream",
+        "sync_priority",
+        "replicatefrom",
+    ];
+    let nofailover = ex.boolean(m, s, "nofailover")?;
+    let mut failover_priority = ex.int(m, s, "failover_priority")?;
+    let nosync = ex.boolean(m, s, "nosync")?;
+    let mut sync_priority = ex.int(m, s, "sync_priority")?;
+    for (key, v) in [
+        ("failover_priority", failover_priority),
+        ("sync_priority", sync_priority),
+    ] {
+        if let Some(p) = v.filter(|p| *p < 0) {
+            return Err(ex.expected(&jp(s, key), "an integer >= 0", &Value::from(p)));
+        }
+    }
+    // An explicit boolean tag wins over a conflicting priority; the priority is then published as
+    // the boolean implies, so every reader reaches the same answer.
+    for (flag, flag_v, prio_name, prio) in [
+        (
+            "nofailover",
+            nofailover,
+            "failover_priority",
+            &mut failover_priority,
+        ),
+        ("nosync", nosync, "sync_priority", &mut sync_priority),
+    ] {
+        if let (Some(b), Some(p)) = (flag_v, *prio) {
+            if b == (p > 0) {
+                let eff = if b { 0 } else { 1 };
+                ex.warn(format!(
+                    "tags: {flag}: {b} conflicts with {prio_name}: {p}; {flag} wins ({prio_name} {eff} is used)"
+                ));
+                *prio = Some(eff);
+            }
+        }
+    }
+    let replicatefrom = ex.string(m, s, "replicatefrom")?.filter(|r| !r.is_empty());
+    let mut extra = Map::new();
+    if let Some(m) = m {
+        for (k, v) in m {
+            if !known.contains(&k.as_str()) && !v.is_null() {
+                extra.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Ok(Tags {
+        nofailover: nofailover.unwrap_or(false),
+        failover_priority,
+        noloadbalance: ex.boolean(m, s, "noloadbalance")?.unwrap_or(false),
+        clonefrom: ex.boolean(m, s, "clonefrom")?.unwrap_or(false),
+        nosync: nosync.unwrap_or(false),
+        nostream: ex.boolean(m, s, "nostream")?.unwrap_or(false),
+        sync_priority,
+        replicatefrom,
+        extra,
+    })
+}
+
+fn ctl_section(ex: &mut Ex, top: Obj) -> Result<CtlConfig> {
+    let s = "ctl";
+    let m = ex.section(top, "", s)?;
+    ex.check_keys(
+        m,
+        s,
+        &[
+            "insecure",
+            "cacert",
+            "certfile",
+            "keyfile",
+            "authentication",
+        ],
+        &["keyfile_password"],
+    );
+    Ok(CtlConfig {
+        insecure: ex.boolean(m, s, "insecure")?.unwrap_or(false),
+        cacert: ex.path(m, s, "cacert")?,
+        certfile: ex.path(m, s, "certfile")?,
+        keyfile: ex.path(m, s, "keyfile")?,
+        authentication: ex.credentials(m, s, "authentication")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The seed's /etc/patroni/config.yml (postgres-01), verbatim including comments.
+    const SEED: &str = r#"
+# /etc/patroni/config.yml — postgres-01 (192.168.0.203)
+
+scope: postgresql-cluster
+# scope: cluster name — must be identical on all Patroni nodes
+# Used as the key prefix in etcd to separate multiple Patroni clusters
+
+namespace: /service/
+# namespace: etcd key prefix — all cluster state is stored under /service/postgresql-cluster/
+
+name: postgresql-01
+# name: unique name for this node within the cluster
+
+etcd3:
+  hosts: 192.168.0.203:2379,192.168.0.204:2379,192.168.0.205:2379
+  # etcd3: use the etcd v3 API (gRPC) — required for etcd 3.5+
+  # The older "etcd:" key uses the v2 HTTP API which is deprecated
+  protocol: https
+  # protocol: https — Patroni connects to etcd over TLS
+  cacert: /etc/etcd/certs/ca.crt
+  # cacert: CA certificate to verify the etcd server certificates
+  cert: /etc/etcd/certs/etcd-node1.crt
+  # cert: client certificate presented to etcd for mutual TLS
+  key: /etc/etcd/certs/etcd-node1.key
+  # key: private key for the client certificate
+
+restapi:
+  listen: 0.0.0.0:8008
+  # listen: Patroni's REST API listens on all interfaces on port 8008
+  # HAProxy queries this API to determine which node is the current primary
+  connect_address: 192.168.0.203:8008
+  # connect_address: the address other nodes use to reach this node's REST API — must be the actual IP
+  certfile: /etc/etcd/certs/server.pem
+  # certfile: combined cert+key PEM file — enables TLS on the REST API
+  # HAProxy uses check-ssl when querying /primary — the API must serve a certificate
+
+bootstrap:
+  dcs:
+    ttl: 30
+    # ttl: leader lease duration in seconds
+    # If the primary does not renew within ttl seconds, it is considered failed
+    # and a standby is promoted. Lower = faster failover; higher = more tolerance for slow networks.
+    loop_wait: 10
+    # loop_wait: how often Patroni checks cluster health (seconds)
+    retry_timeout: 10
+    # retry_timeout: how long Patroni retries a failed etcd or PostgreSQL operation before giving up
+    maximum_lag_on_failover: 1048576
+    # maximum_lag_on_failover: standbys more than 1MB behind the primary will not be promoted
+    # Prevents promoting a very stale standby that would cause significant data loss
+    postgresql:
+      parameters:
+        ssl: 'on'
+        # ssl: enable TLS on PostgreSQL connections
+        ssl_cert_file: /etc/etcd/certs/server.crt
+        ssl_key_file: /etc/etcd/certs/server.key
+      pg_hba:
+        # pg_hba: Patroni writes this pg_hba.conf on bootstrap
+        # hostssl: TLS is required — plain connections are rejected
+        - hostssl replication replicator 127.0.0.1/32 md5
+        - hostssl replication replicator 192.168.0.203/32 md5
+        - hostssl replication replicator 192.168.0.204/32 md5
+        - hostssl replication replicator 192.168.0.205/32 md5
+        # Replication connections from all three PostgreSQL nodes
+        - hostssl all all 127.0.0.1/32 md5
+        - hostssl all all 0.0.0.0/0 md5
+        # Application connections — TLS required, password authentication
+
+  initdb:
+    - encoding: UTF8
+    - data-checksums
+    # data-checksums: enables page-level checksums — required for pg_rewind
+    # Detects corrupted blocks; slight write overhead (typically under 2%)
+
+postgresql:
+  listen: 0.0.0.0:5432
+  connect_address: 192.168.0.203:5432
+  # connect_address: this node's actual IP — used by standbys to connect for replication
+  data_dir: /var/lib/postgresql/data
+  # data_dir: PostgreSQL data directory — Patroni manages this directory entirely
+  bin_dir: /usr/lib/postgresql/18/bin
+  # bin_dir: directory containing pg_ctl, pg_basebackup, pg_rewind, initdb
+  # Adjust the version number to match your PostgreSQL installation
+  authentication:
+    superuser:
+      username: postgres
+      password: strongpassword
+      # Patroni uses these credentials for internal management connections
+      # Change before production use
+    replication:
+      username: replicator
+      password: replpassword
+      # Patroni creates this role automatically during bootstrap
+      # Change before production use
+  parameters:
+    max_connections: 100
+    shared_buffers: 256MB
+    # shared_buffers: PostgreSQL's main memory cache — typically 25% of total RAM
+    # 256MB is a conservative default; increase based on available memory
+
+tags:
+  nofailover: false
+  # nofailover: set to true on a node you never want automatically promoted (e.g. a DR standby)
+  noloadbalance: false
+  # noloadbalance: set to true to exclude this node from read replica routing
+  clonefrom: false
+  nosync: false
+
+ctl:
+  insecure: true
+  # insecure: skip TLS certificate verification when patronictl calls the Patroni REST API
+  # Required for switchover and failover commands — without it patronictl fails with an SSL error
+  # Read-only commands (patronictl list) work without this because they use etcd, not the REST API
+  # Do NOT add cacert or certfile here — a server certfile causes a bad TLS handshake
+"#;
+
+    const MINIMAL: &str = "
+name: n1
+scope: s
+restapi: {listen: '127.0.0.1:8008', connect_address: '10.0.0.1:8008'}
+etcd3: {hosts: '127.0.0.1:2379'}
+postgresql:
+  listen: 127.0.0.1:5432
+  connect_address: 10.0.0.1:5432
+  data_dir: /data
+  authentication:
+    superuser: {username: postgres, password: secret-su}
+    replication: {username: replicator, password: secret-repl}
+";
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        let mut m: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        m.entry("HOME".to_string())
+            .or_insert_with(|| "/home/pg".to_string());
+        m
+    }
+
+    fn load(yaml: &str) -> Result<Config> {
+        Config::from_yaml_str(yaml, &env(&[]), "node.yml")
+    }
+
+    fn err(yaml: &str) -> String {
+        match load(yaml) {
+            Ok(c) => panic!("expected an error, got {c:?}"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    /// MINIMAL with one line replaced (`from` must occur in it).
+    fn edit(from: &str, to: &str) -> String {
+        assert!(MINIMAL.contains(from), "{from}");
+        MINIMAL.replacen(from, to, 1)
+    }
+
+    #[test]
+    fn seed_config_loads() {
+        let c = load(SEED).expect("seed config.yml must load");
+        assert_eq!(c.name, "postgresql-01");
+        assert_eq!(c.scope, "postgresql-cluster");
+        assert_eq!(c.base_path(), "/service/postgresql-cluster/");
+        assert_eq!(
+            c.etcd3.endpoints(),
+            vec![
+                "https://192.168.0.203:2379",
+                "https://192.168.0.204:2379",
+                "https://192.168.0.205:2379"
+            ]
+        );
+        assert_eq!(
+            c.etcd3.cacert.as_deref(),
+            Some(Path::new("/etc/etcd/certs/ca.crt"))
+        );
+        assert_eq!(
+            c.etcd3.key.as_deref(),
+            Some(Path::new("/etc/etcd/certs/etcd-node1.key"))
+        );
+        assert_eq!(c.api_url(), "https://192.168.0.203:8008/patroni");
+        assert_eq!(c.conn_url(), "postgres://192.168.0.203:5432/postgres");
+        assert_eq!(c.restapi.listen, "0.0.0.0:8008");
+        assert_eq!(
+            c.bootstrap.initdb_args,
+            vec!["--encoding=UTF8", "--data-checksums"]
+        );
+        assert!(c.bootstrap.present);
+        assert_eq!(c.bootstrap.dcs["ttl"], json!(30));
+        assert_eq!(
+            c.bootstrap.dcs["postgresql"]["parameters"]["ssl"],
+            json!("on")
+        );
+        assert_eq!(
+            c.bootstrap.dcs["postgresql"]["pg_hba"]
+                .as_array()
+                .map(Vec::len),
+            Some(6)
+        );
+        assert_eq!(c.postgresql.listen_port(), 5432);
+        assert_eq!(c.postgresql.local_host(), "127.0.0.1");
+        assert_eq!(
+            c.postgresql.bin_dir.as_deref(),
+            Some(Path::new("/usr/lib/postgresql/18/bin"))
+        );
+        assert_eq!(c.postgresql.authentication.superuser.username, "postgres");
+        assert_eq!(
+            c.postgresql
+                .authentication
+                .superuser
+                .password
+                .as_ref()
+                .map(Secret::expose),
+            Some("strongpassword")
+        );
+        assert_eq!(
+            c.postgresql.authentication.replication.username,
+            "replicator"
+        );
+        assert_eq!(c.postgresql.parameters["shared_buffers"], json!("256MB"));
+        assert_eq!(c.postgresql.pgpass, PathBuf::from("/home/pg/pgpass"));
+        assert_eq!(c.postgresql.pg_ctl_timeout, 60);
+        assert!(c.tags.to_json().is_empty());
+        assert!(c.tags.can_failover());
+        assert!(c.ctl.insecure);
+        // Only the note that max_connections is a dynamic-only parameter.
+        assert_eq!(c.warnings.len(), 1, "{:#?}", c.warnings);
+        assert!(
+            c.warnings[0].contains("postgresql.parameters.max_connections"),
+            "{:?}",
+            c.warnings
+        );
+        let dbg = format!("{c:?}");
+        assert!(
+            !dbg.contains("strongpassword") && !dbg.contains("replpassword"),
+            "{dbg}"
+        );
+    }
+
+    #[test]
+    fn minimal_loads_without_warnings() {
+        let c = load(MINIMAL).expect("loads");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(c.namespace, "/service");
+        assert_eq!(c.base_path(), "/service/s/");
+        assert_eq!(c.api_url(), "http://10.0.0.1:8008/patroni");
+        assert_eq!(c.etcd3.endpoints(), vec!["http://127.0.0.1:2379"]);
+        assert_eq!(c.bootstrap.dcs, json!({}));
+        assert!(!c.bootstrap.present);
+    }
+
+    #[test]
+    fn missing_required_keys() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("name: n1\n", "", "node.yml: name is missing: set it to this node's unique name"),
+            ("scope: s\n", "", "node.yml: scope is missing: set it to the cluster name"),
+            (
+                "  data_dir: /data\n",
+                "",
+                "node.yml: postgresql.data_dir is missing: set it to the PostgreSQL data directory, e.g. /var/lib/postgresql/data",
+            ),
+            ("  listen: 127.0.0.1:5432\n", "", "node.yml: postgresql.listen is missing"),
+            ("listen: '127.0.0.1:8008', ", "", "node.yml: restapi.listen is missing"),
+            ("listen: '127.0.0.1:8008', ", "lisen: '127.0.0.1:8008', ", "(found 'restapi.lisen': a misspelling of 'listen'?)"),
+            ("{username: postgres, password: secret-su}", "{password: x}", "postgresql.authentication.superuser.username is missing"),
+            ("    replication: {username: replicator, password: secret-repl}\n", "", "postgresql.authentication.replication.username is missing"),
+            ("name: n1\n", "name: ''\n", "name is missing"),
+        ];
+        for (from, to, want) in cases {
+            let e = err(&edit(from, to));
+            assert!(e.contains(want), "edit {from:?}: {e}");
+        }
+        let e = err("name: x\n");
+        assert!(e.contains("scope is missing"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_and_values() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "listen: '127.0.0.1:8008'",
+                "listen: 8008",
+                "node.yml: restapi.listen: expected \"host:port\", got \"8008\"",
+            ),
+            (
+                "listen: '127.0.0.1:8008'",
+                "listen: 'h:99999'",
+                "restapi.listen: expected \"host:port\"",
+            ),
+            (
+                "connect_address: '10.0.0.1:8008'",
+                "connect_address: 'x'",
+                "restapi.connect_address: expected \"host:port\"",
+            ),
+            (
+                "  listen: 127.0.0.1:5432",
+                "  listen: 127.0.0.1",
+                "postgresql.listen: expected \"host:port\" (hosts may be",
+            ),
+            (
+                "  connect_address: 10.0.0.1:5432",
+                "  connect_address: [1]",
+                "postgresql.connect_address: expected a string, got [1]",
+            ),
+            (
+                "name: n1",
+                "name: __patroni_strict_sync_replica_placeholder__",
+                "name: '__patroni_strict_sync_replica_placeholder__' is reserved",
+            ),
+            ("name: n1", "name: a/b", "must not contain '/'"),
+            (
+                "name: n1",
+                "name: n1\ntags: {nofailover: maybe}",
+                "tags.nofailover: expected true or false, got \"maybe\"",
+            ),
+            (
+                "name: n1",
+                "name: n1\ntags: {failover_priority: -1}",
+                "tags.failover_priority: expected an integer >= 0",
+            ),
+            (
+                "restapi: {listen: '127.0.0.1:8008', connect_address: '10.0.0.1:8008'}",
+                "restapi: 5",
+                "restapi: expected a mapping",
+            ),
+            (
+                "  data_dir: /data",
+                "  data_dir: /data\n  pg_ctl_timeout: soon",
+                "postgresql.pg_ctl_timeout: expected a non-negative integer, got \"soon\"",
+            ),
+            (
+                "  data_dir: /data",
+                "  data_dir: /data\n  parameters: {work_mem: [1]}",
+                "postgresql.parameters.work_mem: expected a single value",
+            ),
+            (
+                "name: n1",
+                "name: n1\nctl: {authentication: {username: u}}",
+                "ctl.authentication.password is missing",
+            ),
+            (
+                "name: n1",
+                "name: n1\nctl: {authentication: {username: u, password: [1]}}",
+                "ctl.authentication.password: expected a string",
+            ),
+            (
+                "etcd3: {hosts: '127.0.0.1:2379'}",
+                "etcd3: {hosts: '127.0.0.1:2379', protocol: ftp}",
+                "etcd3.protocol: expected \"http\" or \"https\"",
+            ),
+            (
+                "etcd3: {hosts: '127.0.0.1:2379'}",
+                "etcd3: {hosts: 'a:b:c:x'}",
+                "etcd3.hosts: expected \"host:port\"",
+            ),
+            (
+                "etcd3: {hosts: '127.0.0.1:2379'}",
+                "etcd3: {hosts: 'a:1', username: u}",
+                "etcd3.password is missing",
+            ),
+            (
+                "etcd3: {hosts: '127.0.0.1:2379'}",
+                "consul: {host: 'a:1'}",
+                "consul: tandem supports only etcd",
+            ),
+            (
+                "restapi: {",
+                "restapi: {verify_client: required, ",
+                "restapi.cafile is missing",
+            ),
+            (
+                "restapi: {",
+                "restapi: {verify_client: sometimes, ",
+                "restapi.verify_client: expected none, optional or required",
+            ),
+            (
+                "name: n1",
+                "name: n1\nbootstrap: {method: wal_e}",
+                "bootstrap.method: custom bootstrap method 'wal_e' is not supported",
+            ),
+            (
+                "name: n1",
+                "name: n1\nbootstrap: {dcs: [1]}",
+                "bootstrap.dcs: expected a mapping",
+            ),
+        ];
+        for (from, to, want) in cases {
+            let e = err(&edit(from, to));
+            assert!(e.contains(want), "edit {to:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_echoed_in_errors() {
+        let e = err(&edit("password: secret-su", "password: {nested: hunter2}"));
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn bad_yaml_has_location() {
+        let e = err("name: n1\nscope: [unclosed\n");
+        assert!(e.starts_with("node.yml: invalid YAML at line"), "{e}");
+        let e = err("- just\n- a list\n");
+        assert!(e.contains("expected a mapping of settings"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_warnings() {
+        let y = edit(
+            "name: n1",
+            "name: n1\nfoo: 1\nttl: 5\nlog: {level: INFO}\nwatchdog: {mode: required}",
+        )
+        .replacen("restapi: {", "restapi: {lisen_x: 1, ciphers: X, ", 1)
+        .replacen(
+            "  data_dir: /data",
+            "  data_dir: /data\n  dta_dir: /x\n  bin_name: {pg_ctl: pgc}",
+            1,
+        );
+        let c = load(&y).expect("loads");
+        let w = c.warnings.join("\n");
+        for want in [
+            "unknown key 'foo' (ignored)",
+            "'ttl' at the top level has no effect",
+            "unknown key 'restapi.lisen_x' (ignored)",
+            "'restapi.ciphers' is not supported by tandem yet (ignored)",
+            "unknown key 'postgresql.dta_dir' (ignored; did you mean 'data_dir'?)",
+            "'postgresql.bin_name' is not supported by tandem yet",
+            "'watchdog' is not supported by tandem yet",
+        ] {
+            assert!(w.contains(want), "missing {want:?} in:\n{w}");
+        }
+        assert!(!w.contains("'log'"), "{w}");
+        assert!(!w.contains("unknown key 'ttl'"), "{w}");
+
+        let c = load(&edit("name: n1", "name: n1\nwatchdog: {mode: 'off'}")).expect("loads");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+        let c = load(&edit(
+            "name: n1",
+            "name: n1\nbootstrap: {dcs: {ttl: 1, loop_wiat: 3, postgresql: {data_dir: /x}}}",
+        ))
+        .expect("loads");
+        let w = c.warnings.join("\n");
+        for want in [
+            "unknown key 'bootstrap.dcs.loop_wiat' (ignored; did you mean 'loop_wait'?)",
+            "bootstrap.dcs: ttl=1 is below tandem's minimum",
+            "'bootstrap.dcs.postgresql.data_dir' is ignored: it is a local setting",
+        ] {
+            assert!(w.contains(want), "missing {want:?} in:\n{w}");
+        }
+    }
+
+    #[test]
+    fn connect_address_defaults() {
+        let y = edit("connect_address: '10.0.0.1:8008'", "connect_address: ")
+            .replacen("listen: '127.0.0.1:8008'", "listen: '0.0.0.0:8008'", 1)
+            .replacen(
+                "  listen: 127.0.0.1:5432\n  connect_address: 10.0.0.1:5432\n",
+                "  listen: '*,10.1.1.1:5433'\n",
+                1,
+            );
+        let c = load(&y).expect("loads");
+        assert_eq!(c.restapi.connect_address, "127.0.0.1:8008");
+        assert_eq!(c.postgresql.connect_address, "127.0.0.1:5433");
+        assert_eq!(c.postgresql.listen_port(), 5433);
+        assert_eq!(c.postgresql.local_host(), "127.0.0.1");
+        assert_eq!(
+            c.warnings
+                .iter()
+                .filter(|w| w.contains("connect_address is not set"))
+                .count(),
+            2,
+            "{:?}",
+            c.warnings
+        );
+    }
+
+    #[test]
+    fn etcd_forms() {
+        // (etcd section YAML, endpoints, extra warning substring or "")
+        let cases: &[(&str, &[&str], &str)] = &[
+            (
+                "etcd3: {hosts: [a:1, 'b:2']}",
+                &["http://a:1", "http://b:2"],
+                "",
+            ),
+            (
+                "etcd3: {hosts: 'a:1, b:2'}",
+                &["http://a:1", "http://b:2"],
+                "",
+            ),
+            ("etcd3: {host: 'a:1'}", &["http://a:1"], ""),
+            ("etcd3: {host: a}", &["http://a:2379"], ""),
+            ("etcd3: {url: 'https://a:1'}", &["https://a:1"], ""),
+            (
+                "etcd3: {urls: ['https://a:1/', 'https://b:2']}",
+                &["https://a:1", "https://b:2"],
+                "",
+            ),
+            (
+                "etcd3: {host: 'a:1', cacert: /ca}",
+                &["https://a:1"],
+                "using https because etcd3.cacert",
+            ),
+            (
+                "etcd: {host: 'a:1'}",
+                &["http://a:1"],
+                "tandem always talks to etcd with the v3 API",
+            ),
+            (
+                "etcd3: {host: 'a:1'}\netcd: {host: 'b:1'}",
+                &["http://a:1"],
+                "ignores 'etcd'",
+            ),
+            ("", &["http://127.0.0.1:2379"], "no 'etcd3' section"),
+            (
+                "etcd3: {}",
+                &["http://127.0.0.1:2379"],
+                "no host, hosts or url given",
+            ),
+            ("etcd3: {host: '[::1]:1'}", &["http://[::1]:1"], ""),
+        ];
+        for (sect, want, warn) in cases {
+            let c = load(&edit("etcd3: {hosts: '127.0.0.1:2379'}", sect))
+                .unwrap_or_else(|e| panic!("{sect}: {e:#}"));
+            assert_eq!(c.etcd3.endpoints(), *want, "{sect}");
+            if warn.is_empty() {
+                assert!(c.warnings.is_empty(), "{sect}: {:?}", c.warnings);
+            } else {
+                assert!(
+                    c.warnings.iter().any(|w| w.contains(warn)),
+                    "{sect}: {:?}",
+                    c.warnings
+                );
+            }
+        }
+        let c = load(&edit(
+            "etcd3: {hosts: '127.0.0.1:2379'}",
+            "etcd3: {host: 'a:1', username: u, password: p}",
+        ))
+        .expect("loads");
+        assert_eq!(c.etcd3.username.as_deref(), Some("u"));
+        assert_eq!(c.etcd3.password.as_ref().map(Secret::expose), Some("p"));
+    }
+
+    #[test]
+    fn initdb_forms() {
+        let cases: &[(&str, Result<&[&str], &str>)] = &[
+            (
+                "[data-checksums, {encoding: UTF8}]",
+                Ok(&["--data-checksums", "--encoding=UTF8"]),
+            ),
+            (
+                "{encoding: UTF8, locale: C, data-checksums: true, no-sync-x: false}",
+                Ok(&["--data-checksums", "--encoding=UTF8", "--locale=C"]),
+            ),
+            (
+                "['--data-checksums', {wal-segsize: 32}]",
+                Ok(&["--data-checksums", "--wal-segsize=32"]),
+            ),
+            ("[{data-checksums: }]", Ok(&["--data-checksums"])),
+            ("[]", Ok(&[])),
+            (
+                "[pgdata]",
+                Err("bootstrap.initdb: option 'pgdata' is not allowed"),
+            ),
+            ("{pwfile: /x}", Err("option 'pwfile' is not allowed")),
+            (
+                "[{sync-only: true}]",
+                Err("option 'sync-only' is not allowed"),
+            ),
+            (
+                "['encoding UTF8']",
+                Err("bootstrap.initdb[0]: expected an option name"),
+            ),
+            (
+                "[[a]]",
+                Err("bootstrap.initdb[0]: expected an option name or a `name: value` pair"),
+            ),
+            (
+                "data-checksums",
+                Err("bootstrap.initdb: expected a list of options"),
+            ),
+            (
+                "{encoding: [a]}",
+                Err("bootstrap.initdb.encoding: expected a single value"),
+            ),
+        ];
+        for (form, want) in cases {
+            let y = edit(
+                "name: n1",
+                &format!("name: n1\nbootstrap:\n  initdb: {form}"),
+            );
+            match (load(&y), want) {
+                (Ok(c), Ok(args)) => assert_eq!(c.bootstrap.initdb_args, *args, "{form}"),
+                (Err(e), Err(msg)) => assert!(format!("{e:#}").contains(msg), "{form}: {e:#}"),
+                (got, want) => panic!("{form}: got {got:?}, want {want:?}"),
+            }
+        }
+        let y = edit(
+            "  data_dir: /data",
+            "  data_dir: /data\n  basebackup: [verbose, {max-rate: 100M}, {checkpoint: fast}]",
+        );
+        assert_eq!(
+            load(&y).expect("loads").postgresql.basebackup_args,
+            vec!["--verbose", "--max-rate=100M", "--checkpoint=fast"]
+        );
+    }
+
+    #[test]
+    fn env_overrides() {
+        let e = env(&[
+            ("PATRONI_NAME", "from-env"),
+            ("PATRONI_NAMESPACE", "ns"),
+            ("PATRONI_RESTAPI_LISTEN", "0.0.0.0:9008"),
+            ("PATRONI_RESTAPI_USERNAME", "admin"),
+            ("PATRONI_RESTAPI_PASSWORD", "envpw"),
+            ("PATRONI_RESTAPI_ALLOWLIST", "10.0.0.0/8, 127.0.0.1"),
+            ("PATRONI_RESTAPI_ALLOWLIST_INCLUDE_MEMBERS", "true"),
+            ("PATRONI_RESTAPI_HTTP_EXTRA_HEADERS", "X-A: 1, X-B: two"),
+            ("PATRONI_POSTGRESQL_DATA_DIR", "/env/data"),
+            ("PATRONI_POSTGRESQL_PGPASS", "/tmp/pgpass0"),
+            ("PATRONI_SUPERUSER_PASSWORD", "su-env"),
+            ("PATRONI_REWIND_USERNAME", "rewinder"),
+            ("PATRONI_REPLICATION_SSLMODE", "verify-full"),
+            ("PATRONI_ETCD3_HOSTS", "['e1:2379', 'e2:2379']"),
+            ("PATRONI_ETCD3_PROTOCOL", "https"),
+            ("PATRONI_ETCD3_USERNAME", "eu"),
+            ("PATRONI_ETCD3_PASSWORD", "ep"),
+            ("PATRONI_CTL_INSECURE", "yes"),
+            ("PATRONI_CTL_CACERT", "/ca.pem"),
+            ("PATRONI_CONFIGURATION", "name: ignored"),
+        ]);
+        let c = Config::from_yaml_str(MINIMAL, &e, "node.yml").expect("loads");
+        assert_eq!(c.name, "from-env");
+        assert_eq!(c.base_path(), "/ns/s/");
+        assert_eq!(c.restapi.listen, "0.0.0.0:9008");
+        assert_eq!(c.restapi.connect_address, "10.0.0.1:8008");
+        let auth = c.restapi.authentication.as_ref().expect("auth");
+        assert_eq!(
+            (auth.username.as_str(), auth.password.expose()),
+            ("admin", "envpw")
+        );
+        assert_eq!(c.restapi.allowlist, vec!["10.0.0.0/8", "127.0.0.1"]);
+        assert!(c.restapi.allowlist_include_members);
+        assert_eq!(
+            c.restapi.http_extra_headers.get("X-B").map(String::as_str),
+            Some("two")
+        );
+        assert_eq!(
+            c.restapi.http_extra_headers.get("X-A").map(String::as_str),
+            Some("1")
+        );
+        assert_eq!(c.postgresql.data_dir, PathBuf::from("/env/data"));
+        assert_eq!(c.postgresql.pgpass, PathBuf::from("/tmp/pgpass0"));
+        let a = &c.postgresql.authentication;
+        assert_eq!(a.superuser.username, "postgres");
+        assert_eq!(
+            a.superuser.password.as_ref().map(Secret::expose),
+            Some("su-env")
+        );
+        assert_eq!(a.replication.sslmode.as_deref(), Some("verify-full"));
+        assert_eq!(
+            a.rewind.as_ref().map(|r| r.username.as_str()),
+            Some("rewinder")
+        );
+        assert_eq!(
+            c.etcd3.endpoints(),
+            vec!["https://e1:2379", "https://e2:2379"]
+        );
+        assert_eq!(c.etcd3.username.as_deref(), Some("eu"));
+        assert!(c.ctl.insecure);
+        assert_eq!(c.ctl.cacert.as_deref(), Some(Path::new("/ca.pem")));
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("PATRONI_CONFIGURATION is ignored")),
+            "{:?}",
+            c.warnings
+        );
+
+        // Env values go through the same validation as the file.
+        let bad = env(&[("PATRONI_RESTAPI_LISTEN", "8008")]);
+        let e = Config::from_yaml_str(MINIMAL, &bad, "node.yml").expect_err("bad env");
+        assert!(
+            format!("{e:#}").contains("restapi.listen: expected \"host:port\", got \"8008\""),
+            "{e:#}"
+        );
+
+        // etcd credentials alone do not create an etcd3 section.
+        let y = edit("etcd3: {hosts: '127.0.0.1:2379'}", "etcd: {host: 'a:1'}");
+        let c = Config::from_yaml_str(&y, &env(&[("PATRONI_ETCD3_USERNAME", "u")]), "node.yml")
+            .expect("loads");
+        assert_eq!(c.etcd3.endpoints(), vec!["http://a:1"]);
+        assert_eq!(c.etcd3.username, None);
+    }
+
+    #[test]
+    fn from_env_only_and_patroni_configuration() {
+        let e = env(&[
+            ("PATRONI_NAME", "n"),
+            ("PATRONI_SCOPE", "s"),
+            ("PATRONI_RESTAPI_LISTEN", "127.0.0.1:8008"),
+            ("PATRONI_POSTGRESQL_LISTEN", "127.0.0.1:5432"),
+            ("PATRONI_POSTGRESQL_DATA_DIR", "/d"),
+            ("PATRONI_SUPERUSER_USERNAME", "postgres"),
+            ("PATRONI_REPLICATION_USERNAME", "rep"),
+            ("PATRONI_ETCD3_HOST", "e:2379"),
+        ]);
+        let c = Config::from_env(&e).expect("env only");
+        assert_eq!((c.name.as_str(), c.scope.as_str()), ("n", "s"));
+        assert_eq!(c.etcd3.hosts, vec!["e:2379"]);
+
+        let mut e2 = env(&[
+            ("PATRONI_CONFIGURATION", MINIMAL),
+            ("PATRONI_NAME", "ignored"),
+        ]);
+        e2.insert("PATRONI_SCOPE".into(), "ignored".into());
+        let c = Config::from_env(&e2).expect("PATRONI_CONFIGURATION");
+        assert_eq!((c.name.as_str(), c.scope.as_str()), ("n1", "s"));
+    }
+
+    #[test]
+    fn tags_publishing() {
+        // (tags YAML, published JSON, can_failover, warning substring or "")
+        let cases: &[(&str, Value, bool, &str)] = &[
+            ("{}", json!({}), true, ""),
+            (
+                "{nofailover: true, clonefrom: false, noloadbalance: 'yes'}",
+                json!({"nofailover": true, "noloadbalance": true}),
+                false,
+                "",
+            ),
+            (
+                "{failover_priority: 0}",
+                json!({"failover_priority": 0}),
+                false,
+                "",
+            ),
+            (
+                "{failover_priority: 3}",
+                json!({"failover_priority": 3}),
+                true,
+                "",
+            ),
+            (
+                "{nofailover: true, failover_priority: 3}",
+                json!({"nofailover": true, "failover_priority": 0}),
+                false,
+                "nofailover: true conflicts with failover_priority: 3",
+            ),
+            (
+                "{nofailover: false, failover_priority: 0}",
+                json!({"failover_priority": 1}),
+                true,
+                "nofailover wins",
+            ),
+            (
+                "{nosync: true, sync_priority: 2}",
+                json!({"nosync": true, "sync_priority": 0}),
+                true,
+                "nosync: true conflicts",
+            ),
+            (
+                "{replicatefrom: n2, zone: a, rack: 3, flag: false}",
+                json!({"replicatefrom": "n2", "zone": "a", "rack": 3, "flag": false}),
+                true,
+                "",
+            ),
+        ];
+        for (tags, want, can, warn) in cases {
+            let c = load(&edit("name: n1", &format!("name: n1\ntags: {tags}")))
+                .unwrap_or_else(|e| panic!("{tags}: {e:#}"));
+            assert_eq!(Value::Object(c.tags.to_json()), *want, "{tags}");
+            assert_eq!(c.tags.can_failover(), *can, "{tags}");
+            if warn.is_empty() {
+                assert!(c.warnings.is_empty(), "{tags}: {:?}", c.warnings);
+            } else {
+                assert!(
+                    c.warnings.iter().any(|w| w.contains(warn)),
+                    "{tags}: {:?}",
+                    c.warnings
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn secret_redaction() {
+        let y = edit("name: n1", "name: n1\nrestapi_x: 1")
+            .replacen("restapi: {", "restapi: {keyfile_password: kfp-secret, authentication: {username: a, password: rest-secret}, ", 1)
+            .replacen("etcd3: {hosts: '127.0.0.1:2379'}", "etcd3: {hosts: 'a:1', username: u, password: etcd-secret}", 1);
+        let c = load(&y).expect("loads");
+        let dbg = format!("{c:?} {:?}", c.postgresql.authentication);
+        for s in [
+            "secret-su",
+            "secret-repl",
+            "kfp-secret",
+            "rest-secret",
+            "etcd-secret",
+        ] {
+            assert!(!dbg.contains(s), "{s} leaked in {dbg}");
+        }
+        assert!(dbg.contains("********"));
+        assert_eq!(format!("{}", Secret::new("x")), "********");
+        assert_eq!(Secret::new("x").expose(), "x");
+    }
+
+    #[test]
+    fn directory_merge() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("10-base.yml"), MINIMAL).expect("write");
+        std::fs::write(
+            dir.path().join("20-node.yaml"),
+            "name: n2\npostgresql:\n  data_dir: /other\n",
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("README.txt"), "not yaml: [").expect("write");
+        let c = Config::load(dir.path()).expect("dir loads");
+        assert_eq!(c.name, "n2");
+        assert_eq!(c.postgresql.data_dir, PathBuf::from("/other"));
+        assert_eq!(c.postgresql.listen, "127.0.0.1:5432");
+        assert_eq!(c.postgresql.authentication.superuser.username, "postgres");
+
+        std::fs::write(dir.path().join("30-bad.yml"), "name: [\n").expect("write");
+        let e = format!("{:#}", Config::load(dir.path()).expect_err("bad yaml"));
+        assert!(e.contains("30-bad.yml: invalid YAML at line"), "{e}");
+
+        let empty = tempfile::tempdir().expect("tempdir");
+        let e = format!("{:#}", Config::load(empty.path()).expect_err("empty dir"));
+        assert!(e.contains("no *.yml or *.yaml file"), "{e}");
+
+        let f = dir.path().join("10-base.yml");
+        let c = Config::load(&f).expect("file loads");
+        assert_eq!(c.name, "n1");
+    }
+
+    #[test]
+    fn listen_helpers() {
+        let cases: &[(&str, Option<(&[&str], u16)>)] = &[
+            ("0.0.0.0:5432", Some((&["0.0.0.0"], 5432))),
+            ("a,b:5433", Some((&["a", "b"], 5433))),
+            ("[::1]:5432", Some((&["::1"], 5432))),
+            ("5432", None),
+            ("a:0", None),
+            ("a:x", None),
+        ];
+        for (s, want) in cases {
+            let got = split_listen(s);
+            let want = want.map(|(h, p)| (h.iter().map(|x| x.to_string()).collect::<Vec<_>>(), p));
+            assert_eq!(got, want, "{s}");
+        }
+        assert_eq!(split_host_port("[::1]:80"), Some(("::1".to_string(), 80)));
+        assert_eq!(split_host_port(":8008"), Some((String::new(), 8008)));
+        assert_eq!(split_host_port("a,b:1"), None);
+        assert_eq!(edit_distance("lisen", "listen"), 1);
+    }
+}

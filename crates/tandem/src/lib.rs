@@ -1,5 +1,13 @@
 //! tandem: PostgreSQL high availability in one binary. The library holds the I/O adapters
 //! (etcd, PostgreSQL, REST) and the agent that wires them to `tandem_core::ha::decide`.
 
+pub mod agent;
+pub mod api;
 pub mod config;
+pub mod dcs;
+pub mod demo;
+pub mod lab;
+pub mod listing;
+pub mod peer;
+pub mod pg;
 pub mod status;

@@ -260,3 +260,16 @@ fn pause_blocks_automatic_actions() {
     // A running primary takes a free key.
     assert_eq!(decide(&obs("a", Some(paused(cluster(None))), running(PgRole::Primary, 1))).actions, vec![Action::AcquireLeader]);
 }
+
+#[test]
+fn unanswering_postgres_waits_unless_the_lease_runs_out() {
+    let mut pg = running(PgRole::Primary, 1);
+    pg.role = None;
+    let mut o = obs("a", Some(cluster(Some(("a", LEASE)))), pg.clone());
+    assert!(decide(&o).actions.is_empty(), "must not promote a server whose role is unknown");
+    o.lease_remaining_ms = Some(1);
+    assert_eq!(decide(&o).actions, vec![Action::Demote { mode: DemoteMode::Offline, then_follow: None }]);
+    let mut o = obs("a", None, pg);
+    o.lease_remaining_ms = Some(1);
+    assert_eq!(decide(&o).actions, vec![Action::Demote { mode: DemoteMode::Offline, then_follow: None }]);
+}

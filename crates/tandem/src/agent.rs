@@ -1,0 +1,797 @@
+//! `tandem agent`: observe → `ha::decide` → act, on every event (etcd watch, lease change, timer).
+//!
+//! The lease keepalive runs in its own task (`dcs::Lease`), so a slow action or a long HA cycle never
+//! lets the leader key expire by accident; the leader demotes itself when its lease deadline
+//! (measured from the send time of the last successful keepalive) gets within `demote_margin`.
+
+use anyhow::{anyhow, Context, Result};
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tandem_core::cluster::{ClusterView, HistoryEntry, MemberValue, StatusValue};
+use tandem_core::dynamic::{merge_patch, DynamicConfig, Timing, TANDEM_DEFAULT_DCS};
+use tandem_core::ha::{self, Action, DataDir, DemoteMode, LocalPg, Observation, PeerStatus, PgRole, Settings};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::dcs::{Dcs, Lease};
+use crate::peer::PeerClient;
+use crate::pg::{PgStatus, Postgres, Upstream};
+use crate::status::NodeStatus;
+
+/// The version published in member keys and `/patroni`, so Patroni's tools treat us as a current peer.
+pub const PATRONI_COMPAT_VERSION: &str = "4.1.5";
+
+struct Agent {
+    cfg: Arc<Config>,
+    dcs: Dcs,
+    pg: Postgres,
+    lease: Lease,
+    lease_ttl: Arc<Mutex<Duration>>,
+    lease_interval: Arc<Mutex<Duration>>,
+    dynamic: DynamicConfig,
+    dynamic_revision: i64,
+    timing: Timing,
+    peer: PeerClient,
+    status_tx: watch::Sender<NodeStatus>,
+    /// Patroni's PostgreSQL state string.
+    pg_state: String,
+    following: Option<String>,
+    sysid: Option<String>,
+    last_pg: Option<PgStatus>,
+    last_member: Option<(String, i64)>,
+    last_status_key: Option<String>,
+    last_slots: Option<Vec<String>>,
+    last_reason: String,
+    last_cycle: Option<Instant>,
+}
+
+/// Bootstrap dynamic configuration: tandem's defaults with `bootstrap.dcs` on top.
+pub fn bootstrap_dynamic(cfg: &Config) -> Value {
+    let mut v: Value = serde_json::from_str(TANDEM_DEFAULT_DCS).unwrap_or_else(|_| Value::Object(Default::default()));
+    merge_patch(&mut v, &cfg.bootstrap.dcs);
+    v
+}
+
+pub async fn run(cfg: Config) -> Result<()> {
+    for w in &cfg.warnings {
+        warn!("{w}");
+    }
+    let cfg = Arc::new(cfg);
+    let (dynamic, warnings) = DynamicConfig::from_json(&bootstrap_dynamic(&cfg));
+    for w in warnings {
+        warn!("bootstrap.dcs: {w}");
+    }
+    let timing = dynamic.timing();
+    let dcs = Dcs::connect(&cfg.etcd3, &cfg.base_path(), timing.request_timeout).await?;
+    let mut shutdown = shutdown_signal();
+
+    // Wait until the cluster can be read.
+    let cluster = loop {
+        match dcs.read_cluster().await {
+            Ok((c, _)) => break c,
+            Err(e) => {
+                warn!("waiting for etcd: {e}");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+            }
+        }
+    };
+    let peer = PeerClient::for_daemon(&cfg)?;
+    // Unique name: refuse to start when a live agent already uses my name.
+    if let Some(m) = cluster.members.get(&cfg.name) {
+        let url = m.value.api_url.replace("/patroni", "/liveness");
+        if peer.request(reqwest::Method::GET, &url).timeout(Duration::from_secs(3)).send().await.is_ok() {
+            return Err(anyhow!(
+                "another agent named '{}' is already running in cluster '{}' (its REST API answers at {}): give this node a unique `name`, or stop the other one",
+                cfg.name,
+                cfg.scope,
+                m.value.api_url
+            ));
+        }
+    }
+
+    let lease_ttl = Arc::new(Mutex::new(timing.ttl));
+    let lease_interval = Arc::new(Mutex::new(timing.keepalive_interval));
+    let lease = Lease::start(dcs.clone(), lease_ttl.clone(), lease_interval.clone());
+    let (status_tx, status_rx) = watch::channel(NodeStatus::default());
+    let (api_stop_tx, api_stop_rx) = watch::channel(false);
+    let listener = crate::api::bind(&cfg).await?;
+    let api_task = tokio::spawn(crate::api::serve(cfg.clone(), status_rx, listener, api_stop_rx));
+
+    let mut agent = Agent {
+        pg: Postgres::new(&cfg),
+        cfg: cfg.clone(),
+        dcs: dcs.clone(),
+        lease,
+        lease_ttl,
+        lease_interval,
+        dynamic,
+        dynamic_revision: -1,
+        timing,
+        peer,
+        status_tx,
+        pg_state: "stopped".into(),
+        following: None,
+        sysid: None,
+        last_pg: None,
+        last_member: None,
+        last_status_key: None,
+        last_slots: None,
+        last_reason: String::new(),
+        last_cycle: None,
+    };
+    agent.pg.write_pgpass(&[]).context("cannot write postgresql.pgpass")?;
+    if agent.pg.is_running() {
+        info!("PostgreSQL is already running on {}: adopting it", agent.pg.data_dir.display());
+    }
+    let mut changes = dcs.spawn_watch();
+    let result = agent.main_loop(&mut changes, &mut shutdown).await;
+    let _ = api_stop_tx.send(true);
+    api_task.abort();
+    match result {
+        Ok(()) => {
+            agent.shutdown().await;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else { return };
+        tokio::select! {
+            _ = term.recv() => info!("received SIGTERM: shutting down"),
+            _ = int.recv() => info!("received SIGINT: shutting down"),
+        }
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+impl Agent {
+    async fn main_loop(&mut self, changes: &mut watch::Receiver<u64>, shutdown: &mut watch::Receiver<bool>) -> Result<()> {
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            let (acted, failed) = self.cycle().await?;
+            if acted && !failed {
+                continue;
+            }
+            let wait = self.timing.loop_wait;
+            let lease_changed = self.lease.changed.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = changes.changed() => {}
+                _ = lease_changed.notified() => {}
+                _ = shutdown.changed() => {}
+                _ = self.lease_danger() => {}
+            }
+        }
+    }
+
+    /// Resolves when a leader's lease gets within the demotion margin (so the check is not
+    /// bound to `loop_wait`).
+    async fn lease_danger(&self) {
+        let holds = self.status_tx.borrow().leader_until.is_some();
+        if !holds {
+            return std::future::pending().await;
+        }
+        match self.lease.remaining(Instant::now()) {
+            Some(r) if r > self.timing.demote_margin => tokio::time::sleep(r - self.timing.demote_margin + Duration::from_millis(5)).await,
+            _ => std::future::pending().await,
+        }
+    }
+
+    fn settings(&self) -> Settings {
+        Settings {
+            maximum_lag_on_failover: self.dynamic.maximum_lag_on_failover,
+            use_pg_rewind: self.cfg.postgresql.use_pg_rewind.unwrap_or(self.dynamic.use_pg_rewind),
+            check_timeline: self.dynamic.check_timeline,
+            can_bootstrap: self.cfg.bootstrap.present,
+            failover_priority: if self.cfg.tags.can_failover() { self.cfg.tags.failover_priority.unwrap_or(1) } else { 0 },
+            demote_margin_ms: self.timing.demote_margin.as_millis() as u64,
+        }
+    }
+
+    async fn apply_dynamic(&mut self, cluster: &ClusterView) {
+        let Some(c) = &cluster.config else { return };
+        if c.mod_revision == self.dynamic_revision {
+            return;
+        }
+        let (d, warnings) = DynamicConfig::from_json(&c.value);
+        for w in warnings {
+            warn!("cluster configuration: {w}");
+        }
+        let first = self.dynamic_revision < 0;
+        self.dynamic_revision = c.mod_revision;
+        let timing = d.timing();
+        if !first && self.pg.is_running() && self.pg.parameters(&d) != self.pg.parameters(&self.dynamic) {
+            info!("cluster configuration changed: reloading PostgreSQL");
+            let upstream = self.current_upstream(cluster);
+            let upstream_ref = upstream.as_ref().map(|u| u.as_ref());
+            if let Err(e) = self.pg.write_config(&d, upstream_ref) {
+                warn!("{e:#}");
+            }
+            if let Err(e) = self.pg.reload().await {
+                warn!("{e:#}");
+            }
+        }
+        if let Ok(mut t) = self.lease_ttl.lock() {
+            *t = timing.ttl;
+        }
+        if let Ok(mut i) = self.lease_interval.lock() {
+            *i = timing.keepalive_interval;
+        }
+        self.timing = timing;
+        self.dynamic = d;
+    }
+
+    /// Upstream for write_config: None = primary, Some(None) = standby without upstream.
+    fn current_upstream(&self, cluster: &ClusterView) -> Option<Option<Upstream>> {
+        match self.last_pg.as_ref().map(|s| s.in_recovery) {
+            Some(false) => None,
+            _ => Some(self.following.as_deref().and_then(|l| upstream_of(cluster, l))),
+        }
+    }
+
+    async fn observe_pg(&mut self) -> LocalPg {
+        let running = self.pg.is_running();
+        let mut status = None;
+        if running {
+            match self.pg.status().await {
+                Ok(s) => status = Some(s),
+                Err(e) => {
+                    self.pg.drop_client().await;
+                    tracing::debug!("status query failed: {e:#}");
+                }
+            }
+            if self.pg_state != "running" && status.is_some() {
+                self.pg_state = "running".into();
+            } else if status.is_none() && self.pg_state == "running" {
+                self.pg_state = "starting".into();
+            }
+        } else if matches!(self.pg_state.as_str(), "running" | "starting") {
+            self.pg_state = if self.pg.has_data() { "crashed".into() } else { "stopped".into() };
+        }
+        let data = if !self.pg.has_data() {
+            self.sysid = None;
+            DataDir::Empty
+        } else if running && self.sysid.is_some() {
+            DataDir::Initialized { sysid: self.sysid.clone().unwrap_or_default(), was_primary: status.as_ref().is_some_and(|s| !s.in_recovery) }
+        } else {
+            match self.pg.controldata().await {
+                Ok(cd) => {
+                    let sysid = cd.get("Database system identifier").cloned().unwrap_or_default();
+                    self.sysid = Some(sysid.clone());
+                    let state = cd.get("Database cluster state").map(String::as_str).unwrap_or("");
+                    let was_primary = matches!(state, "in production" | "shut down" | "in crash recovery" | "shutting down") && !self.pg.data_dir.join("standby.signal").exists();
+                    DataDir::Initialized { sysid, was_primary }
+                }
+                Err(e) => {
+                    warn!("cannot read pg_control: {e:#}");
+                    DataDir::Initialized { sysid: self.sysid.clone().unwrap_or_default(), was_primary: false }
+                }
+            }
+        };
+        let local = LocalPg {
+            data,
+            running,
+            role: status.as_ref().map(|s| if s.in_recovery { PgRole::Replica } else { PgRole::Primary }),
+            wal_position: status.as_ref().map(|s| s.wal_position),
+            timeline: status.as_ref().and_then(|s| s.timeline),
+            following: self.following.clone(),
+        };
+        self.last_pg = status;
+        local
+    }
+
+    async fn probe_peers(&self, cluster: &ClusterView) -> Vec<PeerStatus> {
+        let timeout = (self.timing.ttl / 2).min(Duration::from_secs(2));
+        let probes = cluster.members.values().filter(|m| m.name != self.cfg.name && !m.value.api_url.is_empty()).map(|m| {
+            let peer = &self.peer;
+            async move { PeerStatus { name: m.name.clone(), answer: peer.probe_member(&m.value.api_url, timeout).await } }
+        });
+        futures_util::future::join_all(probes).await
+    }
+
+    /// One HA cycle. Returns (acted, an action failed).
+    async fn cycle(&mut self) -> Result<(bool, bool)> {
+        let cluster = match self.dcs.read_cluster().await {
+            Ok((c, warnings)) => {
+                for w in warnings {
+                    tracing::debug!("{w}");
+                }
+                self.apply_dynamic(&c).await;
+                Some(c)
+            }
+            Err(e) => {
+                warn!("{e:#}");
+                None
+            }
+        };
+        let pg = self.observe_pg().await;
+        let lease = self.lease.info();
+        let needs_peers = cluster.as_ref().is_some_and(|c| c.leader.is_none() && !c.paused()) && pg.running && pg.role == Some(PgRole::Replica);
+        let peers = match (&cluster, needs_peers) {
+            (Some(c), true) => self.probe_peers(c).await,
+            _ => vec![],
+        };
+        let obs = Observation {
+            me: self.cfg.name.clone(),
+            cluster: cluster.clone(),
+            lease_id: lease.id,
+            lease_remaining_ms: self.lease.remaining(Instant::now()).map(|d| d.as_millis() as u64),
+            pg,
+            peers,
+            settings: self.settings(),
+        };
+        let mut decision = ha::decide(&obs);
+        // Before demoting for a lease about to expire, try one keepalive right now: after a stall of
+        // this process the lease is usually still alive in etcd.
+        if decision.actions.iter().any(|a| matches!(a, Action::Demote { mode: DemoteMode::Offline, .. })) {
+            if self.refresh_lease_now().await {
+                let mut obs2 = obs.clone();
+                obs2.lease_remaining_ms = self.lease.remaining(Instant::now()).map(|d| d.as_millis() as u64);
+                decision = ha::decide(&obs2);
+            }
+        }
+        if decision.reason != self.last_reason || !decision.actions.is_empty() {
+            info!("{}", decision.reason);
+            self.last_reason = decision.reason.clone();
+        }
+        let acted = !decision.actions.is_empty();
+        let mut failed = false;
+        for action in decision.actions {
+            if let Err(e) = self.execute(action, cluster.as_ref(), &obs).await {
+                if e.downcast_ref::<Fatal>().is_some() {
+                    return Err(e);
+                }
+                error!("{e:#}");
+                failed = true;
+            }
+        }
+        if let Some(c) = &cluster {
+            // Re-read the local state after actions, so the member key tells the truth.
+            if acted {
+                let _ = self.observe_pg().await;
+            }
+            if let Err(e) = self.housekeeping(c).await {
+                warn!("{e:#}");
+            }
+        }
+        self.last_cycle = Some(Instant::now());
+        self.publish(cluster);
+        Ok((acted, failed))
+    }
+
+    async fn refresh_lease_now(&self) -> bool {
+        let before = self.lease.info().deadline;
+        self.lease.poke();
+        let deadline = Instant::now() + self.timing.demote_margin / 2;
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if self.lease.info().deadline > before {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn upstream(&self, cluster: Option<&ClusterView>, member: &str) -> Result<Upstream> {
+        cluster.and_then(|c| upstream_of(c, member)).ok_or_else(|| anyhow!("member {member} has no usable conn_url in etcd"))
+    }
+
+    async fn execute(&mut self, action: Action, cluster: Option<&ClusterView>, obs: &Observation) -> Result<()> {
+        match action {
+            Action::BootstrapRace => self.bootstrap().await,
+            Action::Clone { from } => {
+                let leader = cluster.and_then(|c| c.leader_name()).unwrap_or(&from).to_string();
+                let src = self.upstream(cluster, &from)?;
+                let up = self.upstream(cluster, &leader)?;
+                self.pg_state = "creating replica".into();
+                self.publish(cluster.cloned());
+                self.touch_member_now(cluster).await;
+                info!("cloning from {from} with pg_basebackup");
+                let started = Instant::now();
+                let mut result = self.pg.basebackup(&src).await;
+                if let Err(e) = &result {
+                    warn!("clone attempt failed: {e:#}; retrying in 5 s");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    result = self.pg.basebackup(&src).await;
+                }
+                if let Err(e) = result {
+                    self.pg_state = "stopped".into();
+                    return Err(e.context(format!("cloning from {from} failed")));
+                }
+                info!("cloned from {from} in {:.1} s", started.elapsed().as_secs_f64());
+                self.start_replica(Some(up)).await
+            }
+            Action::StartPrimary => {
+                self.pg.write_config(&self.dynamic, None)?;
+                self.start().await
+            }
+            Action::StartReplica { leader } => {
+                let up = leader.as_deref().and_then(|l| cluster.and_then(|c| upstream_of(c, l)));
+                self.start_replica(up).await
+            }
+            Action::RewindAndFollow { leader } => {
+                let up = self.upstream(cluster, &leader)?;
+                self.rewind_and_follow(up).await
+            }
+            Action::Follow { leader } => {
+                let up = self.upstream(cluster, &leader)?;
+                self.pg.write_config(&self.dynamic, Some(Some(&up)))?;
+                self.pg.reload().await?;
+                info!("now following {}", up.member);
+                self.following = Some(up.member);
+                Ok(())
+            }
+            Action::AcquireLeader => {
+                if self.dcs.take_leader(&self.cfg.name, obs.lease_id).await? {
+                    info!("acquired the leader key");
+                    if let Some(f) = cluster.and_then(|c| c.failover.as_ref()) {
+                        if !f.value.is_empty() {
+                            let _ = self.dcs.cas("failover", "{}", f.mod_revision).await;
+                        }
+                    }
+                } else {
+                    info!("lost the leader race");
+                }
+                Ok(())
+            }
+            Action::ReattachLeader => {
+                self.dcs.reattach_leader(&self.cfg.name, obs.lease_id).await?;
+                Ok(())
+            }
+            Action::Promote => self.promote(cluster).await,
+            Action::Demote { mode, then_follow } => {
+                let how = if mode == DemoteMode::Graceful { "fast" } else { "immediate" };
+                self.pg_state = "stopping".into();
+                self.pg.stop(how).await?;
+                self.following = None;
+                self.pg_state = "stopped".into();
+                if mode == DemoteMode::Offline {
+                    self.start_replica(None).await?;
+                }
+                if let Some(l) = then_follow {
+                    info!("demoted; will rejoin as a replica of {l}");
+                }
+                Ok(())
+            }
+            Action::ReleaseLeader => {
+                self.dcs.delete_leader(&self.cfg.name).await?;
+                Ok(())
+            }
+            Action::WriteInitialize { sysid } => {
+                self.dcs.create("initialize", &sysid).await?;
+                Ok(())
+            }
+            Action::Refuse { reason } => Err(anyhow::Error::new(Fatal(reason))),
+        }
+    }
+
+    async fn start(&mut self) -> Result<()> {
+        self.pg_state = "starting".into();
+        self.publish(None);
+        match self.pg.start(&self.dynamic).await {
+            Ok(()) => {
+                self.pg_state = "running".into();
+                Ok(())
+            }
+            Err(e) => {
+                self.pg_state = "start failed".into();
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_replica(&mut self, up: Option<Upstream>) -> Result<()> {
+        self.pg.write_config(&self.dynamic, Some(up.as_ref()))?;
+        self.following = up.map(|u| u.member);
+        self.start().await
+    }
+
+    async fn rewind_and_follow(&mut self, up: Upstream) -> Result<()> {
+        let cd = self.pg.controldata().await?;
+        let state = cd.get("Database cluster state").cloned().unwrap_or_default();
+        if matches!(state.as_str(), "in production" | "in crash recovery" | "shutting down") {
+            info!("running crash recovery in single-user mode before pg_rewind");
+            self.pg.single_user_recovery().await.context("single-user crash recovery failed")?;
+        }
+        info!("running pg_rewind against {}", up.member);
+        let started = Instant::now();
+        match self.pg.rewind(&up).await {
+            Ok(()) => {
+                info!("pg_rewind finished in {:.1} s", started.elapsed().as_secs_f64());
+                self.start_replica(Some(up)).await
+            }
+            Err(e) => {
+                warn!("pg_rewind failed: {e:#}");
+                let aside = self.pg.move_data_aside()?;
+                warn!("moved the data directory aside to {} and will clone a fresh copy", aside.display());
+                Ok(())
+            }
+        }
+    }
+
+    async fn promote(&mut self, cluster: Option<&ClusterView>) -> Result<()> {
+        let started = Instant::now();
+        self.pg.promote().await?;
+        info!("promoted self to leader ({} ms)", started.elapsed().as_millis());
+        self.following = None;
+        // Publish my new role right away, then do the slower bookkeeping.
+        let _ = self.observe_pg().await;
+        if let Some(c) = cluster {
+            self.touch_member_now(Some(c)).await;
+            let names: Vec<String> = c.members.keys().cloned().collect();
+            if let Err(e) = self.pg.sync_slots(&names).await {
+                warn!("cannot create replication slots: {e:#}");
+            }
+            self.last_slots = Some(names);
+            if let Some(tl) = self.last_pg.as_ref().and_then(|s| s.timeline) {
+                self.write_history(c, tl).await;
+            }
+        }
+        // Checkpoint so that pg_rewind on the old primary sees the new timeline.
+        if let Ok(client) = self.pg.client().await {
+            tokio::spawn(async move {
+                let _ = client.batch_execute("CHECKPOINT").await;
+            });
+        }
+        Ok(())
+    }
+
+    async fn write_history(&self, cluster: &ClusterView, timeline: u64) {
+        if timeline <= 1 {
+            return;
+        }
+        let mut entries: Vec<HistoryEntry> = cluster.history.as_ref().map(|h| h.value.clone()).unwrap_or_default();
+        for (tli, lsn, reason) in self.pg.timeline_history(timeline) {
+            if !entries.iter().any(|e| e.timeline == tli) {
+                let last = tli == timeline - 1;
+                entries.push(HistoryEntry {
+                    timeline: tli,
+                    lsn,
+                    reason,
+                    timestamp: last.then(|| chrono::Local::now().format("%Y-%m-%dT%H:%M:%S%.6f%:z").to_string()),
+                    new_leader: last.then(|| self.cfg.name.clone()),
+                });
+            }
+        }
+        entries.sort_by_key(|e| e.timeline);
+        let json = Value::Array(entries.iter().map(|e| e.to_json()).collect()).to_string();
+        if let Err(e) = self.dcs.put("history", &json, None).await {
+            warn!("cannot write history: {e:#}");
+        }
+    }
+
+    async fn bootstrap(&mut self) -> Result<()> {
+        if !self.dcs.race_initialize().await? {
+            info!("failed to acquire the initialize key: another node bootstraps");
+            return Ok(());
+        }
+        info!("won the initialize race: bootstrapping a new cluster");
+        self.pg_state = "initializing new cluster".into();
+        self.publish(None);
+        let started = Instant::now();
+        let result = async {
+            self.pg.initdb().await?;
+            self.pg.write_config(&self.dynamic, None)?;
+            self.pg.start(&self.dynamic).await?;
+            self.pg.post_bootstrap().await?;
+            let cd = self.pg.controldata().await?;
+            let sysid = cd.get("Database system identifier").cloned().ok_or_else(|| anyhow!("pg_controldata shows no system identifier"))?;
+            self.dcs.put("initialize", &sysid, None).await?;
+            self.dcs.create("config", &self.dynamic.raw.to_string()).await?;
+            let lease = self.lease.info().id;
+            if !self.dcs.take_leader(&self.cfg.name, lease).await? {
+                return Err(anyhow!("could not take the leader key after bootstrap"));
+            }
+            Ok::<_, anyhow::Error>(sysid)
+        }
+        .await;
+        match result {
+            Ok(sysid) => {
+                self.sysid = Some(sysid);
+                self.pg_state = "running".into();
+                info!("bootstrapped the cluster in {:.1} s", started.elapsed().as_secs_f64());
+                Ok(())
+            }
+            Err(e) => {
+                error!("bootstrap failed: {e:#}");
+                let _ = self.dcs.delete("initialize").await;
+                let _ = self.pg.stop("immediate").await;
+                if self.pg.data_dir.exists() {
+                    if let Ok(aside) = self.pg.move_data_aside() {
+                        error!("moved the failed data directory aside to {}", aside.display());
+                    }
+                }
+                Err(anyhow::Error::new(Fatal(format!("bootstrap failed: {e:#}"))))
+            }
+        }
+    }
+
+    fn member_value(&self) -> MemberValue {
+        let st = self.last_pg.as_ref();
+        let role = match st {
+            Some(s) if !s.in_recovery => "primary",
+            Some(_) => "replica",
+            None if !self.pg.has_data() => "uninitialized",
+            None => "replica",
+        };
+        let mut v = MemberValue {
+            conn_url: self.cfg.conn_url(),
+            api_url: self.cfg.api_url(),
+            state: self.pg_state.clone(),
+            role: role.into(),
+            version: PATRONI_COMPAT_VERSION.into(),
+            tags: self.cfg.tags.to_json(),
+            ..Default::default()
+        };
+        if let Some(s) = st {
+            v.xlog_location = Some(s.wal_position);
+            v.timeline = s.timeline;
+            if s.in_recovery {
+                v.receive_lsn = s.receive_lsn;
+                v.replay_lsn = s.replay_lsn;
+                v.replication_state = Some(if s.streaming { "streaming".into() } else { "in archive recovery".into() });
+            }
+        }
+        if self.dynamic.pause {
+            v.pause = Some(true);
+        }
+        v.extra.insert("tandem".into(), Value::from(env!("CARGO_PKG_VERSION")));
+        v
+    }
+
+    async fn touch_member_now(&mut self, _cluster: Option<&ClusterView>) {
+        let lease = self.lease.info().id;
+        if lease == 0 {
+            return;
+        }
+        let text = serde_json::to_string(&self.member_value()).unwrap_or_default();
+        if self.last_member.as_ref() == Some(&(text.clone(), lease)) {
+            return;
+        }
+        match self.dcs.put(&format!("members/{}", self.cfg.name), &text, Some(lease)).await {
+            Ok(()) => self.last_member = Some((text, lease)),
+            Err(e) => warn!("cannot update my member key: {e:#}"),
+        }
+    }
+
+    fn holds_lock(&self, cluster: &ClusterView) -> bool {
+        let id = self.lease.info().id;
+        cluster.leader.as_ref().is_some_and(|l| l.name == self.cfg.name && l.lease == id && id != 0)
+    }
+
+    async fn housekeeping(&mut self, cluster: &ClusterView) -> Result<()> {
+        // The view was read before the actions; re-read the leader key cheaply by trusting the txn
+        // results: if I hold it now, the next cycle sees it.
+        self.touch_member_now(Some(cluster)).await;
+        if !self.holds_lock(cluster) {
+            return Ok(());
+        }
+        let Some(st) = self.last_pg.clone() else { return Ok(()) };
+        if st.in_recovery {
+            return Ok(());
+        }
+        if let Some(sysid) = &self.sysid {
+            if cluster.initialize.as_deref().is_none_or(|i| i != sysid) {
+                self.dcs.put("initialize", sysid, None).await?;
+            }
+        }
+        if cluster.config.is_none() {
+            self.dcs.create("config", &self.dynamic.raw.to_string()).await?;
+        }
+        let names: Vec<String> = cluster.members.keys().cloned().collect();
+        if self.last_slots.as_ref() != Some(&names) && self.dynamic.use_slots {
+            self.pg.sync_slots(&names).await?;
+            self.last_slots = Some(names);
+        }
+        let status = StatusValue { optime: Some(st.wal_position), ..Default::default() };
+        let text = serde_json::to_string(&status)?;
+        if self.last_status_key.as_deref() != Some(&text) {
+            self.dcs.put("status", &text, None).await?;
+            self.last_status_key = Some(text);
+        }
+        if let Some(tl) = st.timeline {
+            let recorded = cluster.timeline();
+            if tl > 1 && recorded < tl {
+                self.write_history(cluster, tl).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(&self, cluster: Option<ClusterView>) {
+        let st = self.last_pg.clone().unwrap_or_default();
+        let now = Instant::now();
+        let leader_until = cluster
+            .as_ref()
+            .filter(|c| self.holds_lock(c))
+            .and_then(|_| self.lease.remaining(now))
+            .map(|r| now + r);
+        let mv = self.member_value();
+        self.status_tx.send_modify(|s| {
+            s.pg_state = self.pg_state.clone();
+            s.role = mv.role.clone();
+            s.postmaster_start_time = st.postmaster_start_time.clone();
+            s.server_version = st.server_version;
+            s.wal_location = (!st.in_recovery && self.last_pg.is_some()).then_some(st.wal_position);
+            s.received_location = st.receive_lsn.filter(|_| st.in_recovery);
+            s.replayed_location = st.replay_lsn.filter(|_| st.in_recovery);
+            s.replayed_timestamp = st.replayed_timestamp.clone();
+            s.replay_paused = st.replay_paused;
+            s.timeline = st.timeline;
+            s.replication_state = mv.replication_state.clone();
+            s.replication = st.replication.clone();
+            s.database_system_identifier = self.sysid.clone();
+            if let Some(c) = &cluster {
+                s.leader_until = leader_until;
+                s.paused = c.paused();
+                s.cluster = Some(c.clone());
+                s.dcs_last_seen = Some(chrono::Utc::now().timestamp() as u64);
+            }
+            s.tags = mv.tags.clone();
+            s.last_cycle = self.last_cycle;
+            s.ttl_secs = self.timing.ttl.as_secs();
+            s.maximum_lag_on_failover = self.dynamic.maximum_lag_on_failover;
+        });
+    }
+
+    /// SIGTERM: a leader stops PostgreSQL, records its last position and releases the key so a
+    /// replica takes over at once; every node revokes its lease. Paused: leave everything as is.
+    async fn shutdown(&mut self) {
+        if self.dynamic.pause {
+            info!("paused: leaving PostgreSQL running and the leader key in place");
+            return;
+        }
+        let cluster = self.dcs.read_cluster().await.ok().map(|(c, _)| c);
+        let was_leader = cluster.as_ref().is_some_and(|c| self.holds_lock(c));
+        self.pg_state = "stopping".into();
+        let started = Instant::now();
+        if let Err(e) = self.pg.stop("fast").await {
+            error!("cannot stop PostgreSQL: {e:#}; keeping the leader key");
+            return;
+        }
+        if was_leader {
+            if let Ok(cd) = self.pg.controldata().await {
+                if let Some(lsn) = cd.get("Latest checkpoint location").and_then(|l| tandem_core::lsn::Lsn::parse(l)) {
+                    let status = StatusValue { optime: Some(lsn.0), ..Default::default() };
+                    let _ = self.dcs.put("status", &serde_json::to_string(&status).unwrap_or_default(), None).await;
+                }
+            }
+            match self.dcs.delete_leader(&self.cfg.name).await {
+                Ok(_) => info!("released the leader key ({} ms after SIGTERM)", started.elapsed().as_millis()),
+                Err(e) => warn!("cannot release the leader key: {e:#}"),
+            }
+        }
+        self.lease.revoke(&self.dcs).await;
+        info!("PostgreSQL stopped; agent exiting");
+    }
+}
+
+/// Host and port of a member's PostgreSQL, from its `conn_url`.
+fn upstream_of(cluster: &ClusterView, member: &str) -> Option<Upstream> {
+    let m = cluster.members.get(member)?;
+    let (host, port) = m.value.conn_host_port()?;
+    Some(Upstream { member: member.to_string(), host, port })
+}
+
+/// An error after which the agent must stop (it says what the operator should do).
+#[derive(Debug)]
+pub struct Fatal(pub String);
+impl std::fmt::Display for Fatal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Fatal {}

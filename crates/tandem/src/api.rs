@@ -1,0 +1,1198 @@
+//! The REST API (spec §5): Patroni's paths and status codes, so that HAProxy health checks,
+//! `patronictl` and Patroni peers work against tandem unchanged.
+//!
+//! The answers come from one pure function, [`route`], over the agent's last published
+//! [`NodeStatus`]; the server around it is hyper (HTTP/1.1) with TLS from tokio-rustls.
+//!
+//! Deliberate differences from Patroni (spec §5.1, DESIGN.md §2):
+//! - HTTP/1.1 status lines instead of HTTP/1.0. Like Patroni, the connection is closed after each
+//!   response (no keep-alive): health checkers open one connection per check anyway, and it bounds
+//!   what one client can hold.
+//! - HEAD and OPTIONS answer with the same code GET would give on every path, `/liveness`,
+//!   `/readiness`, `/patroni` and `/cluster` included (Patroni answers 503 to `HEAD /liveness`).
+//! - HEAD/OPTIONS replies carry the normal headers (`Server`, `Content-Length: 0`), not a bare
+//!   status line; text bodies are `text/plain`, not `text/html`.
+
+use crate::config::{Config, RestApiConfig, VerifyClient};
+use crate::listing::{is_standby_cluster, member_rows, sync_mode, sync_standbys, MemberRow, SyncMode};
+use crate::status::NodeStatus;
+use anyhow::{anyhow, Context, Result};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, SERVER};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::{json, Map, Value};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tandem_core::cluster::ClusterView;
+use tandem_core::lsn::Lsn;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+/// The Patroni version tandem announces in `/patroni` (`patroni.version`), so that
+/// `patronictl`'s version checks treat tandem as a current Patroni.
+pub const PATRONI_COMPAT_VERSION: &str = "4.1.5";
+
+/// tandem's own version.
+pub fn tandem_version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+/// Time a client has to send the request line and headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upper bound on one connection's life (one request, since there is no keep-alive).
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request body accepted (413 above).
+const MAX_BODY_BYTES: u64 = 64 * 1024;
+/// Largest request head hyper buffers.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Connections served at once; further clients wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 256;
+
+/// Who this node is, as the status documents report it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Identity {
+    pub scope: String,
+    pub name: String,
+}
+
+/// A reply body.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Body {
+    Empty,
+    Json(Value),
+    Text(String),
+}
+
+/// What [`route`] answers: a status code and a body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    pub code: u16,
+    pub body: Body,
+}
+
+impl Reply {
+    fn json(code: u16, v: Value) -> Reply {
+        Reply { code, body: Body::Json(v) }
+    }
+    fn code(code: u16) -> Reply {
+        Reply { code, body: Body::Empty }
+    }
+}
+
+/// Answers one request from the node's status. Pure: no I/O, no clock (`now` is passed in).
+pub fn route(method: &Method, path: &str, query: &str, st: &NodeStatus, node: &Identity, now: Instant) -> Reply {
+    match *method {
+        Method::GET => get(path, &Query::parse(query), st, node, now),
+        // Health checkers: the code only.
+        Method::HEAD | Method::OPTIONS => Reply::code(get(path, &Query::parse(query), st, node, now).code),
+        _ => Reply { code: 501, body: Body::Text(format!("Unsupported method ('{method}')\n")) },
+    }
+}
+
+fn get(path: &str, q: &Query, st: &NodeStatus, node: &Identity, now: Instant) -> Reply {
+    let segment = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    match segment {
+        "patroni" => Reply::json(200, status_document(st, node)),
+        "cluster" => match &st.cluster {
+            Some(view) => Reply::json(200, cluster_document(view, &node.scope)),
+            None => Reply::json(503, json!({"error": "no cluster view read from etcd yet"})),
+        },
+        "history" => match &st.cluster {
+            Some(view) => {
+                let entries = view.history.as_ref().map(|h| h.value.iter().map(|e| e.to_json()).collect()).unwrap_or_default();
+                Reply::json(200, Value::Array(entries))
+            }
+            None => Reply::json(503, json!({"error": "no cluster view read from etcd yet"})),
+        },
+        "config" => match st.cluster.as_ref().and_then(|v| v.config.as_ref()) {
+            Some(c) => Reply::json(200, c.value.clone()),
+            None => Reply::code(502),
+        },
+        "liveness" => Reply::code(if liveness(st, now) { 200 } else { 503 }),
+        "readiness" => Reply::code(if readiness(q, st, now) { 200 } else { 503 }),
+        _ => Reply::json(if health(path, q, st, node, now) { 200 } else { 503 }, status_document(st, node)),
+    }
+}
+
+/// Query-string parameters, percent-decoded, in order.
+#[derive(Debug, Default)]
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(query: &str) -> Query {
+        let pairs = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (percent_decode(k), percent_decode(v))
+            })
+            .collect();
+        Query(pairs)
+    }
+    /// First value of `key`.
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A byte size as health checks accept it: `1048576`, `16kB`, `10MB`, `1GB`, `1TB`
+/// (PostgreSQL's memory units, powers of 1024). `None` if unparsable or negative.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1024.0,
+        "mb" => 1024.0 * 1024.0,
+        "gb" => 1024.0 * 1024.0 * 1024.0,
+        "tb" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let bytes = (n * mult).round();
+    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+/// Role with the legacy `master` folded into `primary`.
+fn role(st: &NodeStatus) -> &str {
+    match st.role.as_str() {
+        "master" => "primary",
+        "" => "uninitialized",
+        r => r,
+    }
+}
+
+/// Tag value as health-check filters compare it: strings as they are, anything else as
+/// lower-cased JSON text (`true`, `1`).
+fn tag_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string().to_lowercase(),
+    }
+}
+
+/// The health-check endpoints (spec §5.3), matched by substring of the path.
+fn health(path: &str, q: &Query, st: &NodeStatus, node: &Identity, now: Instant) -> bool {
+    let path = if path == "/" { "/primary" } else { path };
+    let cluster = st.cluster.as_ref();
+    let standby_cluster = cluster.is_some_and(is_standby_cluster);
+    let role = role(st);
+    let holds_lock = if cluster.is_none() && st.paused {
+        matches!(role, "primary" | "standby_leader")
+    } else {
+        st.is_leader(now)
+    };
+    let primary_ok = holds_lock && !standby_cluster;
+    let standby_leader_ok = holds_lock && standby_cluster && matches!(role, "replica" | "standby_leader");
+    let lag_limit = q.get("lag").and_then(parse_size);
+    let latest = cluster.and_then(ClusterView::last_leader_lsn).unwrap_or(0).max(st.received_location.unwrap_or(0));
+    let lagging = lag_limit.is_some_and(|lag| latest > st.replayed_location.unwrap_or(0).saturating_add(lag));
+    let replica_ok = role == "replica"
+        && st.is_running()
+        && !(holds_lock && standby_cluster)
+        && !st.tags.get("noloadbalance").is_some_and(|v| tag_text(v) == "true")
+        && !lagging
+        && q.get("replication_state").is_none_or(|want| st.replication_state.as_deref() == Some(want));
+    let mode = cluster.map(sync_mode).unwrap_or(SyncMode::Off);
+    let in_sync = cluster.is_some_and(|c| sync_standbys(c).iter().any(|n| *n == node.name));
+    let (ok, leader_type) = if path.contains("standby_leader") || path.contains("standby-leader") {
+        (standby_leader_ok, true)
+    } else if path.contains("leader") {
+        (holds_lock, true)
+    } else if path.contains("master") || path.contains("primary") || path.contains("read-write") {
+        (primary_ok, true)
+    } else if path.contains("replica") {
+        (replica_ok, false)
+    } else if path.contains("read-only") && !path.contains("sync") && !path.contains("quorum") {
+        (primary_ok || standby_leader_ok || replica_ok, false)
+    } else if path.contains("health") {
+        (st.is_running(), false)
+    } else if cluster.is_some() {
+        let ok = match path {
+            "/sync" | "/synchronous" => mode == SyncMode::On && in_sync && replica_ok,
+            "/quorum" => mode == SyncMode::Quorum && in_sync && replica_ok,
+            "/async" | "/asynchronous" => !in_sync && replica_ok,
+            "/read-only-sync" | "/read-only-synchronous" => primary_ok || standby_leader_ok || (mode == SyncMode::On && in_sync && replica_ok),
+            "/read-only-quorum" => primary_ok || standby_leader_ok || (mode == SyncMode::Quorum && in_sync && replica_ok),
+            _ => false,
+        };
+        (ok, false)
+    } else {
+        (false, false)
+    };
+    ok && (leader_type || tags_match(q, st))
+}
+
+/// `tag_<key>=<value>` filters: every one must name a tag this node has, with that value.
+fn tags_match(q: &Query, st: &NodeStatus) -> bool {
+    q.0.iter().filter_map(|(k, v)| k.strip_prefix("tag_").map(|k| (k, v))).all(|(k, want)| st.tags.get(k).is_some_and(|have| tag_text(have) == *want))
+}
+
+/// `/liveness`: the HA loop ran recently enough (spec §5.4). Always alive while paused.
+fn liveness(st: &NodeStatus, now: Instant) -> bool {
+    if st.paused {
+        return true;
+    }
+    let ttl = Duration::from_secs(if st.ttl_secs > 0 { st.ttl_secs } else { tandem_core::dynamic::DEFAULT_TTL });
+    let limit = if matches!(role(st), "primary" | "standby_leader") { ttl } else { ttl * 2 };
+    st.last_cycle.is_some_and(|t| t + limit > now)
+}
+
+/// `/readiness?lag=&mode=apply|write`: the leader, or a streaming replica close enough to the
+/// primary to take traffic (spec §5.4).
+fn readiness(q: &Query, st: &NodeStatus, now: Instant) -> bool {
+    if st.is_leader(now) {
+        return true;
+    }
+    if !st.is_running() || st.replication_state.as_deref() != Some("streaming") {
+        return false;
+    }
+    let optime = st.cluster.as_ref().and_then(ClusterView::last_leader_lsn);
+    if optime.is_none() && st.received_location.is_none() {
+        return false; // no reference position (Patroni: only when failsafe is active)
+    }
+    let latest = optime.unwrap_or(0).max(st.received_location.unwrap_or(0));
+    let position = if q.get("mode") == Some("write") { st.received_location } else { st.replayed_location };
+    let limit = q.get("lag").and_then(parse_size).unwrap_or(st.maximum_lag_on_failover);
+    latest.saturating_sub(position.unwrap_or(0)) <= limit
+}
+
+/// The status document of `GET /patroni` and the health endpoints (spec §5.2).
+pub fn status_document(st: &NodeStatus, node: &Identity) -> Value {
+    let mut d = Map::new();
+    let state = if st.pg_state.is_empty() { "unknown" } else { st.pg_state.as_str() };
+    d.insert("state".into(), state.into());
+    if let Some(t) = &st.postmaster_start_time {
+        d.insert("postmaster_start_time".into(), t.clone().into());
+    }
+    let role = role(st);
+    d.insert("role".into(), role.into());
+    if let Some(v) = st.server_version {
+        d.insert("server_version".into(), v.into());
+    }
+    if role == "primary" {
+        if let Some(l) = st.wal_location {
+            d.insert("xlog".into(), json!({ "location": l }));
+        }
+    } else if st.received_location.is_some() || st.replayed_location.is_some() {
+        d.insert(
+            "xlog".into(),
+            json!({
+                "received_location": st.received_location.or(st.replayed_location),
+                "replayed_location": st.replayed_location,
+                "replayed_timestamp": st.replayed_timestamp,
+                "paused": st.replay_paused,
+            }),
+        );
+    }
+    if let Some(tl) = st.timeline {
+        d.insert("timeline".into(), tl.into());
+    }
+    if let Some(rs) = &st.replication_state {
+        d.insert("replication_state".into(), rs.clone().into());
+    }
+    if !st.replication.is_empty() {
+        let rows = st
+            .replication
+            .iter()
+            .map(|r| {
+                json!({
+                    "usename": r.usename,
+                    "application_name": r.application_name,
+                    "client_addr": r.client_addr,
+                    "state": r.state,
+                    "sync_state": r.sync_state,
+                    "sync_priority": r.sync_priority,
+                })
+            })
+            .collect();
+        d.insert("replication".into(), Value::Array(rows));
+    }
+    match &st.cluster {
+        Some(view) => {
+            if sync_standbys(view).iter().any(|n| *n == node.name) {
+                let key = if sync_mode(view) == SyncMode::Quorum { "quorum_standby" } else { "sync_standby" };
+                d.insert(key.into(), true.into());
+            }
+            if view.leader.is_none() {
+                d.insert("cluster_unlocked".into(), true.into());
+            }
+        }
+        None => {
+            d.insert("cluster_unlocked".into(), true.into());
+        }
+    }
+    if st.paused {
+        d.insert("pause".into(), true.into());
+    }
+    if let Some(t) = st.dcs_last_seen {
+        d.insert("dcs_last_seen".into(), t.into());
+    }
+    d.insert("tags".into(), Value::Object(st.tags.clone()));
+    if let Some(id) = &st.database_system_identifier {
+        d.insert("database_system_identifier".into(), id.clone().into());
+    }
+    if st.pending_restart {
+        d.insert("pending_restart".into(), true.into());
+    }
+    d.insert(
+        "patroni".into(),
+        json!({ "version": PATRONI_COMPAT_VERSION, "scope": node.scope, "name": node.name }),
+    );
+    d.insert("tandem".into(), json!({ "version": tandem_version() }));
+    Value::Object(d)
+}
+
+/// `GET /cluster` (spec §5.4).
+pub fn cluster_document(view: &ClusterView, scope: &str) -> Value {
+    let members: Vec<Value> = member_rows(view).iter().map(member_json).collect();
+    let mut d = Map::new();
+    d.insert("members".into(), Value::Array(members));
+    d.insert("scope".into(), scope.into());
+    if view.paused() {
+        d.insert("pause".into(), true.into());
+    }
+    if let Some(f) = view.failover_request() {
+        if let Some(at) = &f.scheduled_at {
+            let mut s = Map::new();
+            s.insert("at".into(), at.clone().into());
+            if let Some(l) = &f.leader {
+                s.insert("from".into(), l.clone().into());
+            }
+            if let Some(m) = &f.member {
+                s.insert("to".into(), m.clone().into());
+            }
+            d.insert("scheduled_switchover".into(), Value::Object(s));
+        }
+    }
+    Value::Object(d)
+}
+
+fn member_json(r: &MemberRow) -> Value {
+    let mut m = Map::new();
+    m.insert("name".into(), r.name.clone().into());
+    m.insert("role".into(), r.role.as_str().into());
+    m.insert("state".into(), r.state.clone().into());
+    m.insert("api_url".into(), r.api_url.clone().into());
+    if let Some(h) = &r.host {
+        m.insert("host".into(), h.clone().into());
+    }
+    if let Some(p) = r.port {
+        m.insert("port".into(), p.into());
+    }
+    if let Some(tl) = r.timeline {
+        m.insert("timeline".into(), tl.into());
+    }
+    if r.pending_restart {
+        m.insert("pending_restart".into(), true.into());
+    }
+    if let Some(v) = &r.pending_restart_reason {
+        m.insert("pending_restart_reason".into(), v.clone());
+    }
+    if let Some(v) = &r.scheduled_restart {
+        m.insert("scheduled_restart".into(), v.clone());
+    }
+    if !r.tags.is_empty() {
+        m.insert("tags".into(), Value::Object(r.tags.clone()));
+    }
+    for (lsn_key, lag_key, point) in [("receive_lsn", "receive_lag", r.receive), ("replay_lsn", "replay_lag", r.replay), ("lsn", "lag", r.lsn)] {
+        if let Some(p) = point {
+            if let Some(l) = p.lsn {
+                m.insert(lsn_key.into(), Lsn(l).to_string().into());
+            }
+            m.insert(lag_key.into(), p.lag.map(Value::from).unwrap_or_else(|| "unknown".into()));
+        }
+    }
+    Value::Object(m)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server.
+
+/// Binds `restapi.listen` (`host:port`; an empty host or `*` means every address).
+pub async fn bind(cfg: &Config) -> Result<TcpListener> {
+    bind_addr(&cfg.restapi.listen).await
+}
+
+async fn bind_addr(listen: &str) -> Result<TcpListener> {
+    let listen = listen.trim();
+    let (host, port) = listen
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow!("restapi.listen: '{listen}' is not host:port (for example 0.0.0.0:8008)"))?;
+    let port: u16 = port.parse().map_err(|_| anyhow!("restapi.listen: '{port}' in '{listen}' is not a port number"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let result = if host.is_empty() || host == "*" {
+        // Both address families when the system allows it.
+        match TcpListener::bind(("::", port)).await {
+            Ok(l) => Ok(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(e),
+            Err(_) => TcpListener::bind(("0.0.0.0", port)).await,
+        }
+    } else {
+        TcpListener::bind((host, port)).await
+    };
+    result.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => anyhow!(
+            "restapi.listen: {listen} is already in use (another tandem or Patroni agent on this host?): stop it or choose another port"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => {
+            anyhow!("restapi.listen: {host} is not an address of this host: use one of its addresses, or 0.0.0.0")
+        }
+        _ => anyhow!("restapi.listen: cannot listen on {listen}: {e}"),
+    })
+}
+
+/// Serves the REST API on `listener` until `shutdown` turns true (or its sender is dropped).
+pub async fn serve(
+    cfg: Arc<Config>,
+    status: watch::Receiver<NodeStatus>,
+    listener: TcpListener,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let node = Identity { scope: cfg.scope.clone(), name: cfg.name.clone() };
+    Server::new(&cfg.restapi, node)?.run(status, listener, shutdown).await
+}
+
+struct Server {
+    node: Identity,
+    tls: Option<TlsAcceptor>,
+    /// `Server` plus `restapi.http_extra_headers`, added to every response.
+    headers: HeaderMap,
+}
+
+impl Server {
+    fn new(api: &RestApiConfig, node: Identity) -> Result<Server> {
+        let tls = server_tls(api)?.map(TlsAcceptor::from);
+        let mut headers = HeaderMap::new();
+        let server = format!("tandem/{}", tandem_version());
+        headers.insert(SERVER, HeaderValue::from_str(&server).unwrap_or(HeaderValue::from_static("tandem")));
+        for (k, v) in &api.http_extra_headers {
+            match (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+                (Ok(name), Ok(value)) => {
+                    headers.append(name, value);
+                }
+                _ => warn!("restapi.http_extra_headers: '{k}' is not a valid HTTP header name and value: ignored"),
+            }
+        }
+        Ok(Server { node, tls, headers })
+    }
+
+    async fn run(
+        self,
+        status: watch::Receiver<NodeStatus>,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<()> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        info!("REST API listening on {scheme}://{local}");
+        let server = Arc::new(self);
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        loop {
+            if *shutdown.borrow_and_update() {
+                break;
+            }
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => p.context("connection limiter closed")?,
+                changed = shutdown.changed() => { if changed.is_err() { break } continue }
+            };
+            let (stream, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Typically out of file descriptors: back off instead of spinning.
+                        warn!("REST API: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                changed = shutdown.changed() => { if changed.is_err() { break } continue }
+            };
+            let _ = stream.set_nodelay(true);
+            let server = server.clone();
+            let status = status.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let work = async {
+                    match &server.tls {
+                        None => server.connection(stream, status).await,
+                        Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(tls)) => server.connection(tls, status).await,
+                            Ok(Err(e)) => debug!("REST API: TLS handshake with {peer} failed: {e}"),
+                            Err(_) => debug!("REST API: TLS handshake with {peer} timed out"),
+                        },
+                    }
+                };
+                if tokio::time::timeout(CONNECTION_TIMEOUT, work).await.is_err() {
+                    debug!("REST API: connection from {peer} closed after {CONNECTION_TIMEOUT:?}");
+                }
+            });
+        }
+        info!("REST API on {local} stopped");
+        Ok(())
+    }
+
+    async fn connection<S>(self: &Arc<Self>, io: S, status: watch::Receiver<NodeStatus>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let server = self.clone();
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let reply = server.handle(&req, &status);
+            async move { Ok::<_, Infallible>(reply) }
+        });
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .keep_alive(false)
+            .max_buf_size(MAX_HEAD_BYTES);
+        if let Err(e) = http.serve_connection(TokioIo::new(io), svc).await {
+            debug!("REST API: connection error: {e}");
+        }
+    }
+
+    fn handle(&self, req: &Request<Incoming>, status: &watch::Receiver<NodeStatus>) -> Response<Full<Bytes>> {
+        let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+        let reply = if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+            Reply { code: 413, body: Body::Text(format!("request body larger than {MAX_BODY_BYTES} bytes\n")) }
+        } else {
+            let st = status.borrow();
+            route(req.method(), req.uri().path(), req.uri().query().unwrap_or(""), &st, &self.node, Instant::now())
+        };
+        debug!("REST API: {} {} -> {}", req.method(), req.uri().path(), reply.code);
+        self.response(reply)
+    }
+
+    fn response(&self, reply: Reply) -> Response<Full<Bytes>> {
+        let (body, content_type) = match reply.body {
+            Body::Empty => (Bytes::new(), None),
+            Body::Json(v) => (Bytes::from(serde_json::to_vec(&v).unwrap_or_default()), Some("application/json")),
+            Body::Text(t) => (Bytes::from(t), Some("text/plain; charset=utf-8")),
+        };
+        let mut resp = Response::new(Full::new(body));
+        *resp.status_mut() = StatusCode::from_u16(reply.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let h = resp.headers_mut();
+        for (k, v) in &self.headers {
+            h.append(k, v.clone());
+        }
+        if let Some(ct) = content_type {
+            h.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+        }
+        resp
+    }
+}
+
+/// The rustls server configuration for `restapi`, or `None` without `certfile` (plain HTTP).
+fn server_tls(api: &RestApiConfig) -> Result<Option<Arc<tokio_rustls::rustls::ServerConfig>>> {
+    use tokio_rustls::rustls::server::WebPkiClientVerifier;
+    use tokio_rustls::rustls::ServerConfig;
+    let Some(certfile) = &api.certfile else {
+        return Ok(None);
+    };
+    let certs = tls::load_certs(certfile).context("restapi.certfile")?;
+    let keyfile = api.keyfile.as_deref().unwrap_or(certfile);
+    let key = tls::load_private_key(keyfile).context(if api.keyfile.is_some() { "restapi.keyfile" } else { "restapi.certfile (no keyfile given)" })?;
+    let provider = tls::provider();
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS setup")?;
+    let optional = match api.verify_client {
+        VerifyClient::None => None,
+        VerifyClient::Optional => Some(true),
+        VerifyClient::Required => Some(false),
+    };
+    let builder = match (optional, &api.cafile) {
+        (None, _) => builder.with_no_client_auth(),
+        (Some(optional), Some(cafile)) => {
+            let roots = tls::load_roots(cafile).context("restapi.cafile")?;
+            let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            if optional {
+                verifier = verifier.allow_unauthenticated();
+            }
+            builder.with_client_cert_verifier(verifier.build().context("restapi.cafile")?)
+        }
+        (Some(_), None) => {
+            return Err(anyhow!("restapi.verify_client is set but restapi.cafile is not: add the CA that signs client certificates, or set verify_client: none"))
+        }
+    };
+    let config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| anyhow!("restapi.certfile/keyfile: the key does not fit the certificate ({e})"))?;
+    Ok(Some(Arc::new(config)))
+}
+
+/// PEM loading shared by the server and the peer client ([`crate::peer`]).
+pub mod tls {
+    use anyhow::{anyhow, Context, Result};
+    use std::path::Path;
+    use std::sync::Arc;
+    use tokio_rustls::rustls::crypto::CryptoProvider;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls::RootCertStore;
+
+    /// The crypto provider tandem uses everywhere (ring).
+    pub fn provider() -> Arc<CryptoProvider> {
+        Arc::new(tokio_rustls::rustls::crypto::ring::default_provider())
+    }
+
+    fn read(path: &Path) -> Result<Vec<u8>> {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    }
+
+    /// Every certificate in a PEM file (other blocks, such as a key, are skipped).
+    pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+        let pem = read(path)?;
+        let certs = rustls_pemfile::certs(&mut pem.as_slice())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow!("{}: invalid PEM ({e})", path.display()))?;
+        if certs.is_empty() {
+            return Err(anyhow!("{}: no certificate found (expected a '-----BEGIN CERTIFICATE-----' block)", path.display()));
+        }
+        Ok(certs)
+    }
+
+    /// The first private key in a PEM file (PKCS#8, PKCS#1 or SEC1).
+    pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+        let pem = read(path)?;
+        match rustls_pemfile::private_key(&mut pem.as_slice()) {
+            Ok(Some(key)) => Ok(key),
+            Ok(None) if pem.windows(9).any(|w| w == b"ENCRYPTED") => Err(anyhow!(
+                "{}: the private key is encrypted, which tandem does not read yet: decrypt it (openssl pkey -in KEY -out KEY.plain) and point to the result",
+                path.display()
+            )),
+            Ok(None) => Err(anyhow!("{}: no private key found (expected a '-----BEGIN PRIVATE KEY-----' block)", path.display())),
+            Err(e) => Err(anyhow!("{}: invalid PEM ({e})", path.display())),
+        }
+    }
+
+    /// A trust store holding every certificate of a PEM file.
+    pub fn load_roots(path: &Path) -> Result<RootCertStore> {
+        let mut roots = RootCertStore::empty();
+        for cert in load_certs(path)? {
+            roots.add(cert).map_err(|e| anyhow!("{}: not a usable CA certificate ({e})", path.display()))?;
+        }
+        Ok(roots)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CtlConfig;
+    use crate::peer::{Caller, PeerClient};
+    use serde_json::json;
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+    use tandem_core::cluster::{LeaderKey, Member, MemberValue, StatusValue, Versioned};
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn node(name: &str) -> Identity {
+        Identity { scope: "batman".into(), name: name.into() }
+    }
+
+    fn view() -> ClusterView {
+        let member = |name: &str, role: &str| {
+            let value = MemberValue {
+                conn_url: format!("postgres://10.0.0.{}:5432/postgres", if name == "pg0" { 1 } else { 2 }),
+                api_url: format!("http://{name}:8008/patroni"),
+                state: "running".into(),
+                role: role.into(),
+                xlog_location: Some(if role == "primary" { 1000 } else { 900 }),
+                receive_lsn: (role == "replica").then_some(900),
+                replay_lsn: (role == "replica").then_some(800),
+                replication_state: (role == "replica").then(|| "streaming".into()),
+                timeline: Some(2),
+                ..Default::default()
+            };
+            (name.to_string(), Member { name: name.into(), value, lease: 1 })
+        };
+        ClusterView {
+            initialize: Some("7277694203142172922".into()),
+            config: Some(Versioned { value: json!({"ttl": 30}), mod_revision: 1 }),
+            leader: Some(LeaderKey { name: "pg0".into(), lease: 1, mod_revision: 1 }),
+            members: [member("pg0", "primary"), member("pg1", "replica")].into_iter().collect(),
+            status: Some(StatusValue { optime: Some(1000), ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    fn primary(now: Instant) -> NodeStatus {
+        NodeStatus {
+            pg_state: "running".into(),
+            role: "primary".into(),
+            wal_location: Some(1000),
+            timeline: Some(2),
+            leader_until: Some(now + 10 * SECOND),
+            cluster: Some(view()),
+            last_cycle: Some(now),
+            ttl_secs: 30,
+            maximum_lag_on_failover: 1_048_576,
+            server_version: Some(160004),
+            database_system_identifier: Some("7277694203142172922".into()),
+            ..Default::default()
+        }
+    }
+
+    fn replica(now: Instant) -> NodeStatus {
+        NodeStatus {
+            role: "replica".into(),
+            wal_location: None,
+            received_location: Some(900),
+            replayed_location: Some(800),
+            replication_state: Some("streaming".into()),
+            leader_until: None,
+            ..primary(now)
+        }
+    }
+
+    fn code(method: Method, path_query: &str, st: &NodeStatus, now: Instant) -> u16 {
+        let (path, query) = path_query.split_once('?').unwrap_or((path_query, ""));
+        route(&method, path, query, st, &node(if st.role == "primary" { "pg0" } else { "pg1" }), now).code
+    }
+
+    fn codes(st: &NodeStatus, now: Instant, paths: &[&str]) -> Vec<u16> {
+        paths.iter().map(|p| code(Method::GET, p, st, now)).collect()
+    }
+
+    const HEALTH: &[&str] = &["/", "/primary", "/master", "/leader", "/read-write", "/standby-leader", "/replica", "/read-only", "/health", "/nonsense"];
+
+    #[test]
+    fn primary_replica_and_stopped_codes() {
+        let now = Instant::now();
+        assert_eq!(codes(&primary(now), now, HEALTH), [200, 200, 200, 200, 200, 503, 503, 200, 200, 503]);
+        assert_eq!(codes(&replica(now), now, HEALTH), [503, 503, 503, 503, 503, 503, 200, 200, 200, 503]);
+        let stopped = NodeStatus { pg_state: "stopped".into(), ..replica(now) };
+        assert_eq!(codes(&stopped, now, HEALTH), [503, 503, 503, 503, 503, 503, 503, 503, 503, 503]);
+        // The lease ran out: no longer the leader, whatever PostgreSQL says.
+        let expired = primary(now - 20 * SECOND);
+        assert_eq!(codes(&expired, now, &["/primary", "/leader", "/read-only", "/health"]), [503, 503, 503, 200]);
+    }
+
+    #[test]
+    fn standby_cluster_leader() {
+        let now = Instant::now();
+        let mut st = replica(now);
+        st.role = "standby_leader".into();
+        st.leader_until = Some(now + SECOND);
+        st.cluster.as_mut().unwrap().config = Some(Versioned { value: json!({"standby_cluster": {"host": "10.9.9.9", "port": 5432}}), mod_revision: 2 });
+        assert_eq!(codes(&st, now, &["/standby-leader", "/standby_leader", "/leader", "/primary", "/read-write", "/replica", "/read-only"]), [200, 200, 200, 503, 503, 503, 200]);
+    }
+
+    #[test]
+    fn paused_without_dcs_uses_role() {
+        let now = Instant::now();
+        let st = NodeStatus { cluster: None, paused: true, leader_until: None, ..primary(now) };
+        assert_eq!(codes(&st, now, &["/primary", "/leader", "/replica"]), [200, 200, 503]);
+        let body = route(&Method::GET, "/patroni", "", &st, &node("pg0"), now).body;
+        let Body::Json(doc) = body else { panic!() };
+        assert_eq!((doc["pause"].clone(), doc["cluster_unlocked"].clone()), (json!(true), json!(true)));
+    }
+
+    #[test]
+    fn replica_lag_state_and_tag_filters() {
+        let now = Instant::now();
+        let mut st = replica(now);
+        st.tags.insert("zone".into(), json!("a"));
+        st.tags.insert("nosync".into(), json!(true));
+        // optime 1000, replayed 800: 200 bytes behind.
+        let paths = ["/replica?lag=200", "/replica?lag=199", "/replica?lag=1kB", "/replica?lag=16MB", "/replica?lag=bogus", "/read-only?lag=100"];
+        assert_eq!(codes(&st, now, &paths), [200, 503, 200, 200, 200, 503]);
+        let paths = ["/replica?replication_state=streaming", "/replica?replication_state=in%20archive%20recovery", "/replica?replication_state=in+archive+recovery"];
+        assert_eq!(codes(&st, now, &paths), [200, 503, 503]);
+        let paths = ["/replica?tag_zone=a", "/replica?tag_zone=b", "/replica?tag_rack=1", "/replica?tag_nosync=true", "/replica?tag_zone=a&tag_nosync=false", "/health?tag_zone=b"];
+        assert_eq!(codes(&st, now, &paths), [200, 503, 503, 200, 503, 503]);
+        // Tag filters do not apply to leader checks.
+        assert_eq!(code(Method::GET, "/primary?tag_zone=b", &primary(now), now), 200);
+        st.tags.insert("noloadbalance".into(), json!(true));
+        assert_eq!(codes(&st, now, &["/replica", "/read-only", "/health"]), [503, 503, 200]);
+    }
+
+    #[test]
+    fn sync_endpoints() {
+        let now = Instant::now();
+        let mut st = replica(now);
+        assert_eq!(codes(&st, now, &["/sync", "/async", "/read-only-sync"]), [503, 200, 503]);
+        let c = st.cluster.as_mut().unwrap();
+        c.config = Some(Versioned { value: json!({"synchronous_mode": true}), mod_revision: 2 });
+        c.sync = Some(Versioned { value: json!({"leader": "pg0", "sync_standby": "pg1"}), mod_revision: 2 });
+        assert_eq!(codes(&st, now, &["/sync", "/synchronous", "/async", "/read-only-sync", "/quorum"]), [200, 200, 503, 200, 503]);
+        assert_eq!(codes(&primary(now), now, &["/read-only-sync", "/sync"]), [200, 503]);
+        let Body::Json(doc) = route(&Method::GET, "/patroni", "", &st, &node("pg1"), now).body else { panic!() };
+        assert_eq!(doc["sync_standby"], json!(true));
+    }
+
+    #[test]
+    fn liveness_follows_the_ha_loop() {
+        let now = Instant::now();
+        let p = primary(now);
+        assert_eq!(code(Method::GET, "/liveness", &p, now), 200);
+        assert_eq!(code(Method::GET, "/liveness", &p, now + 31 * SECOND), 503);
+        let r = replica(now);
+        assert_eq!(code(Method::GET, "/liveness", &r, now + 31 * SECOND), 200);
+        assert_eq!(code(Method::GET, "/liveness", &r, now + 61 * SECOND), 503);
+        // HEAD answers like GET here (Patroni answers 503 to HEAD /liveness).
+        assert_eq!(code(Method::HEAD, "/liveness", &r, now + 31 * SECOND), 200);
+        let paused = NodeStatus { paused: true, ..replica(now) };
+        assert_eq!(code(Method::GET, "/liveness", &paused, now + 600 * SECOND), 200);
+        let never = NodeStatus { last_cycle: None, ..replica(now) };
+        assert_eq!(code(Method::GET, "/liveness", &never, now), 503);
+        assert_eq!(route(&Method::GET, "/liveness", "", &p, &node("pg0"), now).body, Body::Empty);
+    }
+
+    #[test]
+    fn readiness_checks_lag_and_mode() {
+        let now = Instant::now();
+        assert_eq!(code(Method::GET, "/readiness", &primary(now), now), 200);
+        let r = replica(now);
+        // behind 1000: received 900 (write lag 100), replayed 800 (apply lag 200).
+        let paths = ["/readiness", "/readiness?lag=199", "/readiness?lag=200", "/readiness?lag=100&mode=write", "/readiness?lag=99&mode=write"];
+        assert_eq!(codes(&r, now, &paths), [200, 503, 200, 200, 503]);
+        let archive = NodeStatus { replication_state: Some("in archive recovery".into()), ..replica(now) };
+        assert_eq!(code(Method::GET, "/readiness", &archive, now), 503);
+        let blind = NodeStatus { cluster: None, received_location: None, ..replica(now) };
+        assert_eq!(code(Method::GET, "/readiness", &blind, now), 503);
+    }
+
+    #[test]
+    fn methods_and_bodies() {
+        let now = Instant::now();
+        let p = primary(now);
+        for m in [Method::HEAD, Method::OPTIONS] {
+            for (path, want) in [("/primary", 200), ("/replica", 503), ("/patroni", 200), ("/cluster", 200), ("/readiness", 200), ("/whatever", 503)] {
+                assert_eq!(route(&m, path, "", &p, &node("pg0"), now), Reply::code(want), "{m} {path}");
+            }
+        }
+        for m in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+            assert_eq!(route(&m, "/whatever", "", &p, &node("pg0"), now).code, 501);
+        }
+        // Unknown GET paths: 503 with the status document, like Patroni.
+        let r = route(&Method::GET, "/whatever", "", &p, &node("pg0"), now);
+        assert!(matches!(r, Reply { code: 503, body: Body::Json(ref d) } if d["role"] == "primary"));
+        assert_eq!(route(&Method::GET, "/config", "", &p, &node("pg0"), now), Reply::json(200, json!({"ttl": 30})));
+        assert_eq!(route(&Method::GET, "/history", "", &p, &node("pg0"), now), Reply::json(200, json!([])));
+        let lost = NodeStatus { cluster: None, ..primary(now) };
+        assert_eq!(route(&Method::GET, "/cluster", "", &lost, &node("pg0"), now).code, 503);
+        assert_eq!(route(&Method::GET, "/config", "", &lost, &node("pg0"), now).code, 502);
+    }
+
+    #[test]
+    fn status_documents() {
+        let now = Instant::now();
+        let Body::Json(doc) = route(&Method::GET, "/patroni", "", &primary(now), &node("pg0"), now).body else { panic!() };
+        assert_eq!(doc["state"], "running");
+        assert_eq!(doc["role"], "primary");
+        assert_eq!(doc["xlog"], json!({"location": 1000}));
+        assert_eq!(doc["timeline"], 2);
+        assert_eq!(doc["server_version"], 160004);
+        assert_eq!(doc["database_system_identifier"], "7277694203142172922");
+        assert_eq!(doc["patroni"], json!({"version": PATRONI_COMPAT_VERSION, "scope": "batman", "name": "pg0"}));
+        assert_eq!(doc["tandem"]["version"], tandem_version());
+        assert_eq!(doc["tags"], json!({}));
+        assert!(doc.get("cluster_unlocked").is_none() && doc.get("pause").is_none());
+        let Body::Json(doc) = route(&Method::GET, "/replica", "", &replica(now), &node("pg1"), now).body else { panic!() };
+        assert_eq!(doc["xlog"], json!({"received_location": 900, "replayed_location": 800, "replayed_timestamp": null, "paused": false}));
+        assert_eq!(doc["replication_state"], "streaming");
+        // A peer reading it sees the right answer.
+        let a = crate::peer::peer_answer(&doc).unwrap();
+        assert_eq!((a.is_primary, a.wal_position, a.failover_priority), (false, 900, 1));
+    }
+
+    #[test]
+    fn cluster_document_lists_members() {
+        let mut v = view();
+        v.config = Some(Versioned { value: json!({"pause": true}), mod_revision: 1 });
+        v.failover = Some(Versioned { value: tandem_core::cluster::FailoverValue { leader: Some("pg0".into()), member: Some("pg1".into()), scheduled_at: Some("2030-01-01T00:00:00+00:00".into()) }, mod_revision: 1 });
+        v.members.get_mut("pg1").unwrap().value.tags.insert("nofailover".into(), json!(true));
+        let doc = cluster_document(&v, "batman");
+        assert_eq!(
+            doc,
+            json!({
+                "scope": "batman",
+                "pause": true,
+                "scheduled_switchover": {"at": "2030-01-01T00:00:00+00:00", "from": "pg0", "to": "pg1"},
+                "members": [
+                    {"name": "pg0", "role": "leader", "state": "running", "api_url": "http://pg0:8008/patroni", "host": "10.0.0.1", "port": 5432, "timeline": 2},
+                    {"name": "pg1", "role": "replica", "state": "streaming", "api_url": "http://pg1:8008/patroni", "host": "10.0.0.2", "port": 5432, "timeline": 2,
+                     "tags": {"nofailover": true},
+                     "receive_lsn": "0/384", "receive_lag": 100, "replay_lsn": "0/320", "replay_lag": 200, "lsn": "0/384", "lag": 100}
+                ]
+            })
+        );
+    }
+
+    #[test]
+    fn sizes_and_query_decoding() {
+        assert_eq!(parse_size("1048576"), Some(1_048_576));
+        assert_eq!(parse_size("16kB"), Some(16_384));
+        assert_eq!(parse_size("10MB"), Some(10 * 1_048_576));
+        assert_eq!(parse_size("1GB"), Some(1 << 30));
+        assert_eq!(parse_size("1.5MB"), Some(1_572_864));
+        assert_eq!(parse_size("-1"), None);
+        assert_eq!(parse_size("10XB"), None);
+        assert_eq!(parse_size(""), None);
+        assert_eq!(parse_size("99999999999999999999999TB"), None);
+        assert_eq!(percent_decode("a%20b+c%2"), "a b c%2");
+        assert_eq!(percent_decode("%zz%"), "%zz%");
+        assert_eq!(percent_decode("%ff"), "\u{fffd}");
+        let q = Query::parse("lag=1&&tag_x=%41&lag=2&flag");
+        assert_eq!((q.get("lag"), q.get("tag_x"), q.get("flag"), q.get("no")), (Some("1"), Some("A"), Some(""), None));
+    }
+
+    #[test]
+    fn route_never_panics_on_odd_input() {
+        let now = Instant::now();
+        let odd = ["", "/", "//", "/%", "/replica?%", "/replica?lag=%ZZ&&==&tag_=", "/\u{1F600}?tag_\u{1F600}=\u{1F600}", "/readiness?lag=1e400"];
+        for st in [primary(now), replica(now), NodeStatus::default()] {
+            for p in odd {
+                let (path, query) = p.split_once('?').unwrap_or((p, ""));
+                for m in [Method::GET, Method::HEAD, Method::POST] {
+                    let _ = route(&m, path, query, &st, &node("x"), now);
+                }
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The real server.
+
+    /// A test CA, and a server and a client certificate it signed (ECDSA P-256, valid until
+    /// 2126). The server's names are 127.0.0.1 and localhost.
+    const CA_CRT: &str = "-----BEGIN CERTIFICATE-----
+MIIBmTCCAT+gAwIBAgIUfrBvqDQMBXp0Z0CceJYPSzPNyEYwCgYIKoZIzj0EAwIw
+GTEXMBUGA1UEAwwOdGFuZGVtIHRlc3QgQ0EwIBcNMjYxMTI3MDkyODM1WhgPMjEy
+NjExMDMwOTI4MzVaMBkxFzAVBgNVBAMMDnRhbmRlbSB0ZXN0IENBMFkwEwYHKoZI
+zj0CAQYIKoZIzj0DAQcDQgAEjigFMqVJk28GA+ogEW559Acoc9dkdcDxANEqosqp
+MvN8MmlCbHQydjlykW8UL5N5D5A4svNtEfV5D7ONEdkdpKNjMGEwHQYDVR0OBBYE
+FL9baH9eHEXR/Co61XZU//OfQDauMB8GA1UdIwQYMBaAFL9baH9eHEXR/Co61XZU
+//OfQDauMA8GA1UdEwEB/wQFMAMBAf8wDgYDVR0PAQH/BAQDAgEGMAoGCCqGSM49
+BAMCA0gAMEUCIQD60+uWfGqo6regS1cgeMKlxVQh6kXp2XQq1ofvLcl/0wIgGhb3
+O9jo8JREU+JY/r9E8SpNpvN2fPblDaYs8F3Iky8=
+-----END CERTIFICATE-----
+";
+    /// Certificate and key in one file, like the seed's `server.pem`.
+    const SERVER_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIByjCCAXCgAwIBAgIUF8KHD5525B8lLJUpVc3bNS9O6gkwCgYIKoZIzj0EAwIw
+GTEXMBUGA1UEAwwOdGFuZGVtIHRlc3QgQ0EwIBcNMjYxMTI3MDkyODM1WhgPMjEy
+NjExMDMwOTI4MzVaMB0xGzAZBgNVBAMMEnRhbmRlbSB0ZXN0IHNlcnZlcjBZMBMG
+ByqGSM49AgEGCCqGSM49AwEHA0IABCNc6c/YgK2sa3ezELEzIi9YeNb6Hi6/PC+0
+zUGLzihSDXZY+fV3Ez1YpUDabIfibM53HcJv0BvXIUvtEIaGND6jgY8wgYwwGgYD
+VR0RBBMwEYcEfwAAAYIJbG9jYWxob3N0MBMGA1UdJQQMMAoGCCsGAQUFBwMBMAkG
+A1UdEwQCMAAwDgYDVR0PAQH/BAQDAgeAMB0GA1UdDgQWBBTHN4gzLL60TXR6v4S2
+pNMTy/IvdzAfBgNVHSMEGDAWgBS/W2h/XhxF0fwqOtV2VP/zn0A2rjAKBggqhkjO
+PQQDAgNIADBFAiAr8Js8EfXx+RaqjYNwrpTFgP6OgSNSc6+LxnzjqSgbqQIhAPMi
+w6V0wNInSxeHlzGmjputQoT1UqcDVIniAmlNCpoI
+-----END CERTIFICATE-----
+-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgKjQBMSgZm9EJJ1e9
+SYycdfb+oKhphTN3t6FRoUlD6k+hRANCAAQjXOnP2ICtrGt3sxCxMyIvWHjW+h4u
+vzwvtM1Bi84oUg12WPn1dxM9WKVA2myH4mzOdx3Cb9Ab1yFL7RCGhjQ+
+-----END PRIVATE KEY-----
+";
+    const CLIENT_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBwjCCAWegAwIBAgIUF8KHD5525B8lLJUpVc3bNS9O6gowCgYIKoZIzj0EAwIw
+GTEXMBUGA1UEAwwOdGFuZGVtIHRlc3QgQ0EwIBcNMjYxMTI3MDkyODM1WhgPMjEy
+NjExMDMwOTI4MzVaMB0xGzAZBgNVBAMMEnRhbmRlbSB0ZXN0IGNsaWVudDBZMBMG
+ByqGSM49AgEGCCqGSM49AwEHA0IABFji2L0RkvzvbAmTdbc5c+RTSufdm+qN5TsC
+fGlm5GzplcwWVJphxSTfHtk8SPvqLqCQfdXq7uksy8VsX+KW/rWjgYYwgYMwEQYD
+VR0RBAowCIIGY2xpZW50MBMGA1UdJQQMMAoGCCsGAQUFBwMCMAkGA1UdEwQCMAAw
+DgYDVR0PAQH/BAQDAgeAMB0GA1UdDgQWBBT8E/wPhSHsN+IrP3Dh9a8FriHb7TAf
+BgNVHSMEGDAWgBS/W2h/XhxF0fwqOtV2VP/zn0A2rjAKBggqhkjOPQQDAgNJADBG
+AiEA/3+NJ9VAGNOTXHCwWpPmockrBsBCuHQQo20O/hRvjJACIQDHuMcPxpE3UckS
+39jb0X/ccz50tlXrnfeumBNa9h9H6g==
+-----END CERTIFICATE-----
+-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgZS0KDRDuditm5OZ7
+IvGwCOs2/j3UydTZKR3HLg8VIzqhRANCAARY4ti9EZL872wJk3W3OXPkU0rn3Zvq
+jeU7AnxpZuRs6ZXMFlSaYcUk3x7ZPEj76i6gkH3V6u7pLMvFbF/ilv61
+-----END PRIVATE KEY-----
+";
+
+    fn restapi(listen: &str) -> RestApiConfig {
+        RestApiConfig {
+            listen: listen.into(),
+            connect_address: listen.into(),
+            certfile: None,
+            keyfile: None,
+            keyfile_password: None,
+            cafile: None,
+            verify_client: VerifyClient::None,
+            authentication: None,
+            allowlist: Vec::new(),
+            allowlist_include_members: false,
+            http_extra_headers: BTreeMap::new(),
+        }
+    }
+
+    fn ctl(cacert: Option<PathBuf>, certfile: Option<PathBuf>) -> CtlConfig {
+        CtlConfig { insecure: false, cacert, certfile, keyfile: None, authentication: None }
+    }
+
+    /// Starts a server; returns its port, the status sender and the shutdown sender.
+    async fn start(api: &RestApiConfig, st: NodeStatus) -> (u16, watch::Sender<NodeStatus>, watch::Sender<bool>, tokio::task::JoinHandle<Result<()>>) {
+        let listener = bind_addr(&api.listen).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (status_tx, status_rx) = watch::channel(st);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let server = Server::new(api, node("pg0")).unwrap();
+        let task = tokio::spawn(server.run(status_rx, listener, stop_rx));
+        (port, status_tx, stop_tx, task)
+    }
+
+    #[tokio::test]
+    async fn serves_plain_http() {
+        let mut api = restapi("127.0.0.1:0");
+        api.http_extra_headers.insert("X-Frame-Options".into(), "SAMEORIGIN".into());
+        api.http_extra_headers.insert("bad header".into(), "x".into());
+        let (port, status_tx, stop_tx, task) = start(&api, primary(Instant::now())).await;
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+
+        let resp = http.get(format!("{base}/primary")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["server"], format!("tandem/{}", tandem_version()).as_str());
+        assert_eq!(resp.headers()["x-frame-options"], "SAMEORIGIN");
+        assert_eq!(resp.headers()["content-type"], "application/json");
+        assert_eq!(resp.headers()["connection"], "close");
+        let doc: Value = resp.json().await.unwrap();
+        assert_eq!(doc["role"], "primary");
+
+        let resp = http.head(format!("{base}/replica")).send().await.unwrap();
+        assert_eq!(resp.status(), 503);
+        assert!(resp.bytes().await.unwrap().is_empty());
+        assert_eq!(http.request(Method::OPTIONS, format!("{base}/liveness")).send().await.unwrap().status(), 200);
+        assert_eq!(http.post(format!("{base}/restart")).send().await.unwrap().status(), 501);
+
+        // The server reads the latest published status.
+        status_tx.send(replica(Instant::now())).unwrap();
+        assert_eq!(http.get(format!("{base}/replica")).send().await.unwrap().status(), 200);
+        let peer = PeerClient::new(&ctl(None, None), &api, Caller::Daemon).unwrap();
+        let answer = peer.probe_member(&format!("{base}/patroni"), 2 * SECOND).await.unwrap();
+        assert_eq!((answer.is_primary, answer.wal_position), (false, 900));
+        assert!(peer.get_json(&format!("{base}/primary"), 2 * SECOND).await.unwrap_err().to_string().contains("503"));
+
+        // A second agent on the same port gets a clear error.
+        let taken = bind_addr(&format!("127.0.0.1:{port}")).await.unwrap_err().to_string();
+        assert!(taken.contains("restapi.listen") && taken.contains("already in use"), "{taken}");
+
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(5 * SECOND, task).await.unwrap().unwrap().unwrap();
+        assert!(peer.probe_member(&format!("{base}/patroni"), 2 * SECOND).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn bad_requests_get_4xx_and_the_server_stays_up() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let api = restapi("127.0.0.1:0");
+        let (port, _status_tx, _stop_tx, _task) = start(&api, primary(Instant::now())).await;
+        for (request, answer) in [
+            (&b"\x00\x01garbage\r\n\r\n"[..], &b"HTTP/1.1 400"[..]),
+            (b"POST /config HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n", b"HTTP/1.1 413"),
+        ] {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            s.write_all(request).await.unwrap();
+            let mut buf = Vec::new();
+            let _ = tokio::time::timeout(5 * SECOND, s.read_to_end(&mut buf)).await.unwrap();
+            assert!(buf.starts_with(answer), "{}", String::from_utf8_lossy(&buf));
+        }
+        let resp = reqwest::Client::builder().no_proxy().build().unwrap().get(format!("http://127.0.0.1:{port}/health")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn serves_https_with_client_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let (ca, server_pem, client_pem) = (write("ca.crt", CA_CRT), write("server.pem", SERVER_PEM), write("client.pem", CLIENT_PEM));
+
+        // Client certificates required, on 127.0.0.1 (a name in the server certificate).
+        let mut api = restapi("127.0.0.1:0");
+        api.certfile = Some(server_pem.clone());
+        api.cafile = Some(ca.clone());
+        api.verify_client = VerifyClient::Required;
+        let (port, _s, _stop, _t) = start(&api, primary(Instant::now())).await;
+        let url = format!("https://127.0.0.1:{port}/patroni");
+        let cli = PeerClient::new(&ctl(Some(ca.clone()), Some(client_pem.clone())), &restapi(""), Caller::Cli).unwrap();
+        assert_eq!(cli.get_json(&url, 5 * SECOND).await.unwrap()["role"], "primary");
+        let anonymous = PeerClient::new(&ctl(Some(ca.clone()), None), &restapi(""), Caller::Cli).unwrap();
+        assert!(anonymous.get_json(&url, 5 * SECOND).await.is_err());
+        assert!(reqwest::get(format!("http://127.0.0.1:{port}/patroni")).await.map(|r| r.status() != 200).unwrap_or(true));
+
+        // No client certificates, on 127.0.0.2 (not a name in the certificate): the CLI checks
+        // the name, the agent only the chain, and without a CA the agent accepts any certificate.
+        let mut api = restapi("127.0.0.2:0");
+        api.certfile = Some(server_pem);
+        let (port, _s2, _stop2, _t2) = start(&api, replica(Instant::now())).await;
+        let url = format!("https://127.0.0.2:{port}/patroni");
+        let err = anonymous.get_json(&url, 5 * SECOND).await.unwrap_err().to_string();
+        assert!(err.contains("ctl.cacert"), "{err}");
+        let daemon = PeerClient::new(&ctl(Some(ca.clone()), None), &restapi(""), Caller::Daemon).unwrap();
+        assert_eq!(daemon.probe_member(&url, 5 * SECOND).await.map(|a| a.wal_position), Some(900));
+        let daemon = PeerClient::new(&ctl(None, None), &restapi(""), Caller::Daemon).unwrap();
+        assert!(daemon.probe_member(&url, 5 * SECOND).await.is_some());
+        // A CA that did not sign the server certificate is refused, by the agent too.
+        let other_ca = write("other.crt", CLIENT_PEM);
+        let wrong = PeerClient::new(&ctl(Some(other_ca), None), &restapi(""), Caller::Daemon).unwrap();
+        assert!(wrong.probe_member(&url, 5 * SECOND).await.is_none());
+    }
+
+    #[test]
+    fn tls_setup_errors_name_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut api = restapi("127.0.0.1:0");
+        api.certfile = Some(dir.path().join("missing.pem"));
+        let err = format!("{:#}", server_tls(&api).unwrap_err());
+        assert!(err.contains("restapi.certfile") && err.contains("missing.pem"), "{err}");
+        let cert_only = dir.path().join("cert.pem");
+        std::fs::write(&cert_only, CA_CRT).unwrap();
+        api.certfile = Some(cert_only);
+        let err = format!("{:#}", server_tls(&api).unwrap_err());
+        assert!(err.contains("no private key"), "{err}");
+        let pem = dir.path().join("server.pem");
+        std::fs::write(&pem, SERVER_PEM).unwrap();
+        api.certfile = Some(pem);
+        api.verify_client = VerifyClient::Required;
+        let err = format!("{:#}", server_tls(&api).unwrap_err());
+        assert!(err.contains("restapi.cafile"), "{err}");
+    }
+}

@@ -1,0 +1,1948 @@
+//! A local cluster on loopback: N etcd members and M tandem agents, each agent beside its own
+//! PostgreSQL, all run as one unprivileged OS user. `tandem demo` and the integration tests use it.
+//!
+//! Everything lives in one directory (`DIR`):
+//!
+//! ```text
+//! DIR/                 owned by the run-as user, 0700
+//!   lab.json           ports, pids, paths: enough for `Lab::load` (no secrets)
+//!   secrets.json       the PostgreSQL passwords, 0600, owned by the user who made the lab
+//!   pgpass.demo        a pgpass file for `psql` run by the user who made the lab, 0600
+//!   bin/tandem         a copy of the tandem executable (the run-as user may not reach the original)
+//!   logs/              etcd-<name>.log and <node>.log (stdout and stderr of each process)
+//!   etcd/<name>/       etcd data directories
+//!   <node>.yml         the agent's configuration, Patroni format, 0600
+//!   <node>/data        PostgreSQL data directory, 0700
+//!   <node>/run         unix_socket_directories
+//!   <node>/pgpass      the agent's pgpass file (written by the agent)
+//! ```
+//!
+//! Every process is started in its own session (`setsid`) and is stopped by the PID recorded
+//! here, after checking in `/proc` that the PID still belongs to this lab. Nothing is ever killed
+//! by name. Only 127.0.0.1 is used.
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The Patroni `scope` of every lab cluster.
+pub const SCOPE: &str = "demo";
+/// The Patroni `namespace` of every lab cluster.
+pub const NAMESPACE: &str = "/service/";
+/// The unprivileged OS user that runs PostgreSQL, etcd and the agents when tandem runs as root.
+pub const USER_NAME: &str = "tandem";
+/// Its home directory, created with the user.
+pub const USER_HOME: &str = "/var/lib/tandem-home";
+/// PostgreSQL superuser and replication role names.
+pub const SUPERUSER: &str = "postgres";
+pub const REPLICATION_USER: &str = "replicator";
+
+const POLL: Duration = Duration::from_millis(100);
+const ETCD_START_DEADLINE: Duration = Duration::from_secs(20);
+const AGENT_STOP_DEADLINE: Duration = Duration::from_secs(10);
+const POSTMASTER_STOP_DEADLINE: Duration = Duration::from_secs(5);
+const KILL_DEADLINE: Duration = Duration::from_secs(5);
+const PSQL_DEADLINE: Duration = Duration::from_secs(30);
+const STD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What `Lab::prepare` builds.
+#[derive(Clone, Debug)]
+pub struct LabOptions {
+    /// The lab directory; created if missing. It must be reachable by the run-as user (every
+    /// parent directory searchable by it): a directory under /tmp is.
+    pub dir: PathBuf,
+    /// Number of PostgreSQL nodes (agents), named node1, node2, ...
+    pub members: usize,
+    /// Number of etcd members, named etcd1, etcd2, ...
+    pub etcd_members: usize,
+    /// `bootstrap.dcs` (dynamic configuration); `postgresql.pg_hba` is added when missing.
+    pub dcs: Value,
+    /// First port of a consecutive range (etcd client/peer pairs, then PostgreSQL/REST pairs);
+    /// `None` picks free ports at random below the ephemeral range.
+    pub base_port: Option<u16>,
+    /// The tandem executable to copy into DIR/bin; `None` = `std::env::current_exe()`.
+    /// Integration tests pass `env!("CARGO_BIN_EXE_tandem")`.
+    pub tandem_exe: Option<PathBuf>,
+    /// PostgreSQL's bin directory; `None` = found from PATH or /usr/lib/postgresql/*/bin.
+    pub pg_bin: Option<PathBuf>,
+    /// Extra environment variables for the agents (after HOME, PATH, RUST_LOG=info, ...).
+    pub agent_env: Vec<(String, String)>,
+}
+
+impl LabOptions {
+    /// Three nodes, three etcd members, tandem's lab timings, free ports.
+    pub fn new(dir: impl Into<PathBuf>) -> LabOptions {
+        LabOptions {
+            dir: dir.into(),
+            members: 3,
+            etcd_members: 3,
+            dcs: LabOptions::default_dcs(),
+            base_port: None,
+            tandem_exe: None,
+            pg_bin: None,
+            agent_env: Vec::new(),
+        }
+    }
+
+    /// Short timings so that failovers in a lab take seconds.
+    pub fn default_dcs() -> Value {
+        json!({
+            "ttl": 4,
+            "loop_wait": 1,
+            "retry_timeout": 2,
+            "maximum_lag_on_failover": 1048576,
+            "postgresql": {"use_pg_rewind": true}
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EtcdMember {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    /// `http://127.0.0.1:<client_port>`
+    pub client_url: String,
+    /// `http://127.0.0.1:<peer_port>`
+    pub peer_url: String,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    pub pid: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LabNode {
+    /// node1, node2, ...
+    pub name: String,
+    /// DIR/<name>.yml
+    pub config_path: PathBuf,
+    pub pg_port: u16,
+    pub api_port: u16,
+    /// DIR/<name>/data
+    pub data_dir: PathBuf,
+    /// DIR/<name>/run (unix_socket_directories)
+    pub run_dir: PathBuf,
+    /// DIR/<name>/pgpass (the agent's `postgresql.pgpass`)
+    pub pgpass: PathBuf,
+    /// DIR/logs/<name>.log
+    pub log_path: PathBuf,
+    pub agent_pid: Option<u32>,
+}
+
+/// The OS user that runs the lab's processes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+    pub name: String,
+    pub home: PathBuf,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Credentials {{ username: {:?}, password: <redacted> }}",
+            self.username
+        )
+    }
+}
+
+/// The content of DIR/secrets.json.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Secrets {
+    pub superuser: Credentials,
+    pub replication: Credentials,
+}
+
+impl Secrets {
+    fn generate() -> Result<Secrets> {
+        Ok(Secrets {
+            superuser: Credentials {
+                username: SUPERUSER.into(),
+                password: random_hex(16)?,
+            },
+            replication: Credentials {
+                username: REPLICATION_USER.into(),
+                password: random_hex(16)?,
+            },
+        })
+    }
+}
+
+/// The content of DIR/lab.json.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct LabFile {
+    version: u32,
+    dir: PathBuf,
+    scope: String,
+    user: RunAs,
+    tandem_bin: PathBuf,
+    pg_bin: PathBuf,
+    etcd_bin: PathBuf,
+    secrets_path: PathBuf,
+    pgpass_path: PathBuf,
+    cluster_token: String,
+    agent_env: Vec<(String, String)>,
+    etcd: Vec<EtcdMember>,
+    nodes: Vec<LabNode>,
+}
+
+#[derive(Debug)]
+pub struct Lab {
+    /// Canonical absolute path of the lab directory.
+    pub dir: PathBuf,
+    pub scope: String,
+    pub etcd: Vec<EtcdMember>,
+    pub nodes: Vec<LabNode>,
+    pub user: RunAs,
+    /// DIR/bin/tandem
+    pub tandem_bin: PathBuf,
+    /// PostgreSQL's bin directory (`postgresql.bin_dir`).
+    pub pg_bin: PathBuf,
+    pub etcd_bin: PathBuf,
+    /// DIR/secrets.json
+    pub secrets_path: PathBuf,
+    /// DIR/pgpass.demo: a pgpass file for the postgres superuser, readable by the user who made
+    /// the lab (not by the run-as user).
+    pub pgpass_path: PathBuf,
+    pub agent_env: Vec<(String, String)>,
+    /// When true, dropping the Lab stops every process of it (`stop_all`). `prepare` sets it,
+    /// `load` does not; `tandem demo` clears it to leave the cluster running.
+    pub owned: bool,
+    cluster_token: String,
+    secrets: Secrets,
+    /// Processes this Lab value spawned, to reap them (and to know they are ours).
+    children: HashMap<u32, Child>,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.owned {
+            self.stop_all();
+        }
+    }
+}
+
+impl Lab {
+    /// Creates the lab directory, the run-as user, the configuration files and the secrets.
+    /// Starts nothing.
+    pub fn prepare(opts: LabOptions) -> Result<Lab> {
+        if opts.members == 0 {
+            bail!("a lab needs at least one PostgreSQL node (members = 0)");
+        }
+        if opts.etcd_members == 0 {
+            bail!("a lab needs at least one etcd member (etcd_members = 0)");
+        }
+        let user = ensure_user()?;
+        let pg_bin = find_pg_bin(opts.pg_bin.as_deref())?;
+        let etcd_bin = find_etcd()?;
+        let exe = match &opts.tandem_exe {
+            Some(p) => p.clone(),
+            None => std::env::current_exe().context("cannot find the tandem executable")?,
+        };
+        if !exe.is_file() {
+            bail!("the tandem executable {} does not exist", exe.display());
+        }
+
+        let dir = if opts.dir.is_absolute() {
+            opts.dir.clone()
+        } else {
+            std::env::current_dir()?.join(&opts.dir)
+        };
+        if dir.join("lab.json").exists() {
+            bail!(
+                "{} already holds a lab: stop it with `tandem demo down` and remove the \
+                 directory, or choose another directory",
+                dir.display()
+            );
+        }
+        fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create the lab directory {}", dir.display()))?;
+        let dir = dir.canonicalize()?;
+        check_reachable(&dir, &user)?;
+        mkdir_owned(&dir, 0o700, &user)?;
+        mkdir_owned(&dir.join("bin"), 0o755, &user)?;
+        mkdir_owned(&dir.join("logs"), 0o700, &user)?;
+        mkdir_owned(&dir.join("etcd"), 0o700, &user)?;
+
+        let tandem_bin = dir.join("bin").join("tandem");
+        fs::copy(&exe, &tandem_bin).with_context(|| {
+            format!("cannot copy {} to {}", exe.display(), tandem_bin.display())
+        })?;
+        fs::set_permissions(&tandem_bin, fs::Permissions::from_mode(0o755))?;
+
+        let ports = pick_ports(2 * opts.etcd_members + 2 * opts.members, opts.base_port)?;
+        let etcd: Vec<EtcdMember> = (0..opts.etcd_members)
+            .map(|j| {
+                let name = format!("etcd{}", j + 1);
+                let (client_port, peer_port) = (ports[2 * j], ports[2 * j + 1]);
+                EtcdMember {
+                    client_url: format!("http://127.0.0.1:{client_port}"),
+                    peer_url: format!("http://127.0.0.1:{peer_port}"),
+                    client_port,
+                    peer_port,
+                    data_dir: dir.join("etcd").join(&name),
+                    log_path: dir.join("logs").join(format!("etcd-{name}.log")),
+                    name,
+                    pid: None,
+                }
+            })
+            .collect();
+        let off = 2 * opts.etcd_members;
+        let nodes: Vec<LabNode> = (0..opts.members)
+            .map(|i| {
+                let name = format!("node{}", i + 1);
+                let node_dir = dir.join(&name);
+                LabNode {
+                    config_path: dir.join(format!("{name}.yml")),
+                    pg_port: ports[off + 2 * i],
+                    api_port: ports[off + 2 * i + 1],
+                    data_dir: node_dir.join("data"),
+                    run_dir: node_dir.join("run"),
+                    pgpass: node_dir.join("pgpass"),
+                    log_path: dir.join("logs").join(format!("{name}.log")),
+                    name,
+                    agent_pid: None,
+                }
+            })
+            .collect();
+
+        let secrets = Secrets::generate()?;
+        let secrets_path = dir.join("secrets.json");
+        write_file(
+            &secrets_path,
+            &serde_json::to_vec_pretty(&secrets)?,
+            0o600,
+            None,
+        )?;
+        let pgpass_path = dir.join("pgpass.demo");
+        let pgpass = format!(
+            "{}{}",
+            pgpass_line(
+                "127.0.0.1",
+                "*",
+                "*",
+                SUPERUSER,
+                &secrets.superuser.password
+            ),
+            pgpass_line(
+                "localhost",
+                "*",
+                "*",
+                SUPERUSER,
+                &secrets.superuser.password
+            )
+        );
+        write_file(&pgpass_path, pgpass.as_bytes(), 0o600, None)?;
+
+        let etcd_hosts = etcd_hosts(&etcd);
+        for node in &nodes {
+            let node_dir = node.data_dir.parent().expect("data dir has a parent");
+            mkdir_owned(node_dir, 0o700, &user)?;
+            mkdir_owned(&node.data_dir, 0o700, &user)?;
+            mkdir_owned(&node.run_dir, 0o700, &user)?;
+            let yaml = node_config_yaml(SCOPE, node, &etcd_hosts, &pg_bin, &secrets, &opts.dcs)?;
+            write_file(&node.config_path, yaml.as_bytes(), 0o600, Some(&user))?;
+        }
+
+        let lab = Lab {
+            dir,
+            scope: SCOPE.into(),
+            etcd,
+            nodes,
+            user,
+            tandem_bin,
+            pg_bin,
+            etcd_bin,
+            secrets_path,
+            pgpass_path,
+            agent_env: opts.agent_env,
+            owned: true,
+            cluster_token: format!("tandem-lab-{}", random_hex(6)?),
+            secrets,
+            children: HashMap::new(),
+        };
+        lab.save()?;
+        Ok(lab)
+    }
+
+    /// Reads DIR/lab.json and DIR/secrets.json. The returned Lab is not `owned`: dropping it
+    /// stops nothing (call `stop_all`).
+    pub fn load(dir: &Path) -> Result<Lab> {
+        let path = dir.join("lab.json");
+        let text = fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read {}: is {} a tandem lab directory?",
+                path.display(),
+                dir.display()
+            )
+        })?;
+        let f: LabFile = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid", path.display()))?;
+        let secrets: Secrets = serde_json::from_slice(
+            &fs::read(&f.secrets_path)
+                .with_context(|| format!("cannot read {}", f.secrets_path.display()))?,
+        )
+        .with_context(|| format!("{} is not valid", f.secrets_path.display()))?;
+        Ok(Lab {
+            dir: f.dir,
+            scope: f.scope,
+            etcd: f.etcd,
+            nodes: f.nodes,
+            user: f.user,
+            tandem_bin: f.tandem_bin,
+            pg_bin: f.pg_bin,
+            etcd_bin: f.etcd_bin,
+            secrets_path: f.secrets_path,
+            pgpass_path: f.pgpass_path,
+            agent_env: f.agent_env,
+            owned: false,
+            cluster_token: f.cluster_token,
+            secrets,
+            children: HashMap::new(),
+        })
+    }
+
+    /// Writes DIR/lab.json (atomically).
+    pub fn save(&self) -> Result<()> {
+        let f = LabFile {
+            version: 1,
+            dir: self.dir.clone(),
+            scope: self.scope.clone(),
+            user: self.user.clone(),
+            tandem_bin: self.tandem_bin.clone(),
+            pg_bin: self.pg_bin.clone(),
+            etcd_bin: self.etcd_bin.clone(),
+            secrets_path: self.secrets_path.clone(),
+            pgpass_path: self.pgpass_path.clone(),
+            cluster_token: self.cluster_token.clone(),
+            agent_env: self.agent_env.clone(),
+            etcd: self.etcd.clone(),
+            nodes: self.nodes.clone(),
+        };
+        let tmp = self.dir.join(".lab.json.tmp");
+        write_file(&tmp, &serde_json::to_vec_pretty(&f)?, 0o644, None)?;
+        fs::rename(&tmp, self.dir.join("lab.json"))?;
+        Ok(())
+    }
+
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
+    }
+
+    /// `127.0.0.1:<client>,...`, the `etcd3.hosts` value.
+    pub fn etcd_hosts(&self) -> String {
+        etcd_hosts(&self.etcd)
+    }
+
+    /// `http://127.0.0.1:<api_port>` of node `i`.
+    pub fn api_url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.nodes[i].api_port)
+    }
+
+    /// Starts every etcd member that is not running and waits (20 s at most) until all say
+    /// healthy on `GET /health`.
+    pub fn start_etcd(&mut self) -> Result<()> {
+        for i in 0..self.etcd.len() {
+            if let Some(pid) = self.etcd[i].pid {
+                if self.running(pid) && self.is_etcd_pid(i, pid) {
+                    continue;
+                }
+            }
+            let pid = self.spawn_etcd(i)?;
+            self.etcd[i].pid = Some(pid);
+        }
+        self.save()?;
+        let all: Vec<usize> = (0..self.etcd.len()).collect();
+        self.wait_etcd(&all, true, ETCD_START_DEADLINE)
+    }
+
+    /// SIGKILLs etcd member `i` (by PID) and waits until it is gone.
+    pub fn stop_etcd_member(&mut self, i: usize) -> Result<()> {
+        let m = self
+            .etcd
+            .get(i)
+            .ok_or_else(|| anyhow!("no etcd member {i}"))?;
+        if let Some(pid) = m.pid {
+            if self.running(pid) && self.is_etcd_pid(i, pid) {
+                send_signal(pid, libc::SIGKILL)?;
+                self.wait_gone(&[pid], KILL_DEADLINE);
+                if self.running(pid) {
+                    bail!(
+                        "etcd member {} (pid {pid}) survived SIGKILL",
+                        self.etcd[i].name
+                    );
+                }
+            }
+        }
+        self.etcd[i].pid = None;
+        self.save()
+    }
+
+    /// Restarts etcd member `i` with its data directory and waits (20 s at most) until it answers
+    /// `GET /health` (healthy or not: without quorum it cannot be).
+    pub fn start_etcd_member(&mut self, i: usize) -> Result<()> {
+        if i >= self.etcd.len() {
+            bail!("no etcd member {i}");
+        }
+        if let Some(pid) = self.etcd[i].pid {
+            if self.running(pid) && self.is_etcd_pid(i, pid) {
+                bail!(
+                    "etcd member {} is already running (pid {pid})",
+                    self.etcd[i].name
+                );
+            }
+        }
+        let pid = self.spawn_etcd(i)?;
+        self.etcd[i].pid = Some(pid);
+        self.save()?;
+        self.wait_etcd(&[i], false, ETCD_START_DEADLINE)
+    }
+
+    /// Whether etcd member `i` answers `GET /health` with `"health":"true"`.
+    pub fn etcd_healthy(&self, i: usize) -> bool {
+        let addr = format!("127.0.0.1:{}", self.etcd[i].client_port);
+        matches!(http_get(&addr, "/health", Duration::from_secs(1)),
+                 Ok((200, body)) if etcd_health_ok(&body))
+    }
+
+    fn spawn_etcd(&mut self, i: usize) -> Result<u32> {
+        let m = self.etcd[i].clone();
+        let initial_cluster = self
+            .etcd
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect::<Vec<_>>()
+            .join(",");
+        let state = if m.data_dir.join("member").exists() {
+            "existing"
+        } else {
+            "new"
+        };
+        let mut cmd = Command::new(&self.etcd_bin);
+        cmd.arg("--name")
+            .arg(&m.name)
+            .arg("--data-dir")
+            .arg(&m.data_dir)
+            .args(["--listen-client-urls", &m.client_url])
+            .args(["--advertise-client-urls", &m.client_url])
+            .args(["--listen-peer-urls", &m.peer_url])
+            .args(["--initial-advertise-peer-urls", &m.peer_url])
+            .args(["--initial-cluster", &initial_cluster])
+            .args(["--initial-cluster-token", &self.cluster_token])
+            .args(["--initial-cluster-state", state])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args([
+                "--auto-compaction-mode",
+                "periodic",
+                "--auto-compaction-retention",
+                "1",
+            ])
+            .args([
+                "--quota-backend-bytes",
+                "268435456",
+                "--snapshot-count",
+                "10000",
+            ])
+            .args(["--logger", "zap", "--log-outputs", "stderr"]);
+        cmd.env_clear()
+            .env("PATH", STD_PATH)
+            .env("HOME", &self.user.home)
+            .env("USER", &self.user.name)
+            .env("LOGNAME", &self.user.name);
+        self.spawn_as(cmd, &m.log_path, &format!("etcd member {}", m.name))
+    }
+
+    /// Waits until each member in `which` answers /health (healthy if `healthy`), failing early
+    /// with the tail of its log if one exits.
+    fn wait_etcd(&mut self, which: &[usize], healthy: bool, deadline: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            let mut ready = true;
+            for &i in which {
+                let m = &self.etcd[i];
+                let pid = m
+                    .pid
+                    .ok_or_else(|| anyhow!("etcd member {} has no pid", m.name))?;
+                if !self.running(pid) {
+                    let m = &self.etcd[i];
+                    bail!(
+                        "etcd member {} (pid {pid}) exited during start-up; end of {}:\n{}",
+                        m.name,
+                        m.log_path.display(),
+                        log_tail(&m.log_path, 20)
+                    );
+                }
+                let m = &self.etcd[i];
+                let addr = format!("127.0.0.1:{}", m.client_port);
+                let ok = match http_get(&addr, "/health", Duration::from_secs(1)) {
+                    Ok((_, body)) => !healthy || etcd_health_ok(&body),
+                    Err(_) => false,
+                };
+                ready &= ok;
+            }
+            if ready {
+                return Ok(());
+            }
+            if start.elapsed() >= deadline {
+                let names: Vec<&str> = which.iter().map(|&i| self.etcd[i].name.as_str()).collect();
+                bail!(
+                    "timed out after {deadline:?} waiting for etcd ({}) to {}; logs are in {}",
+                    names.join(", "),
+                    if healthy {
+                        "report healthy"
+                    } else {
+                        "answer on its client port"
+                    },
+                    self.dir.join("logs").display()
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Starts `DIR/bin/tandem agent -c DIR/<name>.yml` for node `i` as the run-as user, in its own
+    /// session, output appended to DIR/logs/<name>.log. Returns its pid.
+    pub fn start_agent(&mut self, i: usize) -> Result<u32> {
+        let node = self
+            .nodes
+            .get(i)
+            .ok_or_else(|| anyhow!("no node {i}"))?
+            .clone();
+        if let Some(pid) = node.agent_pid {
+            if self.running(pid) && self.is_agent_pid(i, pid) {
+                bail!("the agent of {} is already running (pid {pid})", node.name);
+            }
+        }
+        let mut cmd = Command::new(&self.tandem_bin);
+        cmd.arg("agent").arg("-c").arg(&node.config_path);
+        cmd.env_clear()
+            .env("PATH", format!("{}:{STD_PATH}", self.pg_bin.display()))
+            .env("HOME", &self.user.home)
+            .env("USER", &self.user.name)
+            .env("LOGNAME", &self.user.name)
+            .env("RUST_LOG", "info")
+            .env("RUST_BACKTRACE", "1");
+        for (k, v) in &self.agent_env {
+            cmd.env(k, v);
+        }
+        let pid = self.spawn_as(cmd, &node.log_path, &format!("agent {}", node.name))?;
+        self.nodes[i].agent_pid = Some(pid);
+        self.save()?;
+        Ok(pid)
+    }
+
+    /// Sends `sig` to the agent of node `i` (by its recorded PID).
+    pub fn signal_agent(&mut self, i: usize, sig: i32) -> Result<()> {
+        let node = self.nodes.get(i).ok_or_else(|| anyhow!("no node {i}"))?;
+        let pid = node
+            .agent_pid
+            .ok_or_else(|| anyhow!("the agent of {} is not started", node.name))?;
+        if !(self.running(pid) && self.is_agent_pid(i, pid)) {
+            bail!(
+                "the agent of {} (pid {pid}) is not running",
+                self.nodes[i].name
+            );
+        }
+        send_signal(pid, sig).with_context(|| format!("kill({pid}, {sig})"))
+    }
+
+    /// Whether the agent of node `i` is running (reaps it if it exited).
+    pub fn agent_running(&mut self, i: usize) -> bool {
+        match self.nodes[i].agent_pid {
+            Some(pid) => self.running(pid) && self.is_agent_pid(i, pid),
+            None => false,
+        }
+    }
+
+    /// The postmaster's PID from DATA/postmaster.pid, if that process is alive and is the
+    /// postmaster of this data directory.
+    pub fn postmaster_pid(&self, i: usize) -> Option<u32> {
+        let data_dir = &self.nodes.get(i)?.data_dir;
+        let text = fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+        let pid: u32 = text.lines().next()?.trim().parse().ok()?;
+        (pid_alive(pid) && is_postmaster_of(pid, data_dir)).then_some(pid)
+    }
+
+    /// Stops everything, by PID, pass or fail: SIGTERM to the agents (10 s, then SIGKILL),
+    /// SIGQUIT to the postmasters (5 s, then SIGKILL), SIGKILL to etcd. Idempotent.
+    pub fn stop_all(&mut self) {
+        // Agents.
+        let mut agents = Vec::new();
+        for i in 0..self.nodes.len() {
+            if let Some(pid) = self.nodes[i].agent_pid {
+                if self.running(pid)
+                    && self.is_agent_pid(i, pid)
+                    && send_signal(pid, libc::SIGTERM).is_ok()
+                {
+                    agents.push(pid);
+                }
+            }
+        }
+        self.wait_gone(&agents, AGENT_STOP_DEADLINE);
+        self.kill_remaining(&agents, libc::SIGKILL);
+        for n in &mut self.nodes {
+            n.agent_pid = None;
+        }
+
+        // PostgreSQL.
+        let postmasters: Vec<u32> = (0..self.nodes.len())
+            .filter_map(|i| self.postmaster_pid(i))
+            .collect();
+        for &pid in &postmasters {
+            let _ = send_signal(pid, libc::SIGQUIT);
+        }
+        self.wait_gone(&postmasters, POSTMASTER_STOP_DEADLINE);
+        for i in 0..self.nodes.len() {
+            if let Some(pid) = self.postmaster_pid(i) {
+                let _ = send_signal(pid, libc::SIGKILL);
+                self.wait_gone(&[pid], KILL_DEADLINE);
+            }
+        }
+
+        // etcd.
+        let mut members = Vec::new();
+        for i in 0..self.etcd.len() {
+            if let Some(pid) = self.etcd[i].pid {
+                if self.running(pid)
+                    && self.is_etcd_pid(i, pid)
+                    && send_signal(pid, libc::SIGKILL).is_ok()
+                {
+                    members.push(pid);
+                }
+            }
+        }
+        self.wait_gone(&members, KILL_DEADLINE);
+        for m in &mut self.etcd {
+            m.pid = None;
+        }
+
+        // Reap whatever this value spawned.
+        let pids: Vec<u32> = self.children.keys().copied().collect();
+        for pid in pids {
+            self.running(pid);
+        }
+        if self.dir.join("lab.json").exists() {
+            if let Err(e) = self.save() {
+                tracing::warn!(
+                    "cannot update {}: {e:#}",
+                    self.dir.join("lab.json").display()
+                );
+            }
+        }
+    }
+
+    /// Runs `psql -X -A -t` as the current user against node `i` as the postgres superuser
+    /// (password from DIR/pgpass.demo). Returns trimmed stdout, or an error with stderr.
+    pub fn psql(&self, i: usize, sql: &str) -> Result<String> {
+        let node = self.nodes.get(i).ok_or_else(|| anyhow!("no node {i}"))?;
+        let mut cmd = Command::new(self.pg_bin.join("psql"));
+        cmd.args([
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+        ])
+        .arg(node.pg_port.to_string())
+        .args(["-U", SUPERUSER, "-d", "postgres", "-c", sql])
+        .env("PGPASSFILE", &self.pgpass_path)
+        .env("PGCONNECT_TIMEOUT", "2")
+        .env_remove("PGPASSWORD")
+        .env_remove("PGSERVICE")
+        .env_remove("PGSERVICEFILE")
+        .env_remove("PGOPTIONS");
+        let out = run_with_timeout(cmd, PSQL_DEADLINE)
+            .with_context(|| format!("psql on {} (port {})", node.name, node.pg_port))?;
+        if !out.status.success() {
+            bail!(
+                "psql on {} (port {}) failed ({}): {}",
+                node.name,
+                node.pg_port,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// A command line a person can paste to connect to node `i`; prints no password.
+    pub fn psql_line(&self, i: usize) -> String {
+        let psql = if find_in_path("psql").is_some() {
+            "psql".to_string()
+        } else {
+            shell_quote(&self.pg_bin.join("psql").to_string_lossy())
+        };
+        format!(
+            "PGPASSFILE={} {psql} \"host=127.0.0.1 port={} user={SUPERUSER} dbname=postgres\"",
+            shell_quote(&self.pgpass_path.to_string_lossy()),
+            self.nodes[i].pg_port
+        )
+    }
+
+    // --- processes --------------------------------------------------------------------------
+
+    /// Spawns `cmd` as the run-as user in a new session, cwd DIR, stdin /dev/null, stdout and
+    /// stderr appended to `log`.
+    fn spawn_as(&mut self, mut cmd: Command, log: &Path, what: &str) -> Result<u32> {
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .open(log)
+            .with_context(|| format!("cannot open {}", log.display()))?;
+        chown_to(log, &self.user)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        writeln!(f, "=== tandem lab: starting {what} (unix time {now}) ===")?;
+        let err = f.try_clone()?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(f))
+            .stderr(Stdio::from(err));
+        cmd.current_dir(&self.dir);
+        if is_root() && self.user.uid != 0 {
+            cmd.uid(self.user.uid).gid(self.user.gid);
+        }
+        // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec here.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {what}"))?;
+        let pid = child.id();
+        self.children.insert(pid, child);
+        Ok(pid)
+    }
+
+    /// Whether `pid` is alive; reaps it if it is a child of this value that exited.
+    fn running(&mut self, pid: u32) -> bool {
+        if let Some(child) = self.children.get_mut(&pid) {
+            return match child.try_wait() {
+                Ok(None) => true,
+                _ => {
+                    self.children.remove(&pid);
+                    false
+                }
+            };
+        }
+        pid_alive(pid)
+    }
+
+    fn is_agent_pid(&self, i: usize, pid: u32) -> bool {
+        self.children.contains_key(&pid)
+            || cmdline_contains(pid, &self.nodes[i].config_path.to_string_lossy())
+    }
+
+    fn is_etcd_pid(&self, i: usize, pid: u32) -> bool {
+        self.children.contains_key(&pid)
+            || cmdline_contains(pid, &self.etcd[i].data_dir.to_string_lossy())
+    }
+
+    /// Polls until none of `pids` is alive or `deadline` passes.
+    fn wait_gone(&mut self, pids: &[u32], deadline: Duration) {
+        let start = Instant::now();
+        while pids.iter().any(|&p| self.running(p)) && start.elapsed() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill_remaining(&mut self, pids: &[u32], sig: i32) {
+        let left: Vec<u32> = pids.iter().copied().filter(|&p| self.running(p)).collect();
+        for &pid in &left {
+            let _ = send_signal(pid, sig);
+        }
+        self.wait_gone(&left, KILL_DEADLINE);
+    }
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, or fails after `deadline` saying what it was
+/// waiting for.
+pub fn wait_until<T>(
+    deadline: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> Result<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        let elapsed = start.elapsed();
+        if elapsed >= deadline {
+            bail!("timed out after {deadline:?} waiting for {what}");
+        }
+        std::thread::sleep(POLL.min(deadline - elapsed));
+    }
+}
+
+/// A minimal HTTP/1.0 GET to a loopback `ip:port`. Returns the status code and the body.
+pub fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<(u16, String)> {
+    let sa: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("{addr} is not an ip:port"))?;
+    if !sa.ip().is_loopback() {
+        bail!("the lab only talks to loopback addresses, not {addr}");
+    }
+    let mut s = TcpStream::connect_timeout(&sa, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes())?;
+    let mut buf = Vec::new();
+    s.take(4 << 20).read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("incomplete HTTP response from {addr}{path}"))?;
+    let status = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow!("bad HTTP status line from {addr}{path}"))?;
+    Ok((status, body.to_string()))
+}
+
+fn etcd_health_ok(body: &str) -> bool {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("health").cloned())
+        .is_some_and(|h| h == json!("true") || h == json!(true))
+}
+
+fn etcd_hosts(etcd: &[EtcdMember]) -> String {
+    etcd.iter()
+        .map(|m| format!("127.0.0.1:{}", m.client_port))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+// --- configuration ----------------------------------------------------------------------------
+
+fn ystr(s: impl Into<String>) -> serde_yaml::Value {
+    serde_yaml::Value::String(s.into())
+}
+
+fn ymap(pairs: Vec<(&str, serde_yaml::Value)>) -> serde_yaml::Value {
+    let mut m = serde_yaml::Mapping::new();
+    for (k, v) in pairs {
+        m.insert(ystr(k), v);
+    }
+    serde_yaml::Value::Mapping(m)
+}
+
+/// The `pg_hba` the lab adds to `bootstrap.dcs.postgresql` when the caller gave none.
+pub fn lab_pg_hba() -> Vec<String> {
+    vec![
+        format!("host replication {REPLICATION_USER} 127.0.0.1/32 scram-sha-256"),
+        "host all all 127.0.0.1/32 scram-sha-256".to_string(),
+    ]
+}
+
+/// One node's configuration file, Patroni format.
+fn node_config_yaml(
+    scope: &str,
+    node: &LabNode,
+    etcd_hosts: &str,
+    pg_bin: &Path,
+    secrets: &Secrets,
+    dcs: &Value,
+) -> Result<String> {
+    let mut dcs = if dcs.is_object() {
+        dcs.clone()
+    } else {
+        json!({})
+    };
+    let obj = dcs.as_object_mut().expect("object");
+    let pg = obj.entry("postgresql").or_insert_with(|| json!({}));
+    if !pg.is_object() {
+        *pg = json!({});
+    }
+    pg.as_object_mut()
+        .expect("object")
+        .entry("pg_hba")
+        .or_insert_with(|| json!(lab_pg_hba()));
+    let dcs = serde_yaml::to_value(&dcs)?;
+
+    let cred = |c: &Credentials| {
+        ymap(vec![
+            ("username", ystr(&c.username)),
+            ("password", ystr(&c.password)),
+        ])
+    };
+    let path = |p: &Path| ystr(p.to_string_lossy());
+    let api = format!("127.0.0.1:{}", node.api_port);
+    let pg_addr = format!("127.0.0.1:{}", node.pg_port);
+    let doc = ymap(vec![
+        ("scope", ystr(scope)),
+        ("namespace", ystr(NAMESPACE)),
+        ("name", ystr(&node.name)),
+        (
+            "restapi",
+            ymap(vec![
+                ("listen", ystr(&api)),
+                ("connect_address", ystr(&api)),
+            ]),
+        ),
+        ("etcd3", ymap(vec![("hosts", ystr(etcd_hosts))])),
+        (
+            "bootstrap",
+            ymap(vec![
+                ("dcs", dcs),
+                (
+                    "initdb",
+                    serde_yaml::Value::Sequence(vec![
+                        ymap(vec![("encoding", ystr("UTF8"))]),
+                        ystr("data-checksums"),
+                    ]),
+                ),
+            ]),
+        ),
+        (
+            "postgresql",
+            ymap(vec![
+                ("listen", ystr(&pg_addr)),
+                ("connect_address", ystr(&pg_addr)),
+                ("data_dir", path(&node.data_dir)),
+                ("bin_dir", path(pg_bin)),
+                ("pgpass", path(&node.pgpass)),
+                (
+                    "authentication",
+                    ymap(vec![
+                        ("superuser", cred(&secrets.superuser)),
+                        ("replication", cred(&secrets.replication)),
+                    ]),
+                ),
+                (
+                    "parameters",
+                    ymap(vec![("unix_socket_directories", path(&node.run_dir))]),
+                ),
+            ]),
+        ),
+        ("watchdog", ymap(vec![("mode", ystr("off"))])),
+    ]);
+    Ok(format!(
+        "# tandem lab node {} (Patroni configuration format), written by the lab; mode 0600.\n{}",
+        node.name,
+        serde_yaml::to_string(&doc)?
+    ))
+}
+
+/// Escapes `\` and `:` for a pgpass field.
+pub fn pgpass_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c == '\\' || c == ':' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// One pgpass line (with its newline); `*` fields are left as wildcards.
+pub fn pgpass_line(host: &str, port: &str, db: &str, user: &str, password: &str) -> String {
+    let f = |s: &str| {
+        if s == "*" {
+            s.to_string()
+        } else {
+            pgpass_escape(s)
+        }
+    };
+    format!(
+        "{}:{}:{}:{}:{}\n",
+        f(host),
+        f(port),
+        f(db),
+        f(user),
+        pgpass_escape(password)
+    )
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+// --- ports ------------------------------------------------------------------------------------
+
+/// Ports handed out by this process, never handed out twice.
+static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+
+fn port_free(p: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", p)).is_ok()
+}
+
+fn ephemeral_low() -> u16 {
+    fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
+        .unwrap_or(32768)
+}
+
+/// `n` distinct ports free on 127.0.0.1. With `base`, the consecutive range `base..base+n`
+/// (an error if one is taken); without, random ports between 20000 and the start of the
+/// ephemeral range (so that outgoing connections cannot take them meanwhile), never one this
+/// process already handed out.
+pub fn pick_ports(n: usize, base: Option<u16>) -> Result<Vec<u16>> {
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let mut out = Vec::with_capacity(n);
+    match base {
+        Some(b) => {
+            for k in 0..n {
+                let p = u16::try_from(b as usize + k)
+                    .ok()
+                    .filter(|&p| p != 0)
+                    .ok_or_else(|| anyhow!("base port {b} + {n} ports goes past 65535"))?;
+                if !port_free(p) {
+                    bail!(
+                        "port {p} on 127.0.0.1 is in use: choose another base port, or none to \
+                         let tandem pick free ports"
+                    );
+                }
+                out.push(p);
+            }
+        }
+        None => {
+            let hi = ephemeral_low().saturating_sub(1).min(32767);
+            let lo = 20000u16.min(hi.saturating_sub(2000));
+            let span = (hi - lo) as u64 + 1;
+            let mut tries = 0;
+            while out.len() < n {
+                tries += 1;
+                if tries > 20000 {
+                    bail!("cannot find {n} free ports on 127.0.0.1 between {lo} and {hi}");
+                }
+                let p = lo + (random_u64()? % span) as u16;
+                if !handed.contains(&p) && !out.contains(&p) && port_free(p) {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    handed.extend(&out);
+    Ok(out)
+}
+
+// --- users, files, binaries ---------------------------------------------------------------------
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+enum Who<'a> {
+    Name(&'a str),
+    Uid(u32),
+}
+
+fn passwd_lookup(who: Who<'_>) -> Result<Option<RunAs>> {
+    let mut size = 16 * 1024;
+    loop {
+        let mut buf = vec![0u8; size];
+        // SAFETY: an all-zero passwd is a valid value to be filled in by getpw*_r.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let buf_ptr = buf.as_mut_ptr() as *mut libc::c_char;
+        // SAFETY: all pointers are valid for the given sizes during the call.
+        let rc = unsafe {
+            match &who {
+                Who::Name(n) => {
+                    let c = CString::new(*n)?;
+                    libc::getpwnam_r(c.as_ptr(), &mut pwd, buf_ptr, size, &mut result)
+                }
+                Who::Uid(u) => libc::getpwuid_r(*u, &mut pwd, buf_ptr, size, &mut result),
+            }
+        };
+        if rc == libc::ERANGE && size < 1 << 20 {
+            size *= 4;
+            continue;
+        }
+        if rc != 0 {
+            bail!(
+                "cannot read the user database: {}",
+                std::io::Error::from_raw_os_error(rc)
+            );
+        }
+        if result.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: on success pw_name and pw_dir point to NUL-terminated strings in `buf`.
+        let (name, home) = unsafe {
+            (
+                CStr::from_ptr(pwd.pw_name).to_string_lossy().into_owned(),
+                CStr::from_ptr(pwd.pw_dir).to_string_lossy().into_owned(),
+            )
+        };
+        return Ok(Some(RunAs {
+            uid: pwd.pw_uid,
+            gid: pwd.pw_gid,
+            name,
+            home: home.into(),
+        }));
+    }
+}
+
+static USER_LOCK: Mutex<()> = Mutex::new(());
+
+/// The user that runs the lab: `tandem` (created when missing) when running as root, the current
+/// user otherwise.
+pub fn ensure_user() -> Result<RunAs> {
+    if !is_root() {
+        // SAFETY: getuid has no preconditions.
+        let uid = unsafe { libc::getuid() };
+        return Ok(passwd_lookup(Who::Uid(uid))?.unwrap_or_else(|| RunAs {
+            uid,
+            // SAFETY: getgid has no preconditions.
+            gid: unsafe { libc::getgid() },
+            name: std::env::var("USER").unwrap_or_else(|_| uid.to_string()),
+            home: std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| "/tmp".into()),
+        }));
+    }
+    let _guard = USER_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(u) = passwd_lookup(Who::Name(USER_NAME))? {
+        return Ok(u);
+    }
+    let out = Command::new("useradd")
+        .args([
+            "--system",
+            "--user-group",
+            "--create-home",
+            "--home-dir",
+            USER_HOME,
+        ])
+        .args([
+            "--shell",
+            "/usr/sbin/nologin",
+            "--comment",
+            "tandem lab",
+            USER_NAME,
+        ])
+        .env("PATH", STD_PATH)
+        .stdin(Stdio::null())
+        .output();
+    // Another process may have created it meanwhile: look again whatever useradd said.
+    if let Some(u) = passwd_lookup(Who::Name(USER_NAME))? {
+        return Ok(u);
+    }
+    match out {
+        Ok(o) => bail!(
+            "cannot create the OS user {USER_NAME} (PostgreSQL refuses to run as root): useradd \
+             failed: {}. Create it yourself: useradd --system --user-group --create-home \
+             --home-dir {USER_HOME} --shell /usr/sbin/nologin {USER_NAME}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => bail!(
+            "cannot create the OS user {USER_NAME} (PostgreSQL refuses to run as root): cannot \
+             run useradd ({e}); install it with `apt-get install -y passwd`, or create the user"
+        ),
+    }
+}
+
+fn can_search(meta: &fs::Metadata, user: &RunAs) -> bool {
+    let mode = meta.mode();
+    if meta.uid() == user.uid {
+        mode & 0o100 != 0
+    } else if meta.gid() == user.gid {
+        mode & 0o010 != 0
+    } else {
+        mode & 0o001 != 0
+    }
+}
+
+/// Every parent of `dir` must be searchable by `user`, or it cannot reach its files.
+fn check_reachable(dir: &Path, user: &RunAs) -> Result<()> {
+    if !is_root() || user.uid == 0 {
+        return Ok(());
+    }
+    for anc in dir.ancestors().skip(1) {
+        let meta = fs::metadata(anc)?;
+        if !can_search(&meta, user) {
+            bail!(
+                "the lab directory {} is inside {} (mode {:o}), which the user {} cannot enter: \
+                 choose a directory under /tmp or {}",
+                dir.display(),
+                anc.display(),
+                meta.mode() & 0o7777,
+                user.name,
+                user.home.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn chown_to(path: &Path, user: &RunAs) -> Result<()> {
+    if is_root() {
+        std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))
+            .with_context(|| format!("cannot chown {} to {}", path.display(), user.name))?;
+    }
+    Ok(())
+}
+
+fn mkdir_owned(path: &Path, mode: u32, user: &RunAs) -> Result<()> {
+    fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    chown_to(path, user)
+}
+
+/// Writes a file with `mode`, owned by `owner` (or by the current user).
+fn write_file(path: &Path, data: &[u8], mode: u32, owner: Option<&RunAs>) -> Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    f.write_all(data)?;
+    if let Some(u) = owner {
+        chown_to(path, u)?;
+    }
+    Ok(())
+}
+
+fn is_executable(p: &Path) -> bool {
+    fs::metadata(p).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_pg_bin(dir: &Path) -> bool {
+    ["pg_ctl", "postgres", "initdb", "psql"]
+        .iter()
+        .all(|b| is_executable(&dir.join(b)))
+}
+
+/// PostgreSQL's bin directory: `given`, else the real directory of `pg_ctl` found in PATH, else
+/// the highest version under /usr/lib/postgresql/*/bin.
+pub fn find_pg_bin(given: Option<&Path>) -> Result<PathBuf> {
+    if let Some(d) = given {
+        if is_pg_bin(d) {
+            return Ok(d.to_path_buf());
+        }
+        bail!(
+            "{} does not hold pg_ctl, postgres, initdb and psql",
+            d.display()
+        );
+    }
+    if let Some(dir) = find_in_path("pg_ctl")
+        .and_then(|p| p.canonicalize().ok())
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+    {
+        if is_pg_bin(&dir) {
+            return Ok(dir);
+        }
+    }
+    let mut found: Vec<(Vec<u32>, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let version: Option<Vec<u32>> = name.split('.').map(|x| x.parse().ok()).collect();
+            let bin = e.path().join("bin");
+            version.filter(|_| is_pg_bin(&bin)).map(|v| (v, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, p)| p).ok_or_else(|| {
+        anyhow!(
+            "PostgreSQL server binaries not found (no pg_ctl in PATH, nothing in \
+             /usr/lib/postgresql/*/bin): install them with `apt-get install -y postgresql`"
+        )
+    })
+}
+
+/// The etcd executable, from PATH (or /usr/bin/etcd).
+pub fn find_etcd() -> Result<PathBuf> {
+    find_in_path("etcd")
+        .or_else(|| Some(PathBuf::from("/usr/bin/etcd")).filter(|p| is_executable(p)))
+        .ok_or_else(|| {
+            anyhow!("etcd not found in PATH: install it with `apt-get install -y etcd-server`")
+        })
+}
+
+fn random_bytes(n: usize) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; n];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .context("cannot read /dev/urandom")?;
+    Ok(buf)
+}
+
+fn random_hex(n: usize) -> Result<String> {
+    Ok(random_bytes(n)?
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+fn random_u64() -> Result<u64> {
+    let b = random_bytes(8)?;
+    Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
+}
+
+// --- /proc and signals ----------------------------------------------------------------------------
+
+/// Whether `pid` exists and is not a zombie.
+pub fn pid_alive(pid: u32) -> bool {
+    if pid <= 1 {
+        return false;
+    }
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
+    }
+}
+
+fn cmdline(pid: u32) -> Option<String> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        raw.split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+fn cmdline_contains(pid: u32, needle: &str) -> bool {
+    cmdline(pid).is_some_and(|c| c.contains(needle))
+}
+
+/// PostgreSQL's postmaster changes its working directory to the data directory.
+fn is_postmaster_of(pid: u32, data_dir: &Path) -> bool {
+    let want = data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| data_dir.to_path_buf());
+    fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == want)
+        || cmdline_contains(pid, &data_dir.to_string_lossy())
+}
+
+/// `kill(pid, sig)`, refusing the pids that mean "a group" or "everything".
+fn send_signal(pid: u32, sig: i32) -> std::io::Result<()> {
+    if pid <= 1 || pid > i32::MAX as u32 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("refusing to signal pid {pid}"),
+        ));
+    }
+    // SAFETY: kill has no memory-safety preconditions; pid is a single positive process id.
+    if unsafe { libc::kill(pid as libc::pid_t, sig) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The last `n` lines of a log file (secrets are not written to logs).
+fn log_tail(path: &Path, n: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Runs `cmd` with its output captured, killing it after `deadline`.
+fn run_with_timeout(mut cmd: Command, deadline: Duration) -> Result<Output> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().context("cannot start the command")?;
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if start.elapsed() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("no answer after {deadline:?}; killed it");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = t_out.join().unwrap_or_default();
+    let stderr = t_err.join().unwrap_or_default();
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_node(dir: &Path) -> LabNode {
+        LabNode {
+            name: "node2".into(),
+            config_path: dir.join("node2.yml"),
+            pg_port: 25432,
+            api_port: 25433,
+            data_dir: dir.join("node2/data"),
+            run_dir: dir.join("node2/run"),
+            pgpass: dir.join("node2/pgpass"),
+            log_path: dir.join("logs/node2.log"),
+            agent_pid: None,
+        }
+    }
+
+    fn sample_secrets() -> Secrets {
+        Secrets {
+            superuser: Credentials {
+                username: "postgres".into(),
+                password: "s3cr3t".into(),
+            },
+            replication: Credentials {
+                username: "replicator".into(),
+                password: "r3pl".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn picked_ports_are_distinct_free_and_below_the_ephemeral_range() {
+        let a = pick_ports(12, None).unwrap();
+        let b = pick_ports(12, None).unwrap();
+        let mut all = a.clone();
+        all.extend(&b);
+        let mut sorted = all.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 24, "ports handed out twice: {all:?}");
+        let low = ephemeral_low();
+        for p in all {
+            assert!(p >= 1024 && p < low, "{p}");
+            assert!(port_free(p));
+        }
+    }
+
+    #[test]
+    fn base_port_gives_a_consecutive_range_and_refuses_a_taken_port() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = l.local_addr().unwrap().port();
+        let err = pick_ports(3, Some(taken)).unwrap_err().to_string();
+        assert!(err.contains(&format!("port {taken}")), "{err}");
+        let base = pick_ports(1, None).unwrap()[0];
+        // The neighbours may be taken by chance; only check the shape when they are free.
+        if (0..4).all(|k| port_free(base + k)) {
+            assert_eq!(
+                pick_ports(4, Some(base)).unwrap(),
+                vec![base, base + 1, base + 2, base + 3]
+            );
+        }
+        assert!(pick_ports(2, Some(65535)).is_err());
+    }
+
+    #[test]
+    fn node_config_is_patroni_yaml_with_the_expected_keys() {
+        let dir = Path::new("/tmp/lab x");
+        let node = sample_node(dir);
+        let mut dcs = LabOptions::default_dcs();
+        dcs["postgresql"]["parameters"] = json!({"max_connections": 50});
+        let text = node_config_yaml(
+            "demo",
+            &node,
+            "127.0.0.1:2379,127.0.0.1:2479",
+            Path::new("/usr/lib/postgresql/15/bin"),
+            &sample_secrets(),
+            &dcs,
+        )
+        .unwrap();
+        let v: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let s = |path: &[&str]| -> String {
+            let mut cur = &v;
+            for k in path {
+                cur = &cur[*k];
+            }
+            match cur {
+                serde_yaml::Value::String(s) => s.clone(),
+                other => serde_yaml::to_string(other).unwrap().trim().to_string(),
+            }
+        };
+        assert_eq!(s(&["scope"]), "demo");
+        assert_eq!(s(&["namespace"]), "/service/");
+        assert_eq!(s(&["name"]), "node2");
+        assert_eq!(s(&["etcd3", "hosts"]), "127.0.0.1:2379,127.0.0.1:2479");
+        assert_eq!(s(&["restapi", "listen"]), "127.0.0.1:25433");
+        assert_eq!(s(&["restapi", "connect_address"]), "127.0.0.1:25433");
+        assert_eq!(s(&["postgresql", "listen"]), "127.0.0.1:25432");
+        assert_eq!(s(&["postgresql", "connect_address"]), "127.0.0.1:25432");
+        assert_eq!(s(&["postgresql", "data_dir"]), "/tmp/lab x/node2/data");
+        assert_eq!(s(&["postgresql", "bin_dir"]), "/usr/lib/postgresql/15/bin");
+        assert_eq!(s(&["postgresql", "pgpass"]), "/tmp/lab x/node2/pgpass");
+        assert_eq!(
+            s(&["postgresql", "authentication", "superuser", "username"]),
+            "postgres"
+        );
+        assert_eq!(
+            s(&["postgresql", "authentication", "superuser", "password"]),
+            "s3cr3t"
+        );
+        assert_eq!(
+            s(&["postgresql", "authentication", "replication", "username"]),
+            "replicator"
+        );
+        assert_eq!(
+            s(&["postgresql", "authentication", "replication", "password"]),
+            "r3pl"
+        );
+        assert_eq!(
+            s(&["postgresql", "parameters", "unix_socket_directories"]),
+            "/tmp/lab x/node2/run"
+        );
+        assert_eq!(s(&["bootstrap", "dcs", "ttl"]), "4");
+        assert_eq!(s(&["bootstrap", "dcs", "loop_wait"]), "1");
+        assert_eq!(s(&["bootstrap", "dcs", "retry_timeout"]), "2");
+        assert_eq!(
+            s(&["bootstrap", "dcs", "postgresql", "use_pg_rewind"]),
+            "true"
+        );
+        assert_eq!(
+            s(&[
+                "bootstrap",
+                "dcs",
+                "postgresql",
+                "parameters",
+                "max_connections"
+            ]),
+            "50"
+        );
+        let hba = v["bootstrap"]["dcs"]["postgresql"]["pg_hba"]
+            .as_sequence()
+            .unwrap();
+        let hba: Vec<&str> = hba.iter().map(|l| l.as_str().unwrap()).collect();
+        assert_eq!(
+            hba,
+            vec![
+                "host replication replicator 127.0.0.1/32 scram-sha-256",
+                "host all all 127.0.0.1/32 scram-sha-256"
+            ]
+        );
+        let initdb = v["bootstrap"]["initdb"].as_sequence().unwrap();
+        assert_eq!(initdb[0]["encoding"].as_str(), Some("UTF8"));
+        assert_eq!(initdb[1].as_str(), Some("data-checksums"));
+        assert_eq!(s(&["watchdog", "mode"]), "off");
+        // Top-level keys come in Patroni's usual order.
+        let keys: Vec<&str> = v
+            .as_mapping()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "scope",
+                "namespace",
+                "name",
+                "restapi",
+                "etcd3",
+                "bootstrap",
+                "postgresql",
+                "watchdog"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pg_hba_given_in_dcs_is_kept() {
+        let dir = Path::new("/tmp/lab");
+        let dcs = json!({"ttl": 4, "postgresql": {"pg_hba": ["host all all 127.0.0.1/32 trust"]}});
+        let text = node_config_yaml(
+            "demo",
+            &sample_node(dir),
+            "127.0.0.1:1",
+            dir,
+            &sample_secrets(),
+            &dcs,
+        )
+        .unwrap();
+        let v: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let hba = v["bootstrap"]["dcs"]["postgresql"]["pg_hba"]
+            .as_sequence()
+            .unwrap();
+        assert_eq!(hba.len(), 1);
+        assert_eq!(hba[0].as_str(), Some("host all all 127.0.0.1/32 trust"));
+    }
+
+    #[test]
+    fn pgpass_fields_are_escaped() {
+        assert_eq!(pgpass_escape("plain"), "plain");
+        assert_eq!(pgpass_escape(r"a:b\c"), r"a\:b\\c");
+        assert_eq!(
+            pgpass_line("127.0.0.1", "*", "*", "postgres", r"p:w\d"),
+            "127.0.0.1:*:*:postgres:p\\:w\\\\d\n"
+        );
+        assert_eq!(
+            pgpass_line("::1", "5432", "db", "u", "x"),
+            r"\:\:1:5432:db:u:x".to_string() + "\n"
+        );
+    }
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(shell_quote("/tmp/lab/pgpass.demo"), "/tmp/lab/pgpass.demo");
+        assert_eq!(shell_quote("/tmp/my lab"), "'/tmp/my lab'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let s = format!("{:?}", sample_secrets());
+        assert!(!s.contains("s3cr3t") && !s.contains("r3pl"), "{s}");
+        assert!(random_hex(16).unwrap().len() == 32);
+        assert_ne!(random_hex(16).unwrap(), random_hex(16).unwrap());
+    }
+
+    #[test]
+    fn wait_until_returns_the_value_or_a_clear_timeout() {
+        let mut n = 0;
+        let v = wait_until(Duration::from_secs(5), "n to reach 3", || {
+            n += 1;
+            (n >= 3).then_some(n)
+        })
+        .unwrap();
+        assert_eq!(v, 3);
+        let start = Instant::now();
+        let err =
+            wait_until(Duration::from_millis(250), "the impossible", || None::<()>).unwrap_err();
+        assert!(start.elapsed() >= Duration::from_millis(250));
+        assert!(start.elapsed() < Duration::from_secs(2));
+        assert!(
+            err.to_string().contains("waiting for the impossible"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn http_get_reads_status_and_body_and_refuses_non_loopback() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut req = Vec::new();
+            let mut byte = [0u8; 1];
+            while !req.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap() == 1 {
+                req.push(byte[0]);
+            }
+            let req = String::from_utf8_lossy(&req).to_string();
+            s.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 17\r\n\r\n{\"health\":\"false\"}")
+                .unwrap();
+            req
+        });
+        let (status, body) = http_get(&addr, "/health", Duration::from_secs(2)).unwrap();
+        assert_eq!(status, 503);
+        assert!(!etcd_health_ok(&body));
+        assert!(server
+            .join()
+            .unwrap()
+            .starts_with("GET /health HTTP/1.0\r\n"));
+        assert!(etcd_health_ok(r#"{"health":"true","reason":""}"#));
+        assert!(http_get("10.1.2.3:80", "/", Duration::from_millis(10)).is_err());
+    }
+
+    #[test]
+    fn pid_alive_sees_this_process_and_refuses_group_pids() {
+        assert!(pid_alive(std::process::id()));
+        assert!(!pid_alive(0));
+        assert!(!pid_alive(1));
+        assert!(send_signal(0, 0).is_err());
+        assert!(send_signal(1, 0).is_err());
+        assert!(send_signal(u32::MAX, 0).is_err());
+    }
+
+    /// Skips (outside CI) when etcd or PostgreSQL is not installed.
+    fn have_binaries() -> bool {
+        match (find_etcd(), find_pg_bin(None)) {
+            (Ok(_), Ok(_)) => true,
+            (a, b) => {
+                let why = a.err().or(b.err()).unwrap();
+                if std::env::var_os("CI").is_some() {
+                    panic!("{why:#}");
+                }
+                eprintln!("skipping: {why:#}");
+                false
+            }
+        }
+    }
+
+    fn uid_of_pid(pid: u32) -> u32 {
+        fs::metadata(format!("/proc/{pid}")).unwrap().uid()
+    }
+
+    #[test]
+    fn real_etcd_cluster_starts_restarts_and_is_stopped_by_pid() {
+        if !have_binaries() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let mut opts = LabOptions::new(tmp.path().join("lab"));
+        opts.members = 2;
+        opts.etcd_members = 3;
+        let mut lab = Lab::prepare(opts).unwrap();
+
+        // Files and ownership.
+        let meta = fs::metadata(&lab.dir).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o700);
+        assert_eq!(meta.uid(), lab.user.uid);
+        for n in &lab.nodes {
+            let m = fs::metadata(&n.config_path).unwrap();
+            assert_eq!((m.mode() & 0o777, m.uid()), (0o600, lab.user.uid));
+            let d = fs::metadata(&n.data_dir).unwrap();
+            assert_eq!((d.mode() & 0o777, d.uid()), (0o700, lab.user.uid));
+            assert!(n.run_dir.is_dir());
+            let yaml = fs::read_to_string(&n.config_path).unwrap();
+            assert!(yaml.contains(&lab.secrets().superuser.password));
+        }
+        for f in [&lab.secrets_path, &lab.pgpass_path] {
+            assert_eq!(fs::metadata(f).unwrap().mode() & 0o777, 0o600);
+        }
+        assert!(is_executable(&lab.tandem_bin));
+        let lab_json = fs::read_to_string(lab.dir.join("lab.json")).unwrap();
+        assert!(!lab_json.contains(&lab.secrets().superuser.password));
+        assert!(!lab_json.contains(&lab.secrets().replication.password));
+        if is_root() {
+            assert_eq!(lab.user.name, USER_NAME);
+        }
+        let line = lab.psql_line(0);
+        assert!(
+            line.contains(&format!("port={}", lab.nodes[0].pg_port)),
+            "{line}"
+        );
+        assert!(!line.contains(&lab.secrets().superuser.password));
+        // Nothing listens yet: psql fails fast with its own message.
+        let err = lab.psql(0, "select 1").unwrap_err().to_string();
+        assert!(err.contains("node1"), "{err}");
+
+        lab.start_etcd().unwrap();
+        let pids: Vec<u32> = lab.etcd.iter().map(|m| m.pid.unwrap()).collect();
+        for &pid in &pids {
+            assert!(pid_alive(pid));
+            assert_eq!(uid_of_pid(pid), lab.user.uid, "etcd runs as the lab user");
+            // SAFETY: getsid has no preconditions.
+            assert_eq!(
+                unsafe { libc::getsid(pid as i32) },
+                pid as i32,
+                "own session"
+            );
+        }
+        assert!((0..3).all(|i| lab.etcd_healthy(i)));
+
+        // Kill one member: the other two keep quorum; restart it with its data.
+        lab.stop_etcd_member(0).unwrap();
+        assert!(!pid_alive(pids[0]));
+        assert_eq!(lab.etcd[0].pid, None);
+        wait_until(Duration::from_secs(10), "etcd2 healthy", || {
+            lab.etcd_healthy(1).then_some(())
+        })
+        .unwrap();
+        lab.start_etcd_member(0).unwrap();
+        let restarted = lab.etcd[0].pid.unwrap();
+        wait_until(Duration::from_secs(10), "etcd1 healthy again", || {
+            lab.etcd_healthy(0).then_some(())
+        })
+        .unwrap();
+
+        // lab.json has what `tandem demo down` needs.
+        let mut loaded = Lab::load(&lab.dir).unwrap();
+        assert!(!loaded.owned);
+        assert_eq!(loaded.etcd, lab.etcd);
+        assert_eq!(loaded.nodes, lab.nodes);
+        assert_eq!(loaded.secrets(), lab.secrets());
+        loaded.stop_all();
+        let all = [restarted, pids[1], pids[2]];
+        for &pid in &all {
+            assert!(!pid_alive(pid), "etcd pid {pid} still alive after stop_all");
+        }
+        assert!(Lab::load(&lab.dir)
+            .unwrap()
+            .etcd
+            .iter()
+            .all(|m| m.pid.is_none()));
+        loaded.stop_all(); // idempotent
+        drop(lab); // reaps; kills nothing else
+        for &pid in &all {
+            assert!(!Path::new(&format!("/proc/{pid}")).exists() || !pid_alive(pid));
+        }
+    }
+
+    #[test]
+    fn dropping_an_owned_lab_kills_its_etcd() {
+        if !have_binaries() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let mut opts = LabOptions::new(tmp.path());
+        opts.members = 1;
+        opts.etcd_members = 1;
+        let mut lab = Lab::prepare(opts).unwrap();
+        assert!(
+            Lab::prepare(LabOptions::new(tmp.path())).is_err(),
+            "a second lab in the same dir"
+        );
+        lab.start_etcd().unwrap();
+        let pid = lab.etcd[0].pid.unwrap();
+        assert!(pid_alive(pid));
+        drop(lab);
+        assert!(!pid_alive(pid));
+    }
+}
