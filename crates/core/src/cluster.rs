@@ -56,7 +56,10 @@ impl MemberValue {
     }
     /// Host and port from `conn_url` (`postgres://host:port/db`).
     pub fn conn_host_port(&self) -> Option<(String, u16)> {
-        let rest = self.conn_url.strip_prefix("postgres://").or_else(|| self.conn_url.strip_prefix("postgresql://"))?;
+        let rest = self
+            .conn_url
+            .strip_prefix("postgres://")
+            .or_else(|| self.conn_url.strip_prefix("postgresql://"))?;
         let hostport = rest.split('/').next()?;
         let hostport = hostport.rsplit('@').next()?;
         if let Some(v6) = hostport.strip_prefix('[') {
@@ -71,7 +74,9 @@ impl MemberValue {
     pub fn tag_bool(&self, key: &str) -> bool {
         match self.tags.get(key) {
             Some(Value::Bool(b)) => *b,
-            Some(Value::String(s)) => matches!(s.to_ascii_lowercase().as_str(), "true" | "on" | "yes" | "1"),
+            Some(Value::String(s)) => {
+                matches!(s.to_ascii_lowercase().as_str(), "true" | "on" | "yes" | "1")
+            }
             _ => false,
         }
     }
@@ -80,11 +85,17 @@ impl MemberValue {
         if self.tag_bool("nofailover") {
             return 0;
         }
-        self.tags.get("failover_priority").and_then(Value::as_i64).unwrap_or(1)
+        self.tags
+            .get("failover_priority")
+            .and_then(Value::as_i64)
+            .unwrap_or(1)
     }
     /// WAL position as Patroni compares them: primary → flush position; standby → max(receive, replay).
     pub fn wal_position(&self) -> u64 {
-        let r = self.receive_lsn.unwrap_or(0).max(self.replay_lsn.unwrap_or(0));
+        let r = self
+            .receive_lsn
+            .unwrap_or(0)
+            .max(self.replay_lsn.unwrap_or(0));
         r.max(self.xlog_location.unwrap_or(0))
     }
 }
@@ -129,7 +140,11 @@ pub struct HistoryEntry {
 
 impl HistoryEntry {
     pub fn to_json(&self) -> Value {
-        let mut v = vec![Value::from(self.timeline), Value::from(self.lsn), Value::from(self.reason.clone())];
+        let mut v = vec![
+            Value::from(self.timeline),
+            Value::from(self.lsn),
+            Value::from(self.reason.clone()),
+        ];
         if let Some(ts) = &self.timestamp {
             v.push(Value::from(ts.clone()));
             if let Some(l) = &self.new_leader {
@@ -143,7 +158,11 @@ impl HistoryEntry {
         Some(HistoryEntry {
             timeline: a.first()?.as_u64()?,
             lsn: a.get(1)?.as_u64()?,
-            reason: a.get(2).and_then(Value::as_str).unwrap_or_default().to_string(),
+            reason: a
+                .get(2)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
             timestamp: a.get(3).and_then(Value::as_str).map(str::to_string),
             new_leader: a.get(4).and_then(Value::as_str).map(str::to_string),
         })
@@ -210,16 +229,30 @@ impl ClusterView {
                     continue;
                 }
             };
-            let bad = |what: &str, e: &dyn std::fmt::Display| format!("key '{}' holds invalid {what} ({e}): ignored; fix or delete it", raw.key);
+            let bad = |what: &str, e: &dyn std::fmt::Display| {
+                format!(
+                    "key '{}' holds invalid {what} ({e}): ignored; fix or delete it",
+                    raw.key
+                )
+            };
             match raw.key.as_str() {
                 "initialize" => view.initialize = Some(text.to_string()),
                 "leader" => {
                     if !text.is_empty() {
-                        view.leader = Some(LeaderKey { name: text.to_string(), lease: raw.lease, mod_revision: raw.mod_revision })
+                        view.leader = Some(LeaderKey {
+                            name: text.to_string(),
+                            lease: raw.lease,
+                            mod_revision: raw.mod_revision,
+                        })
                     }
                 }
                 "config" => match serde_json::from_str::<Value>(text) {
-                    Ok(v @ Value::Object(_)) => view.config = Some(Versioned { value: v, mod_revision: raw.mod_revision }),
+                    Ok(v @ Value::Object(_)) => {
+                        view.config = Some(Versioned {
+                            value: v,
+                            mod_revision: raw.mod_revision,
+                        })
+                    }
                     Ok(_) => warnings.push(bad("configuration", &"not a JSON object")),
                     Err(e) => warnings.push(bad("configuration", &e)),
                 },
@@ -231,7 +264,10 @@ impl ClusterView {
                 "history" => match serde_json::from_str::<Value>(text) {
                     Ok(Value::Array(items)) => {
                         let entries = items.iter().filter_map(HistoryEntry::from_json).collect();
-                        view.history = Some(Versioned { value: entries, mod_revision: raw.mod_revision });
+                        view.history = Some(Versioned {
+                            value: entries,
+                            mod_revision: raw.mod_revision,
+                        });
                     }
                     Ok(_) => warnings.push(bad("history", &"not a JSON array")),
                     Err(e) => warnings.push(bad("history", &e)),
@@ -251,12 +287,22 @@ impl ClusterView {
                         serde_json::from_str::<FailoverValue>(text)
                     };
                     match parsed {
-                        Ok(f) => view.failover = Some(Versioned { value: f, mod_revision: raw.mod_revision }),
+                        Ok(f) => {
+                            view.failover = Some(Versioned {
+                                value: f,
+                                mod_revision: raw.mod_revision,
+                            })
+                        }
                         Err(e) => warnings.push(bad("failover request", &e)),
                     }
                 }
                 "sync" => match serde_json::from_str::<Value>(text) {
-                    Ok(v) => view.sync = Some(Versioned { value: v, mod_revision: raw.mod_revision }),
+                    Ok(v) => {
+                        view.sync = Some(Versioned {
+                            value: v,
+                            mod_revision: raw.mod_revision,
+                        })
+                    }
                     Err(e) => warnings.push(bad("sync state", &e)),
                 },
                 k => {
@@ -266,7 +312,14 @@ impl ClusterView {
                         }
                         match serde_json::from_str::<MemberValue>(text) {
                             Ok(value) => {
-                                view.members.insert(name.to_string(), Member { name: name.to_string(), value, lease: raw.lease });
+                                view.members.insert(
+                                    name.to_string(),
+                                    Member {
+                                        name: name.to_string(),
+                                        value,
+                                        lease: raw.lease,
+                                    },
+                                );
                             }
                             Err(e) => warnings.push(bad("member data", &e)),
                         }
@@ -276,7 +329,10 @@ impl ClusterView {
         }
         if view.status.is_none() {
             if let Some(o) = legacy_optime {
-                view.status = Some(StatusValue { optime: Some(o), ..Default::default() });
+                view.status = Some(StatusValue {
+                    optime: Some(o),
+                    ..Default::default()
+                });
             }
         }
         (view, warnings)
@@ -300,10 +356,17 @@ impl ClusterView {
         self.status.as_ref().and_then(|s| s.optime)
     }
     pub fn paused(&self) -> bool {
-        self.config.as_ref().and_then(|c| c.value.get("pause")).map(|v| v == &Value::Bool(true) || v == "true").unwrap_or(false)
+        self.config
+            .as_ref()
+            .and_then(|c| c.value.get("pause"))
+            .map(|v| v == &Value::Bool(true) || v == "true")
+            .unwrap_or(false)
     }
     pub fn failover_request(&self) -> Option<&FailoverValue> {
-        self.failover.as_ref().map(|f| &f.value).filter(|f| !f.is_empty())
+        self.failover
+            .as_ref()
+            .map(|f| &f.value)
+            .filter(|f| !f.is_empty())
     }
 }
 
@@ -312,7 +375,12 @@ mod tests {
     use super::*;
 
     fn raw(key: &str, value: &str) -> RawKey {
-        RawKey { key: key.into(), value: value.as_bytes().to_vec(), mod_revision: 7, lease: 42 }
+        RawKey {
+            key: key.into(),
+            value: value.as_bytes().to_vec(),
+            mod_revision: 7,
+            lease: 42,
+        }
     }
 
     #[test]
@@ -321,10 +389,22 @@ mod tests {
             raw("config", r#"{"ttl":30,"loop_wait":10}"#),
             raw("initialize", "7277694203142172922"),
             raw("leader", "pg0"),
-            raw("members/pg0", r#"{"conn_url":"postgres://10.0.0.1:5432/postgres","api_url":"http://10.0.0.1:8008/patroni","state":"running","role":"master","version":"4.1.4","xlog_location":67395656,"timeline":2}"#),
-            raw("members/pg1", r#"{"conn_url":"postgres://[::1]:5433/postgres","api_url":"http://10.0.0.2:8008/patroni","state":"running","role":"replica","version":"4.1.4","xlog_location":67395656,"replay_lsn":67395656,"receive_lsn":67395656,"replication_state":"streaming","timeline":2,"newfield":1}"#),
-            raw("status", r#"{"optime":67395656,"slots":{"pg0":67395656,"pg1":67395656},"retain_slots":["pg0","pg1"]}"#),
-            raw("history", r#"[[1,25623960,"no recovery target specified","2024-01-01T10:00:00+00:00","pg0"]]"#),
+            raw(
+                "members/pg0",
+                r#"{"conn_url":"postgres://10.0.0.1:5432/postgres","api_url":"http://10.0.0.1:8008/patroni","state":"running","role":"master","version":"4.1.4","xlog_location":67395656,"timeline":2}"#,
+            ),
+            raw(
+                "members/pg1",
+                r#"{"conn_url":"postgres://[::1]:5433/postgres","api_url":"http://10.0.0.2:8008/patroni","state":"running","role":"replica","version":"4.1.4","xlog_location":67395656,"replay_lsn":67395656,"receive_lsn":67395656,"replication_state":"streaming","timeline":2,"newfield":1}"#,
+            ),
+            raw(
+                "status",
+                r#"{"optime":67395656,"slots":{"pg0":67395656,"pg1":67395656},"retain_slots":["pg0","pg1"]}"#,
+            ),
+            raw(
+                "history",
+                r#"[[1,25623960,"no recovery target specified","2024-01-01T10:00:00+00:00","pg0"]]"#,
+            ),
             raw("failover", "{}"),
         ];
         let (v, w) = ClusterView::from_keys(&keys);
@@ -332,8 +412,14 @@ mod tests {
         assert_eq!(v.leader_name(), Some("pg0"));
         assert_eq!(v.leader.as_ref().unwrap().lease, 42);
         assert!(v.members["pg0"].value.is_primary());
-        assert_eq!(v.members["pg1"].value.conn_host_port(), Some(("::1".into(), 5433)));
-        assert_eq!(v.members["pg1"].value.extra.get("newfield"), Some(&Value::from(1)));
+        assert_eq!(
+            v.members["pg1"].value.conn_host_port(),
+            Some(("::1".into(), 5433))
+        );
+        assert_eq!(
+            v.members["pg1"].value.extra.get("newfield"),
+            Some(&Value::from(1))
+        );
         assert_eq!(v.timeline(), 2);
         assert_eq!(v.last_leader_lsn(), Some(67395656));
         assert!(v.failover_request().is_none());
@@ -342,25 +428,50 @@ mod tests {
 
     #[test]
     fn malformed_values_are_reported_not_trusted() {
-        let keys = vec![raw("members/x", "{not json"), raw("config", "[1]"), raw("history", "{}"), raw("status", "\"s\"")];
+        let keys = vec![
+            raw("members/x", "{not json"),
+            raw("config", "[1]"),
+            raw("history", "{}"),
+            raw("status", "\"s\""),
+        ];
         let (v, w) = ClusterView::from_keys(&keys);
         assert_eq!(w.len(), 4, "{w:?}");
-        assert!(v.members.is_empty() && v.config.is_none() && v.history.is_none() && v.status.is_none());
+        assert!(
+            v.members.is_empty() && v.config.is_none() && v.history.is_none() && v.status.is_none()
+        );
         assert!(w[0].contains("members/x"));
     }
 
     #[test]
     fn member_value_round_trips_compactly() {
-        let m = MemberValue { conn_url: "postgres://h:1/postgres".into(), api_url: "http://h:2/patroni".into(), state: "running".into(), role: "primary".into(), version: "4.1.4".into(), xlog_location: Some(5), timeline: Some(1), ..Default::default() };
+        let m = MemberValue {
+            conn_url: "postgres://h:1/postgres".into(),
+            api_url: "http://h:2/patroni".into(),
+            state: "running".into(),
+            role: "primary".into(),
+            version: "4.1.4".into(),
+            xlog_location: Some(5),
+            timeline: Some(1),
+            ..Default::default()
+        };
         let text = serde_json::to_string(&m).unwrap();
-        assert_eq!(text, r#"{"conn_url":"postgres://h:1/postgres","api_url":"http://h:2/patroni","state":"running","role":"primary","version":"4.1.4","xlog_location":5,"timeline":1}"#);
+        assert_eq!(
+            text,
+            r#"{"conn_url":"postgres://h:1/postgres","api_url":"http://h:2/patroni","state":"running","role":"primary","version":"4.1.4","xlog_location":5,"timeline":1}"#
+        );
     }
 
     #[test]
     fn legacy_failover_and_optime() {
-        let (v, _) = ClusterView::from_keys(&vec![raw("failover", "pg0:pg1"), raw("optime/leader", "123")]);
+        let (v, _) = ClusterView::from_keys(&vec![
+            raw("failover", "pg0:pg1"),
+            raw("optime/leader", "123"),
+        ]);
         let f = v.failover_request().unwrap();
-        assert_eq!((f.leader.as_deref(), f.member.as_deref()), (Some("pg0"), Some("pg1")));
+        assert_eq!(
+            (f.leader.as_deref(), f.member.as_deref()),
+            (Some("pg0"), Some("pg1"))
+        );
         assert_eq!(v.last_leader_lsn(), Some(123));
     }
 }

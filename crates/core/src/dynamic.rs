@@ -645,7 +645,8 @@ mod tests {
     #[test]
     fn timing_table() {
         // (ttl, loop_wait, retry) -> (ttl, loop_wait, retry, keepalive, margin, request) ms, warnings
-        let cases: &[((u64, u64, u64), (u64, u64, u64, u64, u64, u64), usize)] = &[
+        type Case = ((u64, u64, u64), (u64, u64, u64, u64, u64, u64), usize);
+        let cases: &[Case] = &[
             ((4, 1, 2), (4000, 1000, 2000, 1000, 1000, 1000), 0),
             ((30, 10, 10), (30000, 10000, 10000, 2000, 5000, 10000), 0),
             ((10, 10, 10), (10000, 10000, 10000, 2000, 2500, 2750), 0),
@@ -660,11 +661,9 @@ mod tests {
                 0,
             ),
         ];
-        for (&(ttl, lw, rt), &(ettl, elw, ert, ka, dm, rq), nwarn) in
-            cases.iter().map(|(a, b, c)| (a, b, c))
-        {
+        for &((ttl, lw, rt), (ettl, elw, ert, ka, dm, rq), nwarn) in cases {
             let (t, w) = check_timing(ttl, lw, rt);
-            assert_eq!(w.len(), *nwarn, "{ttl}/{lw}/{rt}: {w:?}");
+            assert_eq!(w.len(), nwarn, "{ttl}/{lw}/{rt}: {w:?}");
             let secs = |x: u64| {
                 if x == u64::MAX {
                     Duration::from_secs(u64::MAX)

@@ -98,28 +98,43 @@ pub enum Action {
     /// Create `initialize` (create-revision 0); the winner runs initdb and becomes leader.
     BootstrapRace,
     /// Clone the data directory from this member with pg_basebackup, then start as its replica.
-    Clone { from: String },
+    Clone {
+        from: String,
+    },
     /// Start PostgreSQL in place as primary (I hold the lock; crash recovery happens on start).
     StartPrimary,
     /// Start read-only, following `leader` (or nobody).
-    StartReplica { leader: Option<String> },
+    StartReplica {
+        leader: Option<String>,
+    },
     /// pg_rewind against `leader` (after crash recovery if needed), then start as its replica;
     /// re-clone when the rewind fails.
-    RewindAndFollow { leader: String },
+    RewindAndFollow {
+        leader: String,
+    },
     /// Point a running replica at a (new) leader.
-    Follow { leader: String },
+    Follow {
+        leader: String,
+    },
     /// Take the leader key with a create-revision transaction.
     AcquireLeader,
     /// Re-attach my own leader key to my current lease (after an agent restart).
     ReattachLeader,
     Promote,
-    Demote { mode: DemoteMode, then_follow: Option<String> },
+    Demote {
+        mode: DemoteMode,
+        then_follow: Option<String>,
+    },
     /// Delete my leader key (value-guarded).
     ReleaseLeader,
     /// Write my system identifier to `initialize`.
-    WriteInitialize { sysid: String },
+    WriteInitialize {
+        sysid: String,
+    },
     /// Stop the agent: continuing would risk the cluster. The reason says what to do.
-    Refuse { reason: String },
+    Refuse {
+        reason: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -130,10 +145,16 @@ pub struct Decision {
 
 impl Decision {
     fn none(reason: impl Into<String>) -> Decision {
-        Decision { actions: vec![], reason: reason.into() }
+        Decision {
+            actions: vec![],
+            reason: reason.into(),
+        }
     }
     fn act(actions: Vec<Action>, reason: impl Into<String>) -> Decision {
-        Decision { actions, reason: reason.into() }
+        Decision {
+            actions,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -145,7 +166,8 @@ pub fn decide(obs: &Observation) -> Decision {
     let me = obs.me.as_str();
     let paused = cluster.paused();
     let leader = cluster.leader.as_ref();
-    let i_hold_lock = leader.is_some_and(|l| l.name == me && l.lease == obs.lease_id && obs.lease_id != 0);
+    let i_hold_lock =
+        leader.is_some_and(|l| l.name == me && l.lease == obs.lease_id && obs.lease_id != 0);
     let my_stale_lock = leader.is_some_and(|l| l.name == me && !i_hold_lock);
     let other_leader = leader.filter(|l| l.name != me).map(|l| l.name.clone());
 
@@ -153,24 +175,41 @@ pub fn decide(obs: &Observation) -> Decision {
     let sysid = match &obs.pg.data {
         DataDir::Empty => {
             if obs.pg.running {
-                return Decision::none("PostgreSQL runs but its data directory looks empty: waiting");
+                return Decision::none(
+                    "PostgreSQL runs but its data directory looks empty: waiting",
+                );
             }
             if paused {
-                return Decision::none("PAUSE: data directory is empty; not bootstrapping or cloning while paused");
+                return Decision::none(
+                    "PAUSE: data directory is empty; not bootstrapping or cloning while paused",
+                );
             }
             if let Some(l) = &other_leader {
                 let from = clone_source(cluster, me).unwrap_or_else(|| l.clone());
-                return Decision::act(vec![Action::Clone { from: from.clone() }], format!("creating a replica from {from}"));
+                return Decision::act(
+                    vec![Action::Clone { from: from.clone() }],
+                    format!("creating a replica from {from}"),
+                );
             }
             if i_hold_lock || my_stale_lock {
-                return Decision::act(vec![Action::ReleaseLeader], "I hold the leader key but have no data: releasing it");
+                return Decision::act(
+                    vec![Action::ReleaseLeader],
+                    "I hold the leader key but have no data: releasing it",
+                );
             }
             return match &cluster.initialize {
                 None if obs.settings.can_bootstrap && obs.settings.failover_priority > 0 => {
-                    Decision::act(vec![Action::BootstrapRace], "no cluster yet: trying to bootstrap it")
+                    Decision::act(
+                        vec![Action::BootstrapRace],
+                        "no cluster yet: trying to bootstrap it",
+                    )
                 }
-                None if !obs.settings.can_bootstrap => Decision::none("waiting for a leader to bootstrap (no bootstrap section in my configuration)"),
-                None => Decision::none("waiting for a leader to bootstrap (nofailover: I may not bootstrap)"),
+                None if !obs.settings.can_bootstrap => Decision::none(
+                    "waiting for a leader to bootstrap (no bootstrap section in my configuration)",
+                ),
+                None => Decision::none(
+                    "waiting for a leader to bootstrap (nofailover: I may not bootstrap)",
+                ),
                 Some(_) => Decision::none("waiting for the leader to bootstrap"),
             };
         }
@@ -199,37 +238,71 @@ pub fn decide(obs: &Observation) -> Decision {
                     "a replica cannot start a cluster",
                 );
             }
-            return Decision::act(vec![Action::WriteInitialize { sysid }], "publishing this node's system identifier in `initialize`");
+            return Decision::act(
+                vec![Action::WriteInitialize { sysid }],
+                "publishing this node's system identifier in `initialize`",
+            );
         }
         _ => {}
     }
 
     if my_stale_lock {
-        return Decision::act(vec![Action::ReattachLeader], "the leader key names me under an old lease: re-attaching it to my lease");
+        return Decision::act(
+            vec![Action::ReattachLeader],
+            "the leader key names me under an old lease: re-attaching it to my lease",
+        );
     }
 
     // PostgreSQL is not running.
     if !obs.pg.running {
         if paused {
             if i_hold_lock {
-                return Decision::act(vec![Action::ReleaseLeader], "PAUSE: PostgreSQL is stopped: releasing the leader key");
+                return Decision::act(
+                    vec![Action::ReleaseLeader],
+                    "PAUSE: PostgreSQL is stopped: releasing the leader key",
+                );
             }
-            return Decision::none("PAUSE: PostgreSQL is not running; not starting it while paused");
+            return Decision::none(
+                "PAUSE: PostgreSQL is not running; not starting it while paused",
+            );
         }
-        let was_primary = matches!(obs.pg.data, DataDir::Initialized { was_primary: true, .. });
+        let was_primary = matches!(
+            obs.pg.data,
+            DataDir::Initialized {
+                was_primary: true,
+                ..
+            }
+        );
         if i_hold_lock {
             if was_primary {
-                return Decision::act(vec![Action::StartPrimary], "starting PostgreSQL as primary: I hold the leader key");
+                return Decision::act(
+                    vec![Action::StartPrimary],
+                    "starting PostgreSQL as primary: I hold the leader key",
+                );
             }
-            return Decision::act(vec![Action::StartReplica { leader: None }], "starting as read-only because I hold the leader key; will promote next");
+            return Decision::act(
+                vec![Action::StartReplica { leader: None }],
+                "starting as read-only because I hold the leader key; will promote next",
+            );
         }
         if let Some(l) = other_leader {
             if was_primary && obs.settings.use_pg_rewind {
-                return Decision::act(vec![Action::RewindAndFollow { leader: l.clone() }], format!("former primary rejoining: rewinding against {l}"));
+                return Decision::act(
+                    vec![Action::RewindAndFollow { leader: l.clone() }],
+                    format!("former primary rejoining: rewinding against {l}"),
+                );
             }
-            return Decision::act(vec![Action::StartReplica { leader: Some(l.clone()) }], format!("starting as a replica of {l}"));
+            return Decision::act(
+                vec![Action::StartReplica {
+                    leader: Some(l.clone()),
+                }],
+                format!("starting as a replica of {l}"),
+            );
         }
-        return Decision::act(vec![Action::StartReplica { leader: None }], "starting read-only: the cluster has no leader");
+        return Decision::act(
+            vec![Action::StartReplica { leader: None }],
+            "starting read-only: the cluster has no leader",
+        );
     }
 
     let Some(role) = obs.pg.role else {
@@ -246,15 +319,23 @@ pub fn decide(obs: &Observation) -> Decision {
         if role == PgRole::Primary {
             if !paused && lease_low(obs) {
                 return Decision::act(
-                    vec![Action::Demote { mode: DemoteMode::Offline, then_follow: None }],
+                    vec![Action::Demote {
+                        mode: DemoteMode::Offline,
+                        then_follow: None,
+                    }],
                     "demoting: my leader lease is about to expire and could not be renewed",
                 );
             }
             let prefix = if paused { "PAUSE: " } else { "" };
-            return Decision::none(format!("{prefix}no action: I am ({me}) the leader with the lock"));
+            return Decision::none(format!(
+                "{prefix}no action: I am ({me}) the leader with the lock"
+            ));
         }
         if paused {
-            return Decision::act(vec![Action::ReleaseLeader], "PAUSE: I hold the leader key but am not primary: releasing it");
+            return Decision::act(
+                vec![Action::ReleaseLeader],
+                "PAUSE: I hold the leader key but am not primary: releasing it",
+            );
         }
         return Decision::act(vec![Action::Promote], "promoting: I hold the leader key");
     }
@@ -262,15 +343,32 @@ pub fn decide(obs: &Observation) -> Decision {
     if let Some(l) = other_leader {
         if role == PgRole::Primary {
             if paused {
-                return Decision::none(format!("PAUSE: running as primary while {l} holds the leader key"));
+                return Decision::none(format!(
+                    "PAUSE: running as primary while {l} holds the leader key"
+                ));
             }
             return Decision::act(
-                vec![Action::Demote { mode: DemoteMode::ImmediateNoLock, then_follow: Some(l.clone()) }],
+                vec![Action::Demote {
+                    mode: DemoteMode::ImmediateNoLock,
+                    then_follow: Some(l.clone()),
+                }],
                 format!("demoting: {l} holds the leader key"),
             );
         }
         if obs.pg.following.as_deref() != Some(l.as_str()) {
-            return Decision::act(vec![Action::Follow { leader: l.clone() }], format!("following new leader {l}"));
+            if !cluster
+                .members
+                .get(&l)
+                .is_some_and(|m| m.value.is_primary() && !m.value.conn_url.is_empty())
+            {
+                return Decision::none(format!(
+                    "waiting for the new leader {l} to finish its promotion"
+                ));
+            }
+            return Decision::act(
+                vec![Action::Follow { leader: l.clone() }],
+                format!("following new leader {l}"),
+            );
         }
         return Decision::none(format!("no action: I am ({me}) a replica, following {l}"));
     }
@@ -278,15 +376,27 @@ pub fn decide(obs: &Observation) -> Decision {
     // No leader key.
     if paused {
         if role == PgRole::Primary {
-            return Decision::act(vec![Action::AcquireLeader], "PAUSE: running primary takes the free leader key");
+            return Decision::act(
+                vec![Action::AcquireLeader],
+                "PAUSE: running primary takes the free leader key",
+            );
         }
         return Decision::none("PAUSE: no leader; not racing while paused");
     }
     match healthiest(obs, cluster, role) {
-        Ok(why) => Decision::act(vec![Action::AcquireLeader], format!("racing for the leader key: {why}")),
+        Ok(why) => Decision::act(
+            vec![Action::AcquireLeader],
+            format!("racing for the leader key: {why}"),
+        ),
         Err(why) => {
             if role == PgRole::Primary {
-                Decision::act(vec![Action::Demote { mode: DemoteMode::ImmediateNoLock, then_follow: None }], format!("demoting: {why}"))
+                Decision::act(
+                    vec![Action::Demote {
+                        mode: DemoteMode::ImmediateNoLock,
+                        then_follow: None,
+                    }],
+                    format!("demoting: {why}"),
+                )
             } else {
                 Decision::none(format!("not racing for the leader key: {why}"))
             }
@@ -295,16 +405,23 @@ pub fn decide(obs: &Observation) -> Decision {
 }
 
 fn lease_low(obs: &Observation) -> bool {
-    obs.lease_remaining_ms.is_none_or(|r| r < obs.settings.demote_margin_ms)
+    obs.lease_remaining_ms
+        .is_none_or(|r| r < obs.settings.demote_margin_ms)
 }
 
 fn dcs_unreachable(obs: &Observation) -> Decision {
     // A node whose role is unknown is treated as a possible primary: safety first.
     if obs.pg.running && obs.pg.role != Some(PgRole::Replica) {
         match obs.lease_remaining_ms {
-            Some(r) if r >= obs.settings.demote_margin_ms => Decision::none(format!("DCS is not readable but my lease is valid for {} ms: still primary", r)),
+            Some(r) if r >= obs.settings.demote_margin_ms => Decision::none(format!(
+                "DCS is not readable but my lease is valid for {} ms: still primary",
+                r
+            )),
             _ => Decision::act(
-                vec![Action::Demote { mode: DemoteMode::Offline, then_follow: None }],
+                vec![Action::Demote {
+                    mode: DemoteMode::Offline,
+                    then_follow: None,
+                }],
                 "demoted self because DCS is not accessible and I was a leader",
             ),
         }
@@ -319,7 +436,12 @@ fn clone_source(cluster: &ClusterView, me: &str) -> Option<String> {
     cluster
         .members
         .values()
-        .find(|m| m.name != me && m.name != leader && m.value.tag_bool("clonefrom") && m.value.state == "running")
+        .find(|m| {
+            m.name != me
+                && m.name != leader
+                && m.value.tag_bool("clonefrom")
+                && m.value.state == "running"
+        })
         .map(|m| m.name.clone())
         .or_else(|| Some(leader.to_string()))
 }
@@ -328,11 +450,17 @@ fn clone_source(cluster: &ClusterView, me: &str) -> Option<String> {
 fn healthiest(obs: &Observation, cluster: &ClusterView, role: PgRole) -> Result<String, String> {
     let me = obs.me.as_str();
     let my_pos = obs.pg.wal_position.unwrap_or(0);
-    let manual = cluster.failover_request().filter(|f| f.scheduled_at.is_none()).and_then(|f| f.member.clone());
+    let manual = cluster
+        .failover_request()
+        .filter(|f| f.scheduled_at.is_none())
+        .and_then(|f| f.member.clone());
 
     if role == PgRole::Primary {
         if obs.pg.timeline.is_some_and(|t| t < cluster.timeline()) {
-            return Err(format!("my timeline is behind the cluster's ({})", cluster.timeline()));
+            return Err(format!(
+                "my timeline is behind the cluster's ({})",
+                cluster.timeline()
+            ));
         }
         return Ok("I am already running as primary".into());
     }
@@ -340,7 +468,10 @@ fn healthiest(obs: &Observation, cluster: &ClusterView, role: PgRole) -> Result<
         if candidate == me {
             return Ok("I am the requested failover candidate".into());
         }
-        let healthy = obs.peers.iter().any(|p| &p.name == candidate && p.answer.is_some());
+        let healthy = obs
+            .peers
+            .iter()
+            .any(|p| &p.name == candidate && p.answer.is_some());
         if healthy {
             return Err(format!("{candidate} is the requested failover candidate"));
         }
@@ -352,14 +483,21 @@ fn healthiest(obs: &Observation, cluster: &ClusterView, role: PgRole) -> Result<
         if let Some(last) = cluster.last_leader_lsn() {
             let lag = last.saturating_sub(my_pos);
             if lag > obs.settings.maximum_lag_on_failover {
-                return Err(format!("my lag ({lag} bytes) exceeds maximum_lag_on_failover ({})", obs.settings.maximum_lag_on_failover));
+                return Err(format!(
+                    "my lag ({lag} bytes) exceeds maximum_lag_on_failover ({})",
+                    obs.settings.maximum_lag_on_failover
+                ));
             }
         }
     }
     if obs.settings.check_timeline && obs.pg.timeline.is_none_or(|t| t < cluster.timeline()) {
         return Err("my timeline is behind the cluster's".into());
     }
-    let former_leader = cluster.history.as_ref().and_then(|h| h.value.last()).and_then(|e| e.new_leader.clone());
+    let former_leader = cluster
+        .history
+        .as_ref()
+        .and_then(|h| h.value.last())
+        .and_then(|e| e.new_leader.clone());
     for peer in &obs.peers {
         let Some(a) = &peer.answer else { continue };
         if peer.name == me || a.failover_priority <= 0 {
@@ -369,10 +507,19 @@ fn healthiest(obs: &Observation, cluster: &ClusterView, role: PgRole) -> Result<
             return Err(format!("primary ({}) is still alive", peer.name));
         }
         if a.wal_position > my_pos {
-            return Err(format!("{} is ahead of me ({} > {})", peer.name, a.wal_position, my_pos));
+            return Err(format!(
+                "{} is ahead of me ({} > {})",
+                peer.name, a.wal_position, my_pos
+            ));
         }
-        if a.wal_position == my_pos && a.failover_priority > obs.settings.failover_priority && former_leader.as_deref() != Some(peer.name.as_str()) {
-            return Err(format!("{} is as advanced as me and has a higher failover priority", peer.name));
+        if a.wal_position == my_pos
+            && a.failover_priority > obs.settings.failover_priority
+            && former_leader.as_deref() != Some(peer.name.as_str())
+        {
+            return Err(format!(
+                "{} is as advanced as me and has a higher failover priority",
+                peer.name
+            ));
         }
     }
     Ok("I am the healthiest node".into())

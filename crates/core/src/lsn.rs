@@ -46,7 +46,12 @@ mod tests {
 
     #[test]
     fn parse_and_print_round_trip() {
-        for (text, value) in [("0/0", 0u64), ("0/40004E8", 0x40004E8), ("1/0", 1 << 32), ("A/FF", (10 << 32) | 255)] {
+        for (text, value) in [
+            ("0/0", 0u64),
+            ("0/40004E8", 0x40004E8),
+            ("1/0", 1 << 32),
+            ("A/FF", (10 << 32) | 255),
+        ] {
             assert_eq!(Lsn::parse(text), Some(Lsn(value)), "{text}");
             assert_eq!(Lsn(value).to_string(), text);
         }

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tandem_core::cluster::{ClusterView, HistoryEntry, MemberValue, StatusValue};
 use tandem_core::dynamic::{merge_patch, DynamicConfig, Timing, TANDEM_DEFAULT_DCS};
-use tandem_core::ha::{self, Action, DataDir, DemoteMode, LocalPg, Observation, PeerStatus, PgRole, Settings};
+use tandem_core::ha::{
+    self, Action, DataDir, DemoteMode, LocalPg, Observation, PeerStatus, PgRole, Settings,
+};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -49,7 +51,8 @@ struct Agent {
 
 /// Bootstrap dynamic configuration: tandem's defaults with `bootstrap.dcs` on top.
 pub fn bootstrap_dynamic(cfg: &Config) -> Value {
-    let mut v: Value = serde_json::from_str(TANDEM_DEFAULT_DCS).unwrap_or_else(|_| Value::Object(Default::default()));
+    let mut v: Value = serde_json::from_str(TANDEM_DEFAULT_DCS)
+        .unwrap_or_else(|_| Value::Object(Default::default()));
     merge_patch(&mut v, &cfg.bootstrap.dcs);
     v
 }
@@ -84,7 +87,13 @@ pub async fn run(cfg: Config) -> Result<()> {
     // Unique name: refuse to start when a live agent already uses my name.
     if let Some(m) = cluster.members.get(&cfg.name) {
         let url = m.value.api_url.replace("/patroni", "/liveness");
-        if peer.request(reqwest::Method::GET, &url).timeout(Duration::from_secs(3)).send().await.is_ok() {
+        if peer
+            .request(reqwest::Method::GET, &url)
+            .timeout(Duration::from_secs(3))
+            .send()
+            .await
+            .is_ok()
+        {
             return Err(anyhow!(
                 "another agent named '{}' is already running in cluster '{}' (its REST API answers at {}): give this node a unique `name`, or stop the other one",
                 cfg.name,
@@ -100,7 +109,12 @@ pub async fn run(cfg: Config) -> Result<()> {
     let (status_tx, status_rx) = watch::channel(NodeStatus::default());
     let (api_stop_tx, api_stop_rx) = watch::channel(false);
     let listener = crate::api::bind(&cfg).await?;
-    let api_task = tokio::spawn(crate::api::serve(cfg.clone(), status_rx, listener, api_stop_rx));
+    let api_task = tokio::spawn(crate::api::serve(
+        cfg.clone(),
+        status_rx,
+        listener,
+        api_stop_rx,
+    ));
 
     let mut agent = Agent {
         pg: Postgres::new(&cfg),
@@ -124,9 +138,15 @@ pub async fn run(cfg: Config) -> Result<()> {
         last_reason: String::new(),
         last_cycle: None,
     };
-    agent.pg.write_pgpass(&[]).context("cannot write postgresql.pgpass")?;
+    agent
+        .pg
+        .write_pgpass(&[])
+        .context("cannot write postgresql.pgpass")?;
     if agent.pg.is_running() {
-        info!("PostgreSQL is already running on {}: adopting it", agent.pg.data_dir.display());
+        info!(
+            "PostgreSQL is already running on {}: adopting it",
+            agent.pg.data_dir.display()
+        );
     }
     let mut changes = dcs.spawn_watch();
     let result = agent.main_loop(&mut changes, &mut shutdown).await;
@@ -145,7 +165,12 @@ fn shutdown_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else { return };
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
         tokio::select! {
             _ = term.recv() => info!("received SIGTERM: shutting down"),
             _ = int.recv() => info!("received SIGINT: shutting down"),
@@ -156,7 +181,11 @@ fn shutdown_signal() -> watch::Receiver<bool> {
 }
 
 impl Agent {
-    async fn main_loop(&mut self, changes: &mut watch::Receiver<u64>, shutdown: &mut watch::Receiver<bool>) -> Result<()> {
+    async fn main_loop(
+        &mut self,
+        changes: &mut watch::Receiver<u64>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<()> {
         loop {
             if *shutdown.borrow() {
                 return Ok(());
@@ -185,7 +214,9 @@ impl Agent {
             return std::future::pending().await;
         }
         match self.lease.remaining(Instant::now()) {
-            Some(r) if r > self.timing.demote_margin => tokio::time::sleep(r - self.timing.demote_margin + Duration::from_millis(5)).await,
+            Some(r) if r > self.timing.demote_margin => {
+                tokio::time::sleep(r - self.timing.demote_margin + Duration::from_millis(5)).await
+            }
             _ => std::future::pending().await,
         }
     }
@@ -193,10 +224,18 @@ impl Agent {
     fn settings(&self) -> Settings {
         Settings {
             maximum_lag_on_failover: self.dynamic.maximum_lag_on_failover,
-            use_pg_rewind: self.cfg.postgresql.use_pg_rewind.unwrap_or(self.dynamic.use_pg_rewind),
+            use_pg_rewind: self
+                .cfg
+                .postgresql
+                .use_pg_rewind
+                .unwrap_or(self.dynamic.use_pg_rewind),
             check_timeline: self.dynamic.check_timeline,
             can_bootstrap: self.cfg.bootstrap.present,
-            failover_priority: if self.cfg.tags.can_failover() { self.cfg.tags.failover_priority.unwrap_or(1) } else { 0 },
+            failover_priority: if self.cfg.tags.can_failover() {
+                self.cfg.tags.failover_priority.unwrap_or(1)
+            } else {
+                0
+            },
             demote_margin_ms: self.timing.demote_margin.as_millis() as u64,
         }
     }
@@ -213,7 +252,10 @@ impl Agent {
         let first = self.dynamic_revision < 0;
         self.dynamic_revision = c.mod_revision;
         let timing = d.timing();
-        if !first && self.pg.is_running() && self.pg.parameters(&d) != self.pg.parameters(&self.dynamic) {
+        if !first
+            && self.pg.is_running()
+            && self.pg.parameters(&d) != self.pg.parameters(&self.dynamic)
+        {
             info!("cluster configuration changed: reloading PostgreSQL");
             let upstream = self.current_upstream(cluster);
             let upstream_ref = upstream.as_ref().map(|u| u.as_ref());
@@ -238,7 +280,11 @@ impl Agent {
     fn current_upstream(&self, cluster: &ClusterView) -> Option<Option<Upstream>> {
         match self.last_pg.as_ref().map(|s| s.in_recovery) {
             Some(false) => None,
-            _ => Some(self.following.as_deref().and_then(|l| upstream_of(cluster, l))),
+            _ => Some(
+                self.following
+                    .as_deref()
+                    .and_then(|l| upstream_of(cluster, l)),
+            ),
         }
     }
 
@@ -259,32 +305,57 @@ impl Agent {
                 self.pg_state = "starting".into();
             }
         } else if matches!(self.pg_state.as_str(), "running" | "starting") {
-            self.pg_state = if self.pg.has_data() { "crashed".into() } else { "stopped".into() };
+            self.pg_state = if self.pg.has_data() {
+                "crashed".into()
+            } else {
+                "stopped".into()
+            };
         }
         let data = if !self.pg.has_data() {
             self.sysid = None;
             DataDir::Empty
         } else if running && self.sysid.is_some() {
-            DataDir::Initialized { sysid: self.sysid.clone().unwrap_or_default(), was_primary: status.as_ref().is_some_and(|s| !s.in_recovery) }
+            DataDir::Initialized {
+                sysid: self.sysid.clone().unwrap_or_default(),
+                was_primary: status.as_ref().is_some_and(|s| !s.in_recovery),
+            }
         } else {
             match self.pg.controldata().await {
                 Ok(cd) => {
-                    let sysid = cd.get("Database system identifier").cloned().unwrap_or_default();
+                    let sysid = cd
+                        .get("Database system identifier")
+                        .cloned()
+                        .unwrap_or_default();
                     self.sysid = Some(sysid.clone());
-                    let state = cd.get("Database cluster state").map(String::as_str).unwrap_or("");
-                    let was_primary = matches!(state, "in production" | "shut down" | "in crash recovery" | "shutting down") && !self.pg.data_dir.join("standby.signal").exists();
+                    let state = cd
+                        .get("Database cluster state")
+                        .map(String::as_str)
+                        .unwrap_or("");
+                    let was_primary = matches!(
+                        state,
+                        "in production" | "shut down" | "in crash recovery" | "shutting down"
+                    ) && !self.pg.data_dir.join("standby.signal").exists();
                     DataDir::Initialized { sysid, was_primary }
                 }
                 Err(e) => {
                     warn!("cannot read pg_control: {e:#}");
-                    DataDir::Initialized { sysid: self.sysid.clone().unwrap_or_default(), was_primary: false }
+                    DataDir::Initialized {
+                        sysid: self.sysid.clone().unwrap_or_default(),
+                        was_primary: false,
+                    }
                 }
             }
         };
         let local = LocalPg {
             data,
             running,
-            role: status.as_ref().map(|s| if s.in_recovery { PgRole::Replica } else { PgRole::Primary }),
+            role: status.as_ref().map(|s| {
+                if s.in_recovery {
+                    PgRole::Replica
+                } else {
+                    PgRole::Primary
+                }
+            }),
             wal_position: status.as_ref().map(|s| s.wal_position),
             timeline: status.as_ref().and_then(|s| s.timeline),
             following: self.following.clone(),
@@ -295,10 +366,19 @@ impl Agent {
 
     async fn probe_peers(&self, cluster: &ClusterView) -> Vec<PeerStatus> {
         let timeout = (self.timing.ttl / 2).min(Duration::from_secs(2));
-        let probes = cluster.members.values().filter(|m| m.name != self.cfg.name && !m.value.api_url.is_empty()).map(|m| {
-            let peer = &self.peer;
-            async move { PeerStatus { name: m.name.clone(), answer: peer.probe_member(&m.value.api_url, timeout).await } }
-        });
+        let probes = cluster
+            .members
+            .values()
+            .filter(|m| m.name != self.cfg.name && !m.value.api_url.is_empty())
+            .map(|m| {
+                let peer = &self.peer;
+                async move {
+                    PeerStatus {
+                        name: m.name.clone(),
+                        answer: peer.probe_member(&m.value.api_url, timeout).await,
+                    }
+                }
+            });
         futures_util::future::join_all(probes).await
     }
 
@@ -319,7 +399,11 @@ impl Agent {
         };
         let pg = self.observe_pg().await;
         let lease = self.lease.info();
-        let needs_peers = cluster.as_ref().is_some_and(|c| c.leader.is_none() && !c.paused()) && pg.running && pg.role == Some(PgRole::Replica);
+        let needs_peers = cluster
+            .as_ref()
+            .is_some_and(|c| c.leader.is_none() && !c.paused())
+            && pg.running
+            && pg.role == Some(PgRole::Replica);
         let peers = match (&cluster, needs_peers) {
             (Some(c), true) => self.probe_peers(c).await,
             _ => vec![],
@@ -328,7 +412,10 @@ impl Agent {
             me: self.cfg.name.clone(),
             cluster: cluster.clone(),
             lease_id: lease.id,
-            lease_remaining_ms: self.lease.remaining(Instant::now()).map(|d| d.as_millis() as u64),
+            lease_remaining_ms: self
+                .lease
+                .remaining(Instant::now())
+                .map(|d| d.as_millis() as u64),
             pg,
             peers,
             settings: self.settings(),
@@ -336,10 +423,21 @@ impl Agent {
         let mut decision = ha::decide(&obs);
         // Before demoting for a lease about to expire, try one keepalive right now: after a stall of
         // this process the lease is usually still alive in etcd.
-        if decision.actions.iter().any(|a| matches!(a, Action::Demote { mode: DemoteMode::Offline, .. })) {
+        if decision.actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::Demote {
+                    mode: DemoteMode::Offline,
+                    ..
+                }
+            )
+        }) {
             if self.refresh_lease_now().await {
                 let mut obs2 = obs.clone();
-                obs2.lease_remaining_ms = self.lease.remaining(Instant::now()).map(|d| d.as_millis() as u64);
+                obs2.lease_remaining_ms = self
+                    .lease
+                    .remaining(Instant::now())
+                    .map(|d| d.as_millis() as u64);
                 decision = ha::decide(&obs2);
             }
         }
@@ -386,16 +484,31 @@ impl Agent {
     }
 
     fn upstream(&self, cluster: Option<&ClusterView>, member: &str) -> Result<Upstream> {
-        cluster.and_then(|c| upstream_of(c, member)).ok_or_else(|| anyhow!("member {member} has no usable conn_url in etcd"))
+        cluster
+            .and_then(|c| upstream_of(c, member))
+            .ok_or_else(|| anyhow!("member {member} has no usable conn_url in etcd"))
     }
 
-    async fn execute(&mut self, action: Action, cluster: Option<&ClusterView>, obs: &Observation) -> Result<()> {
+    async fn execute(
+        &mut self,
+        action: Action,
+        cluster: Option<&ClusterView>,
+        obs: &Observation,
+    ) -> Result<()> {
         match action {
             Action::BootstrapRace => self.bootstrap().await,
             Action::Clone { from } => {
-                let leader = cluster.and_then(|c| c.leader_name()).unwrap_or(&from).to_string();
-                let src = self.upstream(cluster, &from)?;
-                let up = self.upstream(cluster, &leader)?;
+                let leader = cluster
+                    .and_then(|c| c.leader_name())
+                    .unwrap_or(&from)
+                    .to_string();
+                let (Ok(src), Ok(up)) = (
+                    self.upstream(cluster, &from),
+                    self.upstream(cluster, &leader),
+                ) else {
+                    info!("waiting for {from}'s member key before cloning");
+                    return Ok(());
+                };
                 self.pg_state = "creating replica".into();
                 self.publish(cluster.cloned());
                 self.touch_member_now(cluster).await;
@@ -411,7 +524,10 @@ impl Agent {
                     self.pg_state = "stopped".into();
                     return Err(e.context(format!("cloning from {from} failed")));
                 }
-                info!("cloned from {from} in {:.1} s", started.elapsed().as_secs_f64());
+                info!(
+                    "cloned from {from} in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
                 self.start_replica(Some(up)).await
             }
             Action::StartPrimary => {
@@ -419,7 +535,9 @@ impl Agent {
                 self.start().await
             }
             Action::StartReplica { leader } => {
-                let up = leader.as_deref().and_then(|l| cluster.and_then(|c| upstream_of(c, l)));
+                let up = leader
+                    .as_deref()
+                    .and_then(|l| cluster.and_then(|c| upstream_of(c, l)));
                 self.start_replica(up).await
             }
             Action::RewindAndFollow { leader } => {
@@ -448,12 +566,18 @@ impl Agent {
                 Ok(())
             }
             Action::ReattachLeader => {
-                self.dcs.reattach_leader(&self.cfg.name, obs.lease_id).await?;
+                self.dcs
+                    .reattach_leader(&self.cfg.name, obs.lease_id)
+                    .await?;
                 Ok(())
             }
             Action::Promote => self.promote(cluster).await,
             Action::Demote { mode, then_follow } => {
-                let how = if mode == DemoteMode::Graceful { "fast" } else { "immediate" };
+                let how = if mode == DemoteMode::Graceful {
+                    "fast"
+                } else {
+                    "immediate"
+                };
                 self.pg_state = "stopping".into();
                 self.pg.stop(how).await?;
                 self.following = None;
@@ -501,22 +625,37 @@ impl Agent {
 
     async fn rewind_and_follow(&mut self, up: Upstream) -> Result<()> {
         let cd = self.pg.controldata().await?;
-        let state = cd.get("Database cluster state").cloned().unwrap_or_default();
-        if matches!(state.as_str(), "in production" | "in crash recovery" | "shutting down") {
+        let state = cd
+            .get("Database cluster state")
+            .cloned()
+            .unwrap_or_default();
+        if matches!(
+            state.as_str(),
+            "in production" | "in crash recovery" | "shutting down"
+        ) {
             info!("running crash recovery in single-user mode before pg_rewind");
-            self.pg.single_user_recovery().await.context("single-user crash recovery failed")?;
+            self.pg
+                .single_user_recovery()
+                .await
+                .context("single-user crash recovery failed")?;
         }
         info!("running pg_rewind against {}", up.member);
         let started = Instant::now();
         match self.pg.rewind(&up).await {
             Ok(()) => {
-                info!("pg_rewind finished in {:.1} s", started.elapsed().as_secs_f64());
+                info!(
+                    "pg_rewind finished in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
                 self.start_replica(Some(up)).await
             }
             Err(e) => {
                 warn!("pg_rewind failed: {e:#}");
                 let aside = self.pg.move_data_aside()?;
-                warn!("moved the data directory aside to {} and will clone a fresh copy", aside.display());
+                warn!(
+                    "moved the data directory aside to {} and will clone a fresh copy",
+                    aside.display()
+                );
                 Ok(())
             }
         }
@@ -525,17 +664,21 @@ impl Agent {
     async fn promote(&mut self, cluster: Option<&ClusterView>) -> Result<()> {
         let started = Instant::now();
         self.pg.promote().await?;
-        info!("promoted self to leader ({} ms)", started.elapsed().as_millis());
+        info!(
+            "promoted self to leader ({} ms)",
+            started.elapsed().as_millis()
+        );
         self.following = None;
         // Publish my new role right away, then do the slower bookkeeping.
         let _ = self.observe_pg().await;
         if let Some(c) = cluster {
-            self.touch_member_now(Some(c)).await;
+            // Slots first, so that replicas re-pointed by my new member key find theirs.
             let names: Vec<String> = c.members.keys().cloned().collect();
             if let Err(e) = self.pg.sync_slots(&names).await {
                 warn!("cannot create replication slots: {e:#}");
             }
             self.last_slots = Some(names);
+            self.touch_member_now(Some(c)).await;
             if let Some(tl) = self.last_pg.as_ref().and_then(|s| s.timeline) {
                 self.write_history(c, tl).await;
             }
@@ -553,7 +696,11 @@ impl Agent {
         if timeline <= 1 {
             return;
         }
-        let mut entries: Vec<HistoryEntry> = cluster.history.as_ref().map(|h| h.value.clone()).unwrap_or_default();
+        let mut entries: Vec<HistoryEntry> = cluster
+            .history
+            .as_ref()
+            .map(|h| h.value.clone())
+            .unwrap_or_default();
         for (tli, lsn, reason) in self.pg.timeline_history(timeline) {
             if !entries.iter().any(|e| e.timeline == tli) {
                 let last = tli == timeline - 1;
@@ -561,7 +708,11 @@ impl Agent {
                     timeline: tli,
                     lsn,
                     reason,
-                    timestamp: last.then(|| chrono::Local::now().format("%Y-%m-%dT%H:%M:%S%.6f%:z").to_string()),
+                    timestamp: last.then(|| {
+                        chrono::Local::now()
+                            .format("%Y-%m-%dT%H:%M:%S%.6f%:z")
+                            .to_string()
+                    }),
                     new_leader: last.then(|| self.cfg.name.clone()),
                 });
             }
@@ -588,9 +739,19 @@ impl Agent {
             self.pg.start(&self.dynamic).await?;
             self.pg.post_bootstrap().await?;
             let cd = self.pg.controldata().await?;
-            let sysid = cd.get("Database system identifier").cloned().ok_or_else(|| anyhow!("pg_controldata shows no system identifier"))?;
+            let sysid = cd
+                .get("Database system identifier")
+                .cloned()
+                .ok_or_else(|| anyhow!("pg_controldata shows no system identifier"))?;
             self.dcs.put("initialize", &sysid, None).await?;
-            self.dcs.create("config", &self.dynamic.raw.to_string()).await?;
+            self.dcs
+                .create("config", &self.dynamic.raw.to_string())
+                .await?;
+            // Publish my member key (conn_url) before the leader key, so replicas can clone at once.
+            self.sysid = Some(sysid.clone());
+            self.pg_state = "running".into();
+            let _ = self.observe_pg().await;
+            self.touch_member_now(None).await;
             let lease = self.lease.info().id;
             if !self.dcs.take_leader(&self.cfg.name, lease).await? {
                 return Err(anyhow!("could not take the leader key after bootstrap"));
@@ -602,7 +763,10 @@ impl Agent {
             Ok(sysid) => {
                 self.sysid = Some(sysid);
                 self.pg_state = "running".into();
-                info!("bootstrapped the cluster in {:.1} s", started.elapsed().as_secs_f64());
+                info!(
+                    "bootstrapped the cluster in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
                 Ok(())
             }
             Err(e) => {
@@ -611,10 +775,15 @@ impl Agent {
                 let _ = self.pg.stop("immediate").await;
                 if self.pg.data_dir.exists() {
                     if let Ok(aside) = self.pg.move_data_aside() {
-                        error!("moved the failed data directory aside to {}", aside.display());
+                        error!(
+                            "moved the failed data directory aside to {}",
+                            aside.display()
+                        );
                     }
                 }
-                Err(anyhow::Error::new(Fatal(format!("bootstrap failed: {e:#}"))))
+                Err(anyhow::Error::new(Fatal(format!(
+                    "bootstrap failed: {e:#}"
+                ))))
             }
         }
     }
@@ -642,13 +811,18 @@ impl Agent {
             if s.in_recovery {
                 v.receive_lsn = s.receive_lsn;
                 v.replay_lsn = s.replay_lsn;
-                v.replication_state = Some(if s.streaming { "streaming".into() } else { "in archive recovery".into() });
+                v.replication_state = Some(if s.streaming {
+                    "streaming".into()
+                } else {
+                    "in archive recovery".into()
+                });
             }
         }
         if self.dynamic.pause {
             v.pause = Some(true);
         }
-        v.extra.insert("tandem".into(), Value::from(env!("CARGO_PKG_VERSION")));
+        v.extra
+            .insert("tandem".into(), Value::from(env!("CARGO_PKG_VERSION")));
         v
     }
 
@@ -661,7 +835,11 @@ impl Agent {
         if self.last_member.as_ref() == Some(&(text.clone(), lease)) {
             return;
         }
-        match self.dcs.put(&format!("members/{}", self.cfg.name), &text, Some(lease)).await {
+        match self
+            .dcs
+            .put(&format!("members/{}", self.cfg.name), &text, Some(lease))
+            .await
+        {
             Ok(()) => self.last_member = Some((text, lease)),
             Err(e) => warn!("cannot update my member key: {e:#}"),
         }
@@ -669,7 +847,10 @@ impl Agent {
 
     fn holds_lock(&self, cluster: &ClusterView) -> bool {
         let id = self.lease.info().id;
-        cluster.leader.as_ref().is_some_and(|l| l.name == self.cfg.name && l.lease == id && id != 0)
+        cluster
+            .leader
+            .as_ref()
+            .is_some_and(|l| l.name == self.cfg.name && l.lease == id && id != 0)
     }
 
     async fn housekeeping(&mut self, cluster: &ClusterView) -> Result<()> {
@@ -679,7 +860,9 @@ impl Agent {
         if !self.holds_lock(cluster) {
             return Ok(());
         }
-        let Some(st) = self.last_pg.clone() else { return Ok(()) };
+        let Some(st) = self.last_pg.clone() else {
+            return Ok(());
+        };
         if st.in_recovery {
             return Ok(());
         }
@@ -689,14 +872,19 @@ impl Agent {
             }
         }
         if cluster.config.is_none() {
-            self.dcs.create("config", &self.dynamic.raw.to_string()).await?;
+            self.dcs
+                .create("config", &self.dynamic.raw.to_string())
+                .await?;
         }
         let names: Vec<String> = cluster.members.keys().cloned().collect();
         if self.last_slots.as_ref() != Some(&names) && self.dynamic.use_slots {
             self.pg.sync_slots(&names).await?;
             self.last_slots = Some(names);
         }
-        let status = StatusValue { optime: Some(st.wal_position), ..Default::default() };
+        let status = StatusValue {
+            optime: Some(st.wal_position),
+            ..Default::default()
+        };
         let text = serde_json::to_string(&status)?;
         if self.last_status_key.as_deref() != Some(&text) {
             self.dcs.put("status", &text, None).await?;
@@ -764,13 +952,29 @@ impl Agent {
         }
         if was_leader {
             if let Ok(cd) = self.pg.controldata().await {
-                if let Some(lsn) = cd.get("Latest checkpoint location").and_then(|l| tandem_core::lsn::Lsn::parse(l)) {
-                    let status = StatusValue { optime: Some(lsn.0), ..Default::default() };
-                    let _ = self.dcs.put("status", &serde_json::to_string(&status).unwrap_or_default(), None).await;
+                if let Some(lsn) = cd
+                    .get("Latest checkpoint location")
+                    .and_then(|l| tandem_core::lsn::Lsn::parse(l))
+                {
+                    let status = StatusValue {
+                        optime: Some(lsn.0),
+                        ..Default::default()
+                    };
+                    let _ = self
+                        .dcs
+                        .put(
+                            "status",
+                            &serde_json::to_string(&status).unwrap_or_default(),
+                            None,
+                        )
+                        .await;
                 }
             }
             match self.dcs.delete_leader(&self.cfg.name).await {
-                Ok(_) => info!("released the leader key ({} ms after SIGTERM)", started.elapsed().as_millis()),
+                Ok(_) => info!(
+                    "released the leader key ({} ms after SIGTERM)",
+                    started.elapsed().as_millis()
+                ),
                 Err(e) => warn!("cannot release the leader key: {e:#}"),
             }
         }
@@ -783,7 +987,11 @@ impl Agent {
 fn upstream_of(cluster: &ClusterView, member: &str) -> Option<Upstream> {
     let m = cluster.members.get(member)?;
     let (host, port) = m.value.conn_host_port()?;
-    Some(Upstream { member: member.to_string(), host, port })
+    Some(Upstream {
+        member: member.to_string(),
+        host,
+        port,
+    })
 }
 
 /// An error after which the agent must stop (it says what the operator should do).

@@ -14,7 +14,9 @@
 //!   status line; text bodies are `text/plain`, not `text/html`.
 
 use crate::config::{Config, RestApiConfig, VerifyClient};
-use crate::listing::{is_standby_cluster, member_rows, sync_mode, sync_standbys, MemberRow, SyncMode};
+use crate::listing::{
+    is_standby_cluster, member_rows, sync_mode, sync_standbys, MemberRow, SyncMode,
+};
 use crate::status::NodeStatus;
 use anyhow::{anyhow, Context, Result};
 use bytes::Bytes;
@@ -30,6 +32,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tandem_core::cluster::ClusterView;
+use tandem_core::dynamic::parse_bool;
 use tandem_core::lsn::Lsn;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -83,20 +86,38 @@ pub struct Reply {
 
 impl Reply {
     fn json(code: u16, v: Value) -> Reply {
-        Reply { code, body: Body::Json(v) }
+        Reply {
+            code,
+            body: Body::Json(v),
+        }
     }
     fn code(code: u16) -> Reply {
-        Reply { code, body: Body::Empty }
+        Reply {
+            code,
+            body: Body::Empty,
+        }
     }
 }
 
 /// Answers one request from the node's status. Pure: no I/O, no clock (`now` is passed in).
-pub fn route(method: &Method, path: &str, query: &str, st: &NodeStatus, node: &Identity, now: Instant) -> Reply {
+pub fn route(
+    method: &Method,
+    path: &str,
+    query: &str,
+    st: &NodeStatus,
+    node: &Identity,
+    now: Instant,
+) -> Reply {
     match *method {
         Method::GET => get(path, &Query::parse(query), st, node, now),
         // Health checkers: the code only.
-        Method::HEAD | Method::OPTIONS => Reply::code(get(path, &Query::parse(query), st, node, now).code),
-        _ => Reply { code: 501, body: Body::Text(format!("Unsupported method ('{method}')\n")) },
+        Method::HEAD | Method::OPTIONS => {
+            Reply::code(get(path, &Query::parse(query), st, node, now).code)
+        }
+        _ => Reply {
+            code: 501,
+            body: Body::Text(format!("Unsupported method ('{method}')\n")),
+        },
     }
 }
 
@@ -110,7 +131,11 @@ fn get(path: &str, q: &Query, st: &NodeStatus, node: &Identity, now: Instant) ->
         },
         "history" => match &st.cluster {
             Some(view) => {
-                let entries = view.history.as_ref().map(|h| h.value.iter().map(|e| e.to_json()).collect()).unwrap_or_default();
+                let entries = view
+                    .history
+                    .as_ref()
+                    .map(|h| h.value.iter().map(|e| e.to_json()).collect())
+                    .unwrap_or_default();
                 Reply::json(200, Value::Array(entries))
             }
             None => Reply::json(503, json!({"error": "no cluster view read from etcd yet"})),
@@ -121,7 +146,14 @@ fn get(path: &str, q: &Query, st: &NodeStatus, node: &Identity, now: Instant) ->
         },
         "liveness" => Reply::code(if liveness(st, now) { 200 } else { 503 }),
         "readiness" => Reply::code(if readiness(q, st, now) { 200 } else { 503 }),
-        _ => Reply::json(if health(path, q, st, node, now) { 200 } else { 503 }, status_document(st, node)),
+        _ => Reply::json(
+            if health(path, q, st, node, now) {
+                200
+            } else {
+                503
+            },
+            status_document(st, node),
+        ),
     }
 }
 
@@ -143,7 +175,10 @@ impl Query {
     }
     /// First value of `key`.
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -155,7 +190,10 @@ fn percent_decode(s: &str) -> String {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < b.len() => {
-                match std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                match std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
                     Some(v) => {
                         out.push(v);
                         i += 2;
@@ -174,7 +212,9 @@ fn percent_decode(s: &str) -> String {
 /// (PostgreSQL's memory units, powers of 1024). `None` if unparsable or negative.
 pub fn parse_size(text: &str) -> Option<u64> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num.parse().ok()?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
@@ -219,18 +259,24 @@ fn health(path: &str, q: &Query, st: &NodeStatus, node: &Identity, now: Instant)
         st.is_leader(now)
     };
     let primary_ok = holds_lock && !standby_cluster;
-    let standby_leader_ok = holds_lock && standby_cluster && matches!(role, "replica" | "standby_leader");
+    let standby_leader_ok =
+        holds_lock && standby_cluster && matches!(role, "replica" | "standby_leader");
     let lag_limit = q.get("lag").and_then(parse_size);
-    let latest = cluster.and_then(ClusterView::last_leader_lsn).unwrap_or(0).max(st.received_location.unwrap_or(0));
-    let lagging = lag_limit.is_some_and(|lag| latest > st.replayed_location.unwrap_or(0).saturating_add(lag));
+    let latest = cluster
+        .and_then(ClusterView::last_leader_lsn)
+        .unwrap_or(0)
+        .max(st.received_location.unwrap_or(0));
+    let lagging =
+        lag_limit.is_some_and(|lag| latest > st.replayed_location.unwrap_or(0).saturating_add(lag));
     let replica_ok = role == "replica"
         && st.is_running()
         && !(holds_lock && standby_cluster)
-        && !st.tags.get("noloadbalance").is_some_and(|v| tag_text(v) == "true")
+        && st.tags.get("noloadbalance").and_then(parse_bool) != Some(true)
         && !lagging
-        && q.get("replication_state").is_none_or(|want| st.replication_state.as_deref() == Some(want));
+        && q.get("replication_state")
+            .is_none_or(|want| st.replication_state.as_deref() == Some(want));
     let mode = cluster.map(sync_mode).unwrap_or(SyncMode::Off);
-    let in_sync = cluster.is_some_and(|c| sync_standbys(c).iter().any(|n| *n == node.name));
+    let in_sync = cluster.is_some_and(|c| sync_standbys(c).contains(&node.name));
     let (ok, leader_type) = if path.contains("standby_leader") || path.contains("standby-leader") {
         (standby_leader_ok, true)
     } else if path.contains("leader") {
@@ -248,8 +294,14 @@ fn health(path: &str, q: &Query, st: &NodeStatus, node: &Identity, now: Instant)
             "/sync" | "/synchronous" => mode == SyncMode::On && in_sync && replica_ok,
             "/quorum" => mode == SyncMode::Quorum && in_sync && replica_ok,
             "/async" | "/asynchronous" => !in_sync && replica_ok,
-            "/read-only-sync" | "/read-only-synchronous" => primary_ok || standby_leader_ok || (mode == SyncMode::On && in_sync && replica_ok),
-            "/read-only-quorum" => primary_ok || standby_leader_ok || (mode == SyncMode::Quorum && in_sync && replica_ok),
+            "/read-only-sync" | "/read-only-synchronous" => {
+                primary_ok || standby_leader_ok || (mode == SyncMode::On && in_sync && replica_ok)
+            }
+            "/read-only-quorum" => {
+                primary_ok
+                    || standby_leader_ok
+                    || (mode == SyncMode::Quorum && in_sync && replica_ok)
+            }
             _ => false,
         };
         (ok, false)
@@ -261,7 +313,9 @@ fn health(path: &str, q: &Query, st: &NodeStatus, node: &Identity, now: Instant)
 
 /// `tag_<key>=<value>` filters: every one must name a tag this node has, with that value.
 fn tags_match(q: &Query, st: &NodeStatus) -> bool {
-    q.0.iter().filter_map(|(k, v)| k.strip_prefix("tag_").map(|k| (k, v))).all(|(k, want)| st.tags.get(k).is_some_and(|have| tag_text(have) == *want))
+    q.0.iter()
+        .filter_map(|(k, v)| k.strip_prefix("tag_").map(|k| (k, v)))
+        .all(|(k, want)| st.tags.get(k).is_some_and(|have| tag_text(have) == *want))
 }
 
 /// `/liveness`: the HA loop ran recently enough (spec §5.4). Always alive while paused.
@@ -269,8 +323,16 @@ fn liveness(st: &NodeStatus, now: Instant) -> bool {
     if st.paused {
         return true;
     }
-    let ttl = Duration::from_secs(if st.ttl_secs > 0 { st.ttl_secs } else { tandem_core::dynamic::DEFAULT_TTL });
-    let limit = if matches!(role(st), "primary" | "standby_leader") { ttl } else { ttl * 2 };
+    let ttl = Duration::from_secs(if st.ttl_secs > 0 {
+        st.ttl_secs
+    } else {
+        tandem_core::dynamic::DEFAULT_TTL
+    });
+    let limit = if matches!(role(st), "primary" | "standby_leader") {
+        ttl
+    } else {
+        ttl * 2
+    };
     st.last_cycle.is_some_and(|t| t + limit > now)
 }
 
@@ -288,15 +350,26 @@ fn readiness(q: &Query, st: &NodeStatus, now: Instant) -> bool {
         return false; // no reference position (Patroni: only when failsafe is active)
     }
     let latest = optime.unwrap_or(0).max(st.received_location.unwrap_or(0));
-    let position = if q.get("mode") == Some("write") { st.received_location } else { st.replayed_location };
-    let limit = q.get("lag").and_then(parse_size).unwrap_or(st.maximum_lag_on_failover);
+    let position = if q.get("mode") == Some("write") {
+        st.received_location
+    } else {
+        st.replayed_location
+    };
+    let limit = q
+        .get("lag")
+        .and_then(parse_size)
+        .unwrap_or(st.maximum_lag_on_failover);
     latest.saturating_sub(position.unwrap_or(0)) <= limit
 }
 
 /// The status document of `GET /patroni` and the health endpoints (spec §5.2).
 pub fn status_document(st: &NodeStatus, node: &Identity) -> Value {
     let mut d = Map::new();
-    let state = if st.pg_state.is_empty() { "unknown" } else { st.pg_state.as_str() };
+    let state = if st.pg_state.is_empty() {
+        "unknown"
+    } else {
+        st.pg_state.as_str()
+    };
     d.insert("state".into(), state.into());
     if let Some(t) = &st.postmaster_start_time {
         d.insert("postmaster_start_time".into(), t.clone().into());
@@ -346,8 +419,12 @@ pub fn status_document(st: &NodeStatus, node: &Identity) -> Value {
     }
     match &st.cluster {
         Some(view) => {
-            if sync_standbys(view).iter().any(|n| *n == node.name) {
-                let key = if sync_mode(view) == SyncMode::Quorum { "quorum_standby" } else { "sync_standby" };
+            if sync_standbys(view).contains(&node.name) {
+                let key = if sync_mode(view) == SyncMode::Quorum {
+                    "quorum_standby"
+                } else {
+                    "sync_standby"
+                };
                 d.insert(key.into(), true.into());
             }
             if view.leader.is_none() {
@@ -431,12 +508,19 @@ fn member_json(r: &MemberRow) -> Value {
     if !r.tags.is_empty() {
         m.insert("tags".into(), Value::Object(r.tags.clone()));
     }
-    for (lsn_key, lag_key, point) in [("receive_lsn", "receive_lag", r.receive), ("replay_lsn", "replay_lag", r.replay), ("lsn", "lag", r.lsn)] {
+    for (lsn_key, lag_key, point) in [
+        ("receive_lsn", "receive_lag", r.receive),
+        ("replay_lsn", "replay_lag", r.replay),
+        ("lsn", "lag", r.lsn),
+    ] {
         if let Some(p) = point {
             if let Some(l) = p.lsn {
                 m.insert(lsn_key.into(), Lsn(l).to_string().into());
             }
-            m.insert(lag_key.into(), p.lag.map(Value::from).unwrap_or_else(|| "unknown".into()));
+            m.insert(
+                lag_key.into(),
+                p.lag.map(Value::from).unwrap_or_else(|| "unknown".into()),
+            );
         }
     }
     Value::Object(m)
@@ -452,10 +536,12 @@ pub async fn bind(cfg: &Config) -> Result<TcpListener> {
 
 async fn bind_addr(listen: &str) -> Result<TcpListener> {
     let listen = listen.trim();
-    let (host, port) = listen
-        .rsplit_once(':')
-        .ok_or_else(|| anyhow!("restapi.listen: '{listen}' is not host:port (for example 0.0.0.0:8008)"))?;
-    let port: u16 = port.parse().map_err(|_| anyhow!("restapi.listen: '{port}' in '{listen}' is not a port number"))?;
+    let (host, port) = listen.rsplit_once(':').ok_or_else(|| {
+        anyhow!("restapi.listen: '{listen}' is not host:port (for example 0.0.0.0:8008)")
+    })?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| anyhow!("restapi.listen: '{port}' in '{listen}' is not a port number"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let result = if host.is_empty() || host == "*" {
         // Both address families when the system allows it.
@@ -485,8 +571,13 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let node = Identity { scope: cfg.scope.clone(), name: cfg.name.clone() };
-    Server::new(&cfg.restapi, node)?.run(status, listener, shutdown).await
+    let node = Identity {
+        scope: cfg.scope.clone(),
+        name: cfg.name.clone(),
+    };
+    Server::new(&cfg.restapi, node)?
+        .run(status, listener, shutdown)
+        .await
 }
 
 struct Server {
@@ -501,7 +592,10 @@ impl Server {
         let tls = server_tls(api)?.map(TlsAcceptor::from);
         let mut headers = HeaderMap::new();
         let server = format!("tandem/{}", tandem_version());
-        headers.insert(SERVER, HeaderValue::from_str(&server).unwrap_or(HeaderValue::from_static("tandem")));
+        headers.insert(
+            SERVER,
+            HeaderValue::from_str(&server).unwrap_or(HeaderValue::from_static("tandem")),
+        );
         for (k, v) in &api.http_extra_headers {
             match (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
                 (Ok(name), Ok(value)) => {
@@ -520,7 +614,10 @@ impl Server {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<()> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let local = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         info!("REST API listening on {scheme}://{local}");
         let server = Arc::new(self);
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -552,14 +649,22 @@ impl Server {
                 let work = async {
                     match &server.tls {
                         None => server.connection(stream, status).await,
-                        Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Some(acceptor) => match tokio::time::timeout(
+                            TLS_HANDSHAKE_TIMEOUT,
+                            acceptor.accept(stream),
+                        )
+                        .await
+                        {
                             Ok(Ok(tls)) => server.connection(tls, status).await,
                             Ok(Err(e)) => debug!("REST API: TLS handshake with {peer} failed: {e}"),
                             Err(_) => debug!("REST API: TLS handshake with {peer} timed out"),
                         },
                     }
                 };
-                if tokio::time::timeout(CONNECTION_TIMEOUT, work).await.is_err() {
+                if tokio::time::timeout(CONNECTION_TIMEOUT, work)
+                    .await
+                    .is_err()
+                {
                     debug!("REST API: connection from {peer} closed after {CONNECTION_TIMEOUT:?}");
                 }
             });
@@ -587,26 +692,53 @@ impl Server {
         }
     }
 
-    fn handle(&self, req: &Request<Incoming>, status: &watch::Receiver<NodeStatus>) -> Response<Full<Bytes>> {
-        let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    fn handle(
+        &self,
+        req: &Request<Incoming>,
+        status: &watch::Receiver<NodeStatus>,
+    ) -> Response<Full<Bytes>> {
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
         let reply = if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
-            Reply { code: 413, body: Body::Text(format!("request body larger than {MAX_BODY_BYTES} bytes\n")) }
+            Reply {
+                code: 413,
+                body: Body::Text(format!("request body larger than {MAX_BODY_BYTES} bytes\n")),
+            }
         } else {
             let st = status.borrow();
-            route(req.method(), req.uri().path(), req.uri().query().unwrap_or(""), &st, &self.node, Instant::now())
+            route(
+                req.method(),
+                req.uri().path(),
+                req.uri().query().unwrap_or(""),
+                &st,
+                &self.node,
+                Instant::now(),
+            )
         };
-        debug!("REST API: {} {} -> {}", req.method(), req.uri().path(), reply.code);
+        debug!(
+            "REST API: {} {} -> {}",
+            req.method(),
+            req.uri().path(),
+            reply.code
+        );
         self.response(reply)
     }
 
     fn response(&self, reply: Reply) -> Response<Full<Bytes>> {
         let (body, content_type) = match reply.body {
             Body::Empty => (Bytes::new(), None),
-            Body::Json(v) => (Bytes::from(serde_json::to_vec(&v).unwrap_or_default()), Some("application/json")),
+            Body::Json(v) => (
+                Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
+                Some("application/json"),
+            ),
             Body::Text(t) => (Bytes::from(t), Some("text/plain; charset=utf-8")),
         };
         let mut resp = Response::new(Full::new(body));
-        *resp.status_mut() = StatusCode::from_u16(reply.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        *resp.status_mut() =
+            StatusCode::from_u16(reply.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let h = resp.headers_mut();
         for (k, v) in &self.headers {
             h.append(k, v.clone());
@@ -627,7 +759,11 @@ fn server_tls(api: &RestApiConfig) -> Result<Option<Arc<tokio_rustls::rustls::Se
     };
     let certs = tls::load_certs(certfile).context("restapi.certfile")?;
     let keyfile = api.keyfile.as_deref().unwrap_or(certfile);
-    let key = tls::load_private_key(keyfile).context(if api.keyfile.is_some() { "restapi.keyfile" } else { "restapi.certfile (no keyfile given)" })?;
+    let key = tls::load_private_key(keyfile).context(if api.keyfile.is_some() {
+        "restapi.keyfile"
+    } else {
+        "restapi.certfile (no keyfile given)"
+    })?;
     let provider = tls::provider();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -651,9 +787,9 @@ fn server_tls(api: &RestApiConfig) -> Result<Option<Arc<tokio_rustls::rustls::Se
             return Err(anyhow!("restapi.verify_client is set but restapi.cafile is not: add the CA that signs client certificates, or set verify_client: none"))
         }
     };
-    let config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| anyhow!("restapi.certfile/keyfile: the key does not fit the certificate ({e})"))?;
+    let config = builder.with_single_cert(certs, key).map_err(|e| {
+        anyhow!("restapi.certfile/keyfile: the key does not fit the certificate ({e})")
+    })?;
     Ok(Some(Arc::new(config)))
 }
 
@@ -682,7 +818,10 @@ pub mod tls {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| anyhow!("{}: invalid PEM ({e})", path.display()))?;
         if certs.is_empty() {
-            return Err(anyhow!("{}: no certificate found (expected a '-----BEGIN CERTIFICATE-----' block)", path.display()));
+            return Err(anyhow!(
+                "{}: no certificate found (expected a '-----BEGIN CERTIFICATE-----' block)",
+                path.display()
+            ));
         }
         Ok(certs)
     }
@@ -705,7 +844,9 @@ pub mod tls {
     pub fn load_roots(path: &Path) -> Result<RootCertStore> {
         let mut roots = RootCertStore::empty();
         for cert in load_certs(path)? {
-            roots.add(cert).map_err(|e| anyhow!("{}: not a usable CA certificate ({e})", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| anyhow!("{}: not a usable CA certificate ({e})", path.display()))?;
         }
         Ok(roots)
     }
@@ -724,13 +865,19 @@ mod tests {
     const SECOND: Duration = Duration::from_secs(1);
 
     fn node(name: &str) -> Identity {
-        Identity { scope: "batman".into(), name: name.into() }
+        Identity {
+            scope: "batman".into(),
+            name: name.into(),
+        }
     }
 
     fn view() -> ClusterView {
         let member = |name: &str, role: &str| {
             let value = MemberValue {
-                conn_url: format!("postgres://10.0.0.{}:5432/postgres", if name == "pg0" { 1 } else { 2 }),
+                conn_url: format!(
+                    "postgres://10.0.0.{}:5432/postgres",
+                    if name == "pg0" { 1 } else { 2 }
+                ),
                 api_url: format!("http://{name}:8008/patroni"),
                 state: "running".into(),
                 role: role.into(),
@@ -741,14 +888,33 @@ mod tests {
                 timeline: Some(2),
                 ..Default::default()
             };
-            (name.to_string(), Member { name: name.into(), value, lease: 1 })
+            (
+                name.to_string(),
+                Member {
+                    name: name.into(),
+                    value,
+                    lease: 1,
+                },
+            )
         };
         ClusterView {
             initialize: Some("7277694203142172922".into()),
-            config: Some(Versioned { value: json!({"ttl": 30}), mod_revision: 1 }),
-            leader: Some(LeaderKey { name: "pg0".into(), lease: 1, mod_revision: 1 }),
-            members: [member("pg0", "primary"), member("pg1", "replica")].into_iter().collect(),
-            status: Some(StatusValue { optime: Some(1000), ..Default::default() }),
+            config: Some(Versioned {
+                value: json!({"ttl": 30}),
+                mod_revision: 1,
+            }),
+            leader: Some(LeaderKey {
+                name: "pg0".into(),
+                lease: 1,
+                mod_revision: 1,
+            }),
+            members: [member("pg0", "primary"), member("pg1", "replica")]
+                .into_iter()
+                .collect(),
+            status: Some(StatusValue {
+                optime: Some(1000),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -784,25 +950,66 @@ mod tests {
 
     fn code(method: Method, path_query: &str, st: &NodeStatus, now: Instant) -> u16 {
         let (path, query) = path_query.split_once('?').unwrap_or((path_query, ""));
-        route(&method, path, query, st, &node(if st.role == "primary" { "pg0" } else { "pg1" }), now).code
+        route(
+            &method,
+            path,
+            query,
+            st,
+            &node(if st.role == "primary" { "pg0" } else { "pg1" }),
+            now,
+        )
+        .code
     }
 
     fn codes(st: &NodeStatus, now: Instant, paths: &[&str]) -> Vec<u16> {
-        paths.iter().map(|p| code(Method::GET, p, st, now)).collect()
+        paths
+            .iter()
+            .map(|p| code(Method::GET, p, st, now))
+            .collect()
     }
 
-    const HEALTH: &[&str] = &["/", "/primary", "/master", "/leader", "/read-write", "/standby-leader", "/replica", "/read-only", "/health", "/nonsense"];
+    const HEALTH: &[&str] = &[
+        "/",
+        "/primary",
+        "/master",
+        "/leader",
+        "/read-write",
+        "/standby-leader",
+        "/replica",
+        "/read-only",
+        "/health",
+        "/nonsense",
+    ];
 
     #[test]
     fn primary_replica_and_stopped_codes() {
         let now = Instant::now();
-        assert_eq!(codes(&primary(now), now, HEALTH), [200, 200, 200, 200, 200, 503, 503, 200, 200, 503]);
-        assert_eq!(codes(&replica(now), now, HEALTH), [503, 503, 503, 503, 503, 503, 200, 200, 200, 503]);
-        let stopped = NodeStatus { pg_state: "stopped".into(), ..replica(now) };
-        assert_eq!(codes(&stopped, now, HEALTH), [503, 503, 503, 503, 503, 503, 503, 503, 503, 503]);
+        assert_eq!(
+            codes(&primary(now), now, HEALTH),
+            [200, 200, 200, 200, 200, 503, 503, 200, 200, 503]
+        );
+        assert_eq!(
+            codes(&replica(now), now, HEALTH),
+            [503, 503, 503, 503, 503, 503, 200, 200, 200, 503]
+        );
+        let stopped = NodeStatus {
+            pg_state: "stopped".into(),
+            ..replica(now)
+        };
+        assert_eq!(
+            codes(&stopped, now, HEALTH),
+            [503, 503, 503, 503, 503, 503, 503, 503, 503, 503]
+        );
         // The lease ran out: no longer the leader, whatever PostgreSQL says.
         let expired = primary(now - 20 * SECOND);
-        assert_eq!(codes(&expired, now, &["/primary", "/leader", "/read-only", "/health"]), [503, 503, 503, 200]);
+        assert_eq!(
+            codes(
+                &expired,
+                now,
+                &["/primary", "/leader", "/read-only", "/health"]
+            ),
+            [503, 503, 503, 200]
+        );
     }
 
     #[test]
@@ -811,18 +1018,47 @@ mod tests {
         let mut st = replica(now);
         st.role = "standby_leader".into();
         st.leader_until = Some(now + SECOND);
-        st.cluster.as_mut().unwrap().config = Some(Versioned { value: json!({"standby_cluster": {"host": "10.9.9.9", "port": 5432}}), mod_revision: 2 });
-        assert_eq!(codes(&st, now, &["/standby-leader", "/standby_leader", "/leader", "/primary", "/read-write", "/replica", "/read-only"]), [200, 200, 200, 503, 503, 503, 200]);
+        st.cluster.as_mut().unwrap().config = Some(Versioned {
+            value: json!({"standby_cluster": {"host": "10.9.9.9", "port": 5432}}),
+            mod_revision: 2,
+        });
+        assert_eq!(
+            codes(
+                &st,
+                now,
+                &[
+                    "/standby-leader",
+                    "/standby_leader",
+                    "/leader",
+                    "/primary",
+                    "/read-write",
+                    "/replica",
+                    "/read-only"
+                ]
+            ),
+            [200, 200, 200, 503, 503, 503, 200]
+        );
     }
 
     #[test]
     fn paused_without_dcs_uses_role() {
         let now = Instant::now();
-        let st = NodeStatus { cluster: None, paused: true, leader_until: None, ..primary(now) };
-        assert_eq!(codes(&st, now, &["/primary", "/leader", "/replica"]), [200, 200, 503]);
+        let st = NodeStatus {
+            cluster: None,
+            paused: true,
+            leader_until: None,
+            ..primary(now)
+        };
+        assert_eq!(
+            codes(&st, now, &["/primary", "/leader", "/replica"]),
+            [200, 200, 503]
+        );
         let body = route(&Method::GET, "/patroni", "", &st, &node("pg0"), now).body;
         let Body::Json(doc) = body else { panic!() };
-        assert_eq!((doc["pause"].clone(), doc["cluster_unlocked"].clone()), (json!(true), json!(true)));
+        assert_eq!(
+            (doc["pause"].clone(), doc["cluster_unlocked"].clone()),
+            (json!(true), json!(true))
+        );
     }
 
     #[test]
@@ -832,29 +1068,81 @@ mod tests {
         st.tags.insert("zone".into(), json!("a"));
         st.tags.insert("nosync".into(), json!(true));
         // optime 1000, replayed 800: 200 bytes behind.
-        let paths = ["/replica?lag=200", "/replica?lag=199", "/replica?lag=1kB", "/replica?lag=16MB", "/replica?lag=bogus", "/read-only?lag=100"];
+        let paths = [
+            "/replica?lag=200",
+            "/replica?lag=199",
+            "/replica?lag=1kB",
+            "/replica?lag=16MB",
+            "/replica?lag=bogus",
+            "/read-only?lag=100",
+        ];
         assert_eq!(codes(&st, now, &paths), [200, 503, 200, 200, 200, 503]);
-        let paths = ["/replica?replication_state=streaming", "/replica?replication_state=in%20archive%20recovery", "/replica?replication_state=in+archive+recovery"];
+        let paths = [
+            "/replica?replication_state=streaming",
+            "/replica?replication_state=in%20archive%20recovery",
+            "/replica?replication_state=in+archive+recovery",
+        ];
         assert_eq!(codes(&st, now, &paths), [200, 503, 503]);
-        let paths = ["/replica?tag_zone=a", "/replica?tag_zone=b", "/replica?tag_rack=1", "/replica?tag_nosync=true", "/replica?tag_zone=a&tag_nosync=false", "/health?tag_zone=b"];
+        let paths = [
+            "/replica?tag_zone=a",
+            "/replica?tag_zone=b",
+            "/replica?tag_rack=1",
+            "/replica?tag_nosync=true",
+            "/replica?tag_zone=a&tag_nosync=false",
+            "/health?tag_zone=b",
+        ];
         assert_eq!(codes(&st, now, &paths), [200, 503, 503, 200, 503, 503]);
         // Tag filters do not apply to leader checks.
-        assert_eq!(code(Method::GET, "/primary?tag_zone=b", &primary(now), now), 200);
+        assert_eq!(
+            code(Method::GET, "/primary?tag_zone=b", &primary(now), now),
+            200
+        );
         st.tags.insert("noloadbalance".into(), json!(true));
-        assert_eq!(codes(&st, now, &["/replica", "/read-only", "/health"]), [503, 503, 200]);
+        assert_eq!(
+            codes(&st, now, &["/replica", "/read-only", "/health"]),
+            [503, 503, 200]
+        );
     }
 
     #[test]
     fn sync_endpoints() {
         let now = Instant::now();
         let mut st = replica(now);
-        assert_eq!(codes(&st, now, &["/sync", "/async", "/read-only-sync"]), [503, 200, 503]);
+        assert_eq!(
+            codes(&st, now, &["/sync", "/async", "/read-only-sync"]),
+            [503, 200, 503]
+        );
         let c = st.cluster.as_mut().unwrap();
-        c.config = Some(Versioned { value: json!({"synchronous_mode": true}), mod_revision: 2 });
-        c.sync = Some(Versioned { value: json!({"leader": "pg0", "sync_standby": "pg1"}), mod_revision: 2 });
-        assert_eq!(codes(&st, now, &["/sync", "/synchronous", "/async", "/read-only-sync", "/quorum"]), [200, 200, 503, 200, 503]);
-        assert_eq!(codes(&primary(now), now, &["/read-only-sync", "/sync"]), [200, 503]);
-        let Body::Json(doc) = route(&Method::GET, "/patroni", "", &st, &node("pg1"), now).body else { panic!() };
+        c.config = Some(Versioned {
+            value: json!({"synchronous_mode": true}),
+            mod_revision: 2,
+        });
+        c.sync = Some(Versioned {
+            value: json!({"leader": "pg0", "sync_standby": "pg1"}),
+            mod_revision: 2,
+        });
+        assert_eq!(
+            codes(
+                &st,
+                now,
+                &[
+                    "/sync",
+                    "/synchronous",
+                    "/async",
+                    "/read-only-sync",
+                    "/quorum"
+                ]
+            ),
+            [200, 200, 503, 200, 503]
+        );
+        assert_eq!(
+            codes(&primary(now), now, &["/read-only-sync", "/sync"]),
+            [200, 503]
+        );
+        let Body::Json(doc) = route(&Method::GET, "/patroni", "", &st, &node("pg1"), now).body
+        else {
+            panic!()
+        };
         assert_eq!(doc["sync_standby"], json!(true));
     }
 
@@ -869,11 +1157,23 @@ mod tests {
         assert_eq!(code(Method::GET, "/liveness", &r, now + 61 * SECOND), 503);
         // HEAD answers like GET here (Patroni answers 503 to HEAD /liveness).
         assert_eq!(code(Method::HEAD, "/liveness", &r, now + 31 * SECOND), 200);
-        let paused = NodeStatus { paused: true, ..replica(now) };
-        assert_eq!(code(Method::GET, "/liveness", &paused, now + 600 * SECOND), 200);
-        let never = NodeStatus { last_cycle: None, ..replica(now) };
+        let paused = NodeStatus {
+            paused: true,
+            ..replica(now)
+        };
+        assert_eq!(
+            code(Method::GET, "/liveness", &paused, now + 600 * SECOND),
+            200
+        );
+        let never = NodeStatus {
+            last_cycle: None,
+            ..replica(now)
+        };
         assert_eq!(code(Method::GET, "/liveness", &never, now), 503);
-        assert_eq!(route(&Method::GET, "/liveness", "", &p, &node("pg0"), now).body, Body::Empty);
+        assert_eq!(
+            route(&Method::GET, "/liveness", "", &p, &node("pg0"), now).body,
+            Body::Empty
+        );
     }
 
     #[test]
@@ -882,11 +1182,24 @@ mod tests {
         assert_eq!(code(Method::GET, "/readiness", &primary(now), now), 200);
         let r = replica(now);
         // behind 1000: received 900 (write lag 100), replayed 800 (apply lag 200).
-        let paths = ["/readiness", "/readiness?lag=199", "/readiness?lag=200", "/readiness?lag=100&mode=write", "/readiness?lag=99&mode=write"];
+        let paths = [
+            "/readiness",
+            "/readiness?lag=199",
+            "/readiness?lag=200",
+            "/readiness?lag=100&mode=write",
+            "/readiness?lag=99&mode=write",
+        ];
         assert_eq!(codes(&r, now, &paths), [200, 503, 200, 200, 503]);
-        let archive = NodeStatus { replication_state: Some("in archive recovery".into()), ..replica(now) };
+        let archive = NodeStatus {
+            replication_state: Some("in archive recovery".into()),
+            ..replica(now)
+        };
         assert_eq!(code(Method::GET, "/readiness", &archive, now), 503);
-        let blind = NodeStatus { cluster: None, received_location: None, ..replica(now) };
+        let blind = NodeStatus {
+            cluster: None,
+            received_location: None,
+            ..replica(now)
+        };
         assert_eq!(code(Method::GET, "/readiness", &blind, now), 503);
     }
 
@@ -895,8 +1208,19 @@ mod tests {
         let now = Instant::now();
         let p = primary(now);
         for m in [Method::HEAD, Method::OPTIONS] {
-            for (path, want) in [("/primary", 200), ("/replica", 503), ("/patroni", 200), ("/cluster", 200), ("/readiness", 200), ("/whatever", 503)] {
-                assert_eq!(route(&m, path, "", &p, &node("pg0"), now), Reply::code(want), "{m} {path}");
+            for (path, want) in [
+                ("/primary", 200),
+                ("/replica", 503),
+                ("/patroni", 200),
+                ("/cluster", 200),
+                ("/readiness", 200),
+                ("/whatever", 503),
+            ] {
+                assert_eq!(
+                    route(&m, path, "", &p, &node("pg0"), now),
+                    Reply::code(want),
+                    "{m} {path}"
+                );
             }
         }
         for m in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
@@ -904,42 +1228,105 @@ mod tests {
         }
         // Unknown GET paths: 503 with the status document, like Patroni.
         let r = route(&Method::GET, "/whatever", "", &p, &node("pg0"), now);
-        assert!(matches!(r, Reply { code: 503, body: Body::Json(ref d) } if d["role"] == "primary"));
-        assert_eq!(route(&Method::GET, "/config", "", &p, &node("pg0"), now), Reply::json(200, json!({"ttl": 30})));
-        assert_eq!(route(&Method::GET, "/history", "", &p, &node("pg0"), now), Reply::json(200, json!([])));
-        let lost = NodeStatus { cluster: None, ..primary(now) };
-        assert_eq!(route(&Method::GET, "/cluster", "", &lost, &node("pg0"), now).code, 503);
-        assert_eq!(route(&Method::GET, "/config", "", &lost, &node("pg0"), now).code, 502);
+        assert!(
+            matches!(r, Reply { code: 503, body: Body::Json(ref d) } if d["role"] == "primary")
+        );
+        assert_eq!(
+            route(&Method::GET, "/config", "", &p, &node("pg0"), now),
+            Reply::json(200, json!({"ttl": 30}))
+        );
+        assert_eq!(
+            route(&Method::GET, "/history", "", &p, &node("pg0"), now),
+            Reply::json(200, json!([]))
+        );
+        let lost = NodeStatus {
+            cluster: None,
+            ..primary(now)
+        };
+        assert_eq!(
+            route(&Method::GET, "/cluster", "", &lost, &node("pg0"), now).code,
+            503
+        );
+        assert_eq!(
+            route(&Method::GET, "/config", "", &lost, &node("pg0"), now).code,
+            502
+        );
     }
 
     #[test]
     fn status_documents() {
         let now = Instant::now();
-        let Body::Json(doc) = route(&Method::GET, "/patroni", "", &primary(now), &node("pg0"), now).body else { panic!() };
+        let Body::Json(doc) = route(
+            &Method::GET,
+            "/patroni",
+            "",
+            &primary(now),
+            &node("pg0"),
+            now,
+        )
+        .body
+        else {
+            panic!()
+        };
         assert_eq!(doc["state"], "running");
         assert_eq!(doc["role"], "primary");
         assert_eq!(doc["xlog"], json!({"location": 1000}));
         assert_eq!(doc["timeline"], 2);
         assert_eq!(doc["server_version"], 160004);
         assert_eq!(doc["database_system_identifier"], "7277694203142172922");
-        assert_eq!(doc["patroni"], json!({"version": PATRONI_COMPAT_VERSION, "scope": "batman", "name": "pg0"}));
+        assert_eq!(
+            doc["patroni"],
+            json!({"version": PATRONI_COMPAT_VERSION, "scope": "batman", "name": "pg0"})
+        );
         assert_eq!(doc["tandem"]["version"], tandem_version());
         assert_eq!(doc["tags"], json!({}));
         assert!(doc.get("cluster_unlocked").is_none() && doc.get("pause").is_none());
-        let Body::Json(doc) = route(&Method::GET, "/replica", "", &replica(now), &node("pg1"), now).body else { panic!() };
-        assert_eq!(doc["xlog"], json!({"received_location": 900, "replayed_location": 800, "replayed_timestamp": null, "paused": false}));
+        let Body::Json(doc) = route(
+            &Method::GET,
+            "/replica",
+            "",
+            &replica(now),
+            &node("pg1"),
+            now,
+        )
+        .body
+        else {
+            panic!()
+        };
+        assert_eq!(
+            doc["xlog"],
+            json!({"received_location": 900, "replayed_location": 800, "replayed_timestamp": null, "paused": false})
+        );
         assert_eq!(doc["replication_state"], "streaming");
         // A peer reading it sees the right answer.
         let a = crate::peer::peer_answer(&doc).unwrap();
-        assert_eq!((a.is_primary, a.wal_position, a.failover_priority), (false, 900, 1));
+        assert_eq!(
+            (a.is_primary, a.wal_position, a.failover_priority),
+            (false, 900, 1)
+        );
     }
 
     #[test]
     fn cluster_document_lists_members() {
         let mut v = view();
-        v.config = Some(Versioned { value: json!({"pause": true}), mod_revision: 1 });
-        v.failover = Some(Versioned { value: tandem_core::cluster::FailoverValue { leader: Some("pg0".into()), member: Some("pg1".into()), scheduled_at: Some("2030-01-01T00:00:00+00:00".into()) }, mod_revision: 1 });
-        v.members.get_mut("pg1").unwrap().value.tags.insert("nofailover".into(), json!(true));
+        v.config = Some(Versioned {
+            value: json!({"pause": true}),
+            mod_revision: 1,
+        });
+        v.failover = Some(Versioned {
+            value: tandem_core::cluster::FailoverValue {
+                leader: Some("pg0".into()),
+                member: Some("pg1".into()),
+                scheduled_at: Some("2030-01-01T00:00:00+00:00".into()),
+            },
+            mod_revision: 1,
+        });
+        v.members
+            .get_mut("pg1")
+            .unwrap()
+            .value
+            .tags
+            .insert("nofailover".into(), json!(true));
         let doc = cluster_document(&v, "batman");
         assert_eq!(
             doc,
@@ -972,13 +1359,25 @@ mod tests {
         assert_eq!(percent_decode("%zz%"), "%zz%");
         assert_eq!(percent_decode("%ff"), "\u{fffd}");
         let q = Query::parse("lag=1&&tag_x=%41&lag=2&flag");
-        assert_eq!((q.get("lag"), q.get("tag_x"), q.get("flag"), q.get("no")), (Some("1"), Some("A"), Some(""), None));
+        assert_eq!(
+            (q.get("lag"), q.get("tag_x"), q.get("flag"), q.get("no")),
+            (Some("1"), Some("A"), Some(""), None)
+        );
     }
 
     #[test]
     fn route_never_panics_on_odd_input() {
         let now = Instant::now();
-        let odd = ["", "/", "//", "/%", "/replica?%", "/replica?lag=%ZZ&&==&tag_=", "/\u{1F600}?tag_\u{1F600}=\u{1F600}", "/readiness?lag=1e400"];
+        let odd = [
+            "",
+            "/",
+            "//",
+            "/%",
+            "/replica?%",
+            "/replica?lag=%ZZ&&==&tag_=",
+            "/\u{1F600}?tag_\u{1F600}=\u{1F600}",
+            "/readiness?lag=1e400",
+        ];
         for st in [primary(now), replica(now), NodeStatus::default()] {
             for p in odd {
                 let (path, query) = p.split_once('?').unwrap_or((p, ""));
@@ -1061,11 +1460,25 @@ jeU7AnxpZuRs6ZXMFlSaYcUk3x7ZPEj76i6gkH3V6u7pLMvFbF/ilv61
     }
 
     fn ctl(cacert: Option<PathBuf>, certfile: Option<PathBuf>) -> CtlConfig {
-        CtlConfig { insecure: false, cacert, certfile, keyfile: None, authentication: None }
+        CtlConfig {
+            insecure: false,
+            cacert,
+            certfile,
+            keyfile: None,
+            authentication: None,
+        }
     }
 
     /// Starts a server; returns its port, the status sender and the shutdown sender.
-    async fn start(api: &RestApiConfig, st: NodeStatus) -> (u16, watch::Sender<NodeStatus>, watch::Sender<bool>, tokio::task::JoinHandle<Result<()>>) {
+    async fn start(
+        api: &RestApiConfig,
+        st: NodeStatus,
+    ) -> (
+        u16,
+        watch::Sender<NodeStatus>,
+        watch::Sender<bool>,
+        tokio::task::JoinHandle<Result<()>>,
+    ) {
         let listener = bind_addr(&api.listen).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (status_tx, status_rx) = watch::channel(st);
@@ -1078,15 +1491,20 @@ jeU7AnxpZuRs6ZXMFlSaYcUk3x7ZPEj76i6gkH3V6u7pLMvFbF/ilv61
     #[tokio::test]
     async fn serves_plain_http() {
         let mut api = restapi("127.0.0.1:0");
-        api.http_extra_headers.insert("X-Frame-Options".into(), "SAMEORIGIN".into());
-        api.http_extra_headers.insert("bad header".into(), "x".into());
+        api.http_extra_headers
+            .insert("X-Frame-Options".into(), "SAMEORIGIN".into());
+        api.http_extra_headers
+            .insert("bad header".into(), "x".into());
         let (port, status_tx, stop_tx, task) = start(&api, primary(Instant::now())).await;
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
 
         let resp = http.get(format!("{base}/primary")).send().await.unwrap();
         assert_eq!(resp.status(), 200);
-        assert_eq!(resp.headers()["server"], format!("tandem/{}", tandem_version()).as_str());
+        assert_eq!(
+            resp.headers()["server"],
+            format!("tandem/{}", tandem_version()).as_str()
+        );
         assert_eq!(resp.headers()["x-frame-options"], "SAMEORIGIN");
         assert_eq!(resp.headers()["content-type"], "application/json");
         assert_eq!(resp.headers()["connection"], "close");
@@ -1096,24 +1514,66 @@ jeU7AnxpZuRs6ZXMFlSaYcUk3x7ZPEj76i6gkH3V6u7pLMvFbF/ilv61
         let resp = http.head(format!("{base}/replica")).send().await.unwrap();
         assert_eq!(resp.status(), 503);
         assert!(resp.bytes().await.unwrap().is_empty());
-        assert_eq!(http.request(Method::OPTIONS, format!("{base}/liveness")).send().await.unwrap().status(), 200);
-        assert_eq!(http.post(format!("{base}/restart")).send().await.unwrap().status(), 501);
+        assert_eq!(
+            http.request(Method::OPTIONS, format!("{base}/liveness"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        assert_eq!(
+            http.post(format!("{base}/restart"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            501
+        );
 
         // The server reads the latest published status.
         status_tx.send(replica(Instant::now())).unwrap();
-        assert_eq!(http.get(format!("{base}/replica")).send().await.unwrap().status(), 200);
+        assert_eq!(
+            http.get(format!("{base}/replica"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
         let peer = PeerClient::new(&ctl(None, None), &api, Caller::Daemon).unwrap();
-        let answer = peer.probe_member(&format!("{base}/patroni"), 2 * SECOND).await.unwrap();
+        let answer = peer
+            .probe_member(&format!("{base}/patroni"), 2 * SECOND)
+            .await
+            .unwrap();
         assert_eq!((answer.is_primary, answer.wal_position), (false, 900));
-        assert!(peer.get_json(&format!("{base}/primary"), 2 * SECOND).await.unwrap_err().to_string().contains("503"));
+        assert!(peer
+            .get_json(&format!("{base}/primary"), 2 * SECOND)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("503"));
 
         // A second agent on the same port gets a clear error.
-        let taken = bind_addr(&format!("127.0.0.1:{port}")).await.unwrap_err().to_string();
-        assert!(taken.contains("restapi.listen") && taken.contains("already in use"), "{taken}");
+        let taken = bind_addr(&format!("127.0.0.1:{port}"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            taken.contains("restapi.listen") && taken.contains("already in use"),
+            "{taken}"
+        );
 
         stop_tx.send(true).unwrap();
-        tokio::time::timeout(5 * SECOND, task).await.unwrap().unwrap().unwrap();
-        assert!(peer.probe_member(&format!("{base}/patroni"), 2 * SECOND).await.is_none());
+        tokio::time::timeout(5 * SECOND, task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(peer
+            .probe_member(&format!("{base}/patroni"), 2 * SECOND)
+            .await
+            .is_none());
     }
 
     #[tokio::test]
@@ -1123,15 +1583,29 @@ jeU7AnxpZuRs6ZXMFlSaYcUk3x7ZPEj76i6gkH3V6u7pLMvFbF/ilv61
         let (port, _status_tx, _stop_tx, _task) = start(&api, primary(Instant::now())).await;
         for (request, answer) in [
             (&b"\x00\x01garbage\r\n\r\n"[..], &b"HTTP/1.1 400"[..]),
-            (b"POST /config HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n", b"HTTP/1.1 413"),
+            (
+                b"POST /config HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n",
+                b"HTTP/1.1 413",
+            ),
         ] {
-            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
             s.write_all(request).await.unwrap();
             let mut buf = Vec::new();
-            let _ = tokio::time::timeout(5 * SECOND, s.read_to_end(&mut buf)).await.unwrap();
+            let _ = tokio::time::timeout(5 * SECOND, s.read_to_end(&mut buf))
+                .await
+                .unwrap();
             assert!(buf.starts_with(answer), "{}", String::from_utf8_lossy(&buf));
         }
-        let resp = reqwest::Client::builder().no_proxy().build().unwrap().get(format!("http://127.0.0.1:{port}/health")).send().await.unwrap();
+        let resp = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200);
     }
 
@@ -1143,7 +1617,11 @@ jeU7AnxpZuRs6ZXMFlSaYcUk3x7ZPEj76i6gkH3V6u7pLMvFbF/ilv61
             std::fs::write(&p, text).unwrap();
             p
         };
-        let (ca, server_pem, client_pem) = (write("ca.crt", CA_CRT), write("server.pem", SERVER_PEM), write("client.pem", CLIENT_PEM));
+        let (ca, server_pem, client_pem) = (
+            write("ca.crt", CA_CRT),
+            write("server.pem", SERVER_PEM),
+            write("client.pem", CLIENT_PEM),
+        );
 
         // Client certificates required, on 127.0.0.1 (a name in the server certificate).
         let mut api = restapi("127.0.0.1:0");
@@ -1152,11 +1630,23 @@ jeU7AnxpZuRs6ZXMFlSaYcUk3x7ZPEj76i6gkH3V6u7pLMvFbF/ilv61
         api.verify_client = VerifyClient::Required;
         let (port, _s, _stop, _t) = start(&api, primary(Instant::now())).await;
         let url = format!("https://127.0.0.1:{port}/patroni");
-        let cli = PeerClient::new(&ctl(Some(ca.clone()), Some(client_pem.clone())), &restapi(""), Caller::Cli).unwrap();
-        assert_eq!(cli.get_json(&url, 5 * SECOND).await.unwrap()["role"], "primary");
-        let anonymous = PeerClient::new(&ctl(Some(ca.clone()), None), &restapi(""), Caller::Cli).unwrap();
+        let cli = PeerClient::new(
+            &ctl(Some(ca.clone()), Some(client_pem.clone())),
+            &restapi(""),
+            Caller::Cli,
+        )
+        .unwrap();
+        assert_eq!(
+            cli.get_json(&url, 5 * SECOND).await.unwrap()["role"],
+            "primary"
+        );
+        let anonymous =
+            PeerClient::new(&ctl(Some(ca.clone()), None), &restapi(""), Caller::Cli).unwrap();
         assert!(anonymous.get_json(&url, 5 * SECOND).await.is_err());
-        assert!(reqwest::get(format!("http://127.0.0.1:{port}/patroni")).await.map(|r| r.status() != 200).unwrap_or(true));
+        assert!(reqwest::get(format!("http://127.0.0.1:{port}/patroni"))
+            .await
+            .map(|r| r.status() != 200)
+            .unwrap_or(true));
 
         // No client certificates, on 127.0.0.2 (not a name in the certificate): the CLI checks
         // the name, the agent only the chain, and without a CA the agent accepts any certificate.
@@ -1164,15 +1654,27 @@ jeU7AnxpZuRs6ZXMFlSaYcUk3x7ZPEj76i6gkH3V6u7pLMvFbF/ilv61
         api.certfile = Some(server_pem);
         let (port, _s2, _stop2, _t2) = start(&api, replica(Instant::now())).await;
         let url = format!("https://127.0.0.2:{port}/patroni");
-        let err = anonymous.get_json(&url, 5 * SECOND).await.unwrap_err().to_string();
+        let err = anonymous
+            .get_json(&url, 5 * SECOND)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("ctl.cacert"), "{err}");
-        let daemon = PeerClient::new(&ctl(Some(ca.clone()), None), &restapi(""), Caller::Daemon).unwrap();
-        assert_eq!(daemon.probe_member(&url, 5 * SECOND).await.map(|a| a.wal_position), Some(900));
+        let daemon =
+            PeerClient::new(&ctl(Some(ca.clone()), None), &restapi(""), Caller::Daemon).unwrap();
+        assert_eq!(
+            daemon
+                .probe_member(&url, 5 * SECOND)
+                .await
+                .map(|a| a.wal_position),
+            Some(900)
+        );
         let daemon = PeerClient::new(&ctl(None, None), &restapi(""), Caller::Daemon).unwrap();
         assert!(daemon.probe_member(&url, 5 * SECOND).await.is_some());
         // A CA that did not sign the server certificate is refused, by the agent too.
         let other_ca = write("other.crt", CLIENT_PEM);
-        let wrong = PeerClient::new(&ctl(Some(other_ca), None), &restapi(""), Caller::Daemon).unwrap();
+        let wrong =
+            PeerClient::new(&ctl(Some(other_ca), None), &restapi(""), Caller::Daemon).unwrap();
         assert!(wrong.probe_member(&url, 5 * SECOND).await.is_none());
     }
 
@@ -1182,7 +1684,10 @@ jeU7AnxpZuRs6ZXMFlSaYcUk3x7ZPEj76i6gkH3V6u7pLMvFbF/ilv61
         let mut api = restapi("127.0.0.1:0");
         api.certfile = Some(dir.path().join("missing.pem"));
         let err = format!("{:#}", server_tls(&api).unwrap_err());
-        assert!(err.contains("restapi.certfile") && err.contains("missing.pem"), "{err}");
+        assert!(
+            err.contains("restapi.certfile") && err.contains("missing.pem"),
+            "{err}"
+        );
         let cert_only = dir.path().join("cert.pem");
         std::fs::write(&cert_only, CA_CRT).unwrap();
         api.certfile = Some(cert_only);

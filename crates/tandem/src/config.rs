@@ -1334,9 +1334,8 @@ fn etcd_section(ex: &mut Ex, top: Obj) -> Result<EtcdConfig> {
         }
         let hp = if split_host_port(e).is_some() {
             e.to_string()
-        } else if !e.is_empty() && !e.contains(':') {
-            format!("{e}:2379")
-        } else if e.starts_with('[') && e.ends_with(']') {
+        } else if (!e.is_empty() && !e.contains(':')) || (e.starts_with('[') && e.ends_with(']')) {
+            // A host (or bracketed IPv6 address) without a port: etcd's client port.
             format!("{e}:2379")
         } else {
             return Err(ex.err(path, format!("expected \"host:port\", got {entry:?}")));
@@ -2880,7 +2879,8 @@ postgresql:
 
     #[test]
     fn listen_helpers() {
-        let cases: &[(&str, Option<(&[&str], u16)>)] = &[
+        type Case<'a> = (&'a str, Option<(&'a [&'a str], u16)>);
+        let cases: &[Case] = &[
             ("0.0.0.0:5432", Some((&["0.0.0.0"], 5432))),
             ("a,b:5433", Some((&["a", "b"], 5433))),
             ("[::1]:5432", Some((&["::1"], 5432))),

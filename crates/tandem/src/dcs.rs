@@ -2,7 +2,10 @@
 //! create-revision transaction, compare-and-set writes, and a watch that wakes the HA loop.
 
 use anyhow::{anyhow, Context, Result};
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions,
+};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tandem_core::cluster::{ClusterView, RawKey};
@@ -24,28 +27,39 @@ impl Dcs {
         if endpoints.is_empty() {
             return Err(anyhow!("etcd3.hosts is empty: list the etcd client endpoints, e.g. `hosts: 10.0.0.1:2379,10.0.0.2:2379`"));
         }
-        let mut opts = ConnectOptions::new().with_connect_timeout(timeout).with_timeout(timeout).with_keep_alive(Duration::from_secs(10), timeout);
+        let mut opts = ConnectOptions::new()
+            .with_connect_timeout(timeout)
+            .with_timeout(timeout)
+            .with_keep_alive(Duration::from_secs(10), timeout);
         if let (Some(user), Some(password)) = (&cfg.username, &cfg.password) {
             opts = opts.with_user(user.clone(), password.expose().to_string());
         }
         if cfg.protocol == "https" || cfg.cacert.is_some() || cfg.cert.is_some() {
             let mut tls = etcd_client::TlsOptions::new();
             if let Some(ca) = &cfg.cacert {
-                let pem = std::fs::read(ca).with_context(|| format!("etcd3.cacert: cannot read {}", ca.display()))?;
+                let pem = std::fs::read(ca)
+                    .with_context(|| format!("etcd3.cacert: cannot read {}", ca.display()))?;
                 tls = tls.ca_certificate(etcd_client::Certificate::from_pem(pem));
             }
             if let (Some(cert), Some(key)) = (&cfg.cert, &cfg.key) {
-                let c = std::fs::read(cert).with_context(|| format!("etcd3.cert: cannot read {}", cert.display()))?;
-                let k = std::fs::read(key).with_context(|| format!("etcd3.key: cannot read {}", key.display()))?;
+                let c = std::fs::read(cert)
+                    .with_context(|| format!("etcd3.cert: cannot read {}", cert.display()))?;
+                let k = std::fs::read(key)
+                    .with_context(|| format!("etcd3.key: cannot read {}", key.display()))?;
                 tls = tls.identity(etcd_client::Identity::from_pem(c, k));
             }
             opts = opts.with_tls(tls);
         }
-        let client = tokio::time::timeout(timeout * 2, Client::connect(endpoints.clone(), Some(opts)))
-            .await
-            .map_err(|_| anyhow!("timed out connecting to etcd at {}", endpoints.join(",")))?
-            .with_context(|| format!("cannot connect to etcd at {}", endpoints.join(",")))?;
-        Ok(Dcs { client, prefix: prefix.to_string(), timeout })
+        let client =
+            tokio::time::timeout(timeout * 2, Client::connect(endpoints.clone(), Some(opts)))
+                .await
+                .map_err(|_| anyhow!("timed out connecting to etcd at {}", endpoints.join(",")))?
+                .with_context(|| format!("cannot connect to etcd at {}", endpoints.join(",")))?;
+        Ok(Dcs {
+            client,
+            prefix: prefix.to_string(),
+            timeout,
+        })
     }
 
     pub fn prefix(&self) -> &str {
@@ -55,7 +69,11 @@ impl Dcs {
         format!("{}{}", self.prefix, rel)
     }
 
-    async fn timed<T>(&self, what: &str, f: impl std::future::Future<Output = Result<T, etcd_client::Error>>) -> Result<T> {
+    async fn timed<T>(
+        &self,
+        what: &str,
+        f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T> {
         match tokio::time::timeout(self.timeout, f).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(anyhow!("etcd {what} failed: {e}")),
@@ -66,13 +84,23 @@ impl Dcs {
     /// Reads every key of the cluster (linearizable) and decodes them.
     pub async fn read_cluster(&self) -> Result<(ClusterView, Vec<String>)> {
         let mut c = self.client.clone();
-        let resp = self.timed("range read", c.get(self.prefix.clone(), Some(GetOptions::new().with_prefix()))).await?;
+        let resp = self
+            .timed(
+                "range read",
+                c.get(self.prefix.clone(), Some(GetOptions::new().with_prefix())),
+            )
+            .await?;
         let keys: Vec<RawKey> = resp
             .kvs()
             .iter()
             .filter_map(|kv| {
                 let k = std::str::from_utf8(kv.key()).ok()?;
-                Some(RawKey { key: k.strip_prefix(&self.prefix)?.to_string(), value: kv.value().to_vec(), mod_revision: kv.mod_revision(), lease: kv.lease() })
+                Some(RawKey {
+                    key: k.strip_prefix(&self.prefix)?.to_string(),
+                    value: kv.value().to_vec(),
+                    mod_revision: kv.mod_revision(),
+                    lease: kv.lease(),
+                })
             })
             .collect();
         Ok(ClusterView::from_keys(&keys))
@@ -80,12 +108,17 @@ impl Dcs {
 
     pub async fn grant_lease(&self, ttl: i64) -> Result<i64> {
         let mut c = self.client.clone();
-        Ok(self.timed("lease grant", c.lease_grant(ttl, None)).await?.id())
+        Ok(self
+            .timed("lease grant", c.lease_grant(ttl, None))
+            .await?
+            .id())
     }
 
     pub async fn revoke_lease(&self, id: i64) -> Result<()> {
         let mut c = self.client.clone();
-        self.timed("lease revoke", c.lease_revoke(id)).await.map(|_| ())
+        self.timed("lease revoke", c.lease_revoke(id))
+            .await
+            .map(|_| ())
     }
 
     async fn txn(&self, what: &str, t: Txn) -> Result<bool> {
@@ -98,7 +131,11 @@ impl Dcs {
         let k = self.key("leader");
         let t = Txn::new()
             .when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(k, name, Some(PutOptions::new().with_lease(lease)))]);
+            .and_then([TxnOp::put(
+                k,
+                name,
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
         self.txn("leader race", t).await
     }
 
@@ -107,53 +144,81 @@ impl Dcs {
         let k = self.key("leader");
         let t = Txn::new()
             .when([Compare::value(k.clone(), CompareOp::Equal, name)])
-            .and_then([TxnOp::put(k, name, Some(PutOptions::new().with_lease(lease)))]);
+            .and_then([TxnOp::put(
+                k,
+                name,
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
         self.txn("leader re-attach", t).await
     }
 
     /// Deletes the leader key only if it still names me.
     pub async fn delete_leader(&self, name: &str) -> Result<bool> {
         let k = self.key("leader");
-        let t = Txn::new().when([Compare::value(k.clone(), CompareOp::Equal, name)]).and_then([TxnOp::delete(k, None)]);
+        let t = Txn::new()
+            .when([Compare::value(k.clone(), CompareOp::Equal, name)])
+            .and_then([TxnOp::delete(k, None)]);
         self.txn("leader release", t).await
     }
 
     /// Bootstrap race: create `initialize` with an empty value only if absent.
     pub async fn race_initialize(&self) -> Result<bool> {
         let k = self.key("initialize");
-        let t = Txn::new().when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)]).and_then([TxnOp::put(k, "", None)]);
+        let t = Txn::new()
+            .when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(k, "", None)]);
         self.txn("initialize race", t).await
     }
 
     /// Creates `rel` only if it does not exist yet.
     pub async fn create(&self, rel: &str, value: &str) -> Result<bool> {
         let k = self.key(rel);
-        let t = Txn::new().when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)]).and_then([TxnOp::put(k, value, None)]);
+        let t = Txn::new()
+            .when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(k, value, None)]);
         self.txn("create", t).await
     }
 
     /// Compare-and-set on the key's mod revision.
     pub async fn cas(&self, rel: &str, value: &str, mod_revision: i64) -> Result<bool> {
         let k = self.key(rel);
-        let t = Txn::new().when([Compare::mod_revision(k.clone(), CompareOp::Equal, mod_revision)]).and_then([TxnOp::put(k, value, None)]);
+        let t = Txn::new()
+            .when([Compare::mod_revision(
+                k.clone(),
+                CompareOp::Equal,
+                mod_revision,
+            )])
+            .and_then([TxnOp::put(k, value, None)]);
         self.txn("compare-and-set", t).await
     }
 
     pub async fn put(&self, rel: &str, value: &str, lease: Option<i64>) -> Result<()> {
         let mut c = self.client.clone();
         let opts = lease.map(|l| PutOptions::new().with_lease(l));
-        self.timed("put", c.put(self.key(rel), value, opts)).await.map(|_| ())
+        self.timed("put", c.put(self.key(rel), value, opts))
+            .await
+            .map(|_| ())
     }
 
     pub async fn delete(&self, rel: &str) -> Result<()> {
         let mut c = self.client.clone();
-        self.timed("delete", c.delete(self.key(rel), None)).await.map(|_| ())
+        self.timed("delete", c.delete(self.key(rel), None))
+            .await
+            .map(|_| ())
     }
 
     /// Deletes every key of the cluster (`tandem remove`).
     pub async fn delete_cluster(&self) -> Result<()> {
         let mut c = self.client.clone();
-        self.timed("delete", c.delete(self.prefix.clone(), Some(etcd_client::DeleteOptions::new().with_prefix()))).await.map(|_| ())
+        self.timed(
+            "delete",
+            c.delete(
+                self.prefix.clone(),
+                Some(etcd_client::DeleteOptions::new().with_prefix()),
+            ),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Watches the cluster prefix; every change bumps the returned counter. Reconnects on its own.
@@ -164,7 +229,10 @@ impl Dcs {
             let mut backoff = Duration::from_millis(200);
             loop {
                 let mut c = dcs.client.clone();
-                match c.watch(dcs.prefix.clone(), Some(WatchOptions::new().with_prefix())).await {
+                match c
+                    .watch(dcs.prefix.clone(), Some(WatchOptions::new().with_prefix()))
+                    .await
+                {
                     Ok(mut stream) => {
                         backoff = Duration::from_millis(200);
                         tx.send_modify(|n| *n += 1);
@@ -174,7 +242,9 @@ impl Dcs {
                                     if resp.canceled() {
                                         break;
                                     }
-                                    if resp.events().iter().any(|e| matches!(e.event_type(), EventType::Put | EventType::Delete)) {
+                                    if resp.events().iter().any(|e| {
+                                        matches!(e.event_type(), EventType::Put | EventType::Delete)
+                                    }) {
                                         tx.send_modify(|n| *n += 1);
                                     }
                                 }
@@ -217,7 +287,9 @@ impl Lease {
         self.state.lock().map(|s| s.clone()).unwrap_or_default()
     }
     pub fn remaining(&self, now: Instant) -> Option<Duration> {
-        self.info().deadline.map(|d| d.saturating_duration_since(now))
+        self.info()
+            .deadline
+            .map(|d| d.saturating_duration_since(now))
     }
     pub fn poke(&self) {
         self.poke.notify_one();
@@ -225,7 +297,11 @@ impl Lease {
 
     /// Starts the keeper task: grant a lease of `ttl` seconds and refresh it every `interval`.
     pub fn start(dcs: Dcs, ttl: Arc<Mutex<Duration>>, interval: Arc<Mutex<Duration>>) -> Lease {
-        let lease = Lease { state: Arc::new(Mutex::new(LeaseInfo::default())), changed: Arc::new(Notify::new()), poke: Arc::new(Notify::new()) };
+        let lease = Lease {
+            state: Arc::new(Mutex::new(LeaseInfo::default())),
+            changed: Arc::new(Notify::new()),
+            poke: Arc::new(Notify::new()),
+        };
         let l = lease.clone();
         tokio::spawn(async move { l.run(dcs, ttl, interval).await });
         lease
@@ -267,27 +343,32 @@ impl Lease {
             }
             let id = self.info().id;
             let mut c = dcs.client.clone();
-            let (mut keeper, mut stream) = match dcs.timed("lease keepalive", c.lease_keep_alive(id)).await {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::debug!("{e}");
-                    tokio::time::sleep(get(&interval).min(Duration::from_millis(500))).await;
-                    continue;
-                }
-            };
+            let (mut keeper, mut stream) =
+                match dcs.timed("lease keepalive", c.lease_keep_alive(id)).await {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::debug!("{e}");
+                        tokio::time::sleep(get(&interval).min(Duration::from_millis(500))).await;
+                        continue;
+                    }
+                };
             // Keep this stream until it fails.
             loop {
                 let sent = Instant::now();
                 let ok = async {
                     keeper.keep_alive().await.ok()?;
-                    let resp = tokio::time::timeout(dcs.timeout, stream.message()).await.ok()?.ok()??;
+                    let resp = tokio::time::timeout(dcs.timeout, stream.message())
+                        .await
+                        .ok()?
+                        .ok()??;
                     Some(resp.ttl())
                 }
                 .await;
                 match ok {
                     Some(t) if t > 0 => self.set(|s| {
                         if s.id == id {
-                            s.deadline = Some(sent + Duration::from_secs(t as u64).min(granted_ttl));
+                            s.deadline =
+                                Some(sent + Duration::from_secs(t as u64).min(granted_ttl));
                         }
                     }),
                     Some(_) => {

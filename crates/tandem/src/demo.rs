@@ -12,11 +12,21 @@ pub fn healthy_roles(lab: &Lab) -> Option<(usize, Vec<usize>)> {
     let mut replicas = vec![];
     for (i, n) in lab.nodes.iter().enumerate() {
         let addr = format!("127.0.0.1:{}", n.api_port);
-        if matches!(http_get(&addr, "/primary", Duration::from_secs(1)), Ok((200, _))) {
+        if matches!(
+            http_get(&addr, "/primary", Duration::from_secs(1)),
+            Ok((200, _))
+        ) {
             if leader.replace(i).is_some() {
                 return None;
             }
-        } else if matches!(http_get(&addr, "/replica?replication_state=streaming", Duration::from_secs(1)), Ok((200, _))) {
+        } else if matches!(
+            http_get(
+                &addr,
+                "/replica?replication_state=streaming",
+                Duration::from_secs(1)
+            ),
+            Ok((200, _))
+        ) {
             replicas.push(i);
         }
     }
@@ -26,42 +36,74 @@ pub fn healthy_roles(lab: &Lab) -> Option<(usize, Vec<usize>)> {
 
 pub fn up(dir: &Path) -> Result<()> {
     let started = Instant::now();
-    let mut lab = Lab::prepare(LabOptions::new(dir)).with_context(|| format!("cannot prepare the demo in {}", dir.display()))?;
+    let mut lab = Lab::prepare(LabOptions::new(dir))
+        .with_context(|| format!("cannot prepare the demo in {}", dir.display()))?;
     println!("Starting etcd ({} members) ...", lab.etcd.len());
     lab.start_etcd()?;
     for i in 0..lab.nodes.len() {
         lab.start_agent(i)?;
-        println!("Started tandem agent {} (config {})", lab.nodes[i].name, lab.nodes[i].config_path.display());
+        println!(
+            "Started tandem agent {} (config {})",
+            lab.nodes[i].name,
+            lab.nodes[i].config_path.display()
+        );
     }
     lab.save()?;
-    println!("Waiting for one leader and {} streaming replicas ...", lab.nodes.len() - 1);
-    let (leader, _) = match wait_until(Duration::from_secs(120), "one leader and streaming replicas", || healthy_roles(&lab)) {
+    println!(
+        "Waiting for one leader and {} streaming replicas ...",
+        lab.nodes.len() - 1
+    );
+    let (leader, _) = match wait_until(
+        Duration::from_secs(120),
+        "one leader and streaming replicas",
+        || healthy_roles(&lab),
+    ) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("The cluster did not form: see the logs in {}/logs. Stopping it.", lab.dir.display());
+            eprintln!(
+                "The cluster did not form: see the logs in {}/logs. Stopping it.",
+                lab.dir.display()
+            );
             lab.stop_all();
             return Err(e);
         }
     };
     lab.owned = false; // keep it running after this process exits
-    println!("Cluster ready in {:.1} s.\n", started.elapsed().as_secs_f64());
+    println!(
+        "Cluster ready in {:.1} s.\n",
+        started.elapsed().as_secs_f64()
+    );
     let exe = lab.tandem_bin.display().to_string();
     let cfg = lab.nodes[leader].config_path.display().to_string();
-    let out = std::process::Command::new(&exe).args(["-c", &cfg, "list"]).output();
+    let out = std::process::Command::new(&exe)
+        .args(["-c", &cfg, "list"])
+        .output();
     if let Ok(out) = out {
         print!("{}", String::from_utf8_lossy(&out.stdout));
     }
-    println!("\nConnect to the leader ({}):\n  {}", lab.nodes[leader].name, lab.psql_line(leader));
+    println!(
+        "\nConnect to the leader ({}):\n  {}",
+        lab.nodes[leader].name,
+        lab.psql_line(leader)
+    );
     println!("\nList the cluster:   {exe} -c {cfg} list");
     println!("Logs:               {}/logs/", lab.dir.display());
-    println!("Stop and remove it: {} demo down --dir {}", std::env::current_exe().map(|p| p.display().to_string()).unwrap_or("tandem".into()), lab.dir.display());
+    println!(
+        "Stop and remove it: {} demo down --dir {}",
+        std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or("tandem".into()),
+        lab.dir.display()
+    );
     Ok(())
 }
 
 pub fn down(dir: &Path) -> Result<()> {
-    let mut lab = Lab::load(dir).with_context(|| format!("no demo cluster in {}", dir.display()))?;
+    let mut lab =
+        Lab::load(dir).with_context(|| format!("no demo cluster in {}", dir.display()))?;
     lab.stop_all();
-    std::fs::remove_dir_all(&lab.dir).with_context(|| format!("cannot remove {}", lab.dir.display()))?;
+    std::fs::remove_dir_all(&lab.dir)
+        .with_context(|| format!("cannot remove {}", lab.dir.display()))?;
     println!("Stopped the demo cluster and removed {}", lab.dir.display());
     Ok(())
 }

@@ -24,7 +24,9 @@ impl std::str::FromStr for ListFormat {
             "tsv" => Ok(ListFormat::Tsv),
             "json" => Ok(ListFormat::Json),
             "yaml" | "yml" => Ok(ListFormat::Yaml),
-            other => Err(format!("unknown output format '{other}': use pretty, tsv, json or yaml")),
+            other => Err(format!(
+                "unknown output format '{other}': use pretty, tsv, json or yaml"
+            )),
         }
     }
 }
@@ -97,7 +99,10 @@ pub struct MemberRow {
 /// The dynamic config says this is a standby cluster (`standby_cluster` with a host, port or
 /// restore_command).
 pub fn is_standby_cluster(view: &ClusterView) -> bool {
-    let sc = view.config.as_ref().and_then(|c| c.value.get("standby_cluster"));
+    let sc = view
+        .config
+        .as_ref()
+        .and_then(|c| c.value.get("standby_cluster"));
     match sc {
         Some(Value::Object(o)) => ["host", "port", "restore_command"]
             .iter()
@@ -115,7 +120,11 @@ pub enum SyncMode {
 }
 
 pub fn sync_mode(view: &ClusterView) -> SyncMode {
-    match view.config.as_ref().and_then(|c| c.value.get("synchronous_mode")) {
+    match view
+        .config
+        .as_ref()
+        .and_then(|c| c.value.get("synchronous_mode"))
+    {
         Some(Value::String(s)) if s.eq_ignore_ascii_case("quorum") => SyncMode::Quorum,
         Some(v) if parse_bool(v) == Some(true) => SyncMode::On,
         _ => SyncMode::Off,
@@ -127,14 +136,25 @@ pub fn sync_standbys(view: &ClusterView) -> Vec<String> {
     if sync_mode(view) == SyncMode::Off {
         return Vec::new();
     }
-    let names = view.sync.as_ref().and_then(|s| s.value.get("sync_standby")).and_then(Value::as_str).unwrap_or("");
-    names.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_string).collect()
+    let names = view
+        .sync
+        .as_ref()
+        .and_then(|s| s.value.get("sync_standby"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    names
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// The primary position lags are measured against: `status.optime`, else the leader's own
 /// published position.
 pub fn cluster_lsn(view: &ClusterView) -> Option<u64> {
-    view.last_leader_lsn().or_else(|| view.leader_member().and_then(|m| m.value.xlog_location))
+    view.last_leader_lsn()
+        .or_else(|| view.leader_member().and_then(|m| m.value.xlog_location))
 }
 
 /// The members sorted by name, with roles, states and lags worked out.
@@ -144,7 +164,10 @@ pub fn member_rows(view: &ClusterView) -> Vec<MemberRow> {
     let quorum = sync_mode(view) == SyncMode::Quorum;
     let syncs = sync_standbys(view);
     let optime = cluster_lsn(view);
-    let point = |lsn: Option<u64>| WalPoint { lsn, lag: lsn.zip(optime).map(|(l, o)| o.saturating_sub(l)) };
+    let point = |lsn: Option<u64>| WalPoint {
+        lsn,
+        lag: lsn.zip(optime).map(|(l, o)| o.saturating_sub(l)),
+    };
     view.members
         .values()
         .map(|Member { name, value: m, .. }| {
@@ -171,11 +194,17 @@ pub fn member_rows(view: &ClusterView) -> Vec<MemberRow> {
                 Some((h, p)) => (Some(h), Some(p)),
                 None => (None, None),
             };
-            let timeline = m.timeline.or_else(|| (role.is_leader() && view.history.is_some()).then(|| view.timeline()));
+            let timeline = m
+                .timeline
+                .or_else(|| (role.is_leader() && view.history.is_some()).then(|| view.timeline()));
             let (receive, replay, lsn) = if role.is_leader() {
                 (None, None, None)
             } else {
-                (Some(point(m.receive_lsn)), Some(point(m.replay_lsn)), Some(point(m.xlog_location)))
+                (
+                    Some(point(m.receive_lsn)),
+                    Some(point(m.replay_lsn)),
+                    Some(point(m.xlog_location)),
+                )
             };
             MemberRow {
                 name: name.clone(),
@@ -189,8 +218,16 @@ pub fn member_rows(view: &ClusterView) -> Vec<MemberRow> {
                 replay,
                 lsn,
                 pending_restart: m.pending_restart == Some(true),
-                pending_restart_reason: m.extra.get("pending_restart_reason").filter(|v| !v.is_null()).cloned(),
-                scheduled_restart: m.extra.get("scheduled_restart").filter(|v| !v.is_null()).cloned(),
+                pending_restart_reason: m
+                    .extra
+                    .get("pending_restart_reason")
+                    .filter(|v| !v.is_null())
+                    .cloned(),
+                scheduled_restart: m
+                    .extra
+                    .get("scheduled_restart")
+                    .filter(|v| !v.is_null())
+                    .cloned(),
                 tags: m.tags.clone(),
             }
         })
@@ -218,15 +255,25 @@ struct Cell {
 
 impl Cell {
     fn empty() -> Cell {
-        Cell { text: String::new(), value: Value::Null }
+        Cell {
+            text: String::new(),
+            value: Value::Null,
+        }
     }
     fn text(s: impl Into<String>) -> Cell {
         let s = s.into();
-        let value = if s.is_empty() { Value::Null } else { Value::from(s.clone()) };
+        let value = if s.is_empty() {
+            Value::Null
+        } else {
+            Value::from(s.clone())
+        };
         Cell { text: s, value }
     }
     fn number(n: u64) -> Cell {
-        Cell { text: n.to_string(), value: Value::from(n) }
+        Cell {
+            text: n.to_string(),
+            value: Value::from(n),
+        }
     }
 }
 
@@ -259,7 +306,9 @@ fn lsn_cell(p: &Option<WalPoint>) -> Cell {
 fn lag_cell(p: &Option<WalPoint>) -> Cell {
     match p {
         None => Cell::empty(),
-        Some(WalPoint { lag: Some(bytes), .. }) => Cell::number(lag_mb(*bytes)),
+        Some(WalPoint {
+            lag: Some(bytes), ..
+        }) => Cell::number(lag_mb(*bytes)),
         Some(WalPoint { lag: None, .. }) => Cell::text("unknown"),
     }
 }
@@ -289,7 +338,9 @@ fn reason_text(v: &Value) -> String {
 }
 
 fn tags_yaml(tags: &Map<String, Value>) -> String {
-    serde_yaml::to_string(tags).map(|s| s.trim_end().to_string()).unwrap_or_default()
+    serde_yaml::to_string(tags)
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_default()
 }
 
 impl Table {
@@ -312,7 +363,8 @@ impl Table {
                 *hosts.entry(h.as_str()).or_insert(0) += 1;
             }
         }
-        let with_port = rows.iter().any(|r| r.port.is_some_and(|p| p != 5432)) || hosts.values().any(|n| *n > 1);
+        let with_port = rows.iter().any(|r| r.port.is_some_and(|p| p != 5432))
+            || hosts.values().any(|n| *n > 1);
         let mut cells: Vec<Vec<Cell>> = rows
             .iter()
             .map(|r| {
@@ -350,20 +402,41 @@ impl Table {
                 }
             }
         };
-        optional("Pending restart", &|r| if r.pending_restart { Cell::text("*") } else { Cell::empty() });
-        optional("Pending restart reason", &|r| r.pending_restart_reason.as_ref().map(|v| Cell::text(reason_text(v))).unwrap_or_else(Cell::empty));
+        optional("Pending restart", &|r| {
+            if r.pending_restart {
+                Cell::text("*")
+            } else {
+                Cell::empty()
+            }
+        });
+        optional("Pending restart reason", &|r| {
+            r.pending_restart_reason
+                .as_ref()
+                .map(|v| Cell::text(reason_text(v)))
+                .unwrap_or_else(Cell::empty)
+        });
         optional("Scheduled restart", &|r| {
-            let at = r.scheduled_restart.as_ref().and_then(|s| s.get("schedule")).and_then(Value::as_str);
+            let at = r
+                .scheduled_restart
+                .as_ref()
+                .and_then(|s| s.get("schedule"))
+                .and_then(Value::as_str);
             at.map(Cell::text).unwrap_or_else(Cell::empty)
         });
         optional("Tags", &|r| {
             if r.tags.is_empty() {
                 Cell::empty()
             } else {
-                Cell { text: tags_yaml(&r.tags), value: Value::Object(r.tags.clone()) }
+                Cell {
+                    text: tags_yaml(&r.tags),
+                    value: Value::Object(r.tags.clone()),
+                }
             }
         });
-        Table { columns, rows: cells }
+        Table {
+            columns,
+            rows: cells,
+        }
     }
 }
 
@@ -398,8 +471,8 @@ fn pretty(view: &ClusterView, scope: &str, table: &Table) -> String {
     let title = title(view, scope);
     let border_len = |w: &[usize]| 1 + w.iter().map(|w| w + 3).sum::<usize>();
     let title_len = title.chars().count();
-    if title_len + 2 > border_len(&widths) {
-        let grow = title_len + 2 - border_len(&widths);
+    if title_len + 3 > border_len(&widths) {
+        let grow = title_len + 3 - border_len(&widths);
         if let Some(last) = widths.last_mut() {
             *last += grow;
         }
@@ -410,11 +483,18 @@ fn pretty(view: &ClusterView, scope: &str, table: &Table) -> String {
         border.push('+');
     }
     let mut out = String::new();
-    let top: String = std::iter::once('+').chain(title.chars()).chain(border.chars().skip(1 + title_len)).collect();
+    let top: String = std::iter::once('+')
+        .chain(title.chars())
+        .chain(border.chars().skip(1 + title_len))
+        .collect();
     out.push_str(&top);
     out.push('\n');
     let line = |out: &mut String, cells: &[String]| {
-        let height = cells.iter().map(|c| c.lines().count().max(1)).max().unwrap_or(1);
+        let height = cells
+            .iter()
+            .map(|c| c.lines().count().max(1))
+            .max()
+            .unwrap_or(1);
         for k in 0..height {
             out.push('|');
             for (i, c) in cells.iter().enumerate() {
@@ -432,11 +512,20 @@ fn pretty(view: &ClusterView, scope: &str, table: &Table) -> String {
             out.push('\n');
         }
     };
-    line(&mut out, &cols.iter().map(|c| c.title.to_string()).collect::<Vec<_>>());
+    line(
+        &mut out,
+        &cols.iter().map(|c| c.title.to_string()).collect::<Vec<_>>(),
+    );
     out.push_str(&border);
     out.push('\n');
     for row in &table.rows {
-        line(&mut out, &row.iter().enumerate().map(|(i, c)| text(i, c)).collect::<Vec<_>>());
+        line(
+            &mut out,
+            &row.iter()
+                .enumerate()
+                .map(|(i, c)| text(i, c))
+                .collect::<Vec<_>>(),
+        );
     }
     out.push_str(&border);
     out.push('\n');
@@ -477,7 +566,10 @@ fn tsv(scope: &str, table: &Table) -> String {
 }
 
 /// One object per member, in column order; empty cells left out.
-fn objects<'a>(scope: &'a str, table: &'a Table) -> impl Iterator<Item = Vec<(&'a str, Value)>> + 'a {
+fn objects<'a>(
+    scope: &'a str,
+    table: &'a Table,
+) -> impl Iterator<Item = Vec<(&'a str, Value)>> + 'a {
     table.rows.iter().map(move |row| {
         let mut obj = vec![("Cluster", Value::from(scope))];
         for (col, cell) in table.columns.iter().zip(row) {
@@ -493,7 +585,10 @@ fn objects<'a>(scope: &'a str, table: &'a Table) -> impl Iterator<Item = Vec<(&'
 fn json_rows(scope: &str, table: &Table) -> String {
     let items: Vec<String> = objects(scope, table)
         .map(|obj| {
-            let fields: Vec<String> = obj.iter().map(|(k, v)| format!("{}: {}", Value::from(*k), py_json(v))).collect();
+            let fields: Vec<String> = obj
+                .iter()
+                .map(|(k, v)| format!("{}: {}", Value::from(*k), py_json(v)))
+                .collect();
             format!("{{{}}}", fields.join(", "))
         })
         .collect();
@@ -504,7 +599,10 @@ fn py_json(v: &Value) -> String {
     match v {
         Value::Array(a) => format!("[{}]", a.iter().map(py_json).collect::<Vec<_>>().join(", ")),
         Value::Object(o) => {
-            let fields: Vec<String> = o.iter().map(|(k, v)| format!("{}: {}", Value::from(k.as_str()), py_json(v))).collect();
+            let fields: Vec<String> = o
+                .iter()
+                .map(|(k, v)| format!("{}: {}", Value::from(k.as_str()), py_json(v)))
+                .collect();
             format!("{{{}}}", fields.join(", "))
         }
         other => other.to_string(),
@@ -524,7 +622,12 @@ mod tests {
     use super::*;
     use tandem_core::cluster::{LeaderKey, MemberValue, StatusValue, Versioned};
 
-    fn member(name: &str, port: u16, role: &str, f: impl FnOnce(&mut MemberValue)) -> (String, Member) {
+    fn member(
+        name: &str,
+        port: u16,
+        role: &str,
+        f: impl FnOnce(&mut MemberValue),
+    ) -> (String, Member) {
         let mut value = MemberValue {
             conn_url: format!("postgres://127.0.0.1:{port}/postgres"),
             api_url: format!("http://127.0.0.1:{}/patroni", port + 3576),
@@ -535,7 +638,14 @@ mod tests {
             ..Default::default()
         };
         f(&mut value);
-        (name.to_string(), Member { name: name.into(), value, lease: 1 })
+        (
+            name.to_string(),
+            Member {
+                name: name.into(),
+                value,
+                lease: 1,
+            },
+        )
     }
 
     /// postgresql0 leader, postgresql1 streaming 3 MiB behind, postgresql2 stopped.
@@ -543,10 +653,19 @@ mod tests {
         let optime = 0x0400_04E8 + 3 * 1_048_576;
         ClusterView {
             initialize: Some("7277694203142172922".into()),
-            leader: Some(LeaderKey { name: "postgresql0".into(), lease: 1, mod_revision: 1 }),
-            status: Some(StatusValue { optime: Some(optime), ..Default::default() }),
+            leader: Some(LeaderKey {
+                name: "postgresql0".into(),
+                lease: 1,
+                mod_revision: 1,
+            }),
+            status: Some(StatusValue {
+                optime: Some(optime),
+                ..Default::default()
+            }),
             members: [
-                member("postgresql0", 5432, "primary", |m| m.xlog_location = Some(optime)),
+                member("postgresql0", 5432, "primary", |m| {
+                    m.xlog_location = Some(optime)
+                }),
                 member("postgresql1", 5433, "replica", |m| {
                     m.replication_state = Some("streaming".into());
                     m.receive_lsn = Some(0x0400_04E8);
@@ -584,15 +703,27 @@ mod tests {
     fn pretty_title_footer_and_sync_role() {
         let mut v = view();
         v.members.remove("postgresql2");
-        v.config = Some(Versioned { value: serde_json::json!({"pause": true, "synchronous_mode": true}), mod_revision: 1 });
-        v.sync = Some(Versioned { value: serde_json::json!({"leader": "postgresql0", "sync_standby": "postgresql1"}), mod_revision: 1 });
+        v.config = Some(Versioned {
+            value: serde_json::json!({"pause": true, "synchronous_mode": true}),
+            mod_revision: 1,
+        });
+        v.sync = Some(Versioned {
+            value: serde_json::json!({"leader": "postgresql0", "sync_standby": "postgresql1"}),
+            mod_revision: 1,
+        });
         v.status = None; // lag measured against the leader's own position
         v.initialize = Some(String::new());
         let out = render(&v, "batman", ListFormat::Pretty, false);
         let lines: Vec<&str> = out.lines().collect();
-        assert!(lines[0].starts_with("+ Cluster: batman (initializing) -"), "{out}");
+        assert!(
+            lines[0].starts_with("+ Cluster: batman (initializing) -"),
+            "{out}"
+        );
         assert_eq!(lines[0].len(), lines[2].len());
-        assert!(lines[4].contains("| Sync Standby | streaming |") && lines[4].contains("|   3 |"), "{out}");
+        assert!(
+            lines[4].contains("| Sync Standby | streaming |") && lines[4].contains("|   3 |"),
+            "{out}"
+        );
         assert_eq!(lines.last(), Some(&" Maintenance mode: on"));
         assert!(!out.contains("Tags"));
     }
@@ -613,7 +744,10 @@ mod tests {
         let out = render(&view(), "batman", ListFormat::Tsv, false);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], "Cluster\tMember\tHost\tRole\tState\tTL\tReceive LSN\tReceive Lag\tReplay LSN\tReplay Lag\tTags");
-        assert_eq!(lines[1], "batman\tpostgresql0\t127.0.0.1:5432\tLeader\trunning\t5\t\t\t\t\t");
+        assert_eq!(
+            lines[1],
+            "batman\tpostgresql0\t127.0.0.1:5432\tLeader\trunning\t5\t\t\t\t\t"
+        );
         assert_eq!(lines[2], "batman\tpostgresql1\t127.0.0.1:5433\tReplica\tstreaming\t5\t0/40004E8\t3\t0/40004E8\t3\t");
     }
 
@@ -622,12 +756,18 @@ mod tests {
         let out = render(&view(), "batman", ListFormat::Json, false);
         let parsed: Vec<Value> = serde_json::from_str(&out).unwrap();
         assert_eq!(parsed.len(), 3);
-        assert_eq!(parsed[0], serde_json::json!({"Cluster":"batman","Member":"postgresql0","Host":"127.0.0.1:5432","Role":"Leader","State":"running","TL":5}));
+        assert_eq!(
+            parsed[0],
+            serde_json::json!({"Cluster":"batman","Member":"postgresql0","Host":"127.0.0.1:5432","Role":"Leader","State":"running","TL":5})
+        );
         assert_eq!(parsed[1]["Receive Lag"], Value::from(3));
         assert_eq!(parsed[1]["Replay LSN"], Value::from("0/40004E8"));
         assert_eq!(parsed[2]["Tags"], serde_json::json!({"nofailover": true}));
         assert_eq!(parsed[2]["Replay Lag"], Value::from("unknown"));
-        assert!(out.starts_with(r#"[{"Cluster": "batman", "Member": "postgresql0", "Host""#), "{out}");
+        assert!(
+            out.starts_with(r#"[{"Cluster": "batman", "Member": "postgresql0", "Host""#),
+            "{out}"
+        );
     }
 
     #[test]
@@ -636,28 +776,86 @@ mod tests {
         let parsed: Vec<Value> = serde_yaml::from_str(&out).unwrap();
         assert_eq!(parsed[1]["Member"], Value::from("postgresql1"));
         assert_eq!(parsed[1]["Replay Lag"], Value::from(3));
-        assert!(out.starts_with("- Cluster: batman\n  Host: 127.0.0.1:5432\n"), "{out}");
+        assert!(
+            out.starts_with("- Cluster: batman\n  Host: 127.0.0.1:5432\n"),
+            "{out}"
+        );
     }
 
     #[test]
     fn extended_shows_optional_columns_and_pending_restart() {
         let mut v = view();
-        v.members.get_mut("postgresql1").unwrap().value.pending_restart = Some(true);
+        v.members
+            .get_mut("postgresql1")
+            .unwrap()
+            .value
+            .pending_restart = Some(true);
         let out = render(&v, "batman", ListFormat::Tsv, true);
         let lines: Vec<&str> = out.lines().collect();
-        assert!(lines[0].ends_with("\tPending restart\tPending restart reason\tScheduled restart\tTags"), "{out}");
+        assert!(
+            lines[0]
+                .ends_with("\tPending restart\tPending restart reason\tScheduled restart\tTags"),
+            "{out}"
+        );
         assert!(lines[2].contains("\t*\t"));
     }
 
     #[test]
     fn rows_for_cluster_endpoint() {
         let mut v = view();
-        v.config = Some(Versioned { value: serde_json::json!({"standby_cluster": {"host": "10.1.1.1"}}), mod_revision: 1 });
+        v.config = Some(Versioned {
+            value: serde_json::json!({"standby_cluster": {"host": "10.1.1.1"}}),
+            mod_revision: 1,
+        });
         let rows = member_rows(&v);
         assert_eq!(rows[0].role, MemberRole::StandbyLeader);
-        assert_eq!(rows[1].replay, Some(WalPoint { lsn: Some(0x0400_04E8), lag: Some(3 * 1_048_576) }));
-        assert_eq!(rows[2].receive, Some(WalPoint { lsn: None, lag: None }));
-        assert_eq!((rows[2].host.as_deref(), rows[2].port), (Some("127.0.0.1"), Some(5434)));
+        assert_eq!(
+            rows[1].replay,
+            Some(WalPoint {
+                lsn: Some(0x0400_04E8),
+                lag: Some(3 * 1_048_576)
+            })
+        );
+        assert_eq!(
+            rows[2].receive,
+            Some(WalPoint {
+                lsn: None,
+                lag: None
+            })
+        );
+        assert_eq!(
+            (rows[2].host.as_deref(), rows[2].port),
+            (Some("127.0.0.1"), Some(5434))
+        );
+    }
+
+    #[test]
+    fn long_title_widens_the_table() {
+        let v = ClusterView::default();
+        let scope = "a-very-long-cluster-name-that-is-wider-than-all-the-column-headers-together";
+        let out = render(&v, scope, ListFormat::Pretty, false);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 4, "{out}");
+        assert!(
+            lines[0].starts_with(&format!("+ Cluster: {scope} (uninitialized) -")),
+            "{out}"
+        );
+        assert!(lines[0].ends_with('+'));
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.chars().count() == lines[0].chars().count()),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn ipv6_hosts_are_bracketed_with_ports() {
+        let mut v = view();
+        v.members.get_mut("postgresql1").unwrap().value.conn_url =
+            "postgres://[fd00::2]:5433/postgres".into();
+        let out = render(&v, "batman", ListFormat::Tsv, false);
+        assert!(out.contains("\t[fd00::2]:5433\t"), "{out}");
     }
 
     #[test]

@@ -6,10 +6,19 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "tandem", version, about = "PostgreSQL high availability in one binary (Patroni-compatible)")]
+#[command(
+    name = "tandem",
+    version,
+    about = "PostgreSQL high availability in one binary (Patroni-compatible)"
+)]
 struct Cli {
     /// Configuration file (Patroni's YAML format), or a directory of YAML files.
-    #[arg(short = 'c', long = "config-file", global = true, env = "TANDEM_CONFIG")]
+    #[arg(
+        short = 'c',
+        long = "config-file",
+        global = true,
+        env = "TANDEM_CONFIG"
+    )]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -67,12 +76,22 @@ enum DemoAction {
 }
 
 fn config_path(cli: &Option<PathBuf>, local: &Option<PathBuf>) -> Result<PathBuf> {
-    local.clone().or_else(|| cli.clone()).context("no configuration file: pass -c /path/to/node.yml")
+    local
+        .clone()
+        .or_else(|| cli.clone())
+        .context("no configuration file: pass -c /path/to/node.yml")
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let ansi = std::io::stdout().is_terminal();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi)
+        .init();
 }
 
 fn main() {
@@ -85,7 +104,9 @@ fn main() {
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     // A current-thread runtime keeps the agent small; blocking work runs in child processes.
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -102,7 +123,9 @@ fn run(cli: Cli) -> Result<()> {
             for w in &cfg.warnings {
                 println!("warning: {w}");
             }
-            let (d, warnings) = tandem_core::dynamic::DynamicConfig::from_json(&tandem::agent::bootstrap_dynamic(&cfg));
+            let (d, warnings) = tandem_core::dynamic::DynamicConfig::from_json(
+                &tandem::agent::bootstrap_dynamic(&cfg),
+            );
             for w in warnings {
                 println!("warning: bootstrap.dcs: {w}");
             }
@@ -117,22 +140,34 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::List { format, extended, watch, watch_default, cluster } => {
+        Command::List {
+            format,
+            extended,
+            watch,
+            watch_default,
+            cluster,
+        } => {
             let path = config_path(&cli.config, &None)?;
             let mut cfg = tandem::config::Config::load(&path)?;
             if let Some(c) = cluster {
                 cfg.scope = c.clone();
             }
-            let fmt: tandem::listing::ListFormat = format.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let fmt: tandem::listing::ListFormat =
+                format.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
             let every = watch.or(if *watch_default { Some(2.0) } else { None });
             runtime()?.block_on(async {
-                let dcs = tandem::dcs::Dcs::connect(&cfg.etcd3, &cfg.base_path(), Duration::from_secs(5)).await?;
+                let dcs =
+                    tandem::dcs::Dcs::connect(&cfg.etcd3, &cfg.base_path(), Duration::from_secs(5))
+                        .await?;
                 loop {
                     let (view, _) = dcs.read_cluster().await?;
                     if every.is_some() {
                         print!("\x1b[2J\x1b[H");
                     }
-                    print!("{}", tandem::listing::render(&view, &cfg.scope, fmt, *extended));
+                    print!(
+                        "{}",
+                        tandem::listing::render(&view, &cfg.scope, fmt, *extended)
+                    );
                     match every {
                         Some(s) => tokio::time::sleep(Duration::from_secs_f64(s.max(0.1))).await,
                         None => return Ok(()),

@@ -19,11 +19,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use tandem_core::cluster::MemberValue;
 use tandem_core::ha::PeerAnswer;
-use tokio_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use tokio_rustls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
 use tokio_rustls::rustls::client::WebPkiServerVerifier;
-use tokio_rustls::rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use tokio_rustls::rustls::crypto::{
+    verify_tls12_signature, verify_tls13_signature, CryptoProvider,
+};
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio_rustls::rustls::{self, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio_rustls::rustls::{
+    self, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use tracing::debug;
 
 /// Largest response body read from a member.
@@ -56,7 +62,9 @@ pub struct PeerClient {
 
 impl std::fmt::Debug for PeerClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PeerClient").field("auth", &self.auth.as_ref().map(|(u, _)| u)).finish_non_exhaustive()
+        f.debug_struct("PeerClient")
+            .field("auth", &self.auth.as_ref().map(|(u, _)| u))
+            .finish_non_exhaustive()
     }
 }
 
@@ -73,25 +81,37 @@ impl PeerClient {
 
     pub fn new(ctl: &CtlConfig, restapi: &RestApiConfig, caller: Caller) -> Result<PeerClient> {
         let provider = tls::provider();
-        let ca = ctl.cacert.as_deref().map(|p| (p, "ctl.cacert")).or(restapi.cafile.as_deref().map(|p| (p, "restapi.cafile")));
+        let ca = ctl
+            .cacert
+            .as_deref()
+            .map(|p| (p, "ctl.cacert"))
+            .or(restapi.cafile.as_deref().map(|p| (p, "restapi.cafile")));
         let (verifier, tls_hint): (Arc<dyn ServerCertVerifier>, &'static str) = if ctl.insecure {
-            (Arc::new(AcceptAnyCert(provider.clone())), "")
+            (Arc::new(Unchecked::accept_all(&provider)), "")
         } else if let Some((path, key)) = ca {
             let roots = Arc::new(tls::load_roots(path).context(key)?);
-            let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone()).build().context(key)?;
+            let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                .build()
+                .context(key)?;
             match caller {
                 Caller::Cli => (webpki, " (is the member's certificate signed by the CA in ctl.cacert / restapi.cafile, for this host name?)"),
                 Caller::Daemon => (Arc::new(ChainOnly(webpki)), " (is the member's certificate signed by the CA in ctl.cacert / restapi.cafile?)"),
             }
         } else {
             match caller {
-                Caller::Daemon => (Arc::new(AcceptAnyCert(provider.clone())), ""),
+                Caller::Daemon => (Arc::new(Unchecked::accept_all(&provider)), ""),
                 Caller::Cli => {
+                    let hint = " (set ctl.cacert to the CA that signed the REST API certificate, or ctl.insecure: true)";
                     let roots = Arc::new(system_roots());
-                    let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-                        .build()
-                        .map_err(|e| anyhow!("no usable system CA certificates ({e}): set ctl.cacert to the CA of the REST API, or ctl.insecure: true"))?;
-                    (webpki, " (set ctl.cacert to the CA that signed the REST API certificate, or ctl.insecure: true)")
+                    // No system trust store: plain-HTTP members still work; HTTPS ones are refused.
+                    let verifier: Arc<dyn ServerCertVerifier> =
+                        match WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                            .build()
+                        {
+                            Ok(webpki) => webpki,
+                            Err(_) => Arc::new(Unchecked::reject_all(&provider)),
+                        };
+                    (verifier, hint)
                 }
             }
         };
@@ -104,10 +124,14 @@ impl PeerClient {
             Some(certfile) => {
                 let certs = tls::load_certs(certfile).context("ctl.certfile")?;
                 let keyfile = ctl.keyfile.as_deref().unwrap_or(certfile);
-                let key = tls::load_private_key(keyfile).context(if ctl.keyfile.is_some() { "ctl.keyfile" } else { "ctl.certfile (no keyfile given)" })?;
-                builder
-                    .with_client_auth_cert(certs, key)
-                    .map_err(|e| anyhow!("ctl.certfile/keyfile: the key does not fit the certificate ({e})"))?
+                let key = tls::load_private_key(keyfile).context(if ctl.keyfile.is_some() {
+                    "ctl.keyfile"
+                } else {
+                    "ctl.certfile (no keyfile given)"
+                })?;
+                builder.with_client_auth_cert(certs, key).map_err(|e| {
+                    anyhow!("ctl.certfile/keyfile: the key does not fit the certificate ({e})")
+                })?
             }
             None => builder.with_no_client_auth(),
         };
@@ -123,7 +147,11 @@ impl PeerClient {
             .as_ref()
             .or(restapi.authentication.as_ref())
             .map(|c| (c.username.clone(), c.password.expose().to_string()));
-        Ok(PeerClient { http, auth, tls_hint })
+        Ok(PeerClient {
+            http,
+            auth,
+            tls_hint,
+        })
     }
 
     /// A request with this client's credentials; the caller adds a body and a timeout.
@@ -137,9 +165,16 @@ impl PeerClient {
 
     /// `GET url`, expecting a 2xx JSON answer within `timeout`.
     pub async fn get_json(&self, url: &str, timeout: Duration) -> Result<Value> {
-        let resp = self.request(reqwest::Method::GET, url).timeout(timeout).send().await.map_err(|e| self.explain(url, e))?;
+        let resp = self
+            .request(reqwest::Method::GET, url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| self.explain(url, e))?;
         let code = resp.status();
-        let body = read_capped(resp).await.with_context(|| format!("GET {url}"))?;
+        let body = read_capped(resp)
+            .await
+            .with_context(|| format!("GET {url}"))?;
         if !code.is_success() {
             return Err(anyhow!("GET {url}: HTTP {code}"));
         }
@@ -165,7 +200,11 @@ impl PeerClient {
     }
 
     fn explain(&self, url: &str, e: reqwest::Error) -> anyhow::Error {
-        let hint = if url.starts_with("https:") && e.is_connect() { self.tls_hint } else { "" };
+        let hint = if url.starts_with("https:") && e.is_connect() {
+            self.tls_hint
+        } else {
+            ""
+        };
         let mut msg = format!("GET {url}: {e}");
         let mut source = std::error::Error::source(&e);
         while let Some(s) = source {
@@ -194,10 +233,26 @@ pub fn peer_answer(doc: &Value) -> Option<PeerAnswer> {
     let is_primary = matches!(role, "primary" | "master" | "standby_leader");
     let xlog = doc.get("xlog");
     let at = |key: &str| xlog.and_then(|x| x.get(key)).and_then(Value::as_u64);
-    let wal_position = at("location").unwrap_or_else(|| at("received_location").unwrap_or(0).max(at("replayed_location").unwrap_or(0)));
-    let tags = doc.get("tags").and_then(Value::as_object).cloned().unwrap_or_default();
-    let failover_priority = MemberValue { tags, ..Default::default() }.failover_priority();
-    Some(PeerAnswer { is_primary, wal_position, failover_priority })
+    let wal_position = at("location").unwrap_or_else(|| {
+        at("received_location")
+            .unwrap_or(0)
+            .max(at("replayed_location").unwrap_or(0))
+    });
+    let tags = doc
+        .get("tags")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let failover_priority = MemberValue {
+        tags,
+        ..Default::default()
+    }
+    .failover_priority();
+    Some(PeerAnswer {
+        is_primary,
+        wal_position,
+        failover_priority,
+    })
 }
 
 fn system_roots() -> RootCertStore {
@@ -210,11 +265,30 @@ fn system_roots() -> RootCertStore {
     roots
 }
 
-/// Accepts any server certificate (still checking the handshake signatures).
+/// Accepts (or, with no trust store at all, refuses) every server certificate without looking
+/// at it, still checking the handshake signatures.
 #[derive(Debug)]
-struct AcceptAnyCert(Arc<CryptoProvider>);
+struct Unchecked {
+    provider: Arc<CryptoProvider>,
+    accept: bool,
+}
 
-impl ServerCertVerifier for AcceptAnyCert {
+impl Unchecked {
+    fn accept_all(provider: &Arc<CryptoProvider>) -> Unchecked {
+        Unchecked {
+            provider: provider.clone(),
+            accept: true,
+        }
+    }
+    fn reject_all(provider: &Arc<CryptoProvider>) -> Unchecked {
+        Unchecked {
+            provider: provider.clone(),
+            accept: false,
+        }
+    }
+}
+
+impl ServerCertVerifier for Unchecked {
     fn verify_server_cert(
         &self,
         _end_entity: &CertificateDer<'_>,
@@ -223,7 +297,13 @@ impl ServerCertVerifier for AcceptAnyCert {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        if self.accept {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer,
+            ))
+        }
     }
     fn verify_tls12_signature(
         &self,
@@ -231,7 +311,12 @@ impl ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
     fn verify_tls13_signature(
         &self,
@@ -239,10 +324,17 @@ impl ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -260,10 +352,13 @@ impl ServerCertVerifier for ChainOnly {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         // The chain is checked first: a name error means the chain was good.
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
-            Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. })) => {
-                Ok(ServerCertVerified::assertion())
-            }
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
             other => other,
         }
     }
@@ -296,17 +391,34 @@ mod tests {
     #[test]
     fn primary_document() {
         let doc = json!({"state": "running", "role": "primary", "xlog": {"location": 67395656}, "timeline": 2, "tags": {}});
-        assert_eq!(peer_answer(&doc), Some(PeerAnswer { is_primary: true, wal_position: 67395656, failover_priority: 1 }));
+        assert_eq!(
+            peer_answer(&doc),
+            Some(PeerAnswer {
+                is_primary: true,
+                wal_position: 67395656,
+                failover_priority: 1
+            })
+        );
         let legacy = json!({"role": "master", "xlog": {"location": 5}});
         assert!(peer_answer(&legacy).unwrap().is_primary);
         let standby_leader = json!({"role": "standby_leader", "xlog": {"received_location": 9, "replayed_location": 8}});
-        assert_eq!(peer_answer(&standby_leader).map(|a| (a.is_primary, a.wal_position)), Some((true, 9)));
+        assert_eq!(
+            peer_answer(&standby_leader).map(|a| (a.is_primary, a.wal_position)),
+            Some((true, 9))
+        );
     }
 
     #[test]
     fn replica_document_takes_the_furthest_position() {
         let doc = json!({"role": "replica", "xlog": {"received_location": 100, "replayed_location": 120, "replayed_timestamp": null, "paused": false}, "tags": {"failover_priority": 3}});
-        assert_eq!(peer_answer(&doc), Some(PeerAnswer { is_primary: false, wal_position: 120, failover_priority: 3 }));
+        assert_eq!(
+            peer_answer(&doc),
+            Some(PeerAnswer {
+                is_primary: false,
+                wal_position: 120,
+                failover_priority: 3
+            })
+        );
         let stopped = json!({"role": "replica", "state": "stopped"});
         assert_eq!(peer_answer(&stopped).map(|a| a.wal_position), Some(0));
     }
@@ -321,7 +433,13 @@ mod tests {
 
     #[test]
     fn nonsense_is_not_an_answer() {
-        for doc in [json!(null), json!([]), json!({"state": "running"}), json!({"role": 3}), json!({"role": "replica", "xlog": "x", "tags": 1})] {
+        for doc in [
+            json!(null),
+            json!([]),
+            json!({"state": "running"}),
+            json!({"role": 3}),
+            json!({"role": "replica", "xlog": "x", "tags": 1}),
+        ] {
             if doc.get("role").and_then(Value::as_str).is_some() {
                 assert_eq!(peer_answer(&doc).map(|a| a.wal_position), Some(0));
             } else {

@@ -73,17 +73,33 @@ pub struct Postgres {
 }
 
 fn secret(p: &Option<crate::config::Secret>) -> String {
-    p.as_ref().map(|s| s.expose().to_string()).unwrap_or_default()
+    p.as_ref()
+        .map(|s| s.expose().to_string())
+        .unwrap_or_default()
 }
 
 impl Postgres {
     pub fn new(cfg: &Config) -> Postgres {
         let pg = &cfg.postgresql;
         let auth = &pg.authentication;
-        let su = (auth.superuser.username.clone(), secret(&auth.superuser.password));
-        let rep = (auth.replication.username.clone(), secret(&auth.replication.password));
-        let rew = auth.rewind.as_ref().map(|r| (r.username.clone(), secret(&r.password))).unwrap_or_else(|| su.clone());
-        let listen_addresses = pg.listen.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_else(|| "localhost".into());
+        let su = (
+            auth.superuser.username.clone(),
+            secret(&auth.superuser.password),
+        );
+        let rep = (
+            auth.replication.username.clone(),
+            secret(&auth.replication.password),
+        );
+        let rew = auth
+            .rewind
+            .as_ref()
+            .map(|r| (r.username.clone(), secret(&r.password)))
+            .unwrap_or_else(|| su.clone());
+        let listen_addresses = pg
+            .listen
+            .rsplit_once(':')
+            .map(|(h, _)| h.to_string())
+            .unwrap_or_else(|| "localhost".into());
         let socket_dir = pg
             .parameters
             .get("unix_socket_directories")
@@ -122,11 +138,20 @@ impl Postgres {
 
     async fn run(&self, tool: &str, args: &[String], timeout: Duration) -> Result<String> {
         let mut cmd = Command::new(self.bin(tool));
-        cmd.args(args).env("PGPASSFILE", &self.pgpass).env("PGCONNECT_TIMEOUT", "3").kill_on_drop(true).stdin(std::process::Stdio::null());
+        cmd.args(args)
+            .env("PGPASSFILE", &self.pgpass)
+            .env("PGCONNECT_TIMEOUT", "3")
+            .kill_on_drop(true)
+            .stdin(std::process::Stdio::null());
         let out = tokio::time::timeout(timeout, cmd.output())
             .await
             .map_err(|_| anyhow!("{tool} did not finish within {timeout:?}"))?
-            .with_context(|| format!("cannot run {} (set postgresql.bin_dir)", self.bin(tool).display()))?;
+            .with_context(|| {
+                format!(
+                    "cannot run {} (set postgresql.bin_dir)",
+                    self.bin(tool).display()
+                )
+            })?;
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
@@ -141,12 +166,23 @@ impl Postgres {
 
     /// The data directory holds an initialized cluster.
     pub fn has_data(&self) -> bool {
-        self.data_dir.join("PG_VERSION").exists() && self.data_dir.join("global/pg_control").exists()
+        self.data_dir.join("PG_VERSION").exists()
+            && self.data_dir.join("global/pg_control").exists()
     }
 
     pub async fn controldata(&self) -> Result<BTreeMap<String, String>> {
-        let out = self.run("pg_controldata", &[self.data_arg()], Duration::from_secs(10)).await?;
-        Ok(out.lines().filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect())
+        let out = self
+            .run(
+                "pg_controldata",
+                &[self.data_arg()],
+                Duration::from_secs(10),
+            )
+            .await?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect())
     }
 
     /// PID of a live postmaster on this data directory, from postmaster.pid.
@@ -155,7 +191,10 @@ impl Postgres {
         let mut lines = text.lines();
         let pid: i32 = lines.next()?.trim().parse().ok()?;
         let dir = lines.next()?.trim();
-        if pid <= 0 || Path::new(dir) != self.data_dir.as_path() && std::fs::canonicalize(dir).ok() != std::fs::canonicalize(&self.data_dir).ok() {
+        if pid <= 0
+            || Path::new(dir) != self.data_dir.as_path()
+                && std::fs::canonicalize(dir).ok() != std::fs::canonicalize(&self.data_dir).ok()
+        {
             return None;
         }
         // kill(pid, 0): exists (EPERM also means it exists, under another user)
@@ -186,13 +225,18 @@ impl Postgres {
 
     /// Writes postgresql.conf (including the original as postgresql.base.conf), pg_hba.conf and the
     /// recovery settings. `upstream`: `None` = primary; `Some(None)` = standby with no upstream.
-    pub fn write_config(&self, dynamic: &tandem_core::dynamic::DynamicConfig, upstream: Option<Option<&Upstream>>) -> Result<()> {
+    pub fn write_config(
+        &self,
+        dynamic: &tandem_core::dynamic::DynamicConfig,
+        upstream: Option<Option<&Upstream>>,
+    ) -> Result<()> {
         let d = &self.data_dir;
         let conf = d.join("postgresql.conf");
         let base = d.join("postgresql.base.conf");
         if !base.exists() {
             if conf.exists() {
-                std::fs::rename(&conf, &base).context("cannot rename postgresql.conf to postgresql.base.conf")?;
+                std::fs::rename(&conf, &base)
+                    .context("cannot rename postgresql.conf to postgresql.base.conf")?;
             } else {
                 write_private(&base, "")?;
             }
@@ -213,9 +257,15 @@ impl Postgres {
                     quote_conn(&self.pgpass.display().to_string()),
                     quote_conn(&self.name)
                 );
-                text.push_str(&format!("primary_conninfo = '{}'\n", conninfo.replace('\'', "''")));
+                text.push_str(&format!(
+                    "primary_conninfo = '{}'\n",
+                    conninfo.replace('\'', "''")
+                ));
                 if dynamic.use_slots {
-                    text.push_str(&format!("primary_slot_name = '{}'\n", slot_name(&self.name)));
+                    text.push_str(&format!(
+                        "primary_slot_name = '{}'\n",
+                        slot_name(&self.name)
+                    ));
                 }
             }
         }
@@ -234,12 +284,24 @@ impl Postgres {
     }
 
     /// All parameters: protected defaults ← dynamic ← local, then the ones tandem owns.
-    pub fn parameters(&self, dynamic: &tandem_core::dynamic::DynamicConfig) -> BTreeMap<String, String> {
-        let mut p: BTreeMap<String, String> = PROTECTED.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    pub fn parameters(
+        &self,
+        dynamic: &tandem_core::dynamic::DynamicConfig,
+    ) -> BTreeMap<String, String> {
+        let mut p: BTreeMap<String, String> = PROTECTED
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         p.insert("wal_keep_size".into(), "128MB".into());
         let as_text = |v: &Value| match v {
             Value::String(s) => s.clone(),
-            Value::Bool(b) => if *b { "on".into() } else { "off".into() },
+            Value::Bool(b) => {
+                if *b {
+                    "on".into()
+                } else {
+                    "off".into()
+                }
+            }
             other => other.to_string(),
         };
         for (k, v) in &dynamic.parameters {
@@ -255,8 +317,14 @@ impl Postgres {
         p.insert("listen_addresses".into(), self.listen_addresses.clone());
         p.insert("port".into(), self.port.to_string());
         p.insert("cluster_name".into(), self.scope.clone());
-        p.entry("unix_socket_directories".into()).or_insert_with(|| self.socket_dir.clone());
-        for k in ["primary_conninfo", "primary_slot_name", "recovery_target_timeline", "restore_command"] {
+        p.entry("unix_socket_directories".into())
+            .or_insert_with(|| self.socket_dir.clone());
+        for k in [
+            "primary_conninfo",
+            "primary_slot_name",
+            "recovery_target_timeline",
+            "restore_command",
+        ] {
             p.remove(k);
         }
         p
@@ -265,11 +333,25 @@ impl Postgres {
     /// pg_hba: tandem's own lines first (the local socket for the superuser, so `psql` on the node works
     /// and the agent can connect), then the configured lines (local config wins over dynamic).
     pub fn hba(&self, dynamic: &tandem_core::dynamic::DynamicConfig) -> Vec<String> {
-        let mut lines = vec!["# Written by tandem.".to_string(), format!("local all {} scram-sha-256", hba_user(&self.superuser.0)), format!("local replication {} scram-sha-256", hba_user(&self.replication.0))];
-        let configured = if !self.local_hba.is_empty() { &self.local_hba } else { &dynamic.pg_hba };
+        let mut lines = vec![
+            "# Written by tandem.".to_string(),
+            format!("local all {} scram-sha-256", hba_user(&self.superuser.0)),
+            format!(
+                "local replication {} scram-sha-256",
+                hba_user(&self.replication.0)
+            ),
+        ];
+        let configured = if !self.local_hba.is_empty() {
+            &self.local_hba
+        } else {
+            &dynamic.pg_hba
+        };
         if configured.is_empty() {
             lines.push("local all all peer".into());
-            lines.push(format!("host replication {} 127.0.0.1/32 scram-sha-256", hba_user(&self.replication.0)));
+            lines.push(format!(
+                "host replication {} 127.0.0.1/32 scram-sha-256",
+                hba_user(&self.replication.0)
+            ));
             lines.push("host all all 127.0.0.1/32 scram-sha-256".into());
         }
         lines.extend(configured.iter().cloned());
@@ -278,7 +360,11 @@ impl Postgres {
 
     fn protected_args(&self, dynamic: &tandem_core::dynamic::DynamicConfig) -> String {
         let p = self.parameters(dynamic);
-        PROTECTED.iter().filter_map(|(k, _)| p.get(*k).map(|v| format!("-c {k}={v}"))).collect::<Vec<_>>().join(" ")
+        PROTECTED
+            .iter()
+            .filter_map(|(k, _)| p.get(*k).map(|v| format!("-c {k}={v}")))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     pub async fn initdb(&self) -> Result<()> {
@@ -287,7 +373,12 @@ impl Postgres {
         }
         let pwfile = self.data_dir.with_extension("pwfile");
         write_private(&pwfile, &format!("{}\n", self.superuser.1))?;
-        let mut args = vec![format!("--pgdata={}", self.data_arg()), format!("--username={}", self.superuser.0), format!("--pwfile={}", pwfile.display()), "--auth=scram-sha-256".into()];
+        let mut args = vec![
+            format!("--pgdata={}", self.data_arg()),
+            format!("--username={}", self.superuser.0),
+            format!("--pwfile={}", pwfile.display()),
+            "--auth=scram-sha-256".into(),
+        ];
         args.extend(self.initdb_args.iter().cloned());
         let r = self.run("initdb", &args, Duration::from_secs(300)).await;
         let _ = std::fs::remove_file(&pwfile);
@@ -314,7 +405,13 @@ impl Postgres {
             self.protected_args(dynamic),
         ];
         // pg_ctl starts the postmaster in its own session; it outlives the agent by design.
-        self.run("pg_ctl", &args, Duration::from_secs(self.pg_ctl_timeout + 10)).await.map(|_| ())
+        self.run(
+            "pg_ctl",
+            &args,
+            Duration::from_secs(self.pg_ctl_timeout + 10),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// mode: smart | fast | immediate
@@ -323,8 +420,24 @@ impl Postgres {
         if !self.is_running() {
             return Ok(());
         }
-        let args = vec!["stop".to_string(), "-w".into(), "-t".into(), self.pg_ctl_timeout.to_string(), "-m".into(), mode.into(), "-D".into(), self.data_arg()];
-        match self.run("pg_ctl", &args, Duration::from_secs(self.pg_ctl_timeout + 10)).await {
+        let args = vec![
+            "stop".to_string(),
+            "-w".into(),
+            "-t".into(),
+            self.pg_ctl_timeout.to_string(),
+            "-m".into(),
+            mode.into(),
+            "-D".into(),
+            self.data_arg(),
+        ];
+        match self
+            .run(
+                "pg_ctl",
+                &args,
+                Duration::from_secs(self.pg_ctl_timeout + 10),
+            )
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if !self.is_running() => {
                 tracing::debug!("pg_ctl stop: {e}");
@@ -335,26 +448,62 @@ impl Postgres {
     }
 
     pub async fn promote(&self) -> Result<()> {
-        let args = vec!["promote".to_string(), "-w".into(), "-t".into(), "60".into(), "-D".into(), self.data_arg()];
-        self.run("pg_ctl", &args, Duration::from_secs(70)).await.map(|_| ())
+        let args = vec![
+            "promote".to_string(),
+            "-w".into(),
+            "-t".into(),
+            "60".into(),
+            "-D".into(),
+            self.data_arg(),
+        ];
+        self.run("pg_ctl", &args, Duration::from_secs(70))
+            .await
+            .map(|_| ())
     }
 
     pub async fn reload(&self) -> Result<()> {
         let args = vec!["reload".to_string(), "-D".into(), self.data_arg()];
-        self.run("pg_ctl", &args, Duration::from_secs(10)).await.map(|_| ())
+        self.run("pg_ctl", &args, Duration::from_secs(10))
+            .await
+            .map(|_| ())
     }
 
     /// Crash recovery in single-user mode, so pg_rewind finds a cleanly shut down cluster.
     pub async fn single_user_recovery(&self) -> Result<()> {
-        let args = vec!["--single".to_string(), "-F".into(), "-D".into(), self.data_arg(), "-c".into(), "archive_mode=off".into(), "template1".into()];
-        self.run("postgres", &args, Duration::from_secs(600)).await.map(|_| ())
+        let args = vec![
+            "--single".to_string(),
+            "-F".into(),
+            "-D".into(),
+            self.data_arg(),
+            "-c".into(),
+            "archive_mode=off".into(),
+            "template1".into(),
+        ];
+        self.run("postgres", &args, Duration::from_secs(600))
+            .await
+            .map(|_| ())
     }
 
     pub async fn basebackup(&self, from: &Upstream) -> Result<()> {
         self.wipe_data()?;
-        let dsn = format!("host={} port={} user={} dbname={} application_name={}", quote_conn(&from.host), from.port, quote_conn(&self.replication.0), quote_conn(&self.database), quote_conn(&format!("{} clone", self.name)));
-        let args = vec![format!("--pgdata={}", self.data_arg()), "-X".into(), "stream".into(), "--checkpoint=fast".into(), format!("--dbname={dsn}")];
-        let r = self.run("pg_basebackup", &args, Duration::from_secs(24 * 3600)).await;
+        let dsn = format!(
+            "host={} port={} user={} dbname={} application_name={}",
+            quote_conn(&from.host),
+            from.port,
+            quote_conn(&self.replication.0),
+            quote_conn(&self.database),
+            quote_conn(&format!("{} clone", self.name))
+        );
+        let args = vec![
+            format!("--pgdata={}", self.data_arg()),
+            "-X".into(),
+            "stream".into(),
+            "--checkpoint=fast".into(),
+            format!("--dbname={dsn}"),
+        ];
+        let r = self
+            .run("pg_basebackup", &args, Duration::from_secs(24 * 3600))
+            .await;
         if r.is_err() {
             let _ = self.wipe_data();
         }
@@ -362,22 +511,38 @@ impl Postgres {
     }
 
     pub async fn rewind(&self, from: &Upstream) -> Result<()> {
-        let dsn = format!("host={} port={} user={} dbname={} target_session_attrs=read-write", quote_conn(&from.host), from.port, quote_conn(&self.rewind.0), quote_conn(&self.database));
-        let args = vec![format!("--target-pgdata={}", self.data_arg()), format!("--source-server={dsn}")];
-        self.run("pg_rewind", &args, Duration::from_secs(3600)).await.map(|_| ())
+        let dsn = format!(
+            "host={} port={} user={} dbname={} target_session_attrs=read-write",
+            quote_conn(&from.host),
+            from.port,
+            quote_conn(&self.rewind.0),
+            quote_conn(&self.database)
+        );
+        let args = vec![
+            format!("--target-pgdata={}", self.data_arg()),
+            format!("--source-server={dsn}"),
+        ];
+        self.run("pg_rewind", &args, Duration::from_secs(3600))
+            .await
+            .map(|_| ())
     }
 
     /// Removes the data directory (before a clone, or after a failed rewind).
     pub fn wipe_data(&self) -> Result<()> {
         if self.data_dir.exists() {
-            std::fs::remove_dir_all(&self.data_dir).with_context(|| format!("cannot remove {}", self.data_dir.display()))?;
+            std::fs::remove_dir_all(&self.data_dir)
+                .with_context(|| format!("cannot remove {}", self.data_dir.display()))?;
         }
         Ok(())
     }
 
     /// Moves a broken data directory aside instead of deleting it.
     pub fn move_data_aside(&self) -> Result<PathBuf> {
-        let aside = PathBuf::from(format!("{}.failed-{}", self.data_dir.display(), chrono::Utc::now().format("%Y%m%d%H%M%S")));
+        let aside = PathBuf::from(format!(
+            "{}.failed-{}",
+            self.data_dir.display(),
+            chrono::Utc::now().format("%Y%m%d%H%M%S")
+        ));
         std::fs::rename(&self.data_dir, &aside)?;
         Ok(aside)
     }
@@ -390,11 +555,19 @@ impl Postgres {
             }
         }
         let mut cfg = tokio_postgres::Config::new();
-        cfg.host_path(&self.socket_dir).port(self.port).user(&self.superuser.0).dbname(&self.database).application_name("tandem").connect_timeout(Duration::from_secs(3));
+        cfg.host_path(&self.socket_dir)
+            .port(self.port)
+            .user(&self.superuser.0)
+            .dbname(&self.database)
+            .application_name("tandem")
+            .connect_timeout(Duration::from_secs(3));
         if !self.superuser.1.is_empty() {
             cfg.password(&self.superuser.1);
         }
-        let (client, conn) = tokio::time::timeout(Duration::from_secs(5), cfg.connect(tokio_postgres::NoTls)).await.map_err(|_| anyhow!("connecting to PostgreSQL timed out"))??;
+        let (client, conn) =
+            tokio::time::timeout(Duration::from_secs(5), cfg.connect(tokio_postgres::NoTls))
+                .await
+                .map_err(|_| anyhow!("connecting to PostgreSQL timed out"))??;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -422,7 +595,9 @@ impl Postgres {
                   to_char(pg_last_xact_replay_timestamp(), 'YYYY-MM-DD\"T\"HH24:MI:SS.USOF'),
                   CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END,
                   (SELECT timeline_id::bigint FROM pg_control_checkpoint())";
-        let row = tokio::time::timeout(Duration::from_secs(5), c.query_one(q, &[])).await.map_err(|_| anyhow!("status query timed out"))??;
+        let row = tokio::time::timeout(Duration::from_secs(5), c.query_one(q, &[]))
+            .await
+            .map_err(|_| anyhow!("status query timed out"))??;
         let in_recovery: bool = row.get(0);
         let flush: i64 = row.get(1);
         let recv: Option<i64> = row.get(2);
@@ -442,7 +617,11 @@ impl Postgres {
             replay_paused: row.get::<_, Option<bool>>(9).unwrap_or(false),
             ..Default::default()
         };
-        st.wal_position = if in_recovery { st.receive_lsn.unwrap_or(0).max(st.replay_lsn.unwrap_or(0)) } else { flush as u64 };
+        st.wal_position = if in_recovery {
+            st.receive_lsn.unwrap_or(0).max(st.replay_lsn.unwrap_or(0))
+        } else {
+            flush as u64
+        };
         if !in_recovery {
             let rows = c
                 .query("SELECT usename::text, application_name, client_addr::text, state, sync_state, sync_priority FROM pg_stat_replication", &[])
@@ -467,7 +646,14 @@ impl Postgres {
     pub async fn execute_quiet(&self, sql: &str) -> Result<()> {
         let c = self.client().await?;
         c.batch_execute("SET log_statement TO 'none'; SET log_min_duration_statement TO -1; SET log_min_error_statement TO panic; SET synchronous_commit TO local").await?;
-        c.batch_execute(sql).await.map_err(|e| anyhow!("{}", e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())))
+        c.batch_execute(sql).await.map_err(|e| {
+            anyhow!(
+                "{}",
+                e.as_db_error()
+                    .map(|d| d.message().to_string())
+                    .unwrap_or_else(|| e.to_string())
+            )
+        })
     }
 
     /// Creates or updates the replication role (and the rewind role when it differs from the superuser).
@@ -500,17 +686,32 @@ impl Postgres {
     /// Keeps one physical slot per other member (a primary's job); drops slots of members that left.
     pub async fn sync_slots(&self, members: &[String]) -> Result<()> {
         let c = self.client().await?;
-        let want: Vec<String> = members.iter().filter(|m| **m != self.name).map(|m| slot_name(m)).collect();
+        let want: Vec<String> = members
+            .iter()
+            .filter(|m| **m != self.name)
+            .map(|m| slot_name(m))
+            .collect();
         let rows = c.query("SELECT slot_name::text, active FROM pg_replication_slots WHERE slot_type = 'physical'", &[]).await?;
         let have: Vec<(String, bool)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
         for w in &want {
             if !have.iter().any(|(h, _)| h == w) {
-                c.execute("SELECT pg_create_physical_replication_slot($1, true)", &[w]).await.map(|_| ()).or_else(|e| if e.to_string().contains("already exists") { Ok(()) } else { Err(e) })?;
+                c.execute("SELECT pg_create_physical_replication_slot($1, true)", &[w])
+                    .await
+                    .map(|_| ())
+                    .or_else(|e| {
+                        if e.to_string().contains("already exists") {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })?;
             }
         }
         for (h, active) in have {
             if !active && !want.contains(&h) {
-                let _ = c.execute("SELECT pg_drop_replication_slot($1)", &[&h]).await;
+                let _ = c
+                    .execute("SELECT pg_drop_replication_slot($1)", &[&h])
+                    .await;
             }
         }
         Ok(())
@@ -518,7 +719,10 @@ impl Postgres {
 
     /// Timeline history of the current timeline: (parent timeline, switch LSN, reason) per line.
     pub fn timeline_history(&self, timeline: u64) -> Vec<(u64, u64, String)> {
-        let path = self.data_dir.join("pg_wal").join(format!("{:08X}.history", timeline));
+        let path = self
+            .data_dir
+            .join("pg_wal")
+            .join(format!("{:08X}.history", timeline));
         let text = std::fs::read_to_string(path).unwrap_or_default();
         text.lines()
             .filter_map(|l| {
@@ -543,12 +747,21 @@ pub fn write_private(path: &Path, text: &str) -> Result<()> {
 /// Recovery settings must not linger in postgresql.auto.conf (they would override ours).
 fn strip_auto_conf(dir: &Path) -> Result<()> {
     let p = dir.join("postgresql.auto.conf");
-    let Ok(text) = std::fs::read_to_string(&p) else { return Ok(()) };
+    let Ok(text) = std::fs::read_to_string(&p) else {
+        return Ok(());
+    };
     let keep: Vec<&str> = text
         .lines()
         .filter(|l| {
             let k = l.split('=').next().unwrap_or("").trim();
-            !matches!(k, "primary_conninfo" | "primary_slot_name" | "recovery_target_timeline" | "standby_mode" | "restore_command")
+            !matches!(
+                k,
+                "primary_conninfo"
+                    | "primary_slot_name"
+                    | "recovery_target_timeline"
+                    | "standby_mode"
+                    | "restore_command"
+            )
         })
         .collect();
     if keep.len() != text.lines().count() {
@@ -558,7 +771,10 @@ fn strip_auto_conf(dir: &Path) -> Result<()> {
 }
 
 fn quote_conn(v: &str) -> String {
-    if !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:".contains(c)) {
+    if !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/:".contains(c))
+    {
         v.to_string()
     } else {
         format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))

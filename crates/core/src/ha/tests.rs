@@ -1,18 +1,30 @@
 //! One test per row of the decision table this crate covers (spec §2.3, §2.4, §2.6, §2.8, §3).
 
 use super::*;
-use crate::cluster::{FailoverValue, HistoryEntry, LeaderKey, Member, MemberValue, StatusValue, Versioned};
+use crate::cluster::{
+    FailoverValue, HistoryEntry, LeaderKey, Member, MemberValue, StatusValue, Versioned,
+};
 use serde_json::json;
 
 const LEASE: i64 = 77;
 
 fn settings() -> Settings {
-    Settings { maximum_lag_on_failover: 1 << 20, use_pg_rewind: true, check_timeline: false, can_bootstrap: true, failover_priority: 1, demote_margin_ms: 1000 }
+    Settings {
+        maximum_lag_on_failover: 1 << 20,
+        use_pg_rewind: true,
+        check_timeline: false,
+        can_bootstrap: true,
+        failover_priority: 1,
+        demote_margin_ms: 1000,
+    }
 }
 
 fn running(role: PgRole, pos: u64) -> LocalPg {
     LocalPg {
-        data: DataDir::Initialized { sysid: "7000000000000000001".into(), was_primary: role == PgRole::Primary },
+        data: DataDir::Initialized {
+            sysid: "7000000000000000001".into(),
+            was_primary: role == PgRole::Primary,
+        },
         running: true,
         role: Some(role),
         wal_position: Some(pos),
@@ -22,66 +34,158 @@ fn running(role: PgRole, pos: u64) -> LocalPg {
 }
 
 fn member(name: &str, role: &str) -> (String, Member) {
-    let value = MemberValue { role: role.into(), state: "running".into(), api_url: format!("http://{name}/patroni"), ..Default::default() };
-    (name.to_string(), Member { name: name.into(), value, lease: 1 })
+    let value = MemberValue {
+        role: role.into(),
+        state: "running".into(),
+        api_url: format!("http://{name}/patroni"),
+        ..Default::default()
+    };
+    (
+        name.to_string(),
+        Member {
+            name: name.into(),
+            value,
+            lease: 1,
+        },
+    )
 }
 
 fn cluster(leader: Option<(&str, i64)>) -> ClusterView {
     ClusterView {
         initialize: Some("7000000000000000001".into()),
-        leader: leader.map(|(n, l)| LeaderKey { name: n.into(), lease: l, mod_revision: 1 }),
-        members: [member("a", "primary"), member("b", "replica"), member("c", "replica")].into_iter().collect(),
-        status: Some(StatusValue { optime: Some(1000), ..Default::default() }),
+        leader: leader.map(|(n, l)| LeaderKey {
+            name: n.into(),
+            lease: l,
+            mod_revision: 1,
+        }),
+        members: [
+            member("a", "primary"),
+            member("b", "replica"),
+            member("c", "replica"),
+        ]
+        .into_iter()
+        .collect(),
+        status: Some(StatusValue {
+            optime: Some(1000),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
 
 fn obs(me: &str, cluster: Option<ClusterView>, pg: LocalPg) -> Observation {
-    Observation { me: me.into(), cluster, lease_id: LEASE, lease_remaining_ms: Some(3000), pg, peers: vec![], settings: settings() }
+    Observation {
+        me: me.into(),
+        cluster,
+        lease_id: LEASE,
+        lease_remaining_ms: Some(3000),
+        pg,
+        peers: vec![],
+        settings: settings(),
+    }
 }
 
 fn peer(name: &str, is_primary: bool, pos: u64) -> PeerStatus {
-    PeerStatus { name: name.into(), answer: Some(PeerAnswer { is_primary, wal_position: pos, failover_priority: 1 }) }
+    PeerStatus {
+        name: name.into(),
+        answer: Some(PeerAnswer {
+            is_primary,
+            wal_position: pos,
+            failover_priority: 1,
+        }),
+    }
 }
 
 fn paused(mut c: ClusterView) -> ClusterView {
-    c.config = Some(Versioned { value: json!({"pause": true}), mod_revision: 3 });
+    c.config = Some(Versioned {
+        value: json!({"pause": true}),
+        mod_revision: 3,
+    });
     c
 }
 
 #[test]
 fn leader_with_lock_does_nothing() {
-    let d = decide(&obs("a", Some(cluster(Some(("a", LEASE)))), running(PgRole::Primary, 1000)));
+    let d = decide(&obs(
+        "a",
+        Some(cluster(Some(("a", LEASE)))),
+        running(PgRole::Primary, 1000),
+    ));
     assert!(d.actions.is_empty(), "{d:?}");
     assert!(d.reason.contains("the leader with the lock"));
 }
 
 #[test]
 fn leader_whose_lease_runs_out_demotes_offline() {
-    let mut o = obs("a", Some(cluster(Some(("a", LEASE)))), running(PgRole::Primary, 1000));
+    let mut o = obs(
+        "a",
+        Some(cluster(Some(("a", LEASE)))),
+        running(PgRole::Primary, 1000),
+    );
     o.lease_remaining_ms = Some(400);
-    assert_eq!(decide(&o).actions, vec![Action::Demote { mode: DemoteMode::Offline, then_follow: None }]);
+    assert_eq!(
+        decide(&o).actions,
+        vec![Action::Demote {
+            mode: DemoteMode::Offline,
+            then_follow: None
+        }]
+    );
     o.lease_remaining_ms = None;
-    assert_eq!(decide(&o).actions, vec![Action::Demote { mode: DemoteMode::Offline, then_follow: None }]);
+    assert_eq!(
+        decide(&o).actions,
+        vec![Action::Demote {
+            mode: DemoteMode::Offline,
+            then_follow: None
+        }]
+    );
 }
 
 #[test]
 fn lock_holder_running_as_replica_promotes() {
-    let d = decide(&obs("b", Some(cluster(Some(("b", LEASE)))), running(PgRole::Replica, 1000)));
+    let d = decide(&obs(
+        "b",
+        Some(cluster(Some(("b", LEASE)))),
+        running(PgRole::Replica, 1000),
+    ));
     assert_eq!(d.actions, vec![Action::Promote]);
 }
 
 #[test]
 fn primary_without_lock_demotes_and_follows() {
-    let d = decide(&obs("a", Some(cluster(Some(("b", 9)))), running(PgRole::Primary, 1000)));
-    assert_eq!(d.actions, vec![Action::Demote { mode: DemoteMode::ImmediateNoLock, then_follow: Some("b".into()) }]);
+    let d = decide(&obs(
+        "a",
+        Some(cluster(Some(("b", 9)))),
+        running(PgRole::Primary, 1000),
+    ));
+    assert_eq!(
+        d.actions,
+        vec![Action::Demote {
+            mode: DemoteMode::ImmediateNoLock,
+            then_follow: Some("b".into())
+        }]
+    );
 }
 
 #[test]
 fn replica_follows_new_leader_then_rests() {
-    let mut o = obs("c", Some(cluster(Some(("b", 9)))), running(PgRole::Replica, 1000));
+    let mut c = cluster(Some(("b", 9)));
+    c.members.get_mut("b").unwrap().value.conn_url = "postgres://b:5432/postgres".into();
+    let mut o = obs("c", Some(c.clone()), running(PgRole::Replica, 1000));
     o.pg.following = Some("a".into());
-    assert_eq!(decide(&o).actions, vec![Action::Follow { leader: "b".into() }]);
+    // b still reports itself as a replica: wait for its promotion (so its slots exist).
+    assert!(decide(&o).reason.contains("waiting for the new leader b"));
+    o.cluster
+        .as_mut()
+        .unwrap()
+        .members
+        .get_mut("b")
+        .unwrap()
+        .value
+        .role = "primary".into();
+    assert_eq!(
+        decide(&o).actions,
+        vec![Action::Follow { leader: "b".into() }]
+    );
     o.pg.following = Some("b".into());
     let d = decide(&o);
     assert!(d.actions.is_empty());
@@ -93,7 +197,13 @@ fn dcs_unreachable_primary_keeps_running_while_lease_valid_then_demotes() {
     let mut o = obs("a", None, running(PgRole::Primary, 1000));
     assert!(decide(&o).actions.is_empty());
     o.lease_remaining_ms = Some(10);
-    assert_eq!(decide(&o).actions, vec![Action::Demote { mode: DemoteMode::Offline, then_follow: None }]);
+    assert_eq!(
+        decide(&o).actions,
+        vec![Action::Demote {
+            mode: DemoteMode::Offline,
+            then_follow: None
+        }]
+    );
     let r = obs("b", None, running(PgRole::Replica, 1000));
     assert!(decide(&r).actions.is_empty());
 }
@@ -101,7 +211,13 @@ fn dcs_unreachable_primary_keeps_running_while_lease_valid_then_demotes() {
 #[test]
 fn healthiest_replica_races() {
     let mut o = obs("b", Some(cluster(None)), running(PgRole::Replica, 1000));
-    o.peers = vec![peer("c", false, 1000), PeerStatus { name: "a".into(), answer: None }];
+    o.peers = vec![
+        peer("c", false, 1000),
+        PeerStatus {
+            name: "a".into(),
+            answer: None,
+        },
+    ];
     assert_eq!(decide(&o).actions, vec![Action::AcquireLeader]);
 }
 
@@ -124,9 +240,15 @@ fn replica_does_not_race_while_primary_alive() {
 #[test]
 fn lagging_replica_does_not_race() {
     let mut o = obs("b", Some(cluster(None)), running(PgRole::Replica, 1000));
-    o.cluster.as_mut().unwrap().status = Some(StatusValue { optime: Some(10 << 20), ..Default::default() });
+    o.cluster.as_mut().unwrap().status = Some(StatusValue {
+        optime: Some(10 << 20),
+        ..Default::default()
+    });
     let d = decide(&o);
-    assert!(d.actions.is_empty() && d.reason.contains("maximum_lag_on_failover"), "{d:?}");
+    assert!(
+        d.actions.is_empty() && d.reason.contains("maximum_lag_on_failover"),
+        "{d:?}"
+    );
 }
 
 #[test]
@@ -139,14 +261,28 @@ fn nofailover_never_races() {
 #[test]
 fn equal_position_higher_priority_peer_wins() {
     let mut o = obs("b", Some(cluster(None)), running(PgRole::Replica, 1000));
-    o.peers = vec![PeerStatus { name: "c".into(), answer: Some(PeerAnswer { is_primary: false, wal_position: 1000, failover_priority: 5 }) }];
+    o.peers = vec![PeerStatus {
+        name: "c".into(),
+        answer: Some(PeerAnswer {
+            is_primary: false,
+            wal_position: 1000,
+            failover_priority: 5,
+        }),
+    }];
     assert!(decide(&o).actions.is_empty());
 }
 
 #[test]
 fn named_failover_candidate_races_and_others_defer() {
     let mut c = cluster(None);
-    c.failover = Some(Versioned { value: FailoverValue { leader: None, member: Some("c".into()), scheduled_at: None }, mod_revision: 4 });
+    c.failover = Some(Versioned {
+        value: FailoverValue {
+            leader: None,
+            member: Some("c".into()),
+            scheduled_at: None,
+        },
+        mod_revision: 4,
+    });
     let mut b = obs("b", Some(c.clone()), running(PgRole::Replica, 1000));
     b.peers = vec![peer("c", false, 900)];
     assert!(decide(&b).actions.is_empty());
@@ -158,14 +294,33 @@ fn named_failover_candidate_races_and_others_defer() {
 #[test]
 fn stale_primary_without_lock_and_behind_timeline_demotes() {
     let mut c = cluster(None);
-    c.history = Some(Versioned { value: vec![HistoryEntry { timeline: 1, lsn: 5, reason: "x".into(), timestamp: None, new_leader: Some("b".into()) }], mod_revision: 2 });
+    c.history = Some(Versioned {
+        value: vec![HistoryEntry {
+            timeline: 1,
+            lsn: 5,
+            reason: "x".into(),
+            timestamp: None,
+            new_leader: Some("b".into()),
+        }],
+        mod_revision: 2,
+    });
     let d = decide(&obs("a", Some(c), running(PgRole::Primary, 1000)));
-    assert_eq!(d.actions, vec![Action::Demote { mode: DemoteMode::ImmediateNoLock, then_follow: None }]);
+    assert_eq!(
+        d.actions,
+        vec![Action::Demote {
+            mode: DemoteMode::ImmediateNoLock,
+            then_follow: None
+        }]
+    );
 }
 
 #[test]
 fn primary_without_leader_key_on_current_timeline_takes_it() {
-    let d = decide(&obs("a", Some(cluster(None)), running(PgRole::Primary, 1000)));
+    let d = decide(&obs(
+        "a",
+        Some(cluster(None)),
+        running(PgRole::Primary, 1000),
+    ));
     assert_eq!(d.actions, vec![Action::AcquireLeader]);
 }
 
@@ -175,9 +330,14 @@ fn empty_node_bootstraps_only_when_there_is_no_cluster() {
     pg.data = DataDir::Empty;
     pg.running = false;
     let mut c = ClusterView::default();
-    assert_eq!(decide(&obs("a", Some(c.clone()), pg.clone())).actions, vec![Action::BootstrapRace]);
+    assert_eq!(
+        decide(&obs("a", Some(c.clone()), pg.clone())).actions,
+        vec![Action::BootstrapRace]
+    );
     c.initialize = Some(String::new());
-    assert!(decide(&obs("a", Some(c.clone()), pg.clone())).reason.contains("waiting"));
+    assert!(decide(&obs("a", Some(c.clone()), pg.clone()))
+        .reason
+        .contains("waiting"));
     let mut o = obs("a", Some(ClusterView::default()), pg.clone());
     o.settings.can_bootstrap = false;
     assert!(decide(&o).actions.is_empty());
@@ -193,9 +353,20 @@ fn empty_node_clones_from_leader_or_clonefrom_member() {
     pg.running = false;
     let mut c = cluster(Some(("a", 9)));
     c.members.remove("c");
-    assert_eq!(decide(&obs("c", Some(c.clone()), pg.clone())).actions, vec![Action::Clone { from: "a".into() }]);
-    c.members.get_mut("b").unwrap().value.tags.insert("clonefrom".into(), json!(true));
-    assert_eq!(decide(&obs("c", Some(c), pg)).actions, vec![Action::Clone { from: "b".into() }]);
+    assert_eq!(
+        decide(&obs("c", Some(c.clone()), pg.clone())).actions,
+        vec![Action::Clone { from: "a".into() }]
+    );
+    c.members
+        .get_mut("b")
+        .unwrap()
+        .value
+        .tags
+        .insert("clonefrom".into(), json!(true));
+    assert_eq!(
+        decide(&obs("c", Some(c), pg)).actions,
+        vec![Action::Clone { from: "b".into() }]
+    );
 }
 
 #[test]
@@ -203,7 +374,9 @@ fn sysid_mismatch_is_refused() {
     let mut c = cluster(Some(("a", 9)));
     c.initialize = Some("7999999999999999999".into());
     let d = decide(&obs("b", Some(c), running(PgRole::Replica, 1)));
-    assert!(matches!(&d.actions[..], [Action::Refuse { reason }] if reason.contains("7999999999999999999") && reason.contains("move the data directory")));
+    assert!(
+        matches!(&d.actions[..], [Action::Refuse { reason }] if reason.contains("7999999999999999999") && reason.contains("move the data directory"))
+    );
 }
 
 #[test]
@@ -211,7 +384,12 @@ fn first_attach_writes_initialize_and_replica_cannot_start_cluster() {
     let mut c = cluster(None);
     c.initialize = None;
     let d = decide(&obs("a", Some(c.clone()), running(PgRole::Primary, 1)));
-    assert_eq!(d.actions, vec![Action::WriteInitialize { sysid: "7000000000000000001".into() }]);
+    assert_eq!(
+        d.actions,
+        vec![Action::WriteInitialize {
+            sysid: "7000000000000000001".into()
+        }]
+    );
     let d = decide(&obs("b", Some(c), running(PgRole::Replica, 1)));
     assert!(matches!(&d.actions[..], [Action::Refuse { .. }]));
 }
@@ -222,43 +400,93 @@ fn stopped_postgres_recovery_paths() {
     pg.running = false;
     pg.role = None;
     // I hold the lock and was primary: restart in place.
-    assert_eq!(decide(&obs("a", Some(cluster(Some(("a", LEASE)))), pg.clone())).actions, vec![Action::StartPrimary]);
+    assert_eq!(
+        decide(&obs("a", Some(cluster(Some(("a", LEASE)))), pg.clone())).actions,
+        vec![Action::StartPrimary]
+    );
     // Someone else leads: rewind then follow.
-    assert_eq!(decide(&obs("a", Some(cluster(Some(("b", 9)))), pg.clone())).actions, vec![Action::RewindAndFollow { leader: "b".into() }]);
+    assert_eq!(
+        decide(&obs("a", Some(cluster(Some(("b", 9)))), pg.clone())).actions,
+        vec![Action::RewindAndFollow { leader: "b".into() }]
+    );
     // Without pg_rewind: plain start as replica.
     let mut o = obs("a", Some(cluster(Some(("b", 9)))), pg.clone());
     o.settings.use_pg_rewind = false;
-    assert_eq!(decide(&o).actions, vec![Action::StartReplica { leader: Some("b".into()) }]);
+    assert_eq!(
+        decide(&o).actions,
+        vec![Action::StartReplica {
+            leader: Some("b".into())
+        }]
+    );
     // No leader: start read-only, race later.
-    assert_eq!(decide(&obs("a", Some(cluster(None)), pg.clone())).actions, vec![Action::StartReplica { leader: None }]);
+    assert_eq!(
+        decide(&obs("a", Some(cluster(None)), pg.clone())).actions,
+        vec![Action::StartReplica { leader: None }]
+    );
     // A replica's data: follow the leader.
-    pg.data = DataDir::Initialized { sysid: "7000000000000000001".into(), was_primary: false };
-    assert_eq!(decide(&obs("c", Some(cluster(Some(("b", 9)))), pg)).actions, vec![Action::StartReplica { leader: Some("b".into()) }]);
+    pg.data = DataDir::Initialized {
+        sysid: "7000000000000000001".into(),
+        was_primary: false,
+    };
+    assert_eq!(
+        decide(&obs("c", Some(cluster(Some(("b", 9)))), pg)).actions,
+        vec![Action::StartReplica {
+            leader: Some("b".into())
+        }]
+    );
 }
 
 #[test]
 fn leader_key_from_my_previous_lease_is_reattached() {
-    let d = decide(&obs("a", Some(cluster(Some(("a", 5)))), running(PgRole::Primary, 1)));
+    let d = decide(&obs(
+        "a",
+        Some(cluster(Some(("a", 5)))),
+        running(PgRole::Primary, 1),
+    ));
     assert_eq!(d.actions, vec![Action::ReattachLeader]);
 }
 
 #[test]
 fn pause_blocks_automatic_actions() {
     // No race while paused.
-    let mut o = obs("b", Some(paused(cluster(None))), running(PgRole::Replica, 1000));
+    let mut o = obs(
+        "b",
+        Some(paused(cluster(None))),
+        running(PgRole::Replica, 1000),
+    );
     o.peers = vec![peer("c", false, 10)];
     assert!(decide(&o).actions.is_empty());
     // No restart of a stopped PostgreSQL.
     let mut pg = running(PgRole::Replica, 1);
     pg.running = false;
-    assert!(decide(&obs("b", Some(paused(cluster(Some(("a", 9))))), pg)).actions.is_empty());
+    assert!(decide(&obs("b", Some(paused(cluster(Some(("a", 9))))), pg))
+        .actions
+        .is_empty());
     // No demotion of a primary without lock, and no lease-based demotion.
-    assert!(decide(&obs("a", Some(paused(cluster(Some(("b", 9))))), running(PgRole::Primary, 1))).actions.is_empty());
-    let mut o = obs("a", Some(paused(cluster(Some(("a", LEASE))))), running(PgRole::Primary, 1));
+    assert!(decide(&obs(
+        "a",
+        Some(paused(cluster(Some(("b", 9))))),
+        running(PgRole::Primary, 1)
+    ))
+    .actions
+    .is_empty());
+    let mut o = obs(
+        "a",
+        Some(paused(cluster(Some(("a", LEASE))))),
+        running(PgRole::Primary, 1),
+    );
     o.lease_remaining_ms = Some(0);
     assert!(decide(&o).actions.is_empty());
     // A running primary takes a free key.
-    assert_eq!(decide(&obs("a", Some(paused(cluster(None))), running(PgRole::Primary, 1))).actions, vec![Action::AcquireLeader]);
+    assert_eq!(
+        decide(&obs(
+            "a",
+            Some(paused(cluster(None))),
+            running(PgRole::Primary, 1)
+        ))
+        .actions,
+        vec![Action::AcquireLeader]
+    );
 }
 
 #[test]
@@ -266,10 +494,25 @@ fn unanswering_postgres_waits_unless_the_lease_runs_out() {
     let mut pg = running(PgRole::Primary, 1);
     pg.role = None;
     let mut o = obs("a", Some(cluster(Some(("a", LEASE)))), pg.clone());
-    assert!(decide(&o).actions.is_empty(), "must not promote a server whose role is unknown");
+    assert!(
+        decide(&o).actions.is_empty(),
+        "must not promote a server whose role is unknown"
+    );
     o.lease_remaining_ms = Some(1);
-    assert_eq!(decide(&o).actions, vec![Action::Demote { mode: DemoteMode::Offline, then_follow: None }]);
+    assert_eq!(
+        decide(&o).actions,
+        vec![Action::Demote {
+            mode: DemoteMode::Offline,
+            then_follow: None
+        }]
+    );
     let mut o = obs("a", None, pg);
     o.lease_remaining_ms = Some(1);
-    assert_eq!(decide(&o).actions, vec![Action::Demote { mode: DemoteMode::Offline, then_follow: None }]);
+    assert_eq!(
+        decide(&o).actions,
+        vec![Action::Demote {
+            mode: DemoteMode::Offline,
+            then_follow: None
+        }]
+    );
 }

@@ -1,0 +1,388 @@
+//! Integration tests of `tandem agent` on a real etcd cluster and real PostgreSQL servers, on
+//! loopback. Each test builds its own lab in a temporary directory; the lab's Drop stops every
+//! process it started, by PID, pass or fail. Run them one at a time (`--test-threads=1`).
+
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tandem::demo::healthy_roles;
+use tandem::lab::{http_get, wait_until, Lab, LabOptions};
+
+struct Cluster {
+    lab: Lab,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = Lab;
+    fn deref(&self) -> &Lab {
+        &self.lab
+    }
+}
+impl std::ops::DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut Lab {
+        &mut self.lab
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Leave a trace of what the agents said before the lab is removed.
+            for n in &self.lab.nodes {
+                if let Ok(text) = std::fs::read_to_string(&n.log_path) {
+                    let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                    eprintln!("---- {} (last lines) ----", n.name);
+                    for l in tail.iter().rev() {
+                        eprintln!("{l}");
+                    }
+                }
+            }
+        }
+        self.lab.stop_all();
+    }
+}
+
+fn options(dir: &std::path::Path) -> LabOptions {
+    let mut o = LabOptions::new(dir);
+    o.tandem_exe = Some(env!("CARGO_BIN_EXE_tandem").into());
+    o
+}
+
+/// Starts etcd and three agents; returns once one leader and two streaming replicas answer.
+fn start_cluster(tune: impl FnOnce(&mut LabOptions)) -> (Cluster, usize, Duration) {
+    let dir = tempfile::Builder::new()
+        .prefix("tandem-it-")
+        .tempdir_in("/tmp")
+        .expect("temp dir");
+    let mut opts = options(dir.path());
+    tune(&mut opts);
+    let lab = Lab::prepare(opts).expect("prepare lab");
+    let mut c = Cluster { lab, _dir: dir };
+    c.start_etcd().expect("start etcd");
+    let started = Instant::now();
+    for i in 0..c.nodes.len() {
+        c.start_agent(i).expect("start agent");
+    }
+    let (leader, _) = wait_until(
+        Duration::from_secs(90),
+        "1 leader + 2 streaming replicas",
+        || healthy_roles(&c),
+    )
+    .expect("cluster forms");
+    (c, leader, started.elapsed())
+}
+
+fn is_primary(lab: &Lab, i: usize) -> bool {
+    matches!(
+        http_get(
+            &format!("127.0.0.1:{}", lab.nodes[i].api_port),
+            "/primary",
+            Duration::from_secs(1)
+        ),
+        Ok((200, _))
+    )
+}
+
+fn is_streaming_replica(lab: &Lab, i: usize) -> bool {
+    matches!(
+        http_get(
+            &format!("127.0.0.1:{}", lab.nodes[i].api_port),
+            "/replica?replication_state=streaming",
+            Duration::from_secs(1)
+        ),
+        Ok((200, _))
+    )
+}
+
+/// Index of the node that accepts writes, if exactly one does among `candidates`.
+fn writable(lab: &Lab, candidates: &[usize]) -> Vec<usize> {
+    candidates
+        .iter()
+        .copied()
+        .filter(|&i| {
+            matches!(
+                lab.psql(i, "SELECT pg_is_in_recovery()").as_deref(),
+                Ok("f")
+            )
+        })
+        .collect()
+}
+
+fn log_of(lab: &Lab, i: usize) -> String {
+    std::fs::read_to_string(&lab.nodes[i].log_path).unwrap_or_default()
+}
+
+fn kill_leader_hard(c: &mut Cluster, leader: usize) {
+    let pm = c.postmaster_pid(leader).expect("leader's postmaster runs");
+    c.signal_agent(leader, libc::SIGKILL).expect("kill agent");
+    unsafe { libc::kill(pm as i32, libc::SIGKILL) };
+}
+
+#[test]
+fn bootstrap_replicate_failover_and_rejoin_with_rewind() {
+    let (mut c, leader, took) = start_cluster(|_| {});
+    eprintln!("cluster formed in {took:?}");
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+
+    // Exactly one writable node.
+    assert_eq!(writable(&c, &[0, 1, 2]), vec![leader]);
+
+    // A row written on the leader reaches both replicas.
+    c.psql(
+        leader,
+        "CREATE TABLE t (id int primary key, note text); INSERT INTO t VALUES (1, 'before')",
+    )
+    .unwrap();
+    for &r in &others {
+        wait_until(Duration::from_secs(20), "row 1 on replica", || {
+            (c.psql(r, "SELECT note FROM t WHERE id = 1").ok()? == "before").then_some(())
+        })
+        .unwrap();
+        // Replicas refuse writes.
+        assert!(
+            c.psql(r, "INSERT INTO t VALUES (99, 'x')").is_err(),
+            "replica {r} accepted a write"
+        );
+    }
+
+    // The DCS holds Patroni's keys: `tandem list -f json` shows one Leader and two streaming replicas.
+    let out = Command::new(&c.tandem_bin)
+        .args([
+            "-c",
+            c.nodes[leader].config_path.to_str().unwrap(),
+            "list",
+            "-f",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows.iter().filter(|r| r["Role"] == "Leader").count(), 1);
+    assert_eq!(rows.iter().filter(|r| r["State"] == "streaming").count(), 2);
+
+    // SIGKILL of the leader's agent and postmaster: the lease is not released.
+    let t0 = Instant::now();
+    kill_leader_hard(&mut c, leader);
+    let new_leader = wait_until(Duration::from_secs(30), "a new writable leader", || {
+        let w = writable(&c, &others);
+        (w.len() == 1).then(|| w[0])
+    })
+    .unwrap();
+    let failover = t0.elapsed();
+    eprintln!("failover after SIGKILL took {failover:?}");
+    c.psql(new_leader, "INSERT INTO t VALUES (2, 'after failover')")
+        .unwrap();
+    assert!(log_of(&c, new_leader).contains("promoted self to leader"));
+    // Only one primary among the survivors.
+    assert_eq!(writable(&c, &others), vec![new_leader]);
+    let survivor = others.iter().copied().find(|&i| i != new_leader).unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "surviving replica follows the new leader",
+        || {
+            (c.psql(survivor, "SELECT note FROM t WHERE id = 2").ok()? == "after failover")
+                .then_some(())
+        },
+    )
+    .unwrap();
+
+    // The old leader rejoins as a replica, through pg_rewind, and receives the new row.
+    c.start_agent(leader).unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "old leader streams from the new one",
+        || is_streaming_replica(&c, leader).then_some(()),
+    )
+    .unwrap();
+    wait_until(Duration::from_secs(20), "row 2 on the old leader", || {
+        (c.psql(leader, "SELECT note FROM t WHERE id = 2").ok()? == "after failover").then_some(())
+    })
+    .unwrap();
+    assert!(
+        log_of(&c, leader).contains("pg_rewind"),
+        "the former primary should have been rewound"
+    );
+    assert_eq!(writable(&c, &[0, 1, 2]), vec![new_leader]);
+    assert!(is_primary(&c, new_leader) && !is_primary(&c, leader));
+}
+
+#[test]
+fn sigterm_of_the_leader_hands_over_within_seconds() {
+    let (mut c, leader, _) = start_cluster(|_| {});
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    c.psql(leader, "CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
+        .unwrap();
+    let t0 = Instant::now();
+    c.signal_agent(leader, libc::SIGTERM).unwrap();
+    let new_leader = wait_until(Duration::from_secs(15), "a new writable leader", || {
+        let w = writable(&c, &others);
+        (w.len() == 1).then(|| w[0])
+    })
+    .unwrap();
+    let took = t0.elapsed();
+    eprintln!("hand-over after SIGTERM took {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "hand-over took {took:?}, expected a few seconds at most"
+    );
+    c.psql(new_leader, "INSERT INTO t VALUES (2)").unwrap();
+    // The old leader's agent exited and stopped its PostgreSQL.
+    wait_until(Duration::from_secs(10), "old agent exits", || {
+        (!c.agent_running(leader)).then_some(())
+    })
+    .unwrap();
+    assert!(
+        c.postmaster_pid(leader).is_none(),
+        "SIGTERM must stop PostgreSQL"
+    );
+    assert!(log_of(&c, leader).contains("released the leader key"));
+}
+
+#[test]
+fn etcd_outage_makes_the_primary_read_only_before_ttl_then_writable_again() {
+    let (mut c, leader, _) = start_cluster(|_| {});
+    let ttl = Duration::from_secs(4);
+    c.psql(leader, "CREATE TABLE t (id int)").unwrap();
+    let t0 = Instant::now();
+    for i in 0..c.etcd.len() {
+        c.stop_etcd_member(i).unwrap();
+    }
+    // Poll writes: the first failure marks the moment the primary stopped accepting them.
+    let read_only_after = wait_until(
+        Duration::from_secs(20),
+        "the primary to stop accepting writes",
+        || {
+            c.psql(leader, "INSERT INTO t VALUES (1)")
+                .is_err()
+                .then(|| t0.elapsed())
+        },
+    )
+    .unwrap();
+    eprintln!("primary stopped accepting writes {read_only_after:?} after etcd went away");
+    assert!(
+        read_only_after < ttl,
+        "the primary still accepted writes {read_only_after:?} after etcd stopped (ttl {ttl:?})"
+    );
+    // It stays read-only (a replica) while etcd is down.
+    wait_until(
+        Duration::from_secs(20),
+        "the demoted node to run read-only",
+        || (c.psql(leader, "SELECT pg_is_in_recovery()").ok()? == "t").then_some(()),
+    )
+    .unwrap();
+    assert!(
+        writable(&c, &[0, 1, 2]).is_empty(),
+        "no node may accept writes without etcd"
+    );
+    for i in 0..c.etcd.len() {
+        c.start_etcd_member(i).unwrap();
+    }
+    let w = wait_until(
+        Duration::from_secs(40),
+        "a writable leader after etcd returns",
+        || {
+            let w = writable(&c, &[0, 1, 2]);
+            (w.len() == 1).then(|| w[0])
+        },
+    )
+    .unwrap();
+    c.psql(w, "INSERT INTO t VALUES (2)").unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "1 leader + 2 streaming replicas again",
+        || healthy_roles(&c),
+    )
+    .unwrap();
+}
+
+#[test]
+fn refusals_duplicate_name_foreign_data_and_adoption() {
+    let (mut c, leader, _) = start_cluster(|_| {});
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let (a, b) = (others[0], others[1]);
+
+    // 1. A second agent with a name already running in the scope refuses to start.
+    let out = Command::new(&c.tandem_bin)
+        .args(["agent", "-c", c.nodes[a].config_path.to_str().unwrap()])
+        .uid(c.user.uid)
+        .gid(c.user.gid)
+        .env("HOME", &c.user.home)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("already running") && err.contains(&c.nodes[a].name),
+        "{err}"
+    );
+
+    // 2. PostgreSQL left running after its agent died is adopted, not started twice.
+    let pm = c.postmaster_pid(a).unwrap();
+    c.signal_agent(a, libc::SIGKILL).unwrap();
+    wait_until(Duration::from_secs(5), "agent gone", || {
+        (!c.agent_running(a)).then_some(())
+    })
+    .unwrap();
+    c.start_agent(a).unwrap();
+    wait_until(Duration::from_secs(30), "adopted replica streams", || {
+        is_streaming_replica(&c, a).then_some(())
+    })
+    .unwrap();
+    assert_eq!(
+        c.postmaster_pid(a),
+        Some(pm),
+        "the running postmaster must be adopted"
+    );
+    assert!(log_of(&c, a).contains("adopting"));
+
+    // 3. A data directory from another cluster (different system identifier) is refused.
+    c.signal_agent(b, libc::SIGTERM).unwrap();
+    wait_until(Duration::from_secs(15), "agent b stops", || {
+        (!c.agent_running(b)).then_some(())
+    })
+    .unwrap();
+    let data = c.nodes[b].data_dir.clone();
+    std::fs::remove_dir_all(&data).unwrap();
+    let status = Command::new(c.pg_bin.join("initdb"))
+        .args([
+            "-D",
+            data.to_str().unwrap(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+        ])
+        .uid(c.user.uid)
+        .gid(c.user.gid)
+        .env("HOME", &c.user.home)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    c.start_agent(b).unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "agent with foreign data exits",
+        || (!c.agent_running(b)).then_some(()),
+    )
+    .unwrap();
+    let log = log_of(&c, b);
+    assert!(
+        log.contains("belongs to another cluster") && log.contains("system identifier"),
+        "{log}"
+    );
+    assert!(
+        c.postmaster_pid(b).is_none(),
+        "foreign data must not be started"
+    );
+    // The rest of the cluster is unaffected.
+    assert_eq!(writable(&c, &[leader, a]), vec![leader]);
+}
