@@ -47,7 +47,14 @@ struct Agent {
     last_slots: Option<Vec<String>>,
     last_reason: String,
     last_cycle: Option<Instant>,
+    /// Read etcd directly next cycle (after my own writes, the cache may lag behind).
+    force_read: bool,
+    /// Members seen recently: their slots are kept for `MEMBER_SLOTS_TTL` after they vanish,
+    /// so a node that restarts finds its slot (and its WAL) still there.
+    seen_members: std::collections::BTreeMap<String, Instant>,
 }
+
+const MEMBER_SLOTS_TTL: Duration = Duration::from_secs(1800);
 
 /// Bootstrap dynamic configuration: tandem's defaults with `bootstrap.dcs` on top.
 pub fn bootstrap_dynamic(cfg: &Config) -> Value {
@@ -137,6 +144,8 @@ pub async fn run(cfg: Config) -> Result<()> {
         last_slots: None,
         last_reason: String::new(),
         last_cycle: None,
+        force_read: true,
+        seen_members: Default::default(),
     };
     agent
         .pg
@@ -148,7 +157,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             agent.pg.data_dir.display()
         );
     }
-    let mut changes = dcs.spawn_watch();
+    let mut changes = dcs.spawn_cache();
     let result = agent.main_loop(&mut changes, &mut shutdown).await;
     let _ = api_stop_tx.send(true);
     api_task.abort();
@@ -183,14 +192,19 @@ fn shutdown_signal() -> watch::Receiver<bool> {
 impl Agent {
     async fn main_loop(
         &mut self,
-        changes: &mut watch::Receiver<u64>,
+        changes: &mut watch::Receiver<crate::dcs::CacheState>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<()> {
         loop {
             if *shutdown.borrow() {
                 return Ok(());
             }
-            let (acted, failed) = self.cycle().await?;
+            let cached = {
+                let state = changes.borrow_and_update();
+                (state.synced && !self.force_read).then(|| state.view())
+            };
+            let (acted, failed) = self.cycle(cached).await?;
+            self.force_read = acted;
             if acted && !failed {
                 continue;
             }
@@ -383,8 +397,12 @@ impl Agent {
     }
 
     /// One HA cycle. Returns (acted, an action failed).
-    async fn cycle(&mut self) -> Result<(bool, bool)> {
-        let cluster = match self.dcs.read_cluster().await {
+    async fn cycle(&mut self, cached: Option<(ClusterView, Vec<String>)>) -> Result<(bool, bool)> {
+        let read = match cached {
+            Some(v) => Ok(v),
+            None => self.dcs.read_cluster().await,
+        };
+        let cluster = match read {
             Ok((c, warnings)) => {
                 for w in warnings {
                     tracing::debug!("{w}");
@@ -673,7 +691,7 @@ impl Agent {
         let _ = self.observe_pg().await;
         if let Some(c) = cluster {
             // Slots first, so that replicas re-pointed by my new member key find theirs.
-            let names: Vec<String> = c.members.keys().cloned().collect();
+            let names = self.slot_members(c);
             if let Err(e) = self.pg.sync_slots(&names).await {
                 warn!("cannot create replication slots: {e:#}");
             }
@@ -845,6 +863,17 @@ impl Agent {
         }
     }
 
+    /// Members whose slots a primary keeps: current ones and those seen within MEMBER_SLOTS_TTL.
+    fn slot_members(&mut self, cluster: &ClusterView) -> Vec<String> {
+        let now = Instant::now();
+        for name in cluster.members.keys() {
+            self.seen_members.insert(name.clone(), now);
+        }
+        self.seen_members
+            .retain(|_, t| now.duration_since(*t) < MEMBER_SLOTS_TTL);
+        self.seen_members.keys().cloned().collect()
+    }
+
     fn holds_lock(&self, cluster: &ClusterView) -> bool {
         let id = self.lease.info().id;
         cluster
@@ -857,6 +886,7 @@ impl Agent {
         // The view was read before the actions; re-read the leader key cheaply by trusting the txn
         // results: if I hold it now, the next cycle sees it.
         self.touch_member_now(Some(cluster)).await;
+        let names = self.slot_members(cluster);
         if !self.holds_lock(cluster) {
             return Ok(());
         }
@@ -876,7 +906,6 @@ impl Agent {
                 .create("config", &self.dynamic.raw.to_string())
                 .await?;
         }
-        let names: Vec<String> = cluster.members.keys().cloned().collect();
         if self.last_slots.as_ref() != Some(&names) && self.dynamic.use_slots {
             self.pg.sync_slots(&names).await?;
             self.last_slots = Some(names);

@@ -1,11 +1,13 @@
 //! etcd v3 adapter: Patroni's key layout (spec §1), one lease per agent, the leader key taken with a
-//! create-revision transaction, compare-and-set writes, and a watch that wakes the HA loop.
+//! create-revision transaction, compare-and-set writes, and a watch-backed cache that wakes the HA loop.
 
 use anyhow::{anyhow, Context, Result};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
     WatchOptions,
 };
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tandem_core::cluster::{ClusterView, RawKey};
@@ -15,7 +17,10 @@ use crate::config::EtcdConfig;
 
 #[derive(Clone)]
 pub struct Dcs {
-    client: Client,
+    /// One client per etcd endpoint: a request that fails moves on to the next endpoint at once
+    /// (a balanced channel keeps picking a dead member for a while).
+    clients: Arc<Vec<Client>>,
+    current: Arc<AtomicUsize>,
     /// `/<namespace>/<scope>/`
     prefix: String,
     timeout: Duration,
@@ -50,13 +55,21 @@ impl Dcs {
             }
             opts = opts.with_tls(tls);
         }
-        let client =
-            tokio::time::timeout(timeout * 2, Client::connect(endpoints.clone(), Some(opts)))
-                .await
-                .map_err(|_| anyhow!("timed out connecting to etcd at {}", endpoints.join(",")))?
-                .with_context(|| format!("cannot connect to etcd at {}", endpoints.join(",")))?;
+        let mut clients = Vec::new();
+        for e in &endpoints {
+            // Connections are made lazily: this fails only on a malformed endpoint or bad credentials.
+            let c = tokio::time::timeout(
+                timeout * 2,
+                Client::connect([e.clone()], Some(opts.clone())),
+            )
+            .await
+            .map_err(|_| anyhow!("timed out connecting to etcd at {e}"))?
+            .with_context(|| format!("cannot connect to etcd at {e}"))?;
+            clients.push(c);
+        }
         Ok(Dcs {
-            client,
+            clients: Arc::new(clients),
+            current: Arc::new(AtomicUsize::new(0)),
             prefix: prefix.to_string(),
             timeout,
         })
@@ -68,62 +81,99 @@ impl Dcs {
     fn key(&self, rel: &str) -> String {
         format!("{}{}", self.prefix, rel)
     }
+    fn current(&self) -> usize {
+        self.current.load(Ordering::Relaxed) % self.clients.len()
+    }
+    /// Moves on to the next endpoint after a failure on endpoint `failed`.
+    fn rotate(&self, failed: usize) {
+        let n = self.clients.len();
+        let _ = self.current.compare_exchange(
+            failed,
+            (failed + 1) % n,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
 
-    async fn timed<T>(
-        &self,
-        what: &str,
-        f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T> {
-        match tokio::time::timeout(self.timeout, f).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(anyhow!("etcd {what} failed: {e}")),
-            Err(_) => Err(anyhow!("etcd {what} timed out after {:?}", self.timeout)),
+    /// Runs one request; on an error or a timeout (`timeout` per try) it moves to the next
+    /// endpoint and tries again, at most once per endpoint.
+    async fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut last = None;
+        for _ in 0..self.clients.len() {
+            let i = self.current();
+            match tokio::time::timeout(self.timeout, f(self.clients[i].clone())).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => last = Some(anyhow!("etcd {what} failed: {e}")),
+                Err(_) => last = Some(anyhow!("etcd {what} timed out after {:?}", self.timeout)),
+            }
+            self.rotate(i);
         }
+        Err(last.unwrap_or_else(|| anyhow!("etcd {what} failed")))
+    }
+
+    async fn read_raw(&self) -> Result<(Vec<RawKey>, i64)> {
+        let prefix = self.prefix.clone();
+        let resp = self
+            .call("range read", |mut c| {
+                let prefix = prefix.clone();
+                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
+        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let keys = resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| self.raw_key(kv.key(), kv.value(), kv.mod_revision(), kv.lease()))
+            .collect();
+        Ok((keys, revision))
+    }
+
+    fn raw_key(&self, key: &[u8], value: &[u8], mod_revision: i64, lease: i64) -> Option<RawKey> {
+        let k = std::str::from_utf8(key).ok()?;
+        Some(RawKey {
+            key: k.strip_prefix(&self.prefix)?.to_string(),
+            value: value.to_vec(),
+            mod_revision,
+            lease,
+        })
     }
 
     /// Reads every key of the cluster (linearizable) and decodes them.
     pub async fn read_cluster(&self) -> Result<(ClusterView, Vec<String>)> {
-        let mut c = self.client.clone();
-        let resp = self
-            .timed(
-                "range read",
-                c.get(self.prefix.clone(), Some(GetOptions::new().with_prefix())),
-            )
-            .await?;
-        let keys: Vec<RawKey> = resp
-            .kvs()
-            .iter()
-            .filter_map(|kv| {
-                let k = std::str::from_utf8(kv.key()).ok()?;
-                Some(RawKey {
-                    key: k.strip_prefix(&self.prefix)?.to_string(),
-                    value: kv.value().to_vec(),
-                    mod_revision: kv.mod_revision(),
-                    lease: kv.lease(),
-                })
-            })
-            .collect();
+        let (keys, _) = self.read_raw().await?;
         Ok(ClusterView::from_keys(&keys))
     }
 
     pub async fn grant_lease(&self, ttl: i64) -> Result<i64> {
-        let mut c = self.client.clone();
         Ok(self
-            .timed("lease grant", c.lease_grant(ttl, None))
+            .call("lease grant", |mut c| async move {
+                c.lease_grant(ttl, None).await
+            })
             .await?
             .id())
     }
 
     pub async fn revoke_lease(&self, id: i64) -> Result<()> {
-        let mut c = self.client.clone();
-        self.timed("lease revoke", c.lease_revoke(id))
-            .await
-            .map(|_| ())
+        self.call(
+            "lease revoke",
+            |mut c| async move { c.lease_revoke(id).await },
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn txn(&self, what: &str, t: Txn) -> Result<bool> {
-        let mut c = self.client.clone();
-        Ok(self.timed(what, c.txn(t)).await?.succeeded())
+        let resp = self
+            .call(what, |mut c| {
+                let t = t.clone();
+                async move { c.txn(t).await }
+            })
+            .await?;
+        Ok(resp.succeeded())
     }
 
     /// Leader race: create `leader` only if it does not exist, bound to my lease.
@@ -163,11 +213,7 @@ impl Dcs {
 
     /// Bootstrap race: create `initialize` with an empty value only if absent.
     pub async fn race_initialize(&self) -> Result<bool> {
-        let k = self.key("initialize");
-        let t = Txn::new()
-            .when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(k, "", None)]);
-        self.txn("initialize race", t).await
+        self.create("initialize", "").await
     }
 
     /// Creates `rel` only if it does not exist yet.
@@ -193,75 +239,147 @@ impl Dcs {
     }
 
     pub async fn put(&self, rel: &str, value: &str, lease: Option<i64>) -> Result<()> {
-        let mut c = self.client.clone();
-        let opts = lease.map(|l| PutOptions::new().with_lease(l));
-        self.timed("put", c.put(self.key(rel), value, opts))
-            .await
-            .map(|_| ())
-    }
-
-    pub async fn delete(&self, rel: &str) -> Result<()> {
-        let mut c = self.client.clone();
-        self.timed("delete", c.delete(self.key(rel), None))
-            .await
-            .map(|_| ())
-    }
-
-    /// Deletes every key of the cluster (`tandem remove`).
-    pub async fn delete_cluster(&self) -> Result<()> {
-        let mut c = self.client.clone();
-        self.timed(
-            "delete",
-            c.delete(
-                self.prefix.clone(),
-                Some(etcd_client::DeleteOptions::new().with_prefix()),
-            ),
-        )
+        let key = self.key(rel);
+        let value = value.to_string();
+        self.call("put", |mut c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move {
+                c.put(key, value, lease.map(|l| PutOptions::new().with_lease(l)))
+                    .await
+            }
+        })
         .await
         .map(|_| ())
     }
 
-    /// Watches the cluster prefix; every change bumps the returned counter. Reconnects on its own.
-    pub fn spawn_watch(&self) -> watch::Receiver<u64> {
-        let (tx, rx) = watch::channel(0u64);
+    pub async fn delete(&self, rel: &str) -> Result<()> {
+        let key = self.key(rel);
+        self.call("delete", |mut c| {
+            let key = key.clone();
+            async move { c.delete(key, None).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Deletes every key of the cluster (`tandem remove`).
+    pub async fn delete_cluster(&self) -> Result<()> {
+        let prefix = self.prefix.clone();
+        self.call("delete", |mut c| {
+            let prefix = prefix.clone();
+            async move {
+                c.delete(
+                    prefix,
+                    Some(etcd_client::DeleteOptions::new().with_prefix()),
+                )
+                .await
+            }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// A watch-backed cache of every key under the cluster prefix: a range read, then a watch from
+    /// the next revision. Each change publishes a new state (which also wakes the HA loop). On any
+    /// error the cache is marked unsynced and rebuilt.
+    pub fn spawn_cache(&self) -> watch::Receiver<CacheState> {
+        let (tx, rx) = watch::channel(CacheState::default());
         let dcs = self.clone();
         tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(200);
+            let mut backoff = Duration::from_millis(100);
             loop {
-                let mut c = dcs.client.clone();
-                match c
-                    .watch(dcs.prefix.clone(), Some(WatchOptions::new().with_prefix()))
-                    .await
-                {
-                    Ok(mut stream) => {
-                        backoff = Duration::from_millis(200);
-                        tx.send_modify(|n| *n += 1);
-                        loop {
-                            match stream.message().await {
-                                Ok(Some(resp)) => {
-                                    if resp.canceled() {
-                                        break;
-                                    }
-                                    if resp.events().iter().any(|e| {
-                                        matches!(e.event_type(), EventType::Put | EventType::Delete)
-                                    }) {
-                                        tx.send_modify(|n| *n += 1);
-                                    }
-                                }
-                                Ok(None) | Err(_) => break,
-                            }
-                        }
-                    }
-                    Err(e) => tracing::debug!("etcd watch failed: {e}"),
+                if let Err(e) = dcs.follow(&tx).await {
+                    tracing::debug!("etcd watch: {e:#}");
+                    let i = dcs.current();
+                    dcs.rotate(i);
                 }
+                tx.send_modify(|s| {
+                    s.synced = false;
+                    s.seq += 1;
+                });
                 if tx.is_closed() {
                     return;
                 }
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff = (backoff * 2).min(Duration::from_secs(1));
             }
         });
         rx
+    }
+
+    async fn follow(&self, tx: &watch::Sender<CacheState>) -> Result<()> {
+        let (keys, revision) = self.read_raw().await?;
+        let mut map: BTreeMap<String, RawKey> =
+            keys.into_iter().map(|k| (k.key.clone(), k)).collect();
+        let prefix = self.prefix.clone();
+        let mut stream = self
+            .call("watch", |mut c| {
+                let prefix = prefix.clone();
+                let opts = WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(revision + 1)
+                    .with_progress_notify();
+                async move { c.watch(prefix, Some(opts)).await }
+            })
+            .await?;
+        tx.send_modify(|s| {
+            s.keys = Arc::new(map.clone());
+            s.revision = revision;
+            s.synced = true;
+            s.seq += 1;
+        });
+        loop {
+            let Some(resp) = stream.message().await.map_err(|e| anyhow!("{e}"))? else {
+                return Err(anyhow!("watch stream closed"));
+            };
+            if resp.canceled() {
+                return Err(anyhow!(
+                    "watch canceled (compacted at {})",
+                    resp.compact_revision()
+                ));
+            }
+            if resp.events().is_empty() {
+                continue;
+            }
+            for ev in resp.events() {
+                let Some(kv) = ev.kv() else { continue };
+                let Some(raw) = self.raw_key(kv.key(), kv.value(), kv.mod_revision(), kv.lease())
+                else {
+                    continue;
+                };
+                match ev.event_type() {
+                    EventType::Put => {
+                        map.insert(raw.key.clone(), raw);
+                    }
+                    EventType::Delete => {
+                        map.remove(&raw.key);
+                    }
+                }
+            }
+            let rev = resp.header().map(|h| h.revision()).unwrap_or(revision);
+            tx.send_modify(|s| {
+                s.keys = Arc::new(map.clone());
+                s.revision = rev;
+                s.seq += 1;
+            });
+        }
+    }
+}
+
+/// The cache's content: raw keys (relative to the prefix) at an etcd revision.
+#[derive(Clone, Debug, Default)]
+pub struct CacheState {
+    pub keys: Arc<BTreeMap<String, RawKey>>,
+    pub revision: i64,
+    /// False until the first range read succeeded, and again after a watch failure.
+    pub synced: bool,
+    /// Bumped on every change (wake-ups).
+    pub seq: u64,
+}
+
+impl CacheState {
+    pub fn view(&self) -> (ClusterView, Vec<String>) {
+        ClusterView::from_keys(self.keys.values())
     }
 }
 
@@ -342,16 +460,19 @@ impl Lease {
                 }
             }
             let id = self.info().id;
-            let mut c = dcs.client.clone();
-            let (mut keeper, mut stream) =
-                match dcs.timed("lease keepalive", c.lease_keep_alive(id)).await {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::debug!("{e}");
-                        tokio::time::sleep(get(&interval).min(Duration::from_millis(500))).await;
-                        continue;
-                    }
-                };
+            let (mut keeper, mut stream) = match dcs
+                .call("lease keepalive", |mut c| async move {
+                    c.lease_keep_alive(id).await
+                })
+                .await
+            {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::debug!("{e}");
+                    tokio::time::sleep(get(&interval).min(Duration::from_millis(500))).await;
+                    continue;
+                }
+            };
             // Keep this stream until it fails.
             loop {
                 let sent = Instant::now();
@@ -380,7 +501,9 @@ impl Lease {
                         break;
                     }
                     None => {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        // This endpoint failed us: the next stream goes to another one.
+                        dcs.rotate(dcs.current());
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                         break;
                     }
                 }

@@ -386,3 +386,49 @@ fn refusals_duplicate_name_foreign_data_and_adoption() {
     // The rest of the cluster is unaffected.
     assert_eq!(writable(&c, &[leader, a]), vec![leader]);
 }
+
+#[test]
+fn default_timing_rides_out_agent_stall_and_etcd_member_loss() {
+    let (mut c, leader, _) = start_cluster(|_| {});
+    c.psql(leader, "CREATE TABLE t (id int)").unwrap();
+    let timeline = |c: &Cluster| {
+        c.psql(leader, "SELECT timeline_id FROM pg_control_checkpoint()")
+            .unwrap()
+    };
+    let tl_before = timeline(&c);
+
+    // A 2 s stall of the leader's agent (SIGSTOP/SIGCONT): no failover.
+    c.signal_agent(leader, libc::SIGSTOP).unwrap();
+    let stopped = Instant::now();
+    while stopped.elapsed() < Duration::from_secs(2) {
+        // Writes keep working while the agent is frozen.
+        c.psql(leader, "INSERT INTO t VALUES (1)").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.signal_agent(leader, libc::SIGCONT).unwrap();
+
+    // Loss of one etcd member (kill each in turn, the etcd leader among them): no failover.
+    for i in 0..c.etcd.len() {
+        c.stop_etcd_member(i).unwrap();
+        let down = Instant::now();
+        while down.elapsed() < Duration::from_secs(3) {
+            c.psql(leader, "INSERT INTO t VALUES (2)").unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        c.start_etcd_member(i).unwrap();
+        wait_until(Duration::from_secs(20), "etcd healthy again", || {
+            (0..c.etcd.len()).all(|j| c.etcd_healthy(j)).then_some(())
+        })
+        .unwrap();
+    }
+    assert_eq!(
+        writable(&c, &[0, 1, 2]),
+        vec![leader],
+        "the leader must not change"
+    );
+    assert_eq!(timeline(&c), tl_before, "no promotion may have happened");
+    assert!(
+        !log_of(&c, leader).contains("demot"),
+        "the leader must not demote itself"
+    );
+}

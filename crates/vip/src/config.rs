@@ -1,0 +1,537 @@
+//! The `vip:` section of `router.yml`. Errors name the key path (`vip.priority: …`).
+//!
+//! ```yaml
+//! vip:
+//!   interface: eth0
+//!   virtual_router_id: 51
+//!   priority: 100
+//!   advert_int: 1            # seconds; VRRPv3 allows hundredths (0.01 .. 40.95)
+//!   version: 2               # 2 (RFC 3768) or 3 (RFC 5798)
+//!   auth_pass: secret        # v2 only; keepalived uses only the first 8 characters
+//!   preempt: true
+//!   preempt_delay: 0         # seconds
+//!   addresses: [192.168.0.210/24]
+//!   unicast_peers: []        # empty: multicast to 224.0.0.18
+//!   track_script:            # one mapping or a list
+//!     - script: "pidof haproxy"
+//!       interval: 2
+//!       fall: 3
+//!       rise: 2
+//!       weight: 0            # 0: FAULT while failing; <0 subtract while failing; >0 add while ok
+//!   track_interface: [eth1]  # names, or {name: eth1, weight: -20}
+//!   notify:
+//!     master: "/usr/local/bin/on-master"
+//!     backup: "..."
+//!     fault: "..."
+//!     stop: "..."
+//!     any: "/usr/local/bin/notify"   # called as keepalived's notify: INSTANCE <name> <STATE> <priority>
+//! ```
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use std::fmt;
+use std::marker::PhantomData;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::packet::Version;
+
+/// keepalived's `auth_pass` limit: it silently uses only the first 8 characters.
+pub const AUTH_PASS_MAX: usize = 8;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct VipConfig {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    pub priority: u8,
+    pub advert_int: Duration,
+    pub version: Version,
+    /// v2 simple password, already cut to 8 bytes; None: auth type 0.
+    pub auth_pass: Option<String>,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    pub addresses: Vec<VipAddr>,
+    pub unicast_peers: Vec<IpAddr>,
+    pub track_scripts: Vec<TrackScript>,
+    pub track_interfaces: Vec<TrackInterface>,
+    pub notify: Notify,
+    pub fast_takeover: bool,
+    pub stats_interval: Duration,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VipAddr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl fmt::Display for VipAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrackScript {
+    pub name: String,
+    pub script: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub fall: u32,
+    pub rise: u32,
+    pub weight: i32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrackInterface {
+    pub name: String,
+    pub weight: i32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    pub master: Option<String>,
+    pub backup: Option<String>,
+    pub fault: Option<String>,
+    pub stop: Option<String>,
+    pub any: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RouterFile {
+    vip: Option<RawVip>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVip {
+    name: Option<String>,
+    interface: String,
+    virtual_router_id: u8,
+    priority: u8,
+    #[serde(default)]
+    advert_int: Option<f64>,
+    #[serde(default)]
+    version: Option<u8>,
+    auth_pass: Option<String>,
+    #[serde(default)]
+    preempt: Option<bool>,
+    #[serde(default)]
+    preempt_delay: Option<f64>,
+    addresses: Vec<String>,
+    #[serde(default)]
+    unicast_peers: Vec<String>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    track_script: Vec<RawScript>,
+    #[serde(default)]
+    track_interface: Vec<RawInterface>,
+    #[serde(default)]
+    notify: Notify,
+    #[serde(default)]
+    fast_takeover: Option<bool>,
+    #[serde(default)]
+    stats_interval: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScript {
+    name: Option<String>,
+    script: String,
+    interval: Option<f64>,
+    timeout: Option<f64>,
+    fall: Option<u32>,
+    rise: Option<u32>,
+    weight: Option<i32>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawInterface {
+    Name(String),
+    Full { name: String, weight: Option<i32> },
+}
+
+/// A mapping or a list of them.
+fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct V<T>(PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a mapping or a list of mappings")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Vec<T>, A::Error> {
+            Deserialize::deserialize(de::value::SeqAccessDeserializer::new(seq))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Vec<T>, A::Error> {
+            let one: T = Deserialize::deserialize(de::value::MapAccessDeserializer::new(map))?;
+            Ok(vec![one])
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Vec<T>, E> {
+            Ok(Vec::new())
+        }
+    }
+    d.deserialize_any(V(PhantomData))
+}
+
+fn secs(key: &str, v: f64, min: f64, max: f64) -> Result<Duration> {
+    if !v.is_finite() || v < min || v > max {
+        bail!("{key}: {v} is out of range ({min} to {max} seconds)");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn parse_addr(key: &str, s: &str) -> Result<VipAddr> {
+    let (a, p) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let addr: IpAddr = a.trim().parse().map_err(|_| {
+        anyhow!("{key}: {s:?} is not an IP address (write 192.168.0.210/24 or 192.168.0.210)")
+    })?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match p {
+        None => max,
+        Some(p) => p
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|&n| n <= max)
+            .ok_or_else(|| anyhow!("{key}: prefix length {p:?} must be 0 to {max}"))?,
+    };
+    if addr.is_unspecified() || addr.is_multicast() || addr.is_loopback() {
+        bail!("{key}: {addr} cannot be a virtual address");
+    }
+    Ok(VipAddr { addr, prefix })
+}
+
+impl VipConfig {
+    /// Load the `vip:` section of a router configuration file.
+    pub fn load(path: &Path) -> Result<VipConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        VipConfig::parse(&text).with_context(|| format!("{}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<VipConfig> {
+        let file: RouterFile = serde_yaml::from_str(text).map_err(|e| anyhow!("{e}"))?;
+        let raw = file
+            .vip
+            .ok_or_else(|| anyhow!("no `vip:` section: add one (see docs/vip.md)"))?;
+        Self::validate(raw)
+    }
+
+    fn validate(r: RawVip) -> Result<VipConfig> {
+        let mut warnings = Vec::new();
+        if r.interface.is_empty() || r.interface.len() >= 16 || r.interface.contains('/') {
+            bail!("vip.interface: {:?} is not an interface name", r.interface);
+        }
+        if r.virtual_router_id == 0 {
+            bail!("vip.virtual_router_id: must be 1 to 255");
+        }
+        if r.priority == 0 {
+            bail!("vip.priority: must be 1 to 255 (0 is reserved for a Master that stops; 255 for the address owner)");
+        }
+        let version = match r.version.unwrap_or(2) {
+            2 => Version::V2,
+            3 => Version::V3,
+            v => bail!("vip.version: {v} is not a VRRP version tandem speaks (2 or 3)"),
+        };
+        let ai = r.advert_int.unwrap_or(1.0);
+        let advert_int = match version {
+            Version::V2 => {
+                if ai.fract() != 0.0 || !(1.0..=255.0).contains(&ai) {
+                    bail!("vip.advert_int: VRRPv2 carries whole seconds, 1 to 255 (got {ai}); use version 3 for shorter intervals");
+                }
+                Duration::from_secs(ai as u64)
+            }
+            Version::V3 => {
+                let cs = (ai * 100.0).round();
+                if !(1.0..=4095.0).contains(&cs) || ((ai * 100.0) - cs).abs() > 1e-6 {
+                    bail!("vip.advert_int: VRRPv3 carries hundredths of a second, 0.01 to 40.95 (got {ai})");
+                }
+                Duration::from_millis(cs as u64 * 10)
+            }
+        };
+        let auth_pass = match (&r.auth_pass, version) {
+            (Some(_), Version::V3) => bail!(
+                "vip.auth_pass: VRRPv3 has no authentication (RFC 5798 §9); remove auth_pass or set vip.version: 2"
+            ),
+            (Some(p), Version::V2) => {
+                if p.is_empty() {
+                    bail!("vip.auth_pass: empty; remove it for no authentication");
+                }
+                if p.len() > AUTH_PASS_MAX {
+                    warnings.push(format!(
+                        "vip.auth_pass is {} characters long; VRRP simple authentication carries only 8 and keepalived silently uses only the first 8, so tandem sends and checks the first 8 too: shorten it to remove this warning",
+                        p.len()
+                    ));
+                }
+                let mut cut = p.clone();
+                while cut.len() > AUTH_PASS_MAX {
+                    cut.pop();
+                }
+                Some(cut)
+            }
+            (None, _) => None,
+        };
+        if r.addresses.is_empty() {
+            bail!("vip.addresses: give at least one virtual address");
+        }
+        if r.addresses.len() > 20 {
+            bail!("vip.addresses: at most 20 addresses per virtual router");
+        }
+        let mut addresses = Vec::new();
+        for (i, s) in r.addresses.iter().enumerate() {
+            let a = parse_addr(&format!("vip.addresses[{i}]"), s)?;
+            if a.addr.is_ipv6() && version == Version::V2 {
+                bail!(
+                    "vip.addresses[{i}]: {} is IPv6; VRRPv2 is IPv4 only: set vip.version: 3",
+                    a.addr
+                );
+            }
+            if a.addr.is_ipv6() {
+                bail!("vip.addresses[{i}]: IPv6 virtual addresses are not supported yet by tandem vip (the codec speaks VRRPv3 over IPv6, the socket adapter does not)");
+            }
+            if addresses.iter().any(|b: &VipAddr| b.addr == a.addr) {
+                bail!("vip.addresses[{i}]: {} is listed twice", a.addr);
+            }
+            addresses.push(a);
+        }
+        let mut unicast_peers = Vec::new();
+        for (i, s) in r.unicast_peers.iter().enumerate() {
+            let a: IpAddr = s
+                .trim()
+                .parse()
+                .map_err(|_| anyhow!("vip.unicast_peers[{i}]: {s:?} is not an IP address"))?;
+            if a.is_ipv6() != addresses[0].addr.is_ipv6() || a.is_multicast() {
+                bail!("vip.unicast_peers[{i}]: {a} must be a unicast address of the same family as vip.addresses");
+            }
+            unicast_peers.push(a);
+        }
+        let preempt_delay = secs(
+            "vip.preempt_delay",
+            r.preempt_delay.unwrap_or(0.0),
+            0.0,
+            1000.0,
+        )?;
+        let mut track_scripts = Vec::new();
+        for (i, s) in r.track_script.into_iter().enumerate() {
+            let key = format!("vip.track_script[{i}]");
+            if s.script.trim().is_empty() {
+                bail!("{key}.script: empty");
+            }
+            let interval = secs(
+                &format!("{key}.interval"),
+                s.interval.unwrap_or(1.0),
+                0.01,
+                3600.0,
+            )?;
+            let timeout = match s.timeout {
+                Some(t) => secs(&format!("{key}.timeout"), t, 0.01, 3600.0)?,
+                None => interval,
+            };
+            let fall = s.fall.unwrap_or(1);
+            let rise = s.rise.unwrap_or(1);
+            if fall == 0 || rise == 0 {
+                bail!("{key}: fall and rise must be at least 1");
+            }
+            let weight = s.weight.unwrap_or(0);
+            if !(-253..=253).contains(&weight) {
+                bail!("{key}.weight: {weight} must be -253 to 253");
+            }
+            track_scripts.push(TrackScript {
+                name: s.name.unwrap_or_else(|| format!("script {i}")),
+                script: s.script,
+                interval,
+                timeout,
+                fall,
+                rise,
+                weight,
+            });
+        }
+        let mut track_interfaces = Vec::new();
+        for (i, t) in r.track_interface.into_iter().enumerate() {
+            let (name, weight) = match t {
+                RawInterface::Name(n) => (n, 0),
+                RawInterface::Full { name, weight } => (name, weight.unwrap_or(0)),
+            };
+            if name.is_empty() || name.len() >= 16 {
+                bail!("vip.track_interface[{i}]: {name:?} is not an interface name");
+            }
+            if !(-253..=253).contains(&weight) {
+                bail!("vip.track_interface[{i}].weight: {weight} must be -253 to 253");
+            }
+            track_interfaces.push(TrackInterface { name, weight });
+        }
+        if r.priority == 255 && !r.preempt.unwrap_or(true) {
+            warnings.push("vip.preempt: false has no effect with priority 255 (the address owner always preempts)".into());
+        }
+        let stats_interval = secs(
+            "vip.stats_interval",
+            r.stats_interval.unwrap_or(300.0),
+            1.0,
+            86400.0,
+        )?;
+        Ok(VipConfig {
+            name: r
+                .name
+                .unwrap_or_else(|| format!("VI_{}", r.virtual_router_id)),
+            interface: r.interface,
+            vrid: r.virtual_router_id,
+            priority: r.priority,
+            advert_int,
+            version,
+            auth_pass,
+            preempt: r.preempt.unwrap_or(true),
+            preempt_delay,
+            addresses,
+            unicast_peers,
+            track_scripts,
+            track_interfaces,
+            notify: r.notify,
+            fast_takeover: r.fast_takeover.unwrap_or(true),
+            stats_interval,
+            warnings,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = r#"
+proxy: {listen: 5432}
+vip:
+  interface: eth0
+  virtual_router_id: 51
+  priority: 100
+  advert_int: 1
+  auth_pass: fzsecret
+  addresses: [192.168.0.210/24]
+  track_script:
+    script: "pidof haproxy"
+    interval: 2
+    fall: 3
+    rise: 2
+"#;
+
+    #[test]
+    fn seed_settings() {
+        let c = VipConfig::parse(SEED).unwrap();
+        assert_eq!(c.vrid, 51);
+        assert_eq!(c.version, Version::V2);
+        assert_eq!(c.advert_int, Duration::from_secs(1));
+        assert_eq!(c.auth_pass.as_deref(), Some("fzsecret"));
+        assert_eq!(c.addresses[0].to_string(), "192.168.0.210/24");
+        assert_eq!(c.track_scripts.len(), 1);
+        assert_eq!(c.track_scripts[0].fall, 3);
+        assert_eq!(c.track_scripts[0].interval, Duration::from_secs(2));
+        assert!(c.preempt);
+        assert!(c.warnings.is_empty());
+        assert_eq!(c.name, "VI_51");
+    }
+
+    fn err(yaml: &str) -> String {
+        format!("{:#}", VipConfig::parse(yaml).unwrap_err())
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let base = "vip:\n  interface: eth0\n  virtual_router_id: 51\n  priority: 100\n  addresses: [10.0.0.1]\n";
+        let cases = [
+            (
+                base.replace("priority: 100", "priority: 300"),
+                "vip.priority",
+            ),
+            (base.replace("priority: 100", "priority: 0"), "vip.priority"),
+            (format!("{base}  advert_int: 1.5\n"), "vip.advert_int"),
+            (
+                format!("{base}  version: 3\n  advert_int: 0.001\n"),
+                "vip.advert_int",
+            ),
+            (format!("{base}  version: 4\n"), "vip.version"),
+            (
+                format!("{base}  version: 3\n  auth_pass: x\n"),
+                "vip.auth_pass",
+            ),
+            (
+                base.replace("[10.0.0.1]", "[10.0.0.1/40]"),
+                "vip.addresses[0]",
+            ),
+            (base.replace("[10.0.0.1]", "[nope]"), "vip.addresses[0]"),
+            (base.replace("[10.0.0.1]", "[]"), "vip.addresses"),
+            (
+                base.replace("[10.0.0.1]", "['fe80::1']"),
+                "vip.addresses[0]",
+            ),
+            (
+                format!("{base}  unicast_peers: [x]\n"),
+                "vip.unicast_peers[0]",
+            ),
+            (
+                format!("{base}  track_script: [{{script: ''}}]\n"),
+                "vip.track_script[0].script",
+            ),
+            (
+                format!("{base}  track_script: {{script: x, weight: 999}}\n"),
+                "vip.track_script[0].weight",
+            ),
+            (
+                format!("{base}  track_script: {{script: x, fall: 0}}\n"),
+                "vip.track_script[0]",
+            ),
+            (format!("{base}  prority: 3\n"), "unknown field `prority`"),
+            (
+                format!("{base}  track_script: {{script: x, intervall: 2}}\n"),
+                "unknown field `intervall`",
+            ),
+            (
+                format!("{base}  notify: {{mater: x}}\n"),
+                "unknown field `mater`",
+            ),
+            (
+                base.replace("priority: 100", "priority: high"),
+                "vip.priority",
+            ),
+            ("other: 1\n".to_string(), "no `vip:` section"),
+        ];
+        for (yaml, want) in cases {
+            let e = err(&yaml);
+            assert!(e.contains(want), "want {want:?} in {e:?}");
+        }
+    }
+
+    #[test]
+    fn long_auth_pass_warns_and_is_cut_like_keepalived() {
+        let y = "vip:\n  interface: eth0\n  virtual_router_id: 51\n  priority: 100\n  addresses: [10.0.0.1]\n  auth_pass: 0123456789ab\n";
+        let c = VipConfig::parse(y).unwrap();
+        assert_eq!(c.auth_pass.as_deref(), Some("01234567"));
+        assert_eq!(c.warnings.len(), 1);
+        assert!(c.warnings[0].contains("12 characters"), "{}", c.warnings[0]);
+        assert!(c.warnings[0].contains("first 8"));
+        assert!(!c.warnings[0].contains("89ab"), "no secret in the warning");
+    }
+
+    #[test]
+    fn v3_fractions_and_interfaces() {
+        let y = "vip:\n  interface: eth0\n  virtual_router_id: 7\n  priority: 90\n  version: 3\n  advert_int: 0.25\n  addresses: [10.0.0.1/24, 10.0.0.2]\n  track_interface: [eth1, {name: eth2, weight: -20}]\n  notify: {master: 'echo m', any: 'logger'}\n  preempt: false\n  preempt_delay: 2.5\n";
+        let c = VipConfig::parse(y).unwrap();
+        assert_eq!(c.advert_int, Duration::from_millis(250));
+        assert_eq!(c.addresses[1].prefix, 32);
+        assert_eq!(c.track_interfaces[1].weight, -20);
+        assert_eq!(c.notify.master.as_deref(), Some("echo m"));
+        assert!(!c.preempt);
+        assert_eq!(c.preempt_delay, Duration::from_millis(2500));
+    }
+}

@@ -1,0 +1,507 @@
+//! The host loop: it feeds the pure [`Machine`] with packets, timers, tracking results and
+//! signals, and carries out the actions it returns (send, add/remove addresses, announce, notify).
+
+use crate::config::{TrackScript, VipConfig};
+use crate::machine::{Action, Event, Machine, Params, State};
+use crate::net::{arp, iface, netlink, socket::VrrpSocket};
+use crate::packet::{self, Advert, Auth, MCAST_V4};
+use crate::receive::{self, Expect, Reporter, Stats};
+use crate::track::{self, Check};
+use anyhow::{anyhow, bail, Context, Result};
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+/// The result of one tracked check: its index in `Host::checks`, and success.
+type TrackResult = (usize, bool);
+
+struct Host {
+    cfg: VipConfig,
+    iface: iface::Interface,
+    sock: VrrpSocket,
+    primary: Ipv4Addr,
+    expect: Expect,
+    machine: Machine,
+    stats: Stats,
+    reporter: Reporter,
+    checks: Vec<Check>,
+}
+
+fn vips_v4(cfg: &VipConfig) -> Vec<Ipv4Addr> {
+    cfg.addresses
+        .iter()
+        .filter_map(|a| match a.addr {
+            IpAddr::V4(v) => Some(v),
+            IpAddr::V6(_) => None,
+        })
+        .collect()
+}
+
+impl Host {
+    fn execute(&mut self, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Transition { from, to, why } => {
+                    info!(
+                        "{}: {from} -> {to}: {why} (priority {})",
+                        self.cfg.name,
+                        self.machine.priority()
+                    );
+                    if to == State::Master {
+                        self.stats.became_master += 1;
+                    }
+                    self.notify(to);
+                }
+                Action::Send { priority } => self.send(priority),
+                Action::AddAddresses => {
+                    for a in &self.cfg.addresses {
+                        match netlink::change_address(true, self.iface.index, a) {
+                            Ok(()) => {
+                                info!("{}: added {a} to {}", self.cfg.name, self.cfg.interface)
+                            }
+                            Err(e) => error!(
+                                "{}: cannot add {a} to {}: {e} (needs CAP_NET_ADMIN)",
+                                self.cfg.name, self.cfg.interface
+                            ),
+                        }
+                    }
+                }
+                Action::RemoveAddresses => {
+                    for a in &self.cfg.addresses {
+                        match netlink::change_address(false, self.iface.index, a) {
+                            Ok(()) => {
+                                info!("{}: removed {a} from {}", self.cfg.name, self.cfg.interface)
+                            }
+                            Err(e) => error!(
+                                "{}: cannot remove {a} from {}: {e}",
+                                self.cfg.name, self.cfg.interface
+                            ),
+                        }
+                    }
+                }
+                Action::Announce => {
+                    let ips = vips_v4(&self.cfg);
+                    match arp::announce(self.iface.index, self.iface.mac, &ips) {
+                        Ok(()) => debug!("{}: gratuitous ARP for {ips:?}", self.cfg.name),
+                        Err(e) => error!(
+                            "{}: cannot send gratuitous ARP: {e} (needs CAP_NET_RAW)",
+                            self.cfg.name
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, priority: u8) {
+        let advert = Advert {
+            version: self.cfg.version,
+            vrid: self.cfg.vrid,
+            priority,
+            interval_cs: (self.cfg.advert_int.as_millis() / 10) as u16,
+            addresses: self.cfg.addresses.iter().map(|a| a.addr).collect(),
+            auth: match &self.cfg.auth_pass {
+                Some(p) => Auth::simple(p),
+                None => Auth::None,
+            },
+        };
+        let dsts: Vec<Ipv4Addr> = if self.cfg.unicast_peers.is_empty() {
+            vec![MCAST_V4]
+        } else {
+            self.cfg
+                .unicast_peers
+                .iter()
+                .filter_map(|p| match p {
+                    IpAddr::V4(v) => Some(*v),
+                    IpAddr::V6(_) => None,
+                })
+                .collect()
+        };
+        for dst in dsts {
+            let r = packet::encode(&advert, IpAddr::V4(self.primary), IpAddr::V4(dst))
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+                .and_then(|m| self.sock.send(dst, &m));
+            match r {
+                Ok(()) => self.stats.sent += 1,
+                Err(e) => {
+                    self.stats.send_errors += 1;
+                    if self
+                        .reporter
+                        .should_log("send", IpAddr::V4(dst), Instant::now())
+                        .is_some()
+                    {
+                        warn!("{}: cannot send advertisement to {dst}: {e}", self.cfg.name);
+                    }
+                }
+            }
+        }
+    }
+
+    fn notify(&self, state: State) {
+        let n = &self.cfg.notify;
+        let specific = match state {
+            State::Master => n.master.as_deref(),
+            State::Backup => n.backup.as_deref(),
+            State::Fault => n.fault.as_deref(),
+            State::Initialize => n.stop.as_deref(),
+        };
+        let state_word = match state {
+            State::Initialize => "STOP",
+            s => match s {
+                State::Master => "MASTER",
+                State::Backup => "BACKUP",
+                _ => "FAULT",
+            },
+        };
+        let mut cmds: Vec<String> = specific.map(|s| s.to_string()).into_iter().collect();
+        if let Some(any) = &n.any {
+            // keepalived's `notify`: <script> INSTANCE <name> <state> <priority>
+            cmds.push(format!(
+                "{any} INSTANCE '{}' {state_word} {}",
+                self.cfg.name.replace('\'', ""),
+                self.machine.priority()
+            ));
+        }
+        for cmd in cmds {
+            let spawned = tokio::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(&cmd)
+                .env("TANDEM_VIP_STATE", state_word)
+                .env("TANDEM_VIP_NAME", &self.cfg.name)
+                .env("TANDEM_VIP_PRIORITY", self.machine.priority().to_string())
+                .stdin(Stdio::null())
+                .spawn();
+            match spawned {
+                Ok(mut child) => {
+                    let name = self.cfg.name.clone();
+                    tokio::spawn(async move {
+                        match child.wait().await {
+                            Ok(s) if !s.success() => {
+                                warn!("{name}: notify command for {state_word} exited with {s}")
+                            }
+                            Err(e) => warn!("{name}: notify command: {e}"),
+                            _ => {}
+                        }
+                    });
+                }
+                Err(e) => warn!("{}: cannot run notify command: {e}", self.cfg.name),
+            }
+        }
+    }
+
+    fn receive_all(&mut self, buf: &mut [u8]) {
+        loop {
+            let n = match self.sock.try_recv(buf) {
+                Ok(Some(n)) => n,
+                Ok(None) => return,
+                Err(e) => {
+                    warn!("{}: receive error: {e}", self.cfg.name);
+                    return;
+                }
+            };
+            self.stats.received += 1;
+            let now = Instant::now();
+            if n > buf.len() {
+                let d = receive::Drop::Malformed(packet::DecodeError::Oversized {
+                    len: n,
+                    expected: buf.len(),
+                });
+                self.stats.drop(&d);
+                continue;
+            }
+            let (h, payload) = match packet::parse_ipv4(&buf[..n]) {
+                Ok(x) => x,
+                Err(e) => {
+                    self.stats.drop(&receive::Drop::Malformed(e));
+                    continue;
+                }
+            };
+            let src = IpAddr::V4(h.src);
+            match receive::check(src, IpAddr::V4(h.dst), h.ttl, payload, &self.expect) {
+                Ok(acc) => {
+                    self.stats.accepted += 1;
+                    if acc.address_mismatch {
+                        self.stats.address_mismatch += 1;
+                        if self.reporter.should_log("addresses", src, now).is_some() {
+                            warn!(
+                                "{}: {src} advertises addresses {:?}, ours are {:?}: check vip.addresses on both routers",
+                                self.cfg.name, acc.advert.addresses, self.expect.addresses
+                            );
+                        }
+                    }
+                    let ev = Event::Advert {
+                        from: src,
+                        priority: acc.advert.priority,
+                        interval: Duration::from_millis(u64::from(acc.advert.interval_cs) * 10),
+                    };
+                    let acts = self.machine.step(now, ev);
+                    self.execute(acts);
+                }
+                Err(d) => {
+                    self.stats.drop(&d);
+                    if d == receive::Drop::Own {
+                        continue;
+                    }
+                    if let Some(skipped) = self.reporter.should_log(d.kind(), src, now) {
+                        let more = if skipped > 0 {
+                            format!(" ({skipped} more like it since the last report)")
+                        } else {
+                            String::new()
+                        };
+                        warn!(
+                            "{}: dropped VRRP packet from {src}: {d}{more}",
+                            self.cfg.name
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn track_result(&mut self, (i, ok): TrackResult) {
+        let Some(c) = self.checks.get_mut(i) else {
+            return;
+        };
+        if !c.record(ok) {
+            return;
+        }
+        let up = c.is_up();
+        info!(
+            "{}: {} is now {} (weight {})",
+            self.cfg.name,
+            c.name,
+            if up { "up" } else { "down" },
+            c.weight
+        );
+        let (priority, fault) = track::health(self.cfg.priority, &self.checks);
+        let acts = self
+            .machine
+            .step(Instant::now(), Event::Health { priority, fault });
+        self.execute(acts);
+    }
+}
+
+async fn run_script(i: usize, s: TrackScript, tx: mpsc::Sender<TrackResult>) {
+    let mut next = tokio::time::Instant::now();
+    loop {
+        let child = tokio::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&s.script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .status();
+        let ok = matches!(
+            tokio::time::timeout(s.timeout, child).await,
+            Ok(Ok(st)) if st.success()
+        );
+        if tx.send((i, ok)).await.is_err() {
+            return;
+        }
+        next += s.interval;
+        let now = tokio::time::Instant::now();
+        if next < now {
+            next = now;
+        }
+        tokio::time::sleep_until(next).await;
+    }
+}
+
+async fn watch_interface(i: usize, name: String, tx: mpsc::Sender<TrackResult>) {
+    let mut last = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let up = iface::is_running(&name);
+        if last != Some(up) {
+            last = Some(up);
+            if tx.send((i, up)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Run one virtual router until SIGTERM or SIGINT; then give the addresses up (priority 0).
+pub async fn run(cfg: VipConfig) -> Result<()> {
+    for w in &cfg.warnings {
+        warn!("{w}");
+    }
+    let info = iface::lookup(&cfg.interface)
+        .with_context(|| format!("vip.interface: {}", cfg.interface))?;
+    let vips: Vec<IpAddr> = cfg.addresses.iter().map(|a| a.addr).collect();
+    let primary = info
+        .addresses
+        .iter()
+        .find_map(|a| match a {
+            IpAddr::V4(v) if !vips.contains(a) && !v.is_loopback() => Some(*v),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            anyhow!(
+                "vip.interface: {} has no IPv4 address of its own (besides the virtual ones) to send advertisements from",
+                cfg.interface
+            )
+        })?;
+    // Addresses left over from a crashed run: a Backup must not hold them.
+    for a in &cfg.addresses {
+        if info.addresses.contains(&a.addr) {
+            warn!(
+                "{}: {} is already on {} (left by a previous run?): removing it until this router is Master",
+                cfg.name, a.addr, cfg.interface
+            );
+            netlink::change_address(false, info.index, a)
+                .with_context(|| format!("cannot remove {a} from {}", cfg.interface))?;
+        }
+    }
+    let sock = VrrpSocket::open(
+        &cfg.interface,
+        info.index,
+        primary,
+        cfg.unicast_peers.is_empty(),
+    )
+    .map_err(|e| {
+        if e.raw_os_error() == Some(libc::EPERM) {
+            anyhow!("cannot open a raw VRRP socket on {}: {e}: run as root or grant CAP_NET_RAW and CAP_NET_ADMIN", cfg.interface)
+        } else {
+            anyhow!("cannot open a raw VRRP socket on {}: {e}", cfg.interface)
+        }
+    })?;
+    let params = Params {
+        version: cfg.version,
+        priority: cfg.priority,
+        advert_int: cfg.advert_int,
+        preempt: cfg.preempt || cfg.priority == 255,
+        preempt_delay: cfg.preempt_delay,
+        primary: IpAddr::V4(primary),
+        fast: cfg.fast_takeover,
+        reannounce_after: Some(Duration::from_secs(1)),
+    };
+    let expect = Expect {
+        version: cfg.version,
+        vrid: cfg.vrid,
+        auth: match &cfg.auth_pass {
+            Some(p) => Auth::simple(p),
+            None => Auth::None,
+        },
+        interval_cs: (cfg.advert_int.as_millis() / 10) as u16,
+        addresses: vips.clone(),
+        own: info.addresses.clone(),
+        peers: cfg.unicast_peers.clone(),
+    };
+    let mut checks = vec![Check::new(format!("interface {}", cfg.interface), 1, 1, 0)];
+    for t in &cfg.track_interfaces {
+        checks.push(Check::new(format!("interface {}", t.name), 1, 1, t.weight));
+    }
+    for s in &cfg.track_scripts {
+        checks.push(Check::new(
+            format!("track script {:?}", s.name),
+            s.fall,
+            s.rise,
+            s.weight,
+        ));
+    }
+    let machine = Machine::new(params);
+    info!(
+        "{}: {} VRID {} on {} (address {primary}), priority {}, advert_int {:.2} s, preempt {}{}, addresses {}, {}",
+        cfg.name,
+        cfg.version,
+        cfg.vrid,
+        cfg.interface,
+        cfg.priority,
+        cfg.advert_int.as_secs_f64(),
+        cfg.preempt,
+        if cfg.preempt_delay.is_zero() { String::new() } else { format!(" (delay {:?})", cfg.preempt_delay) },
+        cfg.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
+        if cfg.unicast_peers.is_empty() { format!("multicast {MCAST_V4}") } else { format!("unicast to {:?}", cfg.unicast_peers) },
+    );
+    let mut host = Host {
+        iface: info,
+        sock,
+        primary,
+        expect,
+        machine,
+        stats: Stats::default(),
+        reporter: Reporter::new(Duration::from_secs(60)),
+        checks,
+        cfg,
+    };
+
+    let (tx, mut track_rx) = mpsc::channel::<TrackResult>(64);
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(watch_interface(
+        0,
+        host.cfg.interface.clone(),
+        tx.clone(),
+    )));
+    for (k, t) in host.cfg.track_interfaces.iter().enumerate() {
+        tasks.push(tokio::spawn(watch_interface(
+            1 + k,
+            t.name.clone(),
+            tx.clone(),
+        )));
+    }
+    let base = 1 + host.cfg.track_interfaces.len();
+    for (k, s) in host.cfg.track_scripts.iter().enumerate() {
+        tasks.push(tokio::spawn(run_script(base + k, s.clone(), tx.clone())));
+    }
+    drop(tx);
+
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut usr1 = signal(SignalKind::user_defined1()).context("SIGUSR1 handler")?;
+
+    let acts = host.machine.step(Instant::now(), Event::Startup);
+    host.execute(acts);
+
+    let mut buf = vec![0u8; 4096];
+    let stats_every = host.cfg.stats_interval;
+    let mut next_stats = tokio::time::Instant::now() + stats_every;
+    let mut last_stats_line = String::new();
+    loop {
+        let deadline = host
+            .machine
+            .next_deadline()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600))
+            .min(next_stats);
+        tokio::select! {
+            r = host.sock.readable() => {
+                if let Err(e) = r {
+                    bail!("VRRP socket failed: {e}");
+                }
+                host.receive_all(&mut buf);
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                let acts = host.machine.step(Instant::now(), Event::Tick);
+                host.execute(acts);
+                if tokio::time::Instant::now() >= next_stats {
+                    next_stats += stats_every;
+                    let line = host.stats.to_string();
+                    if line != last_stats_line {
+                        info!("{}: stats: {line}", host.cfg.name);
+                        last_stats_line = line;
+                    }
+                }
+            }
+            Some(r) = track_rx.recv() => host.track_result(r),
+            _ = usr1.recv() => {
+                info!("{}: stats: {} (state {})", host.cfg.name, host.stats, host.machine.state());
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    info!("{}: stopping", host.cfg.name);
+    for t in tasks {
+        t.abort();
+    }
+    let acts = host.machine.step(Instant::now(), Event::Shutdown);
+    host.execute(acts);
+    info!("{}: stats: {}", host.cfg.name, host.stats);
+    Ok(())
+}
