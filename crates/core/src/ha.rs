@@ -66,6 +66,7 @@ pub struct Settings {
     pub failover_priority: i64,
     /// The leader demotes when its lease has less than this left.
     pub demote_margin_ms: u64,
+    pub loop_wait_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -81,6 +82,8 @@ pub struct Observation {
     /// Peers' `/patroni` answers; filled only when the leader key is absent.
     pub peers: Vec<PeerStatus>,
     pub settings: Settings,
+    /// Wall-clock time, Unix milliseconds (for scheduled switchovers).
+    pub now_ms: i64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +130,8 @@ pub enum Action {
     },
     /// Delete my leader key (value-guarded).
     ReleaseLeader,
+    /// Clear the `failover` key (write `{}` with compare-and-set); the reason is logged.
+    ClearFailover { reason: String },
     /// Write my system identifier to `initialize`.
     WriteInitialize {
         sysid: String,
@@ -326,6 +331,9 @@ pub fn decide(obs: &Observation) -> Decision {
                     "demoting: my leader lease is about to expire and could not be renewed",
                 );
             }
+            if let Some(d) = manual_switchover(obs, cluster, paused) {
+                return d;
+            }
             let prefix = if paused { "PAUSE: " } else { "" };
             return Decision::none(format!(
                 "{prefix}no action: I am ({me}) the leader with the lock"
@@ -380,6 +388,9 @@ pub fn decide(obs: &Observation) -> Decision {
                 vec![Action::AcquireLeader],
                 "PAUSE: running primary takes the free leader key",
             );
+        }
+        if cluster.failover_request().and_then(|f| f.member.as_deref()) == Some(me) {
+            return Decision::act(vec![Action::AcquireLeader], "PAUSE: I am the requested failover candidate");
         }
         return Decision::none("PAUSE: no leader; not racing while paused");
     }
@@ -479,6 +490,9 @@ fn healthiest(obs: &Observation, cluster: &ClusterView, role: PgRole) -> Result<
     if obs.settings.failover_priority <= 0 {
         return Err("I am not allowed to promote (nofailover)".into());
     }
+    if cluster.failover_request().and_then(|f| f.leader.as_deref()) == Some(me) && obs.peers.iter().any(|p| p.answer.as_ref().is_some_and(|a| a.failover_priority > 0)) {
+        return Err("I am the leader being switched away from".into());
+    }
     if manual.is_none() {
         if let Some(last) = cluster.last_leader_lsn() {
             let lag = last.saturating_sub(my_pos);
@@ -527,3 +541,53 @@ fn healthiest(obs: &Observation, cluster: &ClusterView, role: PgRole) -> Result<
 
 #[cfg(test)]
 mod tests;
+
+/// Spec §2.5, on the leader: act on a pending switchover/failover request.
+fn manual_switchover(obs: &Observation, cluster: &ClusterView, paused: bool) -> Option<Decision> {
+    let f = cluster.failover_request()?;
+    let me = obs.me.as_str();
+    let clear = |reason: String| Some(Decision::act(vec![Action::ClearFailover { reason: reason.clone() }], reason));
+    if let Some(at) = &f.scheduled_at {
+        if paused {
+            return clear("PAUSE: scheduled switchovers are not allowed while paused: cancelled".into());
+        }
+        let Some(at_ms) = crate::time::parse_timestamp_ms(at) else {
+            return clear(format!("cancelled the switchover scheduled at an unparsable time ({at})"));
+        };
+        let loop_wait = obs.settings.loop_wait_ms as i64;
+        if at_ms > obs.now_ms {
+            return Some(Decision::none(format!("awaiting the switchover scheduled at {at}")));
+        }
+        if obs.now_ms - at_ms > loop_wait * 3 / 2 + 1000 {
+            return clear(format!("cancelled the switchover scheduled at {at}: it is in the past"));
+        }
+    }
+    if f.leader.as_deref().is_some_and(|l| l != me) {
+        return clear(format!("cancelled the switchover: it names {} as the leader, but I am", f.leader.as_deref().unwrap_or("")));
+    }
+    match f.member.as_deref() {
+        Some(c) if c == me => clear("cancelled the switchover: I am already the leader".into()),
+        None if paused => clear("PAUSE: a switchover needs a named candidate while paused: cancelled".into()),
+        candidate => {
+            let last = cluster.last_leader_lsn().or(obs.pg.wal_position).unwrap_or(0);
+            let healthy: Vec<&str> = obs
+                .peers
+                .iter()
+                .filter(|p| candidate.is_none_or(|c| c == p.name))
+                .filter(|p| p.answer.as_ref().is_some_and(|a| a.failover_priority > 0 && !a.is_primary && last.saturating_sub(a.wal_position) <= obs.settings.maximum_lag_on_failover))
+                .map(|p| p.name.as_str())
+                .collect();
+            if healthy.is_empty() {
+                return clear(match candidate {
+                    Some(c) => format!("cancelled the switchover: candidate {c} is not healthy"),
+                    None => "cancelled the switchover: no healthy candidate".into(),
+                });
+            }
+            let to = candidate.map(str::to_string);
+            Some(Decision::act(
+                vec![Action::Demote { mode: DemoteMode::Graceful, then_follow: to.clone() }],
+                format!("switching over to {}: demoting gracefully", to.as_deref().unwrap_or("the healthiest replica")),
+            ))
+        }
+    }
+}

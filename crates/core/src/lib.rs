@@ -8,3 +8,4 @@ pub mod cluster;
 pub mod dynamic;
 pub mod ha;
 pub mod lsn;
+pub mod time;

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::control::{Reply, Request, RestartConditions};
 use crate::dcs::{Dcs, Lease};
 use crate::peer::PeerClient;
 use crate::pg::{PgStatus, Postgres, Upstream};
@@ -52,6 +53,19 @@ struct Agent {
     /// Members seen recently: their slots are kept for `MEMBER_SLOTS_TTL` after they vanish,
     /// so a node that restarts finds its slot (and its WAL) still there.
     seen_members: std::collections::BTreeMap<String, Instant>,
+    config_path: Option<std::path::PathBuf>,
+    inbox: crate::control::Inbox,
+    scheduled_restart: Option<ScheduledRestart>,
+    /// The next clone (after a reinitialize) must come from the leader.
+    reinit_from_leader: bool,
+}
+
+struct ScheduledRestart {
+    at_ms: i64,
+    schedule: String,
+    conditions: RestartConditions,
+    /// Cancelled if the postmaster restarted meanwhile.
+    postmaster_start_time: Option<String>,
 }
 
 const MEMBER_SLOTS_TTL: Duration = Duration::from_secs(1800);
@@ -65,6 +79,11 @@ pub fn bootstrap_dynamic(cfg: &Config) -> Value {
 }
 
 pub async fn run(cfg: Config) -> Result<()> {
+    run_with_path(cfg, None).await
+}
+
+/// Runs the agent; `path` is re-read on SIGHUP and `POST /reload`.
+pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Result<()> {
     for w in &cfg.warnings {
         warn!("{w}");
     }
@@ -114,6 +133,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     let lease_interval = Arc::new(Mutex::new(timing.keepalive_interval));
     let lease = Lease::start(dcs.clone(), lease_ttl.clone(), lease_interval.clone());
     let (status_tx, status_rx) = watch::channel(NodeStatus::default());
+    let (_control, inbox) = crate::control::channel();
     let (api_stop_tx, api_stop_rx) = watch::channel(false);
     let listener = crate::api::bind(&cfg).await?;
     let api_task = tokio::spawn(crate::api::serve(
@@ -146,6 +166,10 @@ pub async fn run(cfg: Config) -> Result<()> {
         last_cycle: None,
         force_read: true,
         seen_members: Default::default(),
+        config_path: path,
+        inbox,
+        scheduled_restart: None,
+        reinit_from_leader: false,
     };
     agent
         .pg
@@ -195,6 +219,7 @@ impl Agent {
         changes: &mut watch::Receiver<crate::dcs::CacheState>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<()> {
+        let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         loop {
             if *shutdown.borrow() {
                 return Ok(());
@@ -210,28 +235,37 @@ impl Agent {
             }
             let wait = self.timing.loop_wait;
             let lease_changed = self.lease.changed.clone();
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = changes.changed() => {}
-                _ = lease_changed.notified() => {}
-                _ = shutdown.changed() => {}
-                _ = self.lease_danger() => {}
+            let danger = self.lease_danger();
+            let request = tokio::select! {
+                _ = tokio::time::sleep(wait) => None,
+                _ = changes.changed() => None,
+                _ = lease_changed.notified() => None,
+                _ = shutdown.changed() => None,
+                _ = danger => None,
+                r = self.inbox.recv() => r,
+                _ = sighup.recv() => Some((Request::Reload, tokio::sync::oneshot::channel().0)),
+            };
+            if let Some((req, reply_to)) = request {
+                let reply = self.handle(req).await;
+                let _ = reply_to.send(reply);
+                self.force_read = true;
             }
         }
     }
 
     /// Resolves when a leader's lease gets within the demotion margin (so the check is not
     /// bound to `loop_wait`).
-    async fn lease_danger(&self) {
+    fn lease_danger(&self) -> impl std::future::Future<Output = ()> + 'static {
         let holds = self.status_tx.borrow().leader_until.is_some();
-        if !holds {
-            return std::future::pending().await;
-        }
-        match self.lease.remaining(Instant::now()) {
-            Some(r) if r > self.timing.demote_margin => {
-                tokio::time::sleep(r - self.timing.demote_margin + Duration::from_millis(5)).await
+        let delay = match self.lease.remaining(Instant::now()) {
+            Some(r) if holds && r > self.timing.demote_margin => Some(r - self.timing.demote_margin + Duration::from_millis(5)),
+            _ => None,
+        };
+        async move {
+            match delay {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
             }
-            _ => std::future::pending().await,
         }
     }
 
@@ -251,6 +285,7 @@ impl Agent {
                 0
             },
             demote_margin_ms: self.timing.demote_margin.as_millis() as u64,
+            loop_wait_ms: self.timing.loop_wait.as_millis() as u64,
         }
     }
 
@@ -417,11 +452,9 @@ impl Agent {
         };
         let pg = self.observe_pg().await;
         let lease = self.lease.info();
-        let needs_peers = cluster
-            .as_ref()
-            .is_some_and(|c| c.leader.is_none() && !c.paused())
-            && pg.running
-            && pg.role == Some(PgRole::Replica);
+        let leaderless = cluster.as_ref().is_some_and(|c| c.leader.is_none() && (!c.paused() || c.failover_request().is_some()));
+        let switchover = cluster.as_ref().is_some_and(|c| self.holds_lock(c) && c.failover_request().is_some());
+        let needs_peers = pg.running && ((leaderless && pg.role == Some(PgRole::Replica)) || (switchover && pg.role == Some(PgRole::Primary)));
         let peers = match (&cluster, needs_peers) {
             (Some(c), true) => self.probe_peers(c).await,
             _ => vec![],
@@ -437,6 +470,7 @@ impl Agent {
             pg,
             peers,
             settings: self.settings(),
+            now_ms: chrono::Utc::now().timestamp_millis(),
         };
         let mut decision = ha::decide(&obs);
         // Before demoting for a lease about to expire, try one keepalive right now: after a stall of
@@ -483,6 +517,17 @@ impl Agent {
                 warn!("{e:#}");
             }
         }
+        if let Some(due) = self.scheduled_restart.as_ref().filter(|s| s.at_ms <= chrono::Utc::now().timestamp_millis()) {
+            let (conditions, schedule) = (due.conditions.clone(), due.schedule.clone());
+            let moved = due.postmaster_start_time.is_some() && due.postmaster_start_time != self.last_pg.as_ref().and_then(|s| s.postmaster_start_time.clone());
+            self.scheduled_restart = None;
+            if moved {
+                warn!("cancelled the restart scheduled at {schedule}: PostgreSQL was restarted meanwhile");
+            } else {
+                let r = self.restart(&conditions).await;
+                info!("scheduled restart ({schedule}): {}", r.message);
+            }
+        }
         self.last_cycle = Some(Instant::now());
         self.publish(cluster);
         Ok((acted, failed))
@@ -516,10 +561,8 @@ impl Agent {
         match action {
             Action::BootstrapRace => self.bootstrap().await,
             Action::Clone { from } => {
-                let leader = cluster
-                    .and_then(|c| c.leader_name())
-                    .unwrap_or(&from)
-                    .to_string();
+                let leader = cluster.and_then(|c| c.leader_name()).unwrap_or(&from).to_string();
+                let from = if std::mem::take(&mut self.reinit_from_leader) { leader.clone() } else { from };
                 let (Ok(src), Ok(up)) = (
                     self.upstream(cluster, &from),
                     self.upstream(cluster, &leader),
@@ -590,12 +633,16 @@ impl Agent {
                 Ok(())
             }
             Action::Promote => self.promote(cluster).await,
+            Action::Demote { mode: DemoteMode::Graceful, then_follow } => self.demote_gracefully(then_follow).await,
+            Action::ClearFailover { reason } => {
+                if let Some(f) = cluster.and_then(|c| c.failover.as_ref()) {
+                    self.dcs.cas("failover", "{}", f.mod_revision).await?;
+                }
+                warn!("{reason}");
+                Ok(())
+            }
             Action::Demote { mode, then_follow } => {
-                let how = if mode == DemoteMode::Graceful {
-                    "fast"
-                } else {
-                    "immediate"
-                };
+                let how = "immediate";
                 self.pg_state = "stopping".into();
                 self.pg.stop(how).await?;
                 self.following = None;
@@ -618,6 +665,190 @@ impl Agent {
             }
             Action::Refuse { reason } => Err(anyhow::Error::new(Fatal(reason))),
         }
+    }
+
+    /// `{"<guc>": {"old_value": .., "new_value": ..}}` for parameters waiting for a restart.
+    fn pending_restart_reason(&self) -> Option<Value> {
+        let st = self.last_pg.as_ref()?;
+        if st.pending_restart.is_empty() {
+            return None;
+        }
+        let wanted = self.pg.parameters(&self.dynamic);
+        let mut o = serde_json::Map::new();
+        for (name, current) in &st.pending_restart {
+            let new = wanted.get(name).cloned().unwrap_or_default();
+            o.insert(name.clone(), serde_json::json!({"old_value": current, "new_value": new}));
+        }
+        Some(Value::Object(o))
+    }
+
+    async fn handle(&mut self, req: Request) -> Reply {
+        match req {
+            Request::Reload => self.reload().await,
+            Request::Restart(c) => self.restart(&c).await,
+            Request::ScheduleRestart { schedule, conditions } => {
+                if self.dynamic.pause {
+                    return Reply::new(500, "Can't schedule restart in the paused state");
+                }
+                if self.scheduled_restart.is_some() {
+                    return Reply::new(409, "Another restart is already scheduled");
+                }
+                let Some(at_ms) = tandem_core::time::parse_timestamp_ms(&schedule) else {
+                    return Reply::new(422, format!("cannot parse the schedule '{schedule}': use ISO 8601 with a time zone"));
+                };
+                self.scheduled_restart = Some(ScheduledRestart {
+                    at_ms,
+                    schedule,
+                    conditions,
+                    postmaster_start_time: self.last_pg.as_ref().and_then(|s| s.postmaster_start_time.clone()),
+                });
+                Reply::new(202, "Restart scheduled")
+            }
+            Request::CancelScheduledRestart => match self.scheduled_restart.take() {
+                Some(_) => Reply::new(200, "scheduled restart deleted"),
+                None => Reply::new(404, "no restarts are scheduled"),
+            },
+            Request::Reinitialize { force: _, from_leader } => {
+                let cluster = match self.dcs.read_cluster().await {
+                    Ok((c, _)) => c,
+                    Err(e) => return Reply::new(503, format!("DCS is not accessible: {e}")),
+                };
+                if self.holds_lock(&cluster) {
+                    return Reply::new(503, "I am the leader, can not reinitialize");
+                }
+                if cluster.leader.is_none() {
+                    return Reply::new(503, "Cluster has no leader, can not reinitialize");
+                }
+                info!("reinitializing: stopping PostgreSQL and removing the data directory");
+                if let Err(e) = self.pg.stop("immediate").await {
+                    return Reply::new(503, format!("reinitialize failed: cannot stop PostgreSQL: {e:#}"));
+                }
+                if let Err(e) = self.pg.wipe_data() {
+                    return Reply::new(503, format!("reinitialize failed: {e:#}"));
+                }
+                self.following = None;
+                self.last_pg = None;
+                self.sysid = None;
+                self.pg_state = "stopped".into();
+                self.reinit_from_leader = from_leader;
+                Reply::new(200, "reinitialize started")
+            }
+        }
+    }
+
+    async fn reload(&mut self) -> Reply {
+        if let Some(path) = &self.config_path {
+            match Config::load(path) {
+                Ok(cfg) => {
+                    for w in &cfg.warnings {
+                        warn!("{w}");
+                    }
+                    self.pg = Postgres::new(&cfg);
+                    self.cfg = Arc::new(cfg);
+                }
+                Err(e) => {
+                    error!("reload: keeping the current configuration: {e:#}");
+                    return Reply::new(503, format!("reload failed: {e:#}"));
+                }
+            }
+        }
+        if self.pg.is_running() && self.pg.has_data() {
+            let up = match self.last_pg.as_ref().map(|s| s.in_recovery) {
+                Some(false) => None,
+                _ => {
+                    let cluster = self.dcs.read_cluster().await.ok().map(|(c, _)| c);
+                    Some(self.following.as_deref().and_then(|l| cluster.as_ref().and_then(|c| upstream_of(c, l))))
+                }
+            };
+            if let Err(e) = self.pg.write_config(&self.dynamic, up.as_ref().map(|u| u.as_ref())) {
+                return Reply::new(503, format!("reload failed: {e:#}"));
+            }
+            if let Err(e) = self.pg.reload().await {
+                return Reply::new(503, format!("reload failed: {e:#}"));
+            }
+        }
+        info!("reloaded the configuration");
+        Reply::new(202, "reload scheduled")
+    }
+
+    /// Restart PostgreSQL in its current role, if the conditions hold.
+    async fn restart(&mut self, c: &RestartConditions) -> Reply {
+        let st = self.last_pg.clone();
+        let role = match st.as_ref().map(|s| s.in_recovery) {
+            Some(false) => "primary",
+            Some(true) => "replica",
+            None => return Reply::new(503, "postgres is not running"),
+        };
+        if c.role.as_deref().is_some_and(|r| r != role && !(r == "master" && role == "primary")) {
+            return Reply::new(503, "restart conditions are not satisfied");
+        }
+        if let Some(v) = &c.postgres_version {
+            let have = st.as_ref().and_then(|s| s.server_version).unwrap_or(0);
+            if version_number(v).is_none_or(|w| have >= w) {
+                return Reply::new(503, "restart conditions are not satisfied");
+            }
+        }
+        if c.restart_pending && st.as_ref().is_none_or(|s| s.pending_restart.is_empty()) {
+            return Reply::new(503, "restart conditions are not satisfied");
+        }
+        info!("restarting PostgreSQL ({role})");
+        self.pg_state = "restarting".into();
+        self.publish(None);
+        if let Err(e) = self.pg.stop("fast").await {
+            self.pg_state = "restart failed".into();
+            return Reply::new(503, format!("restart failed: {e:#}"));
+        }
+        let up = if role == "primary" {
+            None
+        } else {
+            let cluster = self.dcs.read_cluster().await.ok().map(|(c, _)| c);
+            Some(self.following.as_deref().and_then(|l| cluster.as_ref().and_then(|c| upstream_of(c, l))))
+        };
+        let r = match self.pg.write_config(&self.dynamic, up.as_ref().map(|u| u.as_ref())) {
+            Ok(()) => self.pg.start(&self.dynamic).await,
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(()) => {
+                self.pg_state = "running".into();
+                let _ = self.observe_pg().await;
+                Reply::new(200, "restarted successfully")
+            }
+            Err(e) => {
+                self.pg_state = "restart failed".into();
+                error!("restart failed: {e:#}");
+                Reply::new(503, "restart failed")
+            }
+        }
+    }
+
+    /// Planned switchover: checkpoint, fast stop (the replicas receive everything up to the
+    /// shutdown checkpoint), publish the last position, release the leader key, restart read-only.
+    async fn demote_gracefully(&mut self, to: Option<String>) -> Result<()> {
+        let started = Instant::now();
+        if let Ok(c) = self.pg.client().await {
+            if let Err(e) = c.batch_execute("CHECKPOINT").await {
+                warn!("checkpoint before switchover failed: {e}");
+            }
+        }
+        self.pg_state = "stopping".into();
+        self.pg.stop("fast").await?;
+        self.following = None;
+        self.pg_state = "stopped".into();
+        if let Ok(cd) = self.pg.controldata().await {
+            if let Some(lsn) = cd.get("Latest checkpoint location").and_then(|l| tandem_core::lsn::Lsn::parse(l)) {
+                let status = StatusValue { optime: Some(lsn.0), ..Default::default() };
+                let _ = self.dcs.put("status", &serde_json::to_string(&status)?, None).await;
+            }
+        }
+        self.dcs.delete_leader(&self.cfg.name).await?;
+        info!(
+            "released the leader key for the switchover to {} ({} ms)",
+            to.as_deref().unwrap_or("the healthiest replica"),
+            started.elapsed().as_millis()
+        );
+        self.last_pg = None;
+        self.start_replica(None).await
     }
 
     async fn start(&mut self) -> Result<()> {
@@ -839,6 +1070,27 @@ impl Agent {
         if self.dynamic.pause {
             v.pause = Some(true);
         }
+        if let Some(reason) = self.pending_restart_reason() {
+            v.pending_restart = Some(true);
+            v.extra.insert("pending_restart_reason".into(), reason);
+        }
+        if let Some(s) = &self.scheduled_restart {
+            let mut o = serde_json::Map::new();
+            o.insert("schedule".into(), Value::from(s.schedule.clone()));
+            if let Some(t) = &s.postmaster_start_time {
+                o.insert("postmaster_start_time".into(), Value::from(t.clone()));
+            }
+            if let Some(r) = &s.conditions.role {
+                o.insert("role".into(), Value::from(r.clone()));
+            }
+            if let Some(vv) = &s.conditions.postgres_version {
+                o.insert("postgres_version".into(), Value::from(vv.clone()));
+            }
+            if s.conditions.restart_pending {
+                o.insert("restart_pending".into(), Value::from(true));
+            }
+            v.extra.insert("scheduled_restart".into(), Value::Object(o));
+        }
         v.extra
             .insert("tandem".into(), Value::from(env!("CARGO_PKG_VERSION")));
         v
@@ -1032,3 +1284,13 @@ impl std::fmt::Display for Fatal {
     }
 }
 impl std::error::Error for Fatal {}
+
+/// `X.Y` (PostgreSQL ≥ 10) or `X.Y.Z` as server_version_num (e.g. 15.4 → 150004).
+fn version_number(v: &str) -> Option<u32> {
+    let parts: Vec<u32> = v.split('.').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    match parts[..] {
+        [major, minor] if major >= 10 => Some(major * 10000 + minor),
+        [major, minor, patch] => Some(major * 10000 + minor * 100 + patch),
+        _ => None,
+    }
+}

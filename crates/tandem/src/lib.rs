@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod api;
 pub mod config;
+pub mod control;
 pub mod dcs;
 pub mod demo;
 pub mod lab;

@@ -115,7 +115,7 @@ fn run(cli: Cli) -> Result<()> {
             init_logging();
             let path = config_path(&cli.config, file)?;
             let cfg = tandem::config::Config::load(&path)?;
-            runtime()?.block_on(tandem::agent::run(cfg))
+            runtime()?.block_on(tandem::agent::run_with_path(cfg, Some(path)))
         }
         Command::Validate { file } => {
             let path = config_path(&cli.config, file)?;

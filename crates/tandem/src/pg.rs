@@ -49,6 +49,8 @@ pub struct PgStatus {
     pub replayed_timestamp: Option<String>,
     pub replay_paused: bool,
     pub replication: Vec<crate::status::ReplicationRow>,
+    /// Parameters changed in the configuration that need a restart: name → current value.
+    pub pending_restart: BTreeMap<String, String>,
 }
 
 pub struct Postgres {
@@ -594,7 +596,8 @@ impl Postgres {
                   current_setting('server_version_num')::int,
                   to_char(pg_last_xact_replay_timestamp(), 'YYYY-MM-DD\"T\"HH24:MI:SS.USOF'),
                   CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END,
-                  (SELECT timeline_id::bigint FROM pg_control_checkpoint())";
+                  (SELECT timeline_id::bigint FROM pg_control_checkpoint()),
+                  (SELECT coalesce(json_object_agg(name, setting), '{}')::text FROM pg_settings WHERE pending_restart)";
         let row = tokio::time::timeout(Duration::from_secs(5), c.query_one(q, &[]))
             .await
             .map_err(|_| anyhow!("status query timed out"))??;
@@ -605,7 +608,9 @@ impl Postgres {
         let tli: Option<i64> = row.get(4);
         let wr_status: Option<String> = row.get(5);
         let checkpoint_tli: Option<i64> = row.get(10);
+        let pending: Option<String> = row.get(11);
         let mut st = PgStatus {
+            pending_restart: pending.and_then(|p| serde_json::from_str(&p).ok()).unwrap_or_default(),
             in_recovery,
             receive_lsn: recv.map(|v| v as u64),
             replay_lsn: replay.map(|v| v as u64),

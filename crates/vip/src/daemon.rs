@@ -46,7 +46,7 @@ impl Host {
             match a {
                 Action::Transition { from, to, why } => {
                     info!(
-                        "{}: {from} -> {to}: {why} (priority {})",
+                        "{}: {from} -> {to} (priority {}): {why}",
                         self.cfg.name,
                         self.machine.priority()
                     );

@@ -7,6 +7,8 @@ use crate::cluster::{
 use serde_json::json;
 
 const LEASE: i64 = 77;
+/// 2024-01-01T10:00:00Z
+const NOW: i64 = 1704103200000;
 
 fn settings() -> Settings {
     Settings {
@@ -16,6 +18,7 @@ fn settings() -> Settings {
         can_bootstrap: true,
         failover_priority: 1,
         demote_margin_ms: 1000,
+        loop_wait_ms: 1000,
     }
 }
 
@@ -82,6 +85,7 @@ fn obs(me: &str, cluster: Option<ClusterView>, pg: LocalPg) -> Observation {
         pg,
         peers: vec![],
         settings: settings(),
+        now_ms: NOW,
     }
 }
 
@@ -515,4 +519,73 @@ fn unanswering_postgres_waits_unless_the_lease_runs_out() {
             then_follow: None
         }]
     );
+}
+
+fn with_failover(mut c: ClusterView, leader: Option<&str>, member: Option<&str>, at: Option<&str>) -> ClusterView {
+    c.failover = Some(Versioned { value: FailoverValue { leader: leader.map(Into::into), member: member.map(Into::into), scheduled_at: at.map(Into::into) }, mod_revision: 9 });
+    c
+}
+
+fn leader_obs(c: ClusterView) -> Observation {
+    let mut o = obs("a", Some(c), running(PgRole::Primary, 1000));
+    o.peers = vec![peer("b", false, 1000), peer("c", false, 1000)];
+    o
+}
+
+#[test]
+fn switchover_to_a_healthy_candidate_demotes_gracefully() {
+    let d = decide(&leader_obs(with_failover(cluster(Some(("a", LEASE))), Some("a"), Some("b"), None)));
+    assert_eq!(d.actions, vec![Action::Demote { mode: DemoteMode::Graceful, then_follow: Some("b".into()) }]);
+    // Without a named candidate: any healthy replica will do.
+    let d = decide(&leader_obs(with_failover(cluster(Some(("a", LEASE))), Some("a"), None, None)));
+    assert_eq!(d.actions, vec![Action::Demote { mode: DemoteMode::Graceful, then_follow: None }]);
+}
+
+#[test]
+fn switchover_requests_that_cannot_be_honoured_are_cleared() {
+    let cases = [
+        (Some("x"), Some("b"), None, "names x"),
+        (Some("a"), Some("a"), None, "already the leader"),
+        (Some("a"), Some("zz"), None, "not healthy"),
+        (Some("a"), Some("b"), Some("garbage"), "unparsable"),
+        (Some("a"), Some("b"), Some("2024-01-01T09:00:00+00:00"), "in the past"),
+    ];
+    for (leader, member, at, why) in cases {
+        let d = decide(&leader_obs(with_failover(cluster(Some(("a", LEASE))), leader, member, at)));
+        assert!(matches!(&d.actions[..], [Action::ClearFailover { reason }] if reason.contains(why)), "{why}: {d:?}");
+    }
+    // A lagging candidate is not healthy.
+    let mut o = leader_obs(with_failover(cluster(Some(("a", LEASE))), Some("a"), Some("b"), None));
+    o.cluster.as_mut().unwrap().status = Some(StatusValue { optime: Some(100 << 20), ..Default::default() });
+    assert!(matches!(&decide(&o).actions[..], [Action::ClearFailover { .. }]));
+}
+
+#[test]
+fn scheduled_switchover_waits_for_its_time() {
+    let d = decide(&leader_obs(with_failover(cluster(Some(("a", LEASE))), Some("a"), Some("b"), Some("2024-01-01T10:05:00+00:00"))));
+    assert!(d.actions.is_empty() && d.reason.contains("awaiting"), "{d:?}");
+    let d = decide(&leader_obs(with_failover(cluster(Some(("a", LEASE))), Some("a"), Some("b"), Some("2024-01-01T10:00:00+00:00"))));
+    assert_eq!(d.actions, vec![Action::Demote { mode: DemoteMode::Graceful, then_follow: Some("b".into()) }]);
+    // Refused while paused.
+    let d = decide(&leader_obs(paused(with_failover(cluster(Some(("a", LEASE))), Some("a"), Some("b"), Some("2024-01-01T10:00:00+00:00")))));
+    assert!(matches!(&d.actions[..], [Action::ClearFailover { .. }]));
+}
+
+#[test]
+fn paused_switchover_needs_a_candidate_and_only_it_may_take_the_lock() {
+    let d = decide(&leader_obs(paused(with_failover(cluster(Some(("a", LEASE))), Some("a"), None, None))));
+    assert!(matches!(&d.actions[..], [Action::ClearFailover { .. }]));
+    let d = decide(&leader_obs(paused(with_failover(cluster(Some(("a", LEASE))), Some("a"), Some("b"), None))));
+    assert_eq!(d.actions, vec![Action::Demote { mode: DemoteMode::Graceful, then_follow: Some("b".into()) }]);
+    let c = paused(with_failover(cluster(None), Some("a"), Some("b"), None));
+    assert_eq!(decide(&obs("b", Some(c.clone()), running(PgRole::Replica, 1000))).actions, vec![Action::AcquireLeader]);
+    assert!(decide(&obs("c", Some(c), running(PgRole::Replica, 1000))).actions.is_empty());
+}
+
+#[test]
+fn former_leader_does_not_race_during_a_switchover() {
+    let c = with_failover(cluster(None), Some("a"), None, None);
+    let mut o = obs("a", Some(c), running(PgRole::Replica, 1000));
+    o.peers = vec![peer("b", false, 1000)];
+    assert!(decide(&o).reason.contains("switched away"), "{:?}", decide(&o));
 }

@@ -1,0 +1,73 @@
+//! Requests from the REST API (or anything else in-process) to the agent's HA loop, which carries
+//! them out between cycles, so that no two actions on PostgreSQL ever overlap.
+
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Request {
+    /// Restart PostgreSQL now, if the conditions hold (Patroni's POST /restart without schedule).
+    Restart(RestartConditions),
+    /// Remember a restart for later (`schedule` is an ISO-8601 timestamp with a time zone).
+    ScheduleRestart { schedule: String, conditions: RestartConditions },
+    /// DELETE /restart.
+    CancelScheduledRestart,
+    /// Re-read the local configuration file and reload PostgreSQL (POST /reload, SIGHUP).
+    Reload,
+    /// Wipe the data directory and clone again (POST /reinitialize).
+    Reinitialize { force: bool, from_leader: bool },
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RestartConditions {
+    /// Only if my role is this (`primary`, `replica`, `standby_leader`).
+    pub role: Option<String>,
+    /// Only if my PostgreSQL version is lower than this (`X.Y` or `X.Y.Z`).
+    pub postgres_version: Option<String>,
+    /// Overrides primary_start_timeout for this restart (seconds).
+    pub timeout: Option<u64>,
+    /// Only if a restart is pending (a changed postmaster-context parameter).
+    pub restart_pending: bool,
+}
+
+/// The agent's answer: an HTTP status code and a message (Patroni's texts where it has one).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    pub code: u16,
+    pub message: String,
+}
+
+impl Reply {
+    pub fn new(code: u16, message: impl Into<String>) -> Reply {
+        Reply { code, message: message.into() }
+    }
+}
+
+/// The sending side, held by the REST server.
+#[derive(Clone, Debug)]
+pub struct Control {
+    tx: mpsc::Sender<(Request, oneshot::Sender<Reply>)>,
+}
+
+/// The receiving side, held by the agent.
+pub type Inbox = mpsc::Receiver<(Request, oneshot::Sender<Reply>)>;
+
+pub fn channel() -> (Control, Inbox) {
+    let (tx, rx) = mpsc::channel(16);
+    (Control { tx }, rx)
+}
+
+impl Control {
+    /// Sends a request and waits for the agent's answer (503 when the agent is gone or busy for
+    /// longer than `wait`).
+    pub async fn request(&self, req: Request, wait: std::time::Duration) -> Reply {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send((req, tx)).await.is_err() {
+            return Reply::new(503, "the agent is not running");
+        }
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Reply::new(503, "the agent dropped the request"),
+            Err(_) => Reply::new(503, "the agent did not answer in time; the request may still be carried out"),
+        }
+    }
+}
