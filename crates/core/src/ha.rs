@@ -131,7 +131,9 @@ pub enum Action {
     /// Delete my leader key (value-guarded).
     ReleaseLeader,
     /// Clear the `failover` key (write `{}` with compare-and-set); the reason is logged.
-    ClearFailover { reason: String },
+    ClearFailover {
+        reason: String,
+    },
     /// Write my system identifier to `initialize`.
     WriteInitialize {
         sysid: String,
@@ -390,7 +392,10 @@ pub fn decide(obs: &Observation) -> Decision {
             );
         }
         if cluster.failover_request().and_then(|f| f.member.as_deref()) == Some(me) {
-            return Decision::act(vec![Action::AcquireLeader], "PAUSE: I am the requested failover candidate");
+            return Decision::act(
+                vec![Action::AcquireLeader],
+                "PAUSE: I am the requested failover candidate",
+            );
         }
         return Decision::none("PAUSE: no leader; not racing while paused");
     }
@@ -461,10 +466,9 @@ fn clone_source(cluster: &ClusterView, me: &str) -> Option<String> {
 fn healthiest(obs: &Observation, cluster: &ClusterView, role: PgRole) -> Result<String, String> {
     let me = obs.me.as_str();
     let my_pos = obs.pg.wal_position.unwrap_or(0);
-    let manual = cluster
-        .failover_request()
-        .filter(|f| f.scheduled_at.is_none())
-        .and_then(|f| f.member.clone());
+    // A named candidate counts whether the request was scheduled or not: the leader only steps
+    // down once a scheduled time has come.
+    let manual = cluster.failover_request().and_then(|f| f.member.clone());
 
     if role == PgRole::Primary {
         if obs.pg.timeline.is_some_and(|t| t < cluster.timeline()) {
@@ -490,7 +494,12 @@ fn healthiest(obs: &Observation, cluster: &ClusterView, role: PgRole) -> Result<
     if obs.settings.failover_priority <= 0 {
         return Err("I am not allowed to promote (nofailover)".into());
     }
-    if cluster.failover_request().and_then(|f| f.leader.as_deref()) == Some(me) && obs.peers.iter().any(|p| p.answer.as_ref().is_some_and(|a| a.failover_priority > 0)) {
+    if cluster.failover_request().and_then(|f| f.leader.as_deref()) == Some(me)
+        && obs
+            .peers
+            .iter()
+            .any(|p| p.answer.as_ref().is_some_and(|a| a.failover_priority > 0))
+    {
         return Err("I am the leader being switched away from".into());
     }
     if manual.is_none() {
@@ -546,35 +555,65 @@ mod tests;
 fn manual_switchover(obs: &Observation, cluster: &ClusterView, paused: bool) -> Option<Decision> {
     let f = cluster.failover_request()?;
     let me = obs.me.as_str();
-    let clear = |reason: String| Some(Decision::act(vec![Action::ClearFailover { reason: reason.clone() }], reason));
+    let clear = |reason: String| {
+        Some(Decision::act(
+            vec![Action::ClearFailover {
+                reason: reason.clone(),
+            }],
+            reason,
+        ))
+    };
     if let Some(at) = &f.scheduled_at {
         if paused {
-            return clear("PAUSE: scheduled switchovers are not allowed while paused: cancelled".into());
+            return clear(
+                "PAUSE: scheduled switchovers are not allowed while paused: cancelled".into(),
+            );
         }
         let Some(at_ms) = crate::time::parse_timestamp_ms(at) else {
-            return clear(format!("cancelled the switchover scheduled at an unparsable time ({at})"));
+            return clear(format!(
+                "cancelled the switchover scheduled at an unparsable time ({at})"
+            ));
         };
         let loop_wait = obs.settings.loop_wait_ms as i64;
         if at_ms > obs.now_ms {
-            return Some(Decision::none(format!("awaiting the switchover scheduled at {at}")));
+            return Some(Decision::none(format!(
+                "awaiting the switchover scheduled at {at}"
+            )));
         }
         if obs.now_ms - at_ms > loop_wait * 3 / 2 + 1000 {
-            return clear(format!("cancelled the switchover scheduled at {at}: it is in the past"));
+            return clear(format!(
+                "cancelled the switchover scheduled at {at}: it is in the past"
+            ));
         }
     }
     if f.leader.as_deref().is_some_and(|l| l != me) {
-        return clear(format!("cancelled the switchover: it names {} as the leader, but I am", f.leader.as_deref().unwrap_or("")));
+        return clear(format!(
+            "cancelled the switchover: it names {} as the leader, but I am",
+            f.leader.as_deref().unwrap_or("")
+        ));
     }
     match f.member.as_deref() {
         Some(c) if c == me => clear("cancelled the switchover: I am already the leader".into()),
-        None if paused => clear("PAUSE: a switchover needs a named candidate while paused: cancelled".into()),
+        None if paused => {
+            clear("PAUSE: a switchover needs a named candidate while paused: cancelled".into())
+        }
         candidate => {
-            let last = cluster.last_leader_lsn().or(obs.pg.wal_position).unwrap_or(0);
+            let last = cluster
+                .last_leader_lsn()
+                .or(obs.pg.wal_position)
+                .unwrap_or(0);
             let healthy: Vec<&str> = obs
                 .peers
                 .iter()
                 .filter(|p| candidate.is_none_or(|c| c == p.name))
-                .filter(|p| p.answer.as_ref().is_some_and(|a| a.failover_priority > 0 && !a.is_primary && last.saturating_sub(a.wal_position) <= obs.settings.maximum_lag_on_failover))
+                .filter(|p| {
+                    p.answer.as_ref().is_some_and(|a| {
+                        a.failover_priority > 0
+                            && !a.is_primary
+                            && last.saturating_sub(a.wal_position)
+                                <= obs.settings.maximum_lag_on_failover
+                    })
+                })
                 .map(|p| p.name.as_str())
                 .collect();
             if healthy.is_empty() {
@@ -585,8 +624,14 @@ fn manual_switchover(obs: &Observation, cluster: &ClusterView, paused: bool) -> 
             }
             let to = candidate.map(str::to_string);
             Some(Decision::act(
-                vec![Action::Demote { mode: DemoteMode::Graceful, then_follow: to.clone() }],
-                format!("switching over to {}: demoting gracefully", to.as_deref().unwrap_or("the healthiest replica")),
+                vec![Action::Demote {
+                    mode: DemoteMode::Graceful,
+                    then_follow: to.clone(),
+                }],
+                format!(
+                    "switching over to {}: demoting gracefully",
+                    to.as_deref().unwrap_or("the healthiest replica")
+                ),
             ))
         }
     }

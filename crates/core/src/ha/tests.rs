@@ -521,8 +521,20 @@ fn unanswering_postgres_waits_unless_the_lease_runs_out() {
     );
 }
 
-fn with_failover(mut c: ClusterView, leader: Option<&str>, member: Option<&str>, at: Option<&str>) -> ClusterView {
-    c.failover = Some(Versioned { value: FailoverValue { leader: leader.map(Into::into), member: member.map(Into::into), scheduled_at: at.map(Into::into) }, mod_revision: 9 });
+fn with_failover(
+    mut c: ClusterView,
+    leader: Option<&str>,
+    member: Option<&str>,
+    at: Option<&str>,
+) -> ClusterView {
+    c.failover = Some(Versioned {
+        value: FailoverValue {
+            leader: leader.map(Into::into),
+            member: member.map(Into::into),
+            scheduled_at: at.map(Into::into),
+        },
+        mod_revision: 9,
+    });
     c
 }
 
@@ -534,11 +546,33 @@ fn leader_obs(c: ClusterView) -> Observation {
 
 #[test]
 fn switchover_to_a_healthy_candidate_demotes_gracefully() {
-    let d = decide(&leader_obs(with_failover(cluster(Some(("a", LEASE))), Some("a"), Some("b"), None)));
-    assert_eq!(d.actions, vec![Action::Demote { mode: DemoteMode::Graceful, then_follow: Some("b".into()) }]);
+    let d = decide(&leader_obs(with_failover(
+        cluster(Some(("a", LEASE))),
+        Some("a"),
+        Some("b"),
+        None,
+    )));
+    assert_eq!(
+        d.actions,
+        vec![Action::Demote {
+            mode: DemoteMode::Graceful,
+            then_follow: Some("b".into())
+        }]
+    );
     // Without a named candidate: any healthy replica will do.
-    let d = decide(&leader_obs(with_failover(cluster(Some(("a", LEASE))), Some("a"), None, None)));
-    assert_eq!(d.actions, vec![Action::Demote { mode: DemoteMode::Graceful, then_follow: None }]);
+    let d = decide(&leader_obs(with_failover(
+        cluster(Some(("a", LEASE))),
+        Some("a"),
+        None,
+        None,
+    )));
+    assert_eq!(
+        d.actions,
+        vec![Action::Demote {
+            mode: DemoteMode::Graceful,
+            then_follow: None
+        }]
+    );
 }
 
 #[test]
@@ -548,38 +582,107 @@ fn switchover_requests_that_cannot_be_honoured_are_cleared() {
         (Some("a"), Some("a"), None, "already the leader"),
         (Some("a"), Some("zz"), None, "not healthy"),
         (Some("a"), Some("b"), Some("garbage"), "unparsable"),
-        (Some("a"), Some("b"), Some("2024-01-01T09:00:00+00:00"), "in the past"),
+        (
+            Some("a"),
+            Some("b"),
+            Some("2024-01-01T09:00:00+00:00"),
+            "in the past",
+        ),
     ];
     for (leader, member, at, why) in cases {
-        let d = decide(&leader_obs(with_failover(cluster(Some(("a", LEASE))), leader, member, at)));
-        assert!(matches!(&d.actions[..], [Action::ClearFailover { reason }] if reason.contains(why)), "{why}: {d:?}");
+        let d = decide(&leader_obs(with_failover(
+            cluster(Some(("a", LEASE))),
+            leader,
+            member,
+            at,
+        )));
+        assert!(
+            matches!(&d.actions[..], [Action::ClearFailover { reason }] if reason.contains(why)),
+            "{why}: {d:?}"
+        );
     }
     // A lagging candidate is not healthy.
-    let mut o = leader_obs(with_failover(cluster(Some(("a", LEASE))), Some("a"), Some("b"), None));
-    o.cluster.as_mut().unwrap().status = Some(StatusValue { optime: Some(100 << 20), ..Default::default() });
-    assert!(matches!(&decide(&o).actions[..], [Action::ClearFailover { .. }]));
+    let mut o = leader_obs(with_failover(
+        cluster(Some(("a", LEASE))),
+        Some("a"),
+        Some("b"),
+        None,
+    ));
+    o.cluster.as_mut().unwrap().status = Some(StatusValue {
+        optime: Some(100 << 20),
+        ..Default::default()
+    });
+    assert!(matches!(
+        &decide(&o).actions[..],
+        [Action::ClearFailover { .. }]
+    ));
 }
 
 #[test]
 fn scheduled_switchover_waits_for_its_time() {
-    let d = decide(&leader_obs(with_failover(cluster(Some(("a", LEASE))), Some("a"), Some("b"), Some("2024-01-01T10:05:00+00:00"))));
-    assert!(d.actions.is_empty() && d.reason.contains("awaiting"), "{d:?}");
-    let d = decide(&leader_obs(with_failover(cluster(Some(("a", LEASE))), Some("a"), Some("b"), Some("2024-01-01T10:00:00+00:00"))));
-    assert_eq!(d.actions, vec![Action::Demote { mode: DemoteMode::Graceful, then_follow: Some("b".into()) }]);
+    let d = decide(&leader_obs(with_failover(
+        cluster(Some(("a", LEASE))),
+        Some("a"),
+        Some("b"),
+        Some("2024-01-01T10:05:00+00:00"),
+    )));
+    assert!(
+        d.actions.is_empty() && d.reason.contains("awaiting"),
+        "{d:?}"
+    );
+    let d = decide(&leader_obs(with_failover(
+        cluster(Some(("a", LEASE))),
+        Some("a"),
+        Some("b"),
+        Some("2024-01-01T10:00:00+00:00"),
+    )));
+    assert_eq!(
+        d.actions,
+        vec![Action::Demote {
+            mode: DemoteMode::Graceful,
+            then_follow: Some("b".into())
+        }]
+    );
     // Refused while paused.
-    let d = decide(&leader_obs(paused(with_failover(cluster(Some(("a", LEASE))), Some("a"), Some("b"), Some("2024-01-01T10:00:00+00:00")))));
+    let d = decide(&leader_obs(paused(with_failover(
+        cluster(Some(("a", LEASE))),
+        Some("a"),
+        Some("b"),
+        Some("2024-01-01T10:00:00+00:00"),
+    ))));
     assert!(matches!(&d.actions[..], [Action::ClearFailover { .. }]));
 }
 
 #[test]
 fn paused_switchover_needs_a_candidate_and_only_it_may_take_the_lock() {
-    let d = decide(&leader_obs(paused(with_failover(cluster(Some(("a", LEASE))), Some("a"), None, None))));
+    let d = decide(&leader_obs(paused(with_failover(
+        cluster(Some(("a", LEASE))),
+        Some("a"),
+        None,
+        None,
+    ))));
     assert!(matches!(&d.actions[..], [Action::ClearFailover { .. }]));
-    let d = decide(&leader_obs(paused(with_failover(cluster(Some(("a", LEASE))), Some("a"), Some("b"), None))));
-    assert_eq!(d.actions, vec![Action::Demote { mode: DemoteMode::Graceful, then_follow: Some("b".into()) }]);
+    let d = decide(&leader_obs(paused(with_failover(
+        cluster(Some(("a", LEASE))),
+        Some("a"),
+        Some("b"),
+        None,
+    ))));
+    assert_eq!(
+        d.actions,
+        vec![Action::Demote {
+            mode: DemoteMode::Graceful,
+            then_follow: Some("b".into())
+        }]
+    );
     let c = paused(with_failover(cluster(None), Some("a"), Some("b"), None));
-    assert_eq!(decide(&obs("b", Some(c.clone()), running(PgRole::Replica, 1000))).actions, vec![Action::AcquireLeader]);
-    assert!(decide(&obs("c", Some(c), running(PgRole::Replica, 1000))).actions.is_empty());
+    assert_eq!(
+        decide(&obs("b", Some(c.clone()), running(PgRole::Replica, 1000))).actions,
+        vec![Action::AcquireLeader]
+    );
+    assert!(decide(&obs("c", Some(c), running(PgRole::Replica, 1000)))
+        .actions
+        .is_empty());
 }
 
 #[test]
@@ -587,5 +690,9 @@ fn former_leader_does_not_race_during_a_switchover() {
     let c = with_failover(cluster(None), Some("a"), None, None);
     let mut o = obs("a", Some(c), running(PgRole::Replica, 1000));
     o.peers = vec![peer("b", false, 1000)];
-    assert!(decide(&o).reason.contains("switched away"), "{:?}", decide(&o));
+    assert!(
+        decide(&o).reason.contains("switched away"),
+        "{:?}",
+        decide(&o)
+    );
 }
