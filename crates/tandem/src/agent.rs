@@ -58,7 +58,12 @@ struct Agent {
     scheduled_restart: Option<ScheduledRestart>,
     /// The next clone (after a reinitialize) must come from the leader.
     reinit_from_leader: bool,
+    last_full_observation: Instant,
+    last_seen_seq: u64,
 }
+
+/// Idle cycles reuse the last PostgreSQL status for at most this long.
+const QUICK_CYCLE_MAX_AGE: Duration = Duration::from_secs(5);
 
 struct ScheduledRestart {
     at_ms: i64,
@@ -141,6 +146,8 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
         status_rx,
         listener,
         api_stop_rx,
+        _control,
+        dcs.clone(),
     ));
 
     let mut agent = Agent {
@@ -170,6 +177,8 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
         inbox,
         scheduled_restart: None,
         reinit_from_leader: false,
+        last_full_observation: Instant::now(),
+        last_seen_seq: 0,
     };
     agent
         .pg
@@ -224,11 +233,13 @@ impl Agent {
             if *shutdown.borrow() {
                 return Ok(());
             }
-            let cached = {
+            let (cached, changed) = {
                 let state = changes.borrow_and_update();
-                (state.synced && !self.force_read).then(|| state.view())
+                let changed = state.seq != self.last_seen_seq || !state.synced;
+                self.last_seen_seq = state.seq;
+                ((state.synced && !self.force_read).then(|| state.view()), changed)
             };
-            let (acted, failed) = self.cycle(cached).await?;
+            let (acted, failed) = self.cycle(cached, changed).await?;
             self.force_read = acted;
             if acted && !failed {
                 continue;
@@ -258,7 +269,9 @@ impl Agent {
     fn lease_danger(&self) -> impl std::future::Future<Output = ()> + 'static {
         let holds = self.status_tx.borrow().leader_until.is_some();
         let delay = match self.lease.remaining(Instant::now()) {
-            Some(r) if holds && r > self.timing.demote_margin => Some(r - self.timing.demote_margin + Duration::from_millis(5)),
+            Some(r) if holds && r > self.timing.demote_margin => {
+                Some(r - self.timing.demote_margin + Duration::from_millis(5))
+            }
             _ => None,
         };
         async move {
@@ -338,9 +351,18 @@ impl Agent {
     }
 
     async fn observe_pg(&mut self) -> LocalPg {
+        self.observe_pg_with(false).await
+    }
+
+    /// `quick`: when nothing happened since the last full observation (a few seconds ago) and the
+    /// postmaster is alive, reuse the last status instead of querying PostgreSQL (idle CPU).
+    async fn observe_pg_with(&mut self, quick: bool) -> LocalPg {
         let running = self.pg.is_running();
         let mut status = None;
-        if running {
+        if running && quick && self.last_pg.is_some() && self.pg_state == "running" {
+            status = self.last_pg.clone();
+        } else if running {
+            self.last_full_observation = Instant::now();
             match self.pg.status().await {
                 Ok(s) => status = Some(s),
                 Err(e) => {
@@ -432,7 +454,7 @@ impl Agent {
     }
 
     /// One HA cycle. Returns (acted, an action failed).
-    async fn cycle(&mut self, cached: Option<(ClusterView, Vec<String>)>) -> Result<(bool, bool)> {
+    async fn cycle(&mut self, cached: Option<(ClusterView, Vec<String>)>, cluster_changed: bool) -> Result<(bool, bool)> {
         let read = match cached {
             Some(v) => Ok(v),
             None => self.dcs.read_cluster().await,
@@ -450,11 +472,18 @@ impl Agent {
                 None
             }
         };
-        let pg = self.observe_pg().await;
+        let quick = !self.force_read && !cluster_changed && self.last_full_observation.elapsed() < QUICK_CYCLE_MAX_AGE;
+        let pg = self.observe_pg_with(quick).await;
         let lease = self.lease.info();
-        let leaderless = cluster.as_ref().is_some_and(|c| c.leader.is_none() && (!c.paused() || c.failover_request().is_some()));
-        let switchover = cluster.as_ref().is_some_and(|c| self.holds_lock(c) && c.failover_request().is_some());
-        let needs_peers = pg.running && ((leaderless && pg.role == Some(PgRole::Replica)) || (switchover && pg.role == Some(PgRole::Primary)));
+        let leaderless = cluster
+            .as_ref()
+            .is_some_and(|c| c.leader.is_none() && (!c.paused() || c.failover_request().is_some()));
+        let switchover = cluster
+            .as_ref()
+            .is_some_and(|c| self.holds_lock(c) && c.failover_request().is_some());
+        let needs_peers = pg.running
+            && ((leaderless && pg.role == Some(PgRole::Replica))
+                || (switchover && pg.role == Some(PgRole::Primary)));
         let peers = match (&cluster, needs_peers) {
             (Some(c), true) => self.probe_peers(c).await,
             _ => vec![],
@@ -517,9 +546,18 @@ impl Agent {
                 warn!("{e:#}");
             }
         }
-        if let Some(due) = self.scheduled_restart.as_ref().filter(|s| s.at_ms <= chrono::Utc::now().timestamp_millis()) {
+        if let Some(due) = self
+            .scheduled_restart
+            .as_ref()
+            .filter(|s| s.at_ms <= chrono::Utc::now().timestamp_millis())
+        {
             let (conditions, schedule) = (due.conditions.clone(), due.schedule.clone());
-            let moved = due.postmaster_start_time.is_some() && due.postmaster_start_time != self.last_pg.as_ref().and_then(|s| s.postmaster_start_time.clone());
+            let moved = due.postmaster_start_time.is_some()
+                && due.postmaster_start_time
+                    != self
+                        .last_pg
+                        .as_ref()
+                        .and_then(|s| s.postmaster_start_time.clone());
             self.scheduled_restart = None;
             if moved {
                 warn!("cancelled the restart scheduled at {schedule}: PostgreSQL was restarted meanwhile");
@@ -561,8 +599,15 @@ impl Agent {
         match action {
             Action::BootstrapRace => self.bootstrap().await,
             Action::Clone { from } => {
-                let leader = cluster.and_then(|c| c.leader_name()).unwrap_or(&from).to_string();
-                let from = if std::mem::take(&mut self.reinit_from_leader) { leader.clone() } else { from };
+                let leader = cluster
+                    .and_then(|c| c.leader_name())
+                    .unwrap_or(&from)
+                    .to_string();
+                let from = if std::mem::take(&mut self.reinit_from_leader) {
+                    leader.clone()
+                } else {
+                    from
+                };
                 let (Ok(src), Ok(up)) = (
                     self.upstream(cluster, &from),
                     self.upstream(cluster, &leader),
@@ -633,7 +678,10 @@ impl Agent {
                 Ok(())
             }
             Action::Promote => self.promote(cluster).await,
-            Action::Demote { mode: DemoteMode::Graceful, then_follow } => self.demote_gracefully(then_follow).await,
+            Action::Demote {
+                mode: DemoteMode::Graceful,
+                then_follow,
+            } => self.demote_gracefully(then_follow).await,
             Action::ClearFailover { reason } => {
                 if let Some(f) = cluster.and_then(|c| c.failover.as_ref()) {
                     self.dcs.cas("failover", "{}", f.mod_revision).await?;
@@ -677,7 +725,10 @@ impl Agent {
         let mut o = serde_json::Map::new();
         for (name, current) in &st.pending_restart {
             let new = wanted.get(name).cloned().unwrap_or_default();
-            o.insert(name.clone(), serde_json::json!({"old_value": current, "new_value": new}));
+            o.insert(
+                name.clone(),
+                serde_json::json!({"old_value": current, "new_value": new}),
+            );
         }
         Some(Value::Object(o))
     }
@@ -686,7 +737,10 @@ impl Agent {
         match req {
             Request::Reload => self.reload().await,
             Request::Restart(c) => self.restart(&c).await,
-            Request::ScheduleRestart { schedule, conditions } => {
+            Request::ScheduleRestart {
+                schedule,
+                conditions,
+            } => {
                 if self.dynamic.pause {
                     return Reply::new(500, "Can't schedule restart in the paused state");
                 }
@@ -694,13 +748,21 @@ impl Agent {
                     return Reply::new(409, "Another restart is already scheduled");
                 }
                 let Some(at_ms) = tandem_core::time::parse_timestamp_ms(&schedule) else {
-                    return Reply::new(422, format!("cannot parse the schedule '{schedule}': use ISO 8601 with a time zone"));
+                    return Reply::new(
+                        422,
+                        format!(
+                            "cannot parse the schedule '{schedule}': use ISO 8601 with a time zone"
+                        ),
+                    );
                 };
                 self.scheduled_restart = Some(ScheduledRestart {
                     at_ms,
                     schedule,
                     conditions,
-                    postmaster_start_time: self.last_pg.as_ref().and_then(|s| s.postmaster_start_time.clone()),
+                    postmaster_start_time: self
+                        .last_pg
+                        .as_ref()
+                        .and_then(|s| s.postmaster_start_time.clone()),
                 });
                 Reply::new(202, "Restart scheduled")
             }
@@ -708,7 +770,10 @@ impl Agent {
                 Some(_) => Reply::new(200, "scheduled restart deleted"),
                 None => Reply::new(404, "no restarts are scheduled"),
             },
-            Request::Reinitialize { force: _, from_leader } => {
+            Request::Reinitialize {
+                force: _,
+                from_leader,
+            } => {
                 let cluster = match self.dcs.read_cluster().await {
                     Ok((c, _)) => c,
                     Err(e) => return Reply::new(503, format!("DCS is not accessible: {e}")),
@@ -721,7 +786,10 @@ impl Agent {
                 }
                 info!("reinitializing: stopping PostgreSQL and removing the data directory");
                 if let Err(e) = self.pg.stop("immediate").await {
-                    return Reply::new(503, format!("reinitialize failed: cannot stop PostgreSQL: {e:#}"));
+                    return Reply::new(
+                        503,
+                        format!("reinitialize failed: cannot stop PostgreSQL: {e:#}"),
+                    );
                 }
                 if let Err(e) = self.pg.wipe_data() {
                     return Reply::new(503, format!("reinitialize failed: {e:#}"));
@@ -757,10 +825,17 @@ impl Agent {
                 Some(false) => None,
                 _ => {
                     let cluster = self.dcs.read_cluster().await.ok().map(|(c, _)| c);
-                    Some(self.following.as_deref().and_then(|l| cluster.as_ref().and_then(|c| upstream_of(c, l))))
+                    Some(
+                        self.following
+                            .as_deref()
+                            .and_then(|l| cluster.as_ref().and_then(|c| upstream_of(c, l))),
+                    )
                 }
             };
-            if let Err(e) = self.pg.write_config(&self.dynamic, up.as_ref().map(|u| u.as_ref())) {
+            if let Err(e) = self
+                .pg
+                .write_config(&self.dynamic, up.as_ref().map(|u| u.as_ref()))
+            {
                 return Reply::new(503, format!("reload failed: {e:#}"));
             }
             if let Err(e) = self.pg.reload().await {
@@ -779,7 +854,10 @@ impl Agent {
             Some(true) => "replica",
             None => return Reply::new(503, "postgres is not running"),
         };
-        if c.role.as_deref().is_some_and(|r| r != role && !(r == "master" && role == "primary")) {
+        if c.role
+            .as_deref()
+            .is_some_and(|r| r != role && !(r == "master" && role == "primary"))
+        {
             return Reply::new(503, "restart conditions are not satisfied");
         }
         if let Some(v) = &c.postgres_version {
@@ -802,9 +880,16 @@ impl Agent {
             None
         } else {
             let cluster = self.dcs.read_cluster().await.ok().map(|(c, _)| c);
-            Some(self.following.as_deref().and_then(|l| cluster.as_ref().and_then(|c| upstream_of(c, l))))
+            Some(
+                self.following
+                    .as_deref()
+                    .and_then(|l| cluster.as_ref().and_then(|c| upstream_of(c, l))),
+            )
         };
-        let r = match self.pg.write_config(&self.dynamic, up.as_ref().map(|u| u.as_ref())) {
+        let r = match self
+            .pg
+            .write_config(&self.dynamic, up.as_ref().map(|u| u.as_ref()))
+        {
             Ok(()) => self.pg.start(&self.dynamic).await,
             Err(e) => Err(e),
         };
@@ -836,9 +921,18 @@ impl Agent {
         self.following = None;
         self.pg_state = "stopped".into();
         if let Ok(cd) = self.pg.controldata().await {
-            if let Some(lsn) = cd.get("Latest checkpoint location").and_then(|l| tandem_core::lsn::Lsn::parse(l)) {
-                let status = StatusValue { optime: Some(lsn.0), ..Default::default() };
-                let _ = self.dcs.put("status", &serde_json::to_string(&status)?, None).await;
+            if let Some(lsn) = cd
+                .get("Latest checkpoint location")
+                .and_then(|l| tandem_core::lsn::Lsn::parse(l))
+            {
+                let status = StatusValue {
+                    optime: Some(lsn.0),
+                    ..Default::default()
+                };
+                let _ = self
+                    .dcs
+                    .put("status", &serde_json::to_string(&status)?, None)
+                    .await;
             }
         }
         self.dcs.delete_leader(&self.cfg.name).await?;
@@ -1287,7 +1381,10 @@ impl std::error::Error for Fatal {}
 
 /// `X.Y` (PostgreSQL ≥ 10) or `X.Y.Z` as server_version_num (e.g. 15.4 → 150004).
 fn version_number(v: &str) -> Option<u32> {
-    let parts: Vec<u32> = v.split('.').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    let parts: Vec<u32> = v
+        .split('.')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
     match parts[..] {
         [major, minor] if major >= 10 => Some(major * 10000 + minor),
         [major, minor, patch] => Some(major * 10000 + minor * 100 + patch),
