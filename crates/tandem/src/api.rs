@@ -13,6 +13,10 @@
 //! - HEAD/OPTIONS replies carry the normal headers (`Server`, `Content-Length: 0`), not a bare
 //!   status line; text bodies are `text/plain`, not `text/html`.
 
+mod metrics;
+pub mod ops;
+pub mod security;
+
 use crate::config::{Config, RestApiConfig, VerifyClient};
 use crate::listing::{
     is_standby_cluster, member_rows, sync_mode, sync_standbys, MemberRow, SyncMode,
@@ -53,8 +57,12 @@ pub fn tandem_version() -> &'static str {
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a client has to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Upper bound on one connection's life (one request, since there is no keep-alive).
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a client has to send the request body.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upper bound on one connection's life (one request, since there is no keep-alive). Slow
+/// clients are cut off by the header and body timeouts; this bounds the handlers, which may wait
+/// for a switchover (up to `2*max(10, loop_wait)` s) or a PostgreSQL restart.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Largest request body accepted (413 above).
 const MAX_BODY_BYTES: u64 = 64 * 1024;
 /// Largest request head hyper buffers.
@@ -75,26 +83,38 @@ pub enum Body {
     Empty,
     Json(Value),
     Text(String),
+    /// Prometheus text format.
+    Metrics(String),
 }
 
-/// What [`route`] answers: a status code and a body.
+/// What [`route`] and the handlers answer: a status code, a body and extra headers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reply {
     pub code: u16,
     pub body: Body,
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
-    fn json(code: u16, v: Value) -> Reply {
+    pub(crate) fn json(code: u16, v: Value) -> Reply {
         Reply {
             code,
             body: Body::Json(v),
+            headers: Vec::new(),
         }
     }
-    fn code(code: u16) -> Reply {
+    pub(crate) fn code(code: u16) -> Reply {
         Reply {
             code,
             body: Body::Empty,
+            headers: Vec::new(),
+        }
+    }
+    pub(crate) fn text(code: u16, t: impl Into<String>) -> Reply {
+        Reply {
+            code,
+            body: Body::Text(t.into()),
+            headers: Vec::new(),
         }
     }
 }
@@ -114,10 +134,7 @@ pub fn route(
         Method::HEAD | Method::OPTIONS => {
             Reply::code(get(path, &Query::parse(query), st, node, now).code)
         }
-        _ => Reply {
-            code: 501,
-            body: Body::Text(format!("Unsupported method ('{method}')\n")),
-        },
+        _ => Reply::text(501, format!("Unsupported method ('{method}')\n")),
     }
 }
 
@@ -144,6 +161,15 @@ fn get(path: &str, q: &Query, st: &NodeStatus, node: &Identity, now: Instant) ->
             Some(c) => Reply::json(200, c.value.clone()),
             None => Reply::code(502),
         },
+        "metrics" => Reply {
+            code: 200,
+            body: Body::Metrics(metrics::render(st, node, now)),
+            headers: Vec::new(),
+        },
+        "failsafe" => match failsafe_members(st) {
+            Some(map) => Reply::json(200, Value::Object(map)),
+            None => Reply::text(502, "failsafe_mode is not enabled"),
+        },
         "liveness" => Reply::code(if liveness(st, now) { 200 } else { 503 }),
         "readiness" => Reply::code(if readiness(q, st, now) { 200 } else { 503 }),
         _ => Reply::json(
@@ -155,6 +181,27 @@ fn get(path: &str, q: &Query, st: &NodeStatus, node: &Identity, now: Instant) ->
             status_document(st, node),
         ),
     }
+}
+
+/// `GET /failsafe`: with `failsafe_mode` on, every member with a REST API (`name: api_url`);
+/// `None` when failsafe mode is off.
+fn failsafe_members(st: &NodeStatus) -> Option<Map<String, Value>> {
+    let view = st.cluster.as_ref()?;
+    failsafe_enabled(view).then(|| {
+        view.members
+            .values()
+            .filter(|m| !m.value.api_url.is_empty())
+            .map(|m| (m.name.clone(), Value::from(m.value.api_url.clone())))
+            .collect()
+    })
+}
+
+fn failsafe_enabled(view: &ClusterView) -> bool {
+    view.config
+        .as_ref()
+        .and_then(|c| c.value.get("failsafe_mode"))
+        .and_then(parse_bool)
+        == Some(true)
 }
 
 /// Query-string parameters, percent-decoded, in order.
@@ -565,19 +612,76 @@ async fn bind_addr(listen: &str) -> Result<TcpListener> {
 }
 
 /// Serves the REST API on `listener` until `shutdown` turns true (or its sender is dropped).
+/// `control` carries restart/reload/reinitialize requests to the agent; `dcs` serves the
+/// configuration and switchover endpoints.
 pub async fn serve(
     cfg: Arc<Config>,
     status: watch::Receiver<NodeStatus>,
     listener: TcpListener,
     shutdown: watch::Receiver<bool>,
+    control: crate::control::Control,
+    dcs: crate::dcs::Dcs,
 ) -> Result<()> {
     let node = Identity {
         scope: cfg.scope.clone(),
         name: cfg.name.clone(),
     };
-    Server::new(&cfg.restapi, node)?
+    let ops = ops::Ops {
+        dcs: Some(dcs),
+        control: Some(control),
+        peer: Some(crate::peer::PeerClient::for_daemon(&cfg)?),
+    };
+    Server::new(&cfg.restapi, node, ops)?
         .run(status, listener, shutdown)
         .await
+}
+
+/// The endpoints that change something: (method, first path segment).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unsafe {
+    PatchConfig,
+    PutConfig,
+    Switchover,
+    Failover,
+    DeleteSwitchover,
+    Restart,
+    DeleteRestart,
+    Reload,
+    Reinitialize,
+    Failsafe,
+}
+
+impl Unsafe {
+    fn of(method: &Method, path: &str) -> Option<Unsafe> {
+        let segment = path.trim_start_matches('/').split('/').next().unwrap_or("");
+        Some(match (method.as_str(), segment) {
+            ("PATCH", "config") => Unsafe::PatchConfig,
+            ("PUT", "config") => Unsafe::PutConfig,
+            ("POST", "switchover") => Unsafe::Switchover,
+            ("POST", "failover") => Unsafe::Failover,
+            ("DELETE", "switchover") => Unsafe::DeleteSwitchover,
+            ("POST", "restart") => Unsafe::Restart,
+            ("DELETE", "restart") => Unsafe::DeleteRestart,
+            ("POST", "reload") => Unsafe::Reload,
+            ("POST", "reinitialize") => Unsafe::Reinitialize,
+            ("POST", "failsafe") => Unsafe::Failsafe,
+            _ => return None,
+        })
+    }
+    /// Whether a body must be sent (411 without Content-Length, 400 when empty).
+    fn body_required(self) -> bool {
+        matches!(
+            self,
+            Unsafe::PatchConfig
+                | Unsafe::PutConfig
+                | Unsafe::Switchover
+                | Unsafe::Failover
+                | Unsafe::Failsafe
+        )
+    }
+    fn reads_body(self) -> bool {
+        self.body_required() || matches!(self, Unsafe::Restart | Unsafe::Reinitialize)
+    }
 }
 
 struct Server {
@@ -585,10 +689,20 @@ struct Server {
     tls: Option<TlsAcceptor>,
     /// `Server` plus `restapi.http_extra_headers`, added to every response.
     headers: HeaderMap,
+    api: RestApiConfig,
+    allowlist: Vec<security::AllowEntry>,
+    ops: ops::Ops,
+}
+
+/// What the connection knows about the client.
+#[derive(Clone, Copy, Debug)]
+struct Peer {
+    addr: std::net::SocketAddr,
+    client_cert: bool,
 }
 
 impl Server {
-    fn new(api: &RestApiConfig, node: Identity) -> Result<Server> {
+    fn new(api: &RestApiConfig, node: Identity, ops: ops::Ops) -> Result<Server> {
         let tls = server_tls(api)?.map(TlsAcceptor::from);
         let mut headers = HeaderMap::new();
         let server = format!("tandem/{}", tandem_version());
@@ -604,7 +718,24 @@ impl Server {
                 _ => warn!("restapi.http_extra_headers: '{k}' is not a valid HTTP header name and value: ignored"),
             }
         }
-        Ok(Server { node, tls, headers })
+        let mut allowlist = Vec::new();
+        for entry in &api.allowlist {
+            match security::AllowEntry::parse(entry) {
+                Some(e) => allowlist.push(e),
+                None => warn!("restapi.allowlist: '{entry}' is not an address, a network (10.0.0.0/8) or a host name: ignored"),
+            }
+        }
+        if !api.allowlist.is_empty() && allowlist.is_empty() && !api.allowlist_include_members {
+            warn!("restapi.allowlist has no usable entry: every state-changing request will be refused");
+        }
+        Ok(Server {
+            node,
+            tls,
+            headers,
+            api: api.clone(),
+            allowlist,
+            ops,
+        })
     }
 
     async fn run(
@@ -648,14 +779,30 @@ impl Server {
                 let _permit = permit;
                 let work = async {
                     match &server.tls {
-                        None => server.connection(stream, status).await,
+                        None => {
+                            let p = Peer {
+                                addr: peer,
+                                client_cert: false,
+                            };
+                            server.connection(stream, status, p).await
+                        }
                         Some(acceptor) => match tokio::time::timeout(
                             TLS_HANDSHAKE_TIMEOUT,
                             acceptor.accept(stream),
                         )
                         .await
                         {
-                            Ok(Ok(tls)) => server.connection(tls, status).await,
+                            Ok(Ok(tls)) => {
+                                let p = Peer {
+                                    addr: peer,
+                                    client_cert: tls
+                                        .get_ref()
+                                        .1
+                                        .peer_certificates()
+                                        .is_some_and(|c| !c.is_empty()),
+                                };
+                                server.connection(tls, status, p).await
+                            }
                             Ok(Err(e)) => debug!("REST API: TLS handshake with {peer} failed: {e}"),
                             Err(_) => debug!("REST API: TLS handshake with {peer} timed out"),
                         },
@@ -673,14 +820,18 @@ impl Server {
         Ok(())
     }
 
-    async fn connection<S>(self: &Arc<Self>, io: S, status: watch::Receiver<NodeStatus>)
+    async fn connection<S>(self: &Arc<Self>, io: S, status: watch::Receiver<NodeStatus>, peer: Peer)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let server = self.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
-            let reply = server.handle(&req, &status);
-            async move { Ok::<_, Infallible>(reply) }
+            let server = server.clone();
+            let status = status.clone();
+            async move {
+                let reply = server.handle(req, &status, peer).await;
+                Ok::<_, Infallible>(server.response(reply))
+            }
         });
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
@@ -692,39 +843,128 @@ impl Server {
         }
     }
 
-    fn handle(
+    async fn handle(
         &self,
-        req: &Request<Incoming>,
+        req: Request<Incoming>,
         status: &watch::Receiver<NodeStatus>,
-    ) -> Response<Full<Bytes>> {
+        peer: Peer,
+    ) -> Reply {
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
         let declared = req
             .headers()
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         let reply = if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
-            Reply {
-                code: 413,
-                body: Body::Text(format!("request body larger than {MAX_BODY_BYTES} bytes\n")),
-            }
+            Reply::text(
+                413,
+                format!("request body larger than {MAX_BODY_BYTES} bytes\n"),
+            )
+        } else if let Some(op) = Unsafe::of(&method, &path) {
+            self.unsafe_request(op, req, declared, status, peer).await
         } else {
             let st = status.borrow();
             route(
-                req.method(),
-                req.uri().path(),
+                &method,
+                &path,
                 req.uri().query().unwrap_or(""),
                 &st,
                 &self.node,
                 Instant::now(),
             )
         };
-        debug!(
-            "REST API: {} {} -> {}",
-            req.method(),
-            req.uri().path(),
-            reply.code
-        );
-        self.response(reply)
+        if reply.code >= 400 && !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
+            info!(
+                "REST API: {method} {path} from {} -> {}",
+                peer.addr.ip(),
+                reply.code
+            );
+        } else {
+            debug!("REST API: {method} {path} -> {}", reply.code);
+        }
+        reply
+    }
+
+    /// A state-changing request: access checks, then the body, then the handler.
+    async fn unsafe_request(
+        &self,
+        op: Unsafe,
+        req: Request<Incoming>,
+        declared: Option<u64>,
+        status: &watch::Receiver<NodeStatus>,
+        peer: Peer,
+    ) -> Reply {
+        let member_hosts = || {
+            status
+                .borrow()
+                .cluster
+                .as_ref()
+                .map(|v| {
+                    v.members
+                        .values()
+                        .filter_map(|m| security::url_host(&m.value.api_url))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let caller = security::Caller {
+            ip: peer.addr.ip(),
+            client_cert: peer.client_cert,
+            tls: self.tls.is_some(),
+            authorization: req
+                .headers()
+                .get(hyper::header::AUTHORIZATION)
+                .map(|v| v.as_bytes()),
+        };
+        let check_members = op != Unsafe::Failsafe;
+        if let Err(refusal) = security::check(
+            &self.api,
+            &self.allowlist,
+            &caller,
+            check_members,
+            member_hosts,
+        )
+        .await
+        {
+            let mut r = Reply::text(refusal.code, refusal.message);
+            if refusal.code == 401 {
+                r.headers
+                    .push(("WWW-Authenticate", "Basic realm=\"Patroni\"".into()));
+            }
+            return r;
+        }
+        let body = if op.reads_body() {
+            if declared.is_none() && op.body_required() {
+                return Reply::text(
+                    411,
+                    "Content-Length required: send a JSON object with its length",
+                );
+            }
+            let bytes = match read_body(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            match ops::parse_body(&bytes, op.body_required()) {
+                Ok(b) => b,
+                Err(r) => return r,
+            }
+        } else {
+            ops::Object::new()
+        };
+        let paused = status.borrow().paused;
+        match op {
+            Unsafe::PatchConfig => self.ops.patch_config(body).await,
+            Unsafe::PutConfig => self.ops.put_config(body).await,
+            Unsafe::Switchover => self.ops.switchover(body, ops::Action::Switchover).await,
+            Unsafe::Failover => self.ops.switchover(body, ops::Action::Failover).await,
+            Unsafe::DeleteSwitchover => self.ops.delete_switchover().await,
+            Unsafe::Restart => self.ops.restart(body, paused).await,
+            Unsafe::DeleteRestart => self.ops.delete_restart().await,
+            Unsafe::Reload => self.ops.reload().await,
+            Unsafe::Reinitialize => self.ops.reinitialize(body).await,
+            Unsafe::Failsafe => failsafe_post(&status.borrow()),
+        }
     }
 
     fn response(&self, reply: Reply) -> Response<Full<Bytes>> {
@@ -735,6 +975,10 @@ impl Server {
                 Some("application/json"),
             ),
             Body::Text(t) => (Bytes::from(t), Some("text/plain; charset=utf-8")),
+            Body::Metrics(t) => (
+                Bytes::from(t),
+                Some("text/plain; version=0.0.4; charset=utf-8"),
+            ),
         };
         let mut resp = Response::new(Full::new(body));
         *resp.status_mut() =
@@ -746,7 +990,54 @@ impl Server {
         if let Some(ct) = content_type {
             h.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
         }
+        for (k, v) in reply.headers {
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(&v),
+            ) {
+                h.insert(k, v);
+            }
+        }
         resp
+    }
+}
+
+/// `POST /failsafe` (spec §2.6): a replica answers `Accepted` with its WAL position in an `lsn`
+/// header; the primary refuses; without failsafe mode, 502.
+fn failsafe_post(st: &NodeStatus) -> Reply {
+    if !st.cluster.as_ref().is_some_and(failsafe_enabled) {
+        return Reply::text(502, "failsafe_mode is not enabled");
+    }
+    if role(st) == "primary" {
+        return Reply::text(500, "Running as a leader");
+    }
+    let lsn = st
+        .received_location
+        .unwrap_or(0)
+        .max(st.replayed_location.unwrap_or(0));
+    let mut r = Reply::text(200, "Accepted");
+    r.headers.push(("lsn", lsn.to_string()));
+    r
+}
+
+/// Reads a request body of at most [`MAX_BODY_BYTES`], within [`BODY_READ_TIMEOUT`].
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Reply> {
+    use http_body_util::{BodyExt, Limited};
+    let limited = Limited::new(req.into_body(), MAX_BODY_BYTES as usize);
+    match tokio::time::timeout(BODY_READ_TIMEOUT, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Reply::text(
+            413,
+            format!("request body larger than {MAX_BODY_BYTES} bytes\n"),
+        )),
+        Ok(Err(e)) => Err(Reply::text(
+            400,
+            format!("cannot read the request body: {e}"),
+        )),
+        Err(_) => Err(Reply::text(
+            408,
+            format!("the request body did not arrive within {BODY_READ_TIMEOUT:?}"),
+        )),
     }
 }
 
@@ -1229,7 +1520,7 @@ mod tests {
         // Unknown GET paths: 503 with the status document, like Patroni.
         let r = route(&Method::GET, "/whatever", "", &p, &node("pg0"), now);
         assert!(
-            matches!(r, Reply { code: 503, body: Body::Json(ref d) } if d["role"] == "primary")
+            matches!(r, Reply { code: 503, body: Body::Json(ref d), .. } if d["role"] == "primary")
         );
         assert_eq!(
             route(&Method::GET, "/config", "", &p, &node("pg0"), now),
@@ -1483,7 +1774,7 @@ jeU7AnxpZuRs6ZXMFlSaYcUk3x7ZPEj76i6gkH3V6u7pLMvFbF/ilv61
         let port = listener.local_addr().unwrap().port();
         let (status_tx, status_rx) = watch::channel(st);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let server = Server::new(api, node("pg0")).unwrap();
+        let server = Server::new(api, node("pg0"), ops::Ops::default()).unwrap();
         let task = tokio::spawn(server.run(status_rx, listener, stop_rx));
         (port, status_tx, stop_tx, task)
     }
@@ -1522,14 +1813,30 @@ jeU7AnxpZuRs6ZXMFlSaYcUk3x7ZPEj76i6gkH3V6u7pLMvFbF/ilv61
                 .status(),
             200
         );
+        // No agent behind this server: the agent's endpoints say so; unknown paths are 501.
         assert_eq!(
             http.post(format!("{base}/restart"))
                 .send()
                 .await
                 .unwrap()
                 .status(),
+            503
+        );
+        assert_eq!(
+            http.post(format!("{base}/nonsense"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
             501
         );
+        let metrics = http.get(format!("{base}/metrics")).send().await.unwrap();
+        assert_eq!(metrics.status(), 200);
+        assert!(metrics
+            .text()
+            .await
+            .unwrap()
+            .contains("patroni_primary{scope=\"batman\",name=\"pg0\"} 1"));
 
         // The server reads the latest published status.
         status_tx.send(replica(Instant::now())).unwrap();
@@ -1607,6 +1914,135 @@ jeU7AnxpZuRs6ZXMFlSaYcUk3x7ZPEj76i6gkH3V6u7pLMvFbF/ilv61
             .await
             .unwrap();
         assert_eq!(resp.status(), 200);
+    }
+
+    /// One raw HTTP/1.1 request; returns the whole response text.
+    async fn raw(port: u16, request: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(15 * SECOND, s.read_to_end(&mut buf))
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    #[tokio::test]
+    async fn protected_endpoints_check_access_then_the_body() {
+        let mut api = restapi("127.0.0.1:0");
+        api.authentication = Some(crate::config::Credentials {
+            username: "admin".into(),
+            password: crate::config::Secret::new("s3cret"),
+        });
+        let (port, _status_tx, _stop_tx, _task) = start(&api, primary(Instant::now())).await;
+        let auth = "Authorization: Basic YWRtaW46czNjcmV0\r\n";
+        let req = |method: &str, path: &str, headers: &str, body: &str| {
+            let len = if body.is_empty() && method == "DELETE" {
+                String::new()
+            } else {
+                format!("Content-Length: {}\r\n", body.len())
+            };
+            format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}{len}\r\n{body}")
+        };
+        // No credentials: 401 with the challenge; GET endpoints stay open.
+        let r = raw(port, &req("PATCH", "/config", "", "{}")).await;
+        assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+        assert!(
+            r.to_ascii_lowercase()
+                .contains("www-authenticate: basic realm=\"patroni\""),
+            "{r}"
+        );
+        assert!(r.ends_with("no auth header received"), "{r}");
+        let r = raw(
+            port,
+            &req("POST", "/restart", "Authorization: Basic eDp5\r\n", ""),
+        )
+        .await;
+        assert!(
+            r.starts_with("HTTP/1.1 401") && r.ends_with("not authenticated"),
+            "{r}"
+        );
+        assert!(raw(port, "GET /patroni HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .starts_with("HTTP/1.1 200"));
+        // With credentials: the body is checked.
+        for (method, path, body, want) in [
+            ("PATCH", "/config", "{", "400"),
+            ("PATCH", "/config", "[1,2]", "400"),
+            ("PATCH", "/config", "{}", "400"),
+            ("PUT", "/config", "\"x\"", "400"),
+            ("POST", "/switchover", "{\"leader\": 1}", "400"),
+            ("POST", "/failover", "{\"leader\": \"pg0\"}", "503"), // no DCS behind this server
+            ("POST", "/restart", "{\"role\": \"boss\"}", "400"),
+            ("POST", "/restart", "{\"timeout\": -1}", "400"),
+            (
+                "POST",
+                "/restart",
+                "{\"schedule\": \"2000-01-01T00:00:00+00:00\"}",
+                "422",
+            ),
+            (
+                "POST",
+                "/restart",
+                "{\"schedule\": \"2100-01-01T00:00:00\"}",
+                "400",
+            ),
+            ("POST", "/restart", "", "503"), // no agent behind this server
+            ("POST", "/reinitialize", "{\"force\": \"perhaps\"}", "400"),
+            ("POST", "/failsafe", "{\"name\": \"pg1\"}", "502"),
+            ("DELETE", "/switchover", "", "503"),
+        ] {
+            let r = raw(port, &req(method, path, auth, body)).await;
+            assert!(
+                r.starts_with(&format!("HTTP/1.1 {want}")),
+                "{method} {path} {body}: {r}"
+            );
+        }
+        // A body is required: no Content-Length is 411.
+        let r = raw(
+            port,
+            &format!("POST /switchover HTTP/1.1\r\nHost: x\r\n{auth}\r\n"),
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 411"), "{r}");
+        // Too large, declared or chunked.
+        let r = raw(
+            port,
+            &format!("PUT /config HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 999999\r\n\r\n"),
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 413"), "{r}");
+        let big = "x".repeat(70_000);
+        let r = raw(port, &format!("POST /restart HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{big}\r\n0\r\n\r\n", big.len())).await;
+        assert!(r.starts_with("HTTP/1.1 413"), "{r}");
+    }
+
+    #[tokio::test]
+    async fn allowlist_refuses_other_addresses() {
+        let mut api = restapi("127.0.0.1:0");
+        api.allowlist = vec!["10.0.0.0/8".into()];
+        let (port, _status_tx, _stop_tx, _task) = start(&api, primary(Instant::now())).await;
+        let r = raw(
+            port,
+            "POST /reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        )
+        .await;
+        assert!(
+            r.starts_with("HTTP/1.1 403") && r.ends_with("Access is denied"),
+            "{r}"
+        );
+        let mut api = restapi("127.0.0.1:0");
+        api.allowlist = vec!["127.0.0.0/8".into()];
+        let (port, _s, _t, _k) = start(&api, primary(Instant::now())).await;
+        let r = raw(
+            port,
+            "POST /reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 503"), "{r}"); // allowed; no agent here
     }
 
     #[tokio::test]

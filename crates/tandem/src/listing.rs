@@ -246,6 +246,163 @@ pub fn render(view: &ClusterView, scope: &str, format: ListFormat, extended: boo
     }
 }
 
+/// `tandem topology`: the `list` table with members ordered as a replication tree: the leader
+/// first, each replica under the member it replicates from (`replicatefrom` tag, else the leader),
+/// names indented with `+ ` by depth.
+pub fn render_topology(view: &ClusterView, scope: &str) -> String {
+    let rows = member_rows(view);
+    let ordered = topology_order(&rows, view.leader_name());
+    let rows: Vec<MemberRow> = ordered
+        .into_iter()
+        .map(|(i, depth)| {
+            let mut r = rows[i].clone();
+            if depth > 0 {
+                r.name = format!("{}+ {}", "  ".repeat(depth - 1), r.name);
+            }
+            r
+        })
+        .collect();
+    let table = Table::build(&rows, false);
+    // Names are indented: keep the Member column left-aligned as built.
+    pretty(view, scope, &table)
+}
+
+/// Indices of `rows` in tree order, with their depth (0 = the leader, or a member with nowhere to
+/// hang).
+fn topology_order(rows: &[MemberRow], leader: Option<&str>) -> Vec<(usize, usize)> {
+    let index = |name: &str| rows.iter().position(|r| r.name == name);
+    let leader_i = leader.and_then(index);
+    // Parent of each member: its replicatefrom member if that exists, else the leader.
+    let parent: Vec<Option<usize>> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            if Some(i) == leader_i {
+                return None;
+            }
+            match r
+                .tags
+                .get("replicatefrom")
+                .and_then(Value::as_str)
+                .and_then(index)
+            {
+                Some(u) if u != i => Some(u),
+                _ => leader_i,
+            }
+        })
+        .collect();
+    fn visit(
+        i: usize,
+        depth: usize,
+        parent: &[Option<usize>],
+        placed: &mut Vec<bool>,
+        out: &mut Vec<(usize, usize)>,
+    ) {
+        if placed[i] {
+            return;
+        }
+        placed[i] = true;
+        out.push((i, depth));
+        for j in 0..parent.len() {
+            if parent[j] == Some(i) {
+                visit(j, depth + 1, parent, placed, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut placed = vec![false; rows.len()];
+    // Roots: the leader, then members that hang nowhere (no leader).
+    for i in 0..rows.len() {
+        if parent[i].is_none() {
+            visit(i, 0, &parent, &mut placed, &mut out);
+        }
+    }
+    for i in 0..rows.len() {
+        // Cycles of replicatefrom: shown at the level below the leader.
+        visit(i, 1, &parent, &mut placed, &mut out);
+    }
+    out
+}
+
+/// A plain table in `pretty` (bordered) or `tsv` form, for `history` and `query`.
+pub fn simple_table(
+    columns: &[&str],
+    rows: &[Vec<String>],
+    right: &[&str],
+    format: ListFormat,
+) -> String {
+    match format {
+        ListFormat::Tsv => {
+            let mut out = columns.join("\t");
+            out.push('\n');
+            for r in rows {
+                out.push_str(&r.join("\t"));
+                out.push('\n');
+            }
+            out
+        }
+        ListFormat::Json | ListFormat::Yaml => {
+            let list: Vec<Value> = rows
+                .iter()
+                .map(|r| {
+                    let mut m = Map::new();
+                    for (c, v) in columns.iter().zip(r) {
+                        let value = v
+                            .parse::<i64>()
+                            .map(Value::from)
+                            .unwrap_or_else(|_| Value::from(v.clone()));
+                        m.insert(c.to_string(), value);
+                    }
+                    Value::Object(m)
+                })
+                .collect();
+            if format == ListFormat::Json {
+                let mut s = py_json(&Value::Array(list));
+                s.push('\n');
+                s
+            } else {
+                serde_yaml::to_string(&list).unwrap_or_default()
+            }
+        }
+        ListFormat::Pretty => {
+            let mut widths: Vec<usize> = columns.iter().map(|c| c.chars().count()).collect();
+            for r in rows {
+                for (i, c) in r.iter().enumerate().take(widths.len()) {
+                    widths[i] = widths[i].max(c.chars().count());
+                }
+            }
+            let mut border = String::from("+");
+            for w in &widths {
+                border.push_str(&"-".repeat(w + 2));
+                border.push('+');
+            }
+            let line = |cells: Vec<&str>| {
+                let mut l = String::from("|");
+                for (i, c) in cells.iter().enumerate() {
+                    let pad = " ".repeat(widths[i].saturating_sub(c.chars().count()));
+                    if right.contains(&columns[i]) {
+                        let _ = write!(l, " {pad}{c} |");
+                    } else {
+                        let _ = write!(l, " {c}{pad} |");
+                    }
+                }
+                l.push('\n');
+                l
+            };
+            let mut out = format!("{border}\n");
+            out.push_str(&line(columns.to_vec()));
+            out.push_str(&format!("{border}\n"));
+            for r in rows {
+                let mut cells: Vec<&str> = r.iter().map(String::as_str).collect();
+                cells.resize(columns.len(), "");
+                out.push_str(&line(cells));
+            }
+            out.push_str(&format!("{border}\n"));
+            out
+        }
+    }
+}
+
 /// A cell: its text for pretty/tsv and its value for json/yaml (`Null` = left out).
 #[derive(Clone, Debug)]
 struct Cell {
@@ -620,6 +777,84 @@ fn yaml_rows(scope: &str, table: &Table) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topology_orders_by_replicatefrom() {
+        let row = |name: &str, from: Option<&str>| MemberRow {
+            name: name.into(),
+            role: MemberRole::Replica,
+            state: "streaming".into(),
+            api_url: String::new(),
+            host: None,
+            port: None,
+            timeline: None,
+            receive: None,
+            replay: None,
+            lsn: None,
+            pending_restart: false,
+            pending_restart_reason: None,
+            scheduled_restart: None,
+            tags: from
+                .map(|f| {
+                    [("replicatefrom".to_string(), Value::from(f))]
+                        .into_iter()
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        let rows = vec![
+            row("a", Some("c")),
+            row("b", None),
+            row("c", None),
+            row("d", Some("a")),
+            row("e", Some("e")),
+        ];
+        assert_eq!(
+            topology_order(&rows, Some("b")),
+            vec![(1, 0), (2, 1), (0, 2), (3, 3), (4, 1)]
+        );
+        // Without a leader, everyone is a root unless it hangs below another member.
+        assert_eq!(
+            topology_order(&rows, None),
+            vec![(1, 0), (2, 0), (0, 1), (3, 2), (4, 0)]
+        );
+    }
+
+    #[test]
+    fn simple_tables() {
+        let rows = vec![vec![
+            "1".to_string(),
+            "25623960".into(),
+            "no recovery target specified".into(),
+        ]];
+        let t = simple_table(
+            &["TL", "LSN", "Reason"],
+            &rows,
+            &["TL", "LSN"],
+            ListFormat::Pretty,
+        );
+        assert_eq!(
+            t,
+            "+----+----------+------------------------------+\n\
+             | TL |      LSN | Reason                       |\n\
+             +----+----------+------------------------------+\n\
+             |  1 | 25623960 | no recovery target specified |\n\
+             +----+----------+------------------------------+\n"
+        );
+        assert_eq!(
+            simple_table(&["TL", "LSN", "Reason"], &rows, &[], ListFormat::Tsv),
+            "TL\tLSN\tReason\n1\t25623960\tno recovery target specified\n"
+        );
+        assert_eq!(
+            simple_table(
+                &["TL", "Reason"],
+                &[vec!["1".into(), "x".into()]],
+                &[],
+                ListFormat::Json
+            ),
+            "[{\"Reason\": \"x\", \"TL\": 1}]\n"
+        );
+    }
     use tandem_core::cluster::{LeaderKey, MemberValue, StatusValue, Versioned};
 
     fn member(

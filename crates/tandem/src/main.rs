@@ -3,7 +3,6 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -20,6 +19,9 @@ struct Cli {
         env = "TANDEM_CONFIG"
     )]
     config: Option<PathBuf>,
+    /// Do not verify the REST API's TLS certificate (as `ctl.insecure: true`).
+    #[arg(short = 'k', long = "insecure", global = true)]
+    insecure: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,14 +42,190 @@ enum Command {
         /// Show every column.
         #[arg(short = 'e', long = "extended")]
         extended: bool,
+        /// Print a timestamp before the table.
+        #[arg(short = 't', long = "timestamp")]
+        timestamp: bool,
         /// Refresh every N seconds.
         #[arg(short = 'w', long = "watch")]
         watch: Option<f64>,
         /// Refresh every 2 seconds.
         #[arg(short = 'W')]
         watch_default: bool,
-        /// Cluster name (defaults to the configuration's scope).
+        /// Cluster names (default: the configuration's scope).
+        clusters: Vec<String>,
+    },
+    /// Show the members as a replication tree.
+    Topology {
+        #[arg(short = 'w', long = "watch")]
+        watch: Option<f64>,
+        #[arg(short = 'W')]
+        watch_default: bool,
+        clusters: Vec<String>,
+    },
+    /// Hand the leader role to a replica (graceful), now or at a given time.
+    Switchover {
         cluster: Option<String>,
+        /// The current leader (asked when missing).
+        #[arg(long = "leader", alias = "primary", alias = "master")]
+        leader: Option<String>,
+        /// The member to promote (any healthy one when empty).
+        #[arg(long)]
+        candidate: Option<String>,
+        /// When: an ISO 8601 time (with time zone, else local time) or `now`.
+        #[arg(long)]
+        scheduled: Option<String>,
+        /// Ask nothing.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Promote a named replica, whether or not the leader is healthy.
+    Failover {
+        cluster: Option<String>,
+        #[arg(long)]
+        candidate: Option<String>,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Maintenance mode: no automatic failover, promotion or demotion.
+    Pause {
+        cluster: Option<String>,
+        /// Wait until every member shows the new state.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Leave maintenance mode.
+    Resume {
+        cluster: Option<String>,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Restart PostgreSQL on members, now or at a given time.
+    Restart {
+        cluster: String,
+        members: Vec<String>,
+        /// Only members with this role: leader, primary, standby-leader, replica, standby, any.
+        #[arg(short = 'r', long = "role", default_value = "any")]
+        role: String,
+        /// Restart one member, chosen at random.
+        #[arg(long = "any")]
+        any: bool,
+        #[arg(long)]
+        scheduled: Option<String>,
+        /// Only if the member's PostgreSQL is older than this version (X.Y or X.Y.Z).
+        #[arg(long = "pg-version")]
+        pg_version: Option<String>,
+        /// Only members with a pending restart.
+        #[arg(long)]
+        pending: bool,
+        /// Seconds PostgreSQL may take to start (overrides primary_start_timeout).
+        #[arg(long)]
+        timeout: Option<String>,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Make members re-read their configuration and reload PostgreSQL.
+    Reload {
+        cluster: String,
+        members: Vec<String>,
+        #[arg(short = 'r', long = "role", default_value = "any")]
+        role: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Wipe a replica's data and clone it again.
+    Reinit {
+        cluster: String,
+        members: Vec<String>,
+        /// Clone from the leader, not from a `clonefrom` member.
+        #[arg(long = "from-leader")]
+        from_leader: bool,
+        /// Wait until the clone is done.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Discard a scheduled restart or switchover.
+    Flush {
+        cluster: String,
+        /// Member names, then `restart` or `switchover`.
+        #[arg(required = true, num_args = 1..)]
+        args: Vec<String>,
+        #[arg(short = 'r', long = "role", default_value = "any")]
+        role: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Change the dynamic configuration (opens $EDITOR without -s/-p/--apply/--replace).
+    EditConfig {
+        cluster: Option<String>,
+        /// Do not show the diff.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        /// key.path=value (value in YAML; `null` removes the key).
+        #[arg(short = 's', long = "set")]
+        set: Vec<String>,
+        /// PostgreSQL parameter=value (postgresql.parameters).
+        #[arg(short = 'p', long = "pg")]
+        pg: Vec<String>,
+        /// Merge this YAML file (`-`: stdin).
+        #[arg(long)]
+        apply: Option<String>,
+        /// Replace the configuration with this YAML file (`-`: stdin).
+        #[arg(long)]
+        replace: Option<String>,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the dynamic configuration.
+    ShowConfig { cluster: Option<String> },
+    /// Show the failover/switchover history (timelines).
+    History {
+        cluster: Option<String>,
+        #[arg(short = 'f', long = "format", default_value = "pretty")]
+        format: String,
+    },
+    /// Delete every key of the cluster from the DCS (asks three questions).
+    Remove {
+        cluster: String,
+        #[arg(short = 'f', long = "format", default_value = "pretty")]
+        format: String,
+    },
+    /// Print `host=... port=...` of the leader (or of a member).
+    Dsn {
+        cluster: Option<String>,
+        #[arg(short = 'r', long = "role")]
+        role: Option<String>,
+        #[arg(short = 'm', long = "member")]
+        member: Option<String>,
+    },
+    /// Run SQL on the leader (or a member) with psql.
+    Query {
+        cluster: Option<String>,
+        #[arg(short = 'c', long = "command")]
+        command: Option<String>,
+        #[arg(short = 'f', long = "file")]
+        file: Option<PathBuf>,
+        #[arg(long = "format", default_value = "tsv")]
+        format: String,
+        #[arg(short = 'U', long = "username")]
+        username: Option<String>,
+        /// Ask for the password.
+        #[arg(long)]
+        password: bool,
+        #[arg(short = 'd', long = "dbname")]
+        dbname: Option<String>,
+        #[arg(short = 'r', long = "role")]
+        role: Option<String>,
+        #[arg(short = 'm', long = "member")]
+        member: Option<String>,
+        #[arg(long, default_value = "\t")]
+        delimiter: String,
+    },
+    /// Print tandem's version, and the members' versions.
+    Version {
+        cluster: Option<String>,
+        members: Vec<String>,
     },
     /// Check a configuration file and print the warnings.
     Validate {
@@ -80,6 +258,24 @@ fn config_path(cli: &Option<PathBuf>, local: &Option<PathBuf>) -> Result<PathBuf
         .clone()
         .or_else(|| cli.clone())
         .context("no configuration file: pass -c /path/to/node.yml")
+}
+
+/// The CLI's configuration: `-c`, else `$PATRONICTL_CONFIG_FILE`, else
+/// `~/.config/patroni/patronictl.yaml` (patronictl's places).
+fn ctl_config_path(cli: &Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(p) = cli {
+        return Ok(p.clone());
+    }
+    if let Some(p) = std::env::var_os("PATRONICTL_CONFIG_FILE") {
+        return Ok(PathBuf::from(p));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        let p = PathBuf::from(home).join(".config/patroni/patronictl.yaml");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    anyhow::bail!("no configuration file: pass -c /path/to/node.yml (a node's configuration works), or set PATRONICTL_CONFIG_FILE")
 }
 
 fn init_logging() {
@@ -140,44 +336,227 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::List {
-            format,
-            extended,
-            watch,
-            watch_default,
-            cluster,
-        } => {
-            let path = config_path(&cli.config, &None)?;
-            let mut cfg = tandem::config::Config::load(&path)?;
-            if let Some(c) = cluster {
-                cfg.scope = c.clone();
-            }
-            let fmt: tandem::listing::ListFormat =
-                format.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-            let every = watch.or(if *watch_default { Some(2.0) } else { None });
-            runtime()?.block_on(async {
-                let dcs =
-                    tandem::dcs::Dcs::connect(&cfg.etcd3, &cfg.base_path(), Duration::from_secs(5))
-                        .await?;
-                loop {
-                    let (view, _) = dcs.read_cluster().await?;
-                    if every.is_some() {
-                        print!("\x1b[2J\x1b[H");
-                    }
-                    print!(
-                        "{}",
-                        tandem::listing::render(&view, &cfg.scope, fmt, *extended)
-                    );
-                    match every {
-                        Some(s) => tokio::time::sleep(Duration::from_secs_f64(s.max(0.1))).await,
-                        None => return Ok(()),
-                    }
-                }
-            })
-        }
         Command::Demo { action } => match action {
             DemoAction::Up { dir } => tandem::demo::up(dir),
             DemoAction::Down { dir } => tandem::demo::down(dir),
         },
+        Command::Version { cluster: None, .. } if cli.config.is_none() => {
+            runtime()?.block_on(tandem::cli::version(None, &[]))
+        }
+        verb => {
+            let path = ctl_config_path(&cli.config)?;
+            let cfg = tandem::cli::load_config(&path)?;
+            runtime()?.block_on(verbs(verb, &cfg, cli.insecure))
+        }
+    }
+}
+
+fn list_format(f: &str) -> Result<tandem::listing::ListFormat> {
+    f.parse().map_err(|e: String| anyhow::anyhow!(e))
+}
+
+fn role(r: &str) -> Result<tandem::cli::RoleFilter> {
+    r.parse().map_err(|e: String| anyhow::anyhow!(e))
+}
+
+fn watch_every(watch: &Option<f64>, default: bool) -> Option<f64> {
+    watch.or(if default { Some(2.0) } else { None })
+}
+
+/// The operator's verbs (spec §6.2), each against the cluster named or the configuration's scope.
+async fn verbs(verb: &Command, cfg: &tandem::config::Config, insecure: bool) -> Result<()> {
+    use tandem::cli::{self, Asker, Ctl};
+    let connect = |scope: Option<&str>| {
+        let scope = scope.map(str::to_string);
+        async move { Ctl::connect(cfg, scope.as_deref(), insecure).await }
+    };
+    match verb {
+        Command::List {
+            format,
+            extended,
+            timestamp,
+            watch,
+            watch_default,
+            clusters,
+        } => {
+            let fmt = list_format(format)?;
+            let ctl = connect(clusters.first().map(String::as_str)).await?;
+            let every = watch_every(watch, *watch_default);
+            cli::list(&ctl, clusters, fmt, *extended, *timestamp, every, false).await
+        }
+        Command::Topology {
+            watch,
+            watch_default,
+            clusters,
+        } => {
+            let ctl = connect(clusters.first().map(String::as_str)).await?;
+            let every = watch_every(watch, *watch_default);
+            let fmt = tandem::listing::ListFormat::Pretty;
+            cli::list(&ctl, clusters, fmt, false, false, every, true).await
+        }
+        Command::Switchover {
+            cluster,
+            leader,
+            candidate,
+            scheduled,
+            force,
+        } => {
+            let ctl = connect(cluster.as_deref()).await?;
+            let ask = Asker { force: *force };
+            cli::switchover(
+                &ctl,
+                false,
+                leader.clone(),
+                candidate.clone(),
+                scheduled.clone(),
+                &ask,
+            )
+            .await
+        }
+        Command::Failover {
+            cluster,
+            candidate,
+            force,
+        } => {
+            let ctl = connect(cluster.as_deref()).await?;
+            let ask = Asker { force: *force };
+            cli::switchover(&ctl, true, None, candidate.clone(), None, &ask).await
+        }
+        Command::Pause { cluster, wait } => {
+            cli::toggle_pause(&connect(cluster.as_deref()).await?, true, *wait).await
+        }
+        Command::Resume { cluster, wait } => {
+            cli::toggle_pause(&connect(cluster.as_deref()).await?, false, *wait).await
+        }
+        Command::Restart {
+            cluster,
+            members,
+            role: r,
+            any,
+            scheduled,
+            pg_version,
+            pending,
+            timeout,
+            force,
+        } => {
+            let ctl = connect(Some(cluster)).await?;
+            cli::restart(
+                &ctl,
+                members,
+                role(r)?,
+                *any,
+                scheduled.clone(),
+                pg_version.clone(),
+                *pending,
+                timeout.clone(),
+                &Asker { force: *force },
+            )
+            .await
+        }
+        Command::Reload {
+            cluster,
+            members,
+            role: r,
+            force,
+        } => {
+            let ctl = connect(Some(cluster)).await?;
+            cli::reload(&ctl, members, role(r)?, &Asker { force: *force }).await
+        }
+        Command::Reinit {
+            cluster,
+            members,
+            from_leader,
+            wait,
+            force,
+        } => {
+            let ctl = connect(Some(cluster)).await?;
+            cli::reinit(&ctl, members, *from_leader, *wait, &Asker { force: *force }).await
+        }
+        Command::Flush {
+            cluster,
+            args,
+            role: r,
+            force,
+        } => {
+            let (target, members) = args.split_last().expect("clap requires one");
+            let ctl = connect(Some(cluster)).await?;
+            cli::flush(&ctl, members, target, role(r)?, &Asker { force: *force }).await
+        }
+        Command::EditConfig {
+            cluster,
+            quiet,
+            set,
+            pg,
+            apply,
+            replace,
+            force,
+        } => {
+            let ctl = connect(cluster.as_deref()).await?;
+            cli::edit_config(
+                &ctl,
+                *quiet,
+                set,
+                pg,
+                apply.clone(),
+                replace.clone(),
+                &Asker { force: *force },
+            )
+            .await
+        }
+        Command::ShowConfig { cluster } => {
+            cli::show_config(&connect(cluster.as_deref()).await?).await
+        }
+        Command::History { cluster, format } => {
+            let fmt = list_format(format)?;
+            cli::history(&connect(cluster.as_deref()).await?, fmt).await
+        }
+        Command::Remove { cluster, format } => {
+            let fmt = list_format(format)?;
+            cli::remove(&connect(Some(cluster)).await?, cluster, fmt).await
+        }
+        Command::Dsn {
+            cluster,
+            role: r,
+            member,
+        } => {
+            let r = r.as_deref().map(role).transpose()?;
+            cli::dsn(&connect(cluster.as_deref()).await?, r, member.as_deref()).await
+        }
+        Command::Query {
+            cluster,
+            command,
+            file,
+            format,
+            username,
+            password,
+            dbname,
+            role: r,
+            member,
+            delimiter,
+        } => {
+            let r = r.as_deref().map(role).transpose()?;
+            let fmt = list_format(format)?;
+            let delimiter = delimiter.replace("\\t", "\t");
+            cli::query(
+                &connect(cluster.as_deref()).await?,
+                r,
+                member.as_deref(),
+                command.clone(),
+                file.clone(),
+                username.clone(),
+                *password,
+                dbname.clone(),
+                &delimiter,
+                fmt,
+            )
+            .await
+        }
+        Command::Version { cluster, members } => match cluster {
+            Some(c) => cli::version(Some(&connect(Some(c)).await?), members).await,
+            None => cli::version(None, members).await,
+        },
+        Command::Agent { .. } | Command::Validate { .. } | Command::Demo { .. } => {
+            unreachable!("handled in run()")
+        }
     }
 }

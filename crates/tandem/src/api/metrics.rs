@@ -345,7 +345,9 @@ mod tests {
         assert!(text.contains("patroni_version{scope=\"batman\",name=\"pg\\\"0\"} 040105\n"));
         assert!(text.contains("patroni_primary{scope=\"batman\",name=\"pg\\\"0\"} 1\n"));
         assert!(text.contains("patroni_xlog_location{scope=\"batman\",name=\"pg\\\"0\"} 42\n"));
-        assert!(text.contains("patroni_postmaster_start_time{scope=\"batman\",name=\"pg\\\"0\"} 1704067200\n"));
+        assert!(text.contains(
+            "patroni_postmaster_start_time{scope=\"batman\",name=\"pg\\\"0\"} 1704067200\n"
+        ));
         assert!(text.contains("# TYPE patroni_xlog_location counter\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split('{').next().unwrap();

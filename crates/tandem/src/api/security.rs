@@ -123,8 +123,11 @@ pub fn check_basic_auth(header: Option<&[u8]>, creds: &Credentials) -> Result<()
     };
     let expected = format!(
         "Basic {}",
-        base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{}", creds.username, creds.password.expose()))
+        base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            creds.username,
+            creds.password.expose()
+        ))
     );
     if constant_time_eq(header, expected.as_bytes()) {
         Ok(())
@@ -195,10 +198,8 @@ pub async fn check(
         });
     }
     if let Some(creds) = &api.authentication {
-        check_basic_auth(caller.authorization, creds).map_err(|message| Refusal {
-            code: 401,
-            message,
-        })?;
+        check_basic_auth(caller.authorization, creds)
+            .map_err(|message| Refusal { code: 401, message })?;
     }
     Ok(())
 }
@@ -280,10 +281,7 @@ mod tests {
         // base64("admin:s3cret")
         let good = b"Basic YWRtaW46czNjcmV0";
         assert_eq!(check_basic_auth(Some(good), &c), Ok(()));
-        assert_eq!(
-            check_basic_auth(None, &c),
-            Err("no auth header received")
-        );
+        assert_eq!(check_basic_auth(None, &c), Err("no auth header received"));
         assert_eq!(
             check_basic_auth(Some(b"Basic YWRtaW46d3Jvbmc="), &c),
             Err("not authenticated")
