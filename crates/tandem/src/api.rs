@@ -57,6 +57,8 @@ pub fn tandem_version() -> &'static str {
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a client has to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a fresh DCS read for `GET /cluster` may take before the agent's last view is used.
+const FRESH_READ_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time a client has to send the request body.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upper bound on one connection's life (one request, since there is no keep-alive). Slow
@@ -863,6 +865,11 @@ impl Server {
             )
         } else if let Some(op) = Unsafe::of(&method, &path) {
             self.unsafe_request(op, req, declared, status, peer).await
+        } else if let Some(fresh) = self.fresh_view(&method, &path).await {
+            // /cluster, /config and /history read the DCS afresh, as Patroni's do.
+            let mut st = status.borrow().clone();
+            st.cluster = Some(fresh);
+            route(&method, &path, "", &st, &self.node, Instant::now())
         } else {
             let st = status.borrow();
             route(
@@ -884,6 +891,20 @@ impl Server {
             debug!("REST API: {method} {path} -> {}", reply.code);
         }
         reply
+    }
+
+    /// For `GET /cluster|/config|/history`, the cluster as the DCS holds it now (`None` for other
+    /// requests, or when the DCS does not answer: the agent's last view serves then).
+    async fn fresh_view(&self, method: &Method, path: &str) -> Option<ClusterView> {
+        let segment = path.trim_start_matches('/').split('/').next().unwrap_or("");
+        if *method != Method::GET || !matches!(segment, "cluster" | "config" | "history") {
+            return None;
+        }
+        let dcs = self.ops.dcs.as_ref()?;
+        match tokio::time::timeout(FRESH_READ_TIMEOUT, dcs.read_cluster()).await {
+            Ok(Ok((view, _))) => Some(view),
+            _ => None,
+        }
     }
 
     /// A state-changing request: access checks, then the body, then the handler.

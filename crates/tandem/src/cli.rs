@@ -1000,12 +1000,105 @@ pub async fn flush(
 // ---------------------------------------------------------------------------------------------
 // Configuration.
 
-/// The configuration as YAML, keys sorted (patronictl's `show-config` / edit-config text).
+/// The configuration as YAML the way patronictl prints it (PyYAML's block style, keys sorted),
+/// with strings quoted wherever a YAML 1.1 reader would take them for something else
+/// (`'on'`, `'off'`, `'yes'`, `'1.0'`, ...).
 pub fn config_yaml(v: &Value) -> String {
-    if v.as_object().is_some_and(Map::is_empty) {
-        return "{}\n".into();
+    let mut out = String::new();
+    match v {
+        Value::Object(m) if !m.is_empty() => yaml_map(m, 0, &mut out),
+        Value::Array(a) if !a.is_empty() => yaml_seq(a, 0, &mut out),
+        other => {
+            out.push_str(&yaml_scalar(other));
+            out.push('\n');
+        }
     }
-    serde_yaml::to_string(v).unwrap_or_default()
+    out
+}
+
+fn yaml_map(m: &Map<String, Value>, indent: usize, out: &mut String) {
+    for (k, v) in m {
+        out.push_str(&" ".repeat(indent));
+        out.push_str(&yaml_string(k));
+        out.push(':');
+        match v {
+            Value::Object(o) if !o.is_empty() => {
+                out.push('\n');
+                yaml_map(o, indent + 2, out);
+            }
+            Value::Array(a) if !a.is_empty() => {
+                out.push('\n');
+                yaml_seq(a, indent, out);
+            }
+            other => {
+                out.push(' ');
+                out.push_str(&yaml_scalar(other));
+                out.push('\n');
+            }
+        }
+    }
+}
+
+fn yaml_seq(a: &[Value], indent: usize, out: &mut String) {
+    for v in a {
+        out.push_str(&" ".repeat(indent));
+        out.push('-');
+        match v {
+            Value::Object(o) if !o.is_empty() => {
+                // First key on the dash's line, the rest aligned under it.
+                let mut inner = String::new();
+                yaml_map(o, indent + 2, &mut inner);
+                out.push(' ');
+                out.push_str(inner.trim_start());
+            }
+            Value::Array(inner) if !inner.is_empty() => {
+                out.push('\n');
+                yaml_seq(inner, indent + 2, out);
+            }
+            other => {
+                out.push(' ');
+                out.push_str(&yaml_scalar(other));
+                out.push('\n');
+            }
+        }
+    }
+}
+
+fn yaml_scalar(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => yaml_string(s),
+        Value::Object(_) => "{}".into(),
+        Value::Array(_) => "[]".into(),
+    }
+}
+
+/// A string plain when unambiguous, else single-quoted (double-quoted with escapes when it has
+/// control characters).
+fn yaml_string(s: &str) -> String {
+    if s.chars().any(|c| c.is_control()) {
+        return serde_json::to_string(s).unwrap_or_default();
+    }
+    let lower = s.to_ascii_lowercase();
+    let special_word = matches!(
+        lower.as_str(),
+        "" | "~" | "null" | "true" | "false" | "yes" | "no" | "on" | "off"
+    );
+    let numeric = s.parse::<f64>().is_ok()
+        || lower.starts_with("0x")
+        || lower.starts_with("0o")
+        || lower.trim_start_matches(['+', '-']).starts_with('.')
+        || s.chars().all(|c| c.is_ascii_digit() || c == ':' || c == '_') && s.contains(':');
+    let first = s.chars().next().unwrap_or(' ');
+    let bad_start = "-?:,[]{}#&*!|>'\"%@` ".contains(first);
+    let bad_inside = s.contains(": ") || s.contains(" #") || s.ends_with(' ') || s.ends_with(':');
+    if special_word || numeric || bad_start || bad_inside {
+        format!("'{}'", s.replace('\'', "''"))
+    } else {
+        s.to_string()
+    }
 }
 
 fn yaml_to_json(text: &str, origin: &str) -> Result<Value> {
@@ -1590,6 +1683,15 @@ mod tests {
             "loop_wait: 10\npostgresql:\n  parameters:\n    a: 1\nttl: 30\n"
         );
         assert_eq!(config_yaml(&json!({})), "{}\n");
+        let v = json!({"postgresql": {"parameters": {"wal_log_hints": "on", "x": "1.5", "y": "8MB", "z": ""},
+            "pg_hba": ["host all all 0.0.0.0/0 md5", "- odd"]}, "tags": [{"a": 1, "b": "no"}]});
+        let text = config_yaml(&v);
+        assert_eq!(
+            text,
+            "postgresql:\n  parameters:\n    wal_log_hints: 'on'\n    x: '1.5'\n    y: 8MB\n    z: ''\n  pg_hba:\n  - host all all 0.0.0.0/0 md5\n  - '- odd'\ntags:\n- a: 1\n  b: 'no'\n"
+        );
+        // It reads back as the same value.
+        assert_eq!(yaml_to_json(&text, "t").unwrap(), v);
     }
 
     #[test]

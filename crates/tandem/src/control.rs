@@ -8,7 +8,10 @@ pub enum Request {
     /// Restart PostgreSQL now, if the conditions hold (Patroni's POST /restart without schedule).
     Restart(RestartConditions),
     /// Remember a restart for later (`schedule` is an ISO-8601 timestamp with a time zone).
-    ScheduleRestart { schedule: String, conditions: RestartConditions },
+    ScheduleRestart {
+        schedule: String,
+        conditions: RestartConditions,
+    },
     /// DELETE /restart.
     CancelScheduledRestart,
     /// Re-read the local configuration file and reload PostgreSQL (POST /reload, SIGHUP).
@@ -38,7 +41,10 @@ pub struct Reply {
 
 impl Reply {
     pub fn new(code: u16, message: impl Into<String>) -> Reply {
-        Reply { code, message: message.into() }
+        Reply {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -67,7 +73,10 @@ impl Control {
         match tokio::time::timeout(wait, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Reply::new(503, "the agent dropped the request"),
-            Err(_) => Reply::new(503, "the agent did not answer in time; the request may still be carried out"),
+            Err(_) => Reply::new(
+                503,
+                "the agent did not answer in time; the request may still be carried out",
+            ),
         }
     }
 }

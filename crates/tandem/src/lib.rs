@@ -12,4 +12,5 @@ pub mod lab;
 pub mod listing;
 pub mod peer;
 pub mod pg;
+pub mod proxy;
 pub mod status;

@@ -237,6 +237,12 @@ enum Command {
         #[command(subcommand)]
         action: DemoAction,
     },
+    /// Hold the virtual IP with VRRP v2/v3, in one group with keepalived (`vip:` section).
+    Vip {
+        /// Configuration file (same as the global -c).
+        #[arg(value_name = "CONFIG")]
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -340,6 +346,11 @@ fn run(cli: Cli) -> Result<()> {
             DemoAction::Up { dir } => tandem::demo::up(dir),
             DemoAction::Down { dir } => tandem::demo::down(dir),
         },
+        Command::Vip { file } => {
+            init_logging();
+            let path = config_path(&cli.config, file)?;
+            tandem_vip::main_entry(&path)
+        }
         Command::Version { cluster: None, .. } if cli.config.is_none() => {
             runtime()?.block_on(tandem::cli::version(None, &[]))
         }
@@ -555,7 +566,7 @@ async fn verbs(verb: &Command, cfg: &tandem::config::Config, insecure: bool) -> 
             Some(c) => cli::version(Some(&connect(Some(c)).await?), members).await,
             None => cli::version(None, members).await,
         },
-        Command::Agent { .. } | Command::Validate { .. } | Command::Demo { .. } => {
+        Command::Agent { .. } | Command::Validate { .. } | Command::Demo { .. } | Command::Vip { .. } => {
             unreachable!("handled in run()")
         }
     }

@@ -610,7 +610,9 @@ impl Postgres {
         let checkpoint_tli: Option<i64> = row.get(10);
         let pending: Option<String> = row.get(11);
         let mut st = PgStatus {
-            pending_restart: pending.and_then(|p| serde_json::from_str(&p).ok()).unwrap_or_default(),
+            pending_restart: pending
+                .and_then(|p| serde_json::from_str(&p).ok())
+                .unwrap_or_default(),
             in_recovery,
             receive_lsn: recv.map(|v| v as u64),
             replay_lsn: replay.map(|v| v as u64),

@@ -299,8 +299,11 @@ impl VipConfig {
                     a.addr
                 );
             }
-            if a.addr.is_ipv6() {
-                bail!("vip.addresses[{i}]: IPv6 virtual addresses are not supported yet by tandem vip (the codec speaks VRRPv3 over IPv6, the socket adapter does not)");
+            if let Some(first) = addresses.first() {
+                let first: &VipAddr = first;
+                if first.addr.is_ipv6() != a.addr.is_ipv6() {
+                    bail!("vip.addresses[{i}]: {} mixes IPv4 and IPv6 in one virtual router; a VRRP virtual router has one address family (RFC 5798 §5.2.9): run one instance per family", a.addr);
+                }
             }
             if addresses.iter().any(|b: &VipAddr| b.addr == a.addr) {
                 bail!("vip.addresses[{i}]: {} is listed twice", a.addr);
@@ -533,5 +536,9 @@ vip:
         assert_eq!(c.notify.master.as_deref(), Some("echo m"));
         assert!(!c.preempt);
         assert_eq!(c.preempt_delay, Duration::from_millis(2500));
+        let y6 = "vip:\n  interface: eth0\n  virtual_router_id: 7\n  priority: 90\n  version: 3\n  addresses: ['2001:db8::100/64']\n  unicast_peers: ['fe80::2']\n";
+        let c = VipConfig::parse(y6).unwrap();
+        assert_eq!(c.addresses[0].prefix, 64);
+        assert!(c.unicast_peers[0].is_ipv6());
     }
 }

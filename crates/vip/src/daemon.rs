@@ -3,12 +3,12 @@
 
 use crate::config::{TrackScript, VipConfig};
 use crate::machine::{Action, Event, Machine, Params, State};
-use crate::net::{arp, iface, netlink, socket::VrrpSocket};
-use crate::packet::{self, Advert, Auth, MCAST_V4};
+use crate::net::{arp, iface, nd, netlink, socket::Datagram, socket::VrrpSocket};
+use crate::packet::{self, Advert, Auth, MCAST_V4, MCAST_V6};
 use crate::receive::{self, Expect, Reporter, Stats};
 use crate::track::{self, Check};
 use anyhow::{anyhow, bail, Context, Result};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV6};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
@@ -22,7 +22,7 @@ struct Host {
     cfg: VipConfig,
     iface: iface::Interface,
     sock: VrrpSocket,
-    primary: Ipv4Addr,
+    primary: IpAddr,
     expect: Expect,
     machine: Machine,
     stats: Stats,
@@ -38,6 +38,25 @@ fn vips_v4(cfg: &VipConfig) -> Vec<Ipv4Addr> {
             IpAddr::V6(_) => None,
         })
         .collect()
+}
+
+fn vips_v6(cfg: &VipConfig) -> Vec<Ipv6Addr> {
+    cfg.addresses
+        .iter()
+        .filter_map(|a| match a.addr {
+            IpAddr::V6(v) => Some(v),
+            IpAddr::V4(_) => None,
+        })
+        .collect()
+}
+
+fn is_link_local(a: &Ipv6Addr) -> bool {
+    a.segments()[0] & 0xffc0 == 0xfe80
+}
+
+/// Whether `a` can be used as a source now (not tentative: duplicate address detection is over).
+fn usable_v6(a: Ipv6Addr, ifindex: u32) -> bool {
+    std::net::UdpSocket::bind(SocketAddrV6::new(a, 0, 0, ifindex)).is_ok()
 }
 
 impl Host {
@@ -83,11 +102,18 @@ impl Host {
                     }
                 }
                 Action::Announce => {
-                    let ips = vips_v4(&self.cfg);
-                    match arp::announce(self.iface.index, self.iface.mac, &ips) {
-                        Ok(()) => debug!("{}: gratuitous ARP for {ips:?}", self.cfg.name),
+                    let r = match self.primary {
+                        IpAddr::V4(_) => {
+                            arp::announce(self.iface.index, self.iface.mac, &vips_v4(&self.cfg))
+                        }
+                        IpAddr::V6(src) => {
+                            nd::announce(self.iface.index, src, self.iface.mac, &vips_v6(&self.cfg))
+                        }
+                    };
+                    match r {
+                        Ok(()) => debug!("{}: announced the addresses", self.cfg.name),
                         Err(e) => error!(
-                            "{}: cannot send gratuitous ARP: {e} (needs CAP_NET_RAW)",
+                            "{}: cannot send gratuitous ARP / neighbour advertisement: {e} (needs CAP_NET_RAW)",
                             self.cfg.name
                         ),
                     }
@@ -108,20 +134,16 @@ impl Host {
                 None => Auth::None,
             },
         };
-        let dsts: Vec<Ipv4Addr> = if self.cfg.unicast_peers.is_empty() {
-            vec![MCAST_V4]
+        let dsts: Vec<IpAddr> = if self.cfg.unicast_peers.is_empty() {
+            match self.primary {
+                IpAddr::V4(_) => vec![IpAddr::V4(MCAST_V4)],
+                IpAddr::V6(_) => vec![IpAddr::V6(MCAST_V6)],
+            }
         } else {
-            self.cfg
-                .unicast_peers
-                .iter()
-                .filter_map(|p| match p {
-                    IpAddr::V4(v) => Some(*v),
-                    IpAddr::V6(_) => None,
-                })
-                .collect()
+            self.cfg.unicast_peers.clone()
         };
         for dst in dsts {
-            let r = packet::encode(&advert, IpAddr::V4(self.primary), IpAddr::V4(dst))
+            let r = packet::encode(&advert, self.primary, dst)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
                 .and_then(|m| self.sock.send(dst, &m));
             match r {
@@ -130,7 +152,7 @@ impl Host {
                     self.stats.send_errors += 1;
                     if self
                         .reporter
-                        .should_log("send", IpAddr::V4(dst), Instant::now())
+                        .should_log("send", dst, Instant::now())
                         .is_some()
                     {
                         warn!("{}: cannot send advertisement to {dst}: {e}", self.cfg.name);
@@ -194,8 +216,8 @@ impl Host {
 
     fn receive_all(&mut self, buf: &mut [u8]) {
         loop {
-            let n = match self.sock.try_recv(buf) {
-                Ok(Some(n)) => n,
+            let d = match self.sock.try_recv(buf) {
+                Ok(Some(d)) => d,
                 Ok(None) => return,
                 Err(e) => {
                     warn!("{}: receive error: {e}", self.cfg.name);
@@ -204,6 +226,9 @@ impl Host {
             };
             self.stats.received += 1;
             let now = Instant::now();
+            let n = match d {
+                Datagram::V4 { len } | Datagram::V6 { len, .. } => len,
+            };
             if n > buf.len() {
                 let d = receive::Drop::Malformed(packet::DecodeError::Oversized {
                     len: n,
@@ -212,15 +237,27 @@ impl Host {
                 self.stats.drop(&d);
                 continue;
             }
-            let (h, payload) = match packet::parse_ipv4(&buf[..n]) {
-                Ok(x) => x,
-                Err(e) => {
-                    self.stats.drop(&receive::Drop::Malformed(e));
-                    continue;
-                }
+            let (src, dst, ttl, payload) = match d {
+                Datagram::V4 { .. } => match packet::parse_ipv4(&buf[..n]) {
+                    Ok((h, p)) => (IpAddr::V4(h.src), IpAddr::V4(h.dst), h.ttl, p),
+                    Err(e) => {
+                        self.stats.drop(&receive::Drop::Malformed(e));
+                        continue;
+                    }
+                },
+                Datagram::V6 {
+                    src,
+                    dst,
+                    hop_limit,
+                    ..
+                } => (
+                    IpAddr::V6(src),
+                    IpAddr::V6(dst.unwrap_or(MCAST_V6)),
+                    hop_limit.unwrap_or(0),
+                    &buf[..n],
+                ),
             };
-            let src = IpAddr::V4(h.src);
-            match receive::check(src, IpAddr::V4(h.dst), h.ttl, payload, &self.expect) {
+            match receive::check(src, dst, ttl, payload, &self.expect) {
                 Ok(acc) => {
                     self.stats.accepted += 1;
                     if acc.address_mismatch {
@@ -334,19 +371,47 @@ pub async fn run(cfg: VipConfig) -> Result<()> {
     let info = iface::lookup(&cfg.interface)
         .with_context(|| format!("vip.interface: {}", cfg.interface))?;
     let vips: Vec<IpAddr> = cfg.addresses.iter().map(|a| a.addr).collect();
-    let primary = info
-        .addresses
-        .iter()
-        .find_map(|a| match a {
-            IpAddr::V4(v) if !vips.contains(a) && !v.is_loopback() => Some(*v),
-            _ => None,
-        })
-        .ok_or_else(|| {
-            anyhow!(
-                "vip.interface: {} has no IPv4 address of its own (besides the virtual ones) to send advertisements from",
-                cfg.interface
-            )
-        })?;
+    let v6 = cfg.addresses[0].addr.is_ipv6();
+    let primary: IpAddr = if v6 {
+        // RFC 5798 §5.1.2.1: IPv6 adverts come from the interface's link-local address, usable
+        // only once duplicate address detection is over.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut said = false;
+        loop {
+            let now_info = iface::lookup(&cfg.interface)?;
+            let ll = now_info.addresses.iter().find_map(|a| match a {
+                IpAddr::V6(v) if is_link_local(v) => Some(*v),
+                _ => None,
+            });
+            match ll {
+                Some(ll) if usable_v6(ll, info.index) => break IpAddr::V6(ll),
+                _ if Instant::now() > deadline => bail!(
+                    "vip.interface: {} has no usable IPv6 link-local address to send VRRPv3 advertisements from",
+                    cfg.interface
+                ),
+                _ => {
+                    if !said {
+                        info!("{}: waiting for the link-local address of {} (duplicate address detection)", cfg.name, cfg.interface);
+                        said = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    } else {
+        info.addresses
+            .iter()
+            .find_map(|a| match a {
+                IpAddr::V4(v) if !vips.contains(a) && !v.is_loopback() => Some(IpAddr::V4(*v)),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                anyhow!(
+                    "vip.interface: {} has no IPv4 address of its own (besides the virtual ones) to send advertisements from",
+                    cfg.interface
+                )
+            })?
+    };
     // Addresses left over from a crashed run: a Backup must not hold them.
     for a in &cfg.addresses {
         if info.addresses.contains(&a.addr) {
@@ -377,7 +442,7 @@ pub async fn run(cfg: VipConfig) -> Result<()> {
         advert_int: cfg.advert_int,
         preempt: cfg.preempt || cfg.priority == 255,
         preempt_delay: cfg.preempt_delay,
-        primary: IpAddr::V4(primary),
+        primary,
         fast: cfg.fast_takeover,
         reannounce_after: Some(Duration::from_secs(1)),
     };
@@ -390,7 +455,12 @@ pub async fn run(cfg: VipConfig) -> Result<()> {
         },
         interval_cs: (cfg.advert_int.as_millis() / 10) as u16,
         addresses: vips.clone(),
-        own: info.addresses.clone(),
+        own: info
+            .addresses
+            .iter()
+            .filter(|a| !vips.contains(a))
+            .copied()
+            .collect(),
         peers: cfg.unicast_peers.clone(),
     };
     let mut checks = vec![Check::new(format!("interface {}", cfg.interface), 1, 1, 0)];
@@ -417,7 +487,7 @@ pub async fn run(cfg: VipConfig) -> Result<()> {
         cfg.preempt,
         if cfg.preempt_delay.is_zero() { String::new() } else { format!(" (delay {:?})", cfg.preempt_delay) },
         cfg.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
-        if cfg.unicast_peers.is_empty() { format!("multicast {MCAST_V4}") } else { format!("unicast to {:?}", cfg.unicast_peers) },
+        if cfg.unicast_peers.is_empty() { format!("multicast {}", if v6 { IpAddr::V6(MCAST_V6) } else { IpAddr::V4(MCAST_V4) }) } else { format!("unicast to {:?}", cfg.unicast_peers) },
     );
     let mut host = Host {
         iface: info,

@@ -308,9 +308,9 @@ impl Machine {
                         (DownWhy::Shutdown(m), _) => {
                             format!("master {m} is shutting down (it sent priority 0)")
                         }
-                        (DownWhy::Preempt(m, p), _) => format!(
-                            "preempting master {m}, whose priority {p} is lower than ours"
-                        ),
+                        (DownWhy::Preempt(m, p), _) => {
+                            format!("preempting master {m}, whose priority {p} is lower than ours")
+                        }
                         (DownWhy::Silence, Some(m)) => format!(
                             "no advertisement from master {m} within the master-down interval ({})",
                             ms(self.master_down_interval())
@@ -444,6 +444,7 @@ impl Machine {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop, clippy::collapsible_if)]
 mod tests {
     use super::*;
 
@@ -743,7 +744,11 @@ mod tests {
             // Further lower adverts do not push the takeover back.
             m.step(t0 + Duration::from_millis(100), adv("10.0.0.1", 90));
             assert_eq!(m.state(), State::Backup);
-            let expect = if fast { t0 + after } else { t0 + m.master_down_interval() };
+            let expect = if fast {
+                t0 + after
+            } else {
+                t0 + m.master_down_interval()
+            };
             assert_eq!(m.next_deadline(), Some(expect), "fast={fast}");
             let d = m.next_deadline().unwrap();
             let acts = m.step(d, Event::Tick);

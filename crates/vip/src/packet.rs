@@ -340,7 +340,7 @@ pub fn encode(advert: &Advert, src: IpAddr, dst: IpAddr) -> Result<Vec<u8>, Enco
                 return Err(EncodeError::Version);
             }
             let cs = advert.interval_cs;
-            if cs == 0 || cs % 100 != 0 || cs / 100 > 255 {
+            if cs == 0 || !cs.is_multiple_of(100) || cs / 100 > 255 {
                 return Err(EncodeError::Interval(cs));
             }
             m.push(advert.auth.kind());
@@ -525,7 +525,8 @@ mod tests {
         bad_sum[7] ^= 0xff;
         let mut more = good.clone();
         more.push(0);
-        let cases: Vec<(&str, Vec<u8>, IpAddr, fn(&DecodeError) -> bool)> = vec![
+        type Case = (&'static str, Vec<u8>, IpAddr, fn(&DecodeError) -> bool);
+        let cases: Vec<Case> = vec![
             ("empty", vec![], src, |e| {
                 matches!(e, DecodeError::Truncated { need: 8, .. })
             }),

@@ -64,7 +64,11 @@ fn start(lab: &mut Lab, im: Impl, host: usize, prio: u8, check_file: Option<&str
 fn stats(mut v: Vec<Duration>) -> (Duration, Duration) {
     v.sort();
     let n = v.len();
-    let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2 };
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2
+    };
     (median, *v.last().unwrap())
 }
 
@@ -99,15 +103,28 @@ fn run_series(im: Impl, fault: Fault, runs: usize) -> (Vec<Duration>, Vec<Durati
         let (v, c) = std::thread::scope(|s| {
             let lab = &lab;
             let v = s.spawn(move || {
-                lab.wait_until(long, || lab.holders(VIP).contains(&2)).map(|_| t0.elapsed())
+                lab.wait_until(long, || lab.holders(VIP).contains(&2))
+                    .map(|_| t0.elapsed())
             });
             let c = lab
-                .wait_until(long, || lab.ask(CLIENT, Duration::from_millis(50)).as_deref() == Some("h2"))
+                .wait_until(long, || {
+                    lab.ask(CLIENT, Duration::from_millis(50)).as_deref() == Some("h2")
+                })
                 .map(|_| t0.elapsed());
             (v.join().unwrap(), c)
         });
-        let (v, c) = (v.expect("VIP moved to h2"), c.expect("client answered by h2"));
-        eprintln!("{} / {}: run {}: VIP {} client {}", name(im), fault_name(fault), k + 1, fmt(v), fmt(c));
+        let (v, c) = (
+            v.expect("VIP moved to h2"),
+            c.expect("client answered by h2"),
+        );
+        eprintln!(
+            "{} / {}: run {}: VIP {} client {}",
+            name(im),
+            fault_name(fault),
+            k + 1,
+            fmt(v),
+            fmt(c)
+        );
         vip_t.push(v);
         client_t.push(c);
         // Back to the steady state.
@@ -131,7 +148,10 @@ fn takeover_bench() {
     if !can_run("takeover_bench", true) {
         return;
     }
-    let runs: usize = std::env::var("VIP_BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let runs: usize = std::env::var("VIP_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
     let mut rows = Vec::new();
     for fault in [Fault::Kill, Fault::Term, Fault::Check] {
         for im in [Impl::Tandem, Impl::Keepalived] {

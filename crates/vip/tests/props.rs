@@ -32,22 +32,55 @@ fn advert_v4() -> impl Strategy<Value = (Advert, IpAddr, IpAddr)> {
         v4(),
         v4(),
     )
-        .prop_map(|(v2, vrid, priority, secs, cs, addresses, auth, src, dst)| {
-            let a = if v2 {
-                Advert { version: Version::V2, vrid, priority, interval_cs: secs * 100, addresses, auth }
-            } else {
-                Advert { version: Version::V3, vrid, priority, interval_cs: cs, addresses, auth: Auth::None }
-            };
-            (a, src, dst)
-        })
+        .prop_map(
+            |(v2, vrid, priority, secs, cs, addresses, auth, src, dst)| {
+                let a = if v2 {
+                    Advert {
+                        version: Version::V2,
+                        vrid,
+                        priority,
+                        interval_cs: secs * 100,
+                        addresses,
+                        auth,
+                    }
+                } else {
+                    Advert {
+                        version: Version::V3,
+                        vrid,
+                        priority,
+                        interval_cs: cs,
+                        addresses,
+                        auth: Auth::None,
+                    }
+                };
+                (a, src, dst)
+            },
+        )
 }
 
 fn advert_v6() -> impl Strategy<Value = (Advert, IpAddr, IpAddr)> {
-    (any::<u8>(), any::<u8>(), 1u16..=4095, prop::collection::vec(v6(), 0..20), v6(), v6()).prop_map(
-        |(vrid, priority, cs, addresses, src, dst)| {
-            (Advert { version: Version::V3, vrid, priority, interval_cs: cs, addresses, auth: Auth::None }, src, dst)
-        },
+    (
+        any::<u8>(),
+        any::<u8>(),
+        1u16..=4095,
+        prop::collection::vec(v6(), 0..20),
+        v6(),
+        v6(),
     )
+        .prop_map(|(vrid, priority, cs, addresses, src, dst)| {
+            (
+                Advert {
+                    version: Version::V3,
+                    vrid,
+                    priority,
+                    interval_cs: cs,
+                    addresses,
+                    auth: Auth::None,
+                },
+                src,
+                dst,
+            )
+        })
 }
 
 proptest! {

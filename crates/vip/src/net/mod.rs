@@ -3,6 +3,7 @@
 
 pub mod arp;
 pub mod iface;
+pub mod nd;
 pub mod netlink;
 pub mod socket;
 

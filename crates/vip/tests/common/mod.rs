@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,6 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 100);
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
 pub const PORT: u16 = 7100;
 const PREFIX: &str = "tvip";
 
@@ -66,12 +67,19 @@ fn requirement_missing(need_keepalived: bool) -> Option<String> {
     if unsafe { libc::geteuid() } != 0 {
         return Some("not root (network namespaces need CAP_SYS_ADMIN and CAP_NET_ADMIN)".into());
     }
-    let probe = format!("{PREFIX}-probe-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+    let probe = format!(
+        "{PREFIX}-probe-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    );
     if let Err(e) = ip_cmd(&["netns", "add", &probe]) {
         return Some(format!("`ip netns` is unavailable: {e}"));
     }
     let _ = ip_cmd(&["netns", "del", &probe]);
-    if need_keepalived && !Path::new("/usr/sbin/keepalived").exists() && which("keepalived").is_none() {
+    if need_keepalived
+        && !Path::new("/usr/sbin/keepalived").exists()
+        && which("keepalived").is_none()
+    {
         return Some("keepalived is not installed (apt-get install keepalived)".into());
     }
     None
@@ -104,7 +112,9 @@ fn kill_all_in(ns: &str) {
         }
     }
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !pids.iter().all(|p| !Path::new(&format!("/proc/{p}")).exists() || is_zombie(*p))
+    while !pids
+        .iter()
+        .all(|p| !Path::new(&format!("/proc/{p}")).exists() || is_zombie(*p))
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(10));
@@ -113,17 +123,28 @@ fn kill_all_in(ns: &str) {
 
 fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().map(|r| r.trim_start().starts_with('Z')).unwrap_or(true))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|r| r.trim_start().starts_with('Z'))
+                .unwrap_or(true)
+        })
         .unwrap_or(true)
 }
 
 /// Remove labs whose harness process is gone (killed with SIGKILL, so no Drop ran).
 fn sweep() {
-    let Ok(rd) = std::fs::read_dir("/run/netns") else { return };
+    let Ok(rd) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(&format!("{PREFIX}-")) else { continue };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Some(rest) = name.strip_prefix(&format!("{PREFIX}-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
         if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
             kill_all_in(&name);
             let _ = ip_cmd(&["netns", "del", &name]);
@@ -160,7 +181,11 @@ impl Lab {
     /// A switch and `hosts` hosts.
     pub fn new(hosts: usize) -> Lab {
         sweep();
-        let prefix = format!("{PREFIX}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+        let prefix = format!(
+            "{PREFIX}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
         let dir = PathBuf::from(format!("/tmp/{prefix}"));
         let lab = Lab {
             prefix,
@@ -173,16 +198,40 @@ impl Lab {
         let sw = lab.sw();
         must(&["netns", "add", &sw]);
         must(&["-n", &sw, "link", "set", "lo", "up"]);
-        must(&["-n", &sw, "link", "add", "name", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0"]);
+        must(&[
+            "-n",
+            &sw,
+            "link",
+            "add",
+            "name",
+            "br0",
+            "type",
+            "bridge",
+            "forward_delay",
+            "0",
+            "stp_state",
+            "0",
+        ]);
         must(&["-n", &sw, "link", "set", "br0", "up"]);
         for i in 1..=hosts {
             let ns = lab.ns(i);
             let port = format!("h{i}");
             must(&["netns", "add", &ns]);
             must(&["-n", &ns, "link", "set", "lo", "up"]);
-            must(&["link", "add", "name", "eth0", "netns", &ns, "type", "veth", "peer", "name", &port, "netns", &sw]);
+            must(&[
+                "link", "add", "name", "eth0", "netns", &ns, "type", "veth", "peer", "name", &port,
+                "netns", &sw,
+            ]);
             must(&["-n", &sw, "link", "set", &port, "master", "br0", "up"]);
-            must(&["-n", &ns, "addr", "add", &format!("{}/24", lab.ip(i)), "dev", "eth0"]);
+            must(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/24", lab.ip(i)),
+                "dev",
+                "eth0",
+            ]);
             must(&["-n", &ns, "link", "set", "eth0", "up"]);
             std::fs::create_dir_all(lab.host_dir(i)).unwrap();
         }
@@ -209,19 +258,31 @@ impl Lab {
     }
 
     /// Start `program args…` in host `i`; its output goes to `h<i>/<log>`. Returns the PID.
+    #[allow(clippy::zombie_processes)] // the Child is kept in self.children and reaped
     pub fn spawn(&mut self, i: usize, log: &str, program: &str, args: &[&str]) -> u32 {
         let logf = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.host_dir(i).join(log))
             .unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns(i), program])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns(i), program])
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(logf.try_clone().unwrap())
-            .stderr(logf)
+            .stderr(logf);
+        // If the harness dies (SIGKILL), its routers die with it; `ip netns exec` execs the
+        // program, which keeps the death signal.
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
         let pid = child.id();
@@ -237,12 +298,13 @@ impl Lab {
         String::from_utf8_lossy(&s).into_owned()
     }
 
-    pub fn signal(&mut self, pid: u32, sig: i32) {
+    pub fn signal(&self, pid: u32, sig: i32) {
         // SAFETY: pid is a process this lab started.
         unsafe { libc::kill(pid as i32, sig) };
     }
 
     /// Wait (bounded) for a process this lab started to exit, and reap it.
+    #[allow(clippy::zombie_processes)] // try_wait() returned Some: it is reaped
     pub fn wait_exit(&mut self, pid: u32, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         if let Some(pos) = self.children.iter().position(|c| c.id() == pid) {
@@ -268,20 +330,56 @@ impl Lab {
     }
 
     /// The hosts among `1..=hosts` that hold `addr` on eth0.
-    pub fn holders(&self, addr: Ipv4Addr) -> Vec<usize> {
+    pub fn holders(&self, addr: impl Into<IpAddr>) -> Vec<usize> {
+        let addr: IpAddr = addr.into();
         let needle = format!(" {addr}/");
+        let fam = if addr.is_ipv6() { "-6" } else { "-4" };
         (1..=self.hosts)
             .filter(|&i| {
-                ip_cmd(&["-n", &self.ns(i), "-o", "-4", "addr", "show", "dev", "eth0"])
+                ip_cmd(&["-n", &self.ns(i), "-o", fam, "addr", "show", "dev", "eth0"])
                     .map(|s| s.contains(&needle))
                     .unwrap_or(false)
             })
             .collect()
     }
 
+    /// Pull (`up` false) or plug back host `i`'s cable: its port on the switch.
+    pub fn cable(&self, i: usize, up: bool) {
+        must(&[
+            "-n",
+            &self.sw(),
+            "link",
+            "set",
+            &format!("h{i}"),
+            if up { "up" } else { "down" },
+        ]);
+    }
+
+    /// Give host `i` the address 2001:db8::(10+i)/64 (without duplicate address detection).
+    pub fn add_v6(&self, i: usize) {
+        let a = format!("2001:db8::{}/64", 10 + i);
+        must(&["-n", &self.ns(i), "addr", "add", &a, "dev", "eth0", "nodad"]);
+    }
+
     pub fn del_addr(&self, i: usize, addr: Ipv4Addr) {
-        let _ = ip_cmd(&["-n", &self.ns(i), "addr", "del", &format!("{addr}/24"), "dev", "eth0"]);
-        let _ = ip_cmd(&["-n", &self.ns(i), "addr", "del", &format!("{addr}/32"), "dev", "eth0"]);
+        let _ = ip_cmd(&[
+            "-n",
+            &self.ns(i),
+            "addr",
+            "del",
+            &format!("{addr}/24"),
+            "dev",
+            "eth0",
+        ]);
+        let _ = ip_cmd(&[
+            "-n",
+            &self.ns(i),
+            "addr",
+            "del",
+            &format!("{addr}/32"),
+            "dev",
+            "eth0",
+        ]);
     }
 
     /// A TCP server on 0.0.0.0:PORT in host `i` that answers its host name (`h<i>`).
@@ -291,7 +389,10 @@ impl Lab {
         let name = format!("h{i}\n");
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = in_ns(&self.ns(i), move || {
-            let l = TcpListener::bind(("0.0.0.0", PORT)).expect("bind name server");
+            // Dual-stack where IPv6 is there, so one server answers on the v4 and the v6 VIP.
+            let l = TcpListener::bind(("::", PORT))
+                .or_else(|_| TcpListener::bind(("0.0.0.0", PORT)))
+                .expect("bind name server");
             l.set_nonblocking(true).unwrap();
             tx.send(()).unwrap();
             while !stop2.load(Ordering::SeqCst) {
@@ -300,21 +401,33 @@ impl Lab {
                         let _ = s.write_all(name.as_bytes());
                     }
                     Err(_) => {
-                        let mut pfd = libc::pollfd { fd: l.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                        let mut pfd = libc::pollfd {
+                            fd: l.as_raw_fd(),
+                            events: libc::POLLIN,
+                            revents: 0,
+                        };
                         // SAFETY: one valid pollfd.
                         unsafe { libc::poll(&mut pfd, 1, 100) };
                     }
                 }
             }
         });
-        rx.recv_timeout(Duration::from_secs(5)).expect("name server started");
-        self.listeners.push(Listener { stop, thread: Some(thread) });
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("name server started");
+        self.listeners.push(Listener {
+            stop,
+            thread: Some(thread),
+        });
     }
 
     /// From host `from`, connect to VIP:PORT and read the answer (`h<i>`), or None.
     pub fn ask(&self, from: usize, timeout: Duration) -> Option<String> {
+        self.ask_at(from, SocketAddr::from((VIP, PORT)), timeout)
+    }
+
+    /// From host `from`, connect to `addr` and read the answer.
+    pub fn ask_at(&self, from: usize, addr: SocketAddr, timeout: Duration) -> Option<String> {
         in_ns(&self.ns(from), move || {
-            let addr = SocketAddr::from((VIP, PORT));
             let mut s = TcpStream::connect_timeout(&addr, timeout).ok()?;
             s.set_read_timeout(Some(timeout)).ok()?;
             let mut out = String::new();
@@ -326,7 +439,11 @@ impl Lab {
     }
 
     /// Poll `cond` every 20 ms until it holds (returns the time it took) or `timeout` passes.
-    pub fn wait_until(&self, timeout: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    pub fn wait_until(
+        &self,
+        timeout: Duration,
+        mut cond: impl FnMut() -> bool,
+    ) -> Option<Duration> {
         let t0 = Instant::now();
         loop {
             if cond() {
@@ -352,14 +469,23 @@ impl Lab {
     }
 
     /// Wait until the client in host `from` is answered by `want`.
-    pub fn expect_answer(&self, from: usize, want: &str, timeout: Duration, what: &str) -> Duration {
+    pub fn expect_answer(
+        &self,
+        from: usize,
+        want: &str,
+        timeout: Duration,
+        what: &str,
+    ) -> Duration {
         let mut last = None;
         match self.wait_until(timeout, || {
             last = self.ask(from, Duration::from_millis(200));
             last.as_deref() == Some(want)
         }) {
             Some(d) => d,
-            None => panic!("{what}: the client got {last:?}, expected {want:?}\n{}", self.all_logs()),
+            None => panic!(
+                "{what}: the client got {last:?}, expected {want:?}\n{}",
+                self.all_logs()
+            ),
         }
     }
 
@@ -371,7 +497,11 @@ impl Lab {
                     let p = e.path();
                     if p.extension().map(|x| x == "log").unwrap_or(false) {
                         let text = std::fs::read(&p).unwrap_or_default();
-                        s.push_str(&format!("---- {} ----\n{}\n", p.display(), String::from_utf8_lossy(&text)));
+                        s.push_str(&format!(
+                            "---- {} ----\n{}\n",
+                            p.display(),
+                            String::from_utf8_lossy(&text)
+                        ));
                     }
                 }
             }
@@ -411,17 +541,34 @@ impl Drop for Lab {
 }
 
 /// A `router.yml` for tandem vip.
-pub fn tandem_config(vrid: u8, priority: u8, version: u8, auth_pass: Option<&str>, extra: &str) -> String {
-    let auth = auth_pass.map(|p| format!("  auth_pass: {p}\n")).unwrap_or_default();
+pub fn tandem_config(
+    vrid: u8,
+    priority: u8,
+    version: u8,
+    auth_pass: Option<&str>,
+    extra: &str,
+) -> String {
+    let auth = auth_pass
+        .map(|p| format!("  auth_pass: {p}\n"))
+        .unwrap_or_default();
     format!(
         "vip:\n  interface: eth0\n  virtual_router_id: {vrid}\n  priority: {priority}\n  advert_int: 1\n  version: {version}\n{auth}  preempt: true\n  addresses: [{VIP}/24]\n{extra}"
     )
 }
 
 /// A keepalived.conf as in the seed (and notes §4), VRRP only.
-pub fn keepalived_config(id: &str, vrid: u8, priority: u8, version: u8, auth_pass: Option<&str>, vip: Ipv4Addr) -> String {
+pub fn keepalived_config(
+    id: &str,
+    vrid: u8,
+    priority: u8,
+    version: u8,
+    auth_pass: Option<&str>,
+    vip: Ipv4Addr,
+) -> String {
     let auth = match auth_pass {
-        Some(p) if version == 2 => format!("    authentication {{\n        auth_type PASS\n        auth_pass {p}\n    }}\n"),
+        Some(p) if version == 2 => format!(
+            "    authentication {{\n        auth_type PASS\n        auth_pass {p}\n    }}\n"
+        ),
         _ => String::new(),
     };
     format!(
@@ -437,8 +584,16 @@ pub struct Router {
 
 pub fn start_tandem(lab: &mut Lab, i: usize, config: &str) -> Router {
     let cfg = lab.write(i, "router.yml", config);
-    let pid = lab.spawn(i, "tandem.log", env!("CARGO_BIN_EXE_tandem-vip"), &["-c", cfg.to_str().unwrap()]);
-    Router { host: i, pids: vec![pid] }
+    let pid = lab.spawn(
+        i,
+        "tandem.log",
+        env!("CARGO_BIN_EXE_tandem-vip"),
+        &["-c", cfg.to_str().unwrap()],
+    );
+    Router {
+        host: i,
+        pids: vec![pid],
+    }
 }
 
 pub fn start_keepalived(lab: &mut Lab, i: usize, config: &str) -> Router {
@@ -448,26 +603,47 @@ pub fn start_keepalived(lab: &mut Lab, i: usize, config: &str) -> Router {
     let vrrpf = d.join("vrrp.pid");
     let _ = std::fs::remove_file(&vrrpf);
     let id = lab.ns(i);
-    let bin = which("keepalived").map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|| "/usr/sbin/keepalived".into());
+    let bin = which("keepalived")
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "/usr/sbin/keepalived".into());
     let parent = lab.spawn(
         i,
         "keepalived.log",
         &bin,
         &[
-            "-n", "-l", "-D", "-G", "-R", "-P",
-            "-f", cfg.to_str().unwrap(),
-            "-p", pidf.to_str().unwrap(),
-            "-r", vrrpf.to_str().unwrap(),
-            "-i", &id,
+            "-n",
+            "-l",
+            "-D",
+            "-G",
+            "-R",
+            "-P",
+            "-f",
+            cfg.to_str().unwrap(),
+            "-p",
+            pidf.to_str().unwrap(),
+            "-r",
+            vrrpf.to_str().unwrap(),
+            "-i",
+            &id,
         ],
     );
     let mut child = None;
     lab.wait_until(Duration::from_secs(10), || {
-        child = std::fs::read_to_string(&vrrpf).ok().and_then(|s| s.trim().parse::<u32>().ok());
+        child = std::fs::read_to_string(&vrrpf)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
         child.is_some()
     });
-    let child = child.unwrap_or_else(|| panic!("keepalived in h{i} did not start its VRRP process\n{}", lab.all_logs()));
-    Router { host: i, pids: vec![child, parent] }
+    let child = child.unwrap_or_else(|| {
+        panic!(
+            "keepalived in h{i} did not start its VRRP process\n{}",
+            lab.all_logs()
+        )
+    });
+    Router {
+        host: i,
+        pids: vec![child, parent],
+    }
 }
 
 /// SIGKILL every process of the router (a crash), and wait for them.
@@ -476,7 +652,10 @@ pub fn crash(lab: &mut Lab, r: &Router) {
         lab.signal(p, libc::SIGKILL);
     }
     for &p in &r.pids {
-        assert!(lab.wait_exit(p, Duration::from_secs(5)), "pid {p} survived SIGKILL");
+        assert!(
+            lab.wait_exit(p, Duration::from_secs(5)),
+            "pid {p} survived SIGKILL"
+        );
     }
 }
 

@@ -1,0 +1,699 @@
+//! The adapter between clients and backends: accept, read the client's first packet, pick a
+//! backend (waiting up to `hold_timeout` when there is none), connect, relay the PostgreSQL
+//! encryption negotiation, then copy bytes both ways until either side closes or the backend is
+//! fenced.
+//!
+//! The copy loop takes no lock: it reads into a per-thread scratch buffer and writes straight
+//! out; only bytes the peer cannot take yet are kept, in a per-connection buffer that exists
+//! only while the peer is slow (at most one read, 64 KiB, per direction).
+
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tracing::{debug, warn};
+
+use super::config::{Balance, ListenerConfig, ProxyConfig, Role};
+use super::pgwire::{self, Packet};
+use super::routing::Backend;
+
+/// Read size of the copy loop (the scratch buffer of each thread).
+const SCRATCH: usize = 64 * 1024;
+/// Refusals (ErrorResponse to a client we cannot serve) in flight at once; beyond, clients
+/// are just closed.
+const MAX_REFUSALS: usize = 256;
+/// Pause between two tries after a backend failed during a connection's setup.
+const RETRY_PAUSE: Duration = Duration::from_millis(25);
+
+/// Counters of one backend behind one listener (kept across re-routings).
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    pub active: AtomicUsize,
+    pub total: AtomicU64,
+    pub bytes_from_client: AtomicU64,
+    pub bytes_from_server: AtomicU64,
+    /// Connections closed because the backend was fenced.
+    pub fenced: AtomicU64,
+    /// Connects or setups that failed (and were retried elsewhere or refused).
+    pub failed: AtomicU64,
+}
+
+/// A backend as one listener sees it. `fence` turns true once: every connection through this
+/// slot is then closed at once.
+#[derive(Debug)]
+pub struct Slot {
+    pub backend: Backend,
+    pub fence: watch::Sender<bool>,
+    pub stats: Arc<BackendStats>,
+}
+
+impl Slot {
+    pub fn new(backend: Backend, stats: Arc<BackendStats>) -> Slot {
+        Slot {
+            backend,
+            fence: watch::channel(false).0,
+            stats,
+        }
+    }
+}
+
+/// What a listener may route to right now.
+#[derive(Debug, Default)]
+pub struct Routes {
+    pub slots: Vec<Arc<Slot>>,
+    /// Said to clients that cannot be served: why there is no backend.
+    pub reason: String,
+}
+
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    pub accepted: AtomicU64,
+    pub refused_full: AtomicU64,
+    pub refused_no_backend: AtomicU64,
+    /// Not PostgreSQL, or no first packet within `client_timeout`.
+    pub bad_clients: AtomicU64,
+    pub cancels: AtomicU64,
+    /// Connections that had to wait for a backend, and the time they waited in total.
+    pub held: AtomicU64,
+    pub held_micros: AtomicU64,
+}
+
+pub struct ListenerShared {
+    pub cfg: ListenerConfig,
+    pub scope: String,
+    pub routes: watch::Receiver<Arc<Routes>>,
+    pub active: AtomicUsize,
+    pub stats: ListenerStats,
+    rr: AtomicUsize,
+    /// Every member's PostgreSQL address: cancel requests go to all of them.
+    pub all_backends: watch::Receiver<Arc<Vec<String>>>,
+    hold_timeout: Duration,
+    connect_timeout: Duration,
+    client_timeout: Duration,
+    refusals: Arc<Semaphore>,
+}
+
+impl ListenerShared {
+    pub fn new(
+        cfg: ListenerConfig,
+        scope: String,
+        proxy: &ProxyConfig,
+        routes: watch::Receiver<Arc<Routes>>,
+        all_backends: watch::Receiver<Arc<Vec<String>>>,
+        refusals: Arc<Semaphore>,
+    ) -> ListenerShared {
+        ListenerShared {
+            cfg,
+            scope,
+            routes,
+            active: AtomicUsize::new(0),
+            stats: ListenerStats::default(),
+            rr: AtomicUsize::new(0),
+            all_backends,
+            hold_timeout: proxy.hold_timeout,
+            connect_timeout: proxy.connect_timeout,
+            client_timeout: proxy.client_timeout,
+            refusals,
+        }
+    }
+}
+
+pub fn refusal_limit() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(MAX_REFUSALS))
+}
+
+/// Binds `host:port` (port 0: any free port), with a long accept queue.
+pub fn bind(addr: &str) -> io::Result<TcpListener> {
+    let sa: SocketAddr = match addr.parse() {
+        Ok(sa) => sa,
+        Err(_) => std::net::ToSocketAddrs::to_socket_addrs(addr)?
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{addr}: no address")))?,
+    };
+    let sock = if sa.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(sa)?;
+    sock.listen(4096)
+}
+
+/// Accepts clients until the task is dropped.
+pub async fn accept_loop(listener: TcpListener, l: Arc<ListenerShared>) {
+    let mut last_error_log: Option<Instant> = None;
+    loop {
+        let (sock, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: say so now and then, do not spin.
+                if last_error_log.map_or(true, |t| t.elapsed() > Duration::from_secs(10)) {
+                    warn!("{} listener: accept failed: {e}", l.cfg.role);
+                    last_error_log = Some(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        l.stats.accepted.fetch_add(1, Relaxed);
+        let _ = sock.set_nodelay(true);
+        if l.active.load(Relaxed) >= l.cfg.max_connections {
+            l.stats.refused_full.fetch_add(1, Relaxed);
+            if let Ok(permit) = l.refusals.clone().try_acquire_owned() {
+                let l = l.clone();
+                tokio::spawn(async move {
+                    let msg = format!(
+                        "too many connections to the tandem proxy {} listener of cluster {} (max_connections {})",
+                        l.cfg.role, l.scope, l.cfg.max_connections
+                    );
+                    refuse(sock, None, "53300", &msg, None, l.client_timeout).await;
+                    drop(permit);
+                });
+            }
+            continue;
+        }
+        l.active.fetch_add(1, Relaxed);
+        let l = l.clone();
+        tokio::spawn(async move {
+            let _guard = ActiveGuard(&l.active);
+            serve(sock, peer, &l).await;
+        });
+    }
+}
+
+struct ActiveGuard<'a>(&'a AtomicUsize);
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// One client packet read during setup.
+struct ClientPacket {
+    kind: Packet,
+    bytes: Vec<u8>,
+}
+
+async fn read_packet(s: &mut TcpStream) -> io::Result<ClientPacket> {
+    let mut head = [0u8; 8];
+    s.read_exact(&mut head).await?;
+    let kind = pgwire::classify(&head);
+    if kind == Packet::Invalid {
+        return Ok(ClientPacket {
+            kind,
+            bytes: Vec::new(),
+        });
+    }
+    let mut bytes = vec![0u8; kind.len()];
+    bytes[..8].copy_from_slice(&head);
+    s.read_exact(&mut bytes[8..]).await?;
+    Ok(ClientPacket { kind, bytes })
+}
+
+/// How far the setup of one connection got.
+enum Setup {
+    /// Relay bytes from now on.
+    Splice,
+    /// This backend cannot take the connection; the client saw nothing of it: try again.
+    Retry(String),
+    /// The client left or misbehaved.
+    ClientGone,
+}
+
+async fn serve(mut client: TcpStream, peer: SocketAddr, l: &ListenerShared) {
+    let first = match tokio::time::timeout(l.client_timeout, read_packet(&mut client)).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(_)) | Err(_) => {
+            l.stats.bad_clients.fetch_add(1, Relaxed);
+            debug!("{} listener: {peer} sent no complete first packet", l.cfg.role);
+            return;
+        }
+    };
+    match first.kind {
+        Packet::Invalid => {
+            l.stats.bad_clients.fetch_add(1, Relaxed);
+            debug!("{} listener: {peer} does not speak PostgreSQL: closed", l.cfg.role);
+            return;
+        }
+        Packet::Cancel(_) => {
+            l.stats.cancels.fetch_add(1, Relaxed);
+            forward_cancel(&first.bytes, l).await;
+            return;
+        }
+        _ => {}
+    }
+    let started = Instant::now();
+    let deadline = started + l.hold_timeout;
+    let mut neg = Negotiation {
+        pending: Some(first),
+        startup: None,
+    };
+    let mut avoid: Option<Backend> = None;
+    let mut held = false;
+    let mut routes = l.routes.clone();
+    loop {
+        let slot = match pick(l, &mut routes, deadline, avoid.as_ref(), &mut held).await {
+            Some(s) => s,
+            None => {
+                l.stats.refused_no_backend.fetch_add(1, Relaxed);
+                let what = match l.cfg.role {
+                    Role::Primary => "primary",
+                    Role::Replicas => "replica",
+                    Role::ReadOnlyAny => "node",
+                };
+                let msg = format!("no {what} available for cluster {}, retry", l.scope);
+                let reason = routes.borrow().reason.clone();
+                let hint = format!(
+                    "the tandem proxy waited {:.1} s: {reason}",
+                    started.elapsed().as_secs_f64()
+                );
+                refuse(client, Some(neg), "57P03", &msg, Some(&hint), l.client_timeout).await;
+                return;
+            }
+        };
+        if held {
+            held = false;
+            l.stats.held.fetch_add(1, Relaxed);
+            l.stats
+                .held_micros
+                .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+        }
+        let mut fence = slot.fence.subscribe();
+        if *fence.borrow_and_update() {
+            continue;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let budget = l.connect_timeout.min(left.max(Duration::from_millis(100)));
+        let server = match tokio::time::timeout(budget, connect(&slot.backend.addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                slot.stats.failed.fetch_add(1, Relaxed);
+                debug!("{} listener: connect to {} failed: {e}", l.cfg.role, slot.backend.name);
+                avoid = Some(slot.backend.clone());
+                pause(&mut routes, deadline).await;
+                continue;
+            }
+            Err(_) => {
+                slot.stats.failed.fetch_add(1, Relaxed);
+                debug!("{} listener: connect to {} timed out", l.cfg.role, slot.backend.name);
+                avoid = Some(slot.backend.clone());
+                continue;
+            }
+        };
+        match negotiate(&mut client, &server, &mut neg, l).await {
+            Setup::Splice => {
+                drop(neg);
+                slot.stats.total.fetch_add(1, Relaxed);
+                slot.stats.active.fetch_add(1, Relaxed);
+                let _guard = ActiveGuard(&slot.stats.active);
+                let fenced = tokio::select! {
+                    _ = copy_both(&client, &server, &slot.stats) => false,
+                    _ = fence.wait_for(|cut| *cut) => true,
+                };
+                if fenced {
+                    slot.stats.fenced.fetch_add(1, Relaxed);
+                    // Reset both ends: the client learns at once, the server ends the session.
+                    linger_zero(&client);
+                    linger_zero(&server);
+                }
+                return;
+            }
+            Setup::Retry(why) => {
+                slot.stats.failed.fetch_add(1, Relaxed);
+                debug!(
+                    "{} listener: {} could not take {peer}: {why}; trying again",
+                    l.cfg.role, slot.backend.name
+                );
+                avoid = Some(slot.backend.clone());
+                pause(&mut routes, deadline).await;
+            }
+            Setup::ClientGone => return,
+        }
+    }
+}
+
+async fn connect(addr: &str) -> io::Result<TcpStream> {
+    let s = match addr.parse::<SocketAddr>() {
+        Ok(sa) => TcpStream::connect(sa).await?,
+        Err(_) => TcpStream::connect(addr).await?,
+    };
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// Waits for a change of the routes or a short pause, whichever comes first (never past
+/// `deadline`).
+async fn pause(routes: &mut watch::Receiver<Arc<Routes>>, deadline: Instant) {
+    let until = deadline.min(Instant::now() + RETRY_PAUSE);
+    let _ = tokio::time::timeout_at(until.into(), routes.changed()).await;
+}
+
+/// A backend for a new connection, waiting for one until `deadline`.
+async fn pick(
+    l: &ListenerShared,
+    routes: &mut watch::Receiver<Arc<Routes>>,
+    deadline: Instant,
+    avoid: Option<&Backend>,
+    held: &mut bool,
+) -> Option<Arc<Slot>> {
+    loop {
+        {
+            let r = routes.borrow_and_update();
+            if let Some(s) = choose(l, &r.slots, avoid) {
+                return Some(s);
+            }
+        }
+        *held = true;
+        match tokio::time::timeout_at(deadline.into(), routes.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => return None,
+        }
+    }
+}
+
+fn choose(l: &ListenerShared, slots: &[Arc<Slot>], avoid: Option<&Backend>) -> Option<Arc<Slot>> {
+    match slots.len() {
+        0 => return None,
+        1 => return Some(slots[0].clone()),
+        _ => {}
+    }
+    let usable = |s: &&Arc<Slot>| Some(&s.backend) != avoid;
+    let n = slots.iter().filter(usable).count();
+    let (n, skip_avoid) = if n == 0 { (slots.len(), false) } else { (n, true) };
+    let start = l.rr.fetch_add(1, Relaxed);
+    let mut candidates = slots.iter().filter(|s| !skip_avoid || usable(s));
+    match l.cfg.balance {
+        Balance::RoundRobin => candidates.nth(start % n).cloned(),
+        Balance::LeastConn => {
+            let all: Vec<&Arc<Slot>> = candidates.collect();
+            (0..n)
+                .map(|i| all[(start + i) % n])
+                .min_by_key(|s| s.stats.active.load(Relaxed))
+                .cloned()
+        }
+    }
+}
+
+/// The client's packets not yet answered: an encryption request or the startup packet, and the
+/// startup packet once seen (replayed to the next backend on a retry).
+struct Negotiation {
+    pending: Option<ClientPacket>,
+    startup: Option<Vec<u8>>,
+}
+
+/// Relays the encryption negotiation and the startup packet, then looks at the server's first
+/// answer: a server that is shutting down or starting up is dropped and another one tried, the
+/// client none the wiser. Once the server agrees to TLS or GSS encryption, or answers the startup
+/// with anything else, the connection is spliced.
+async fn negotiate(
+    client: &mut TcpStream,
+    server: &TcpStream,
+    neg: &mut Negotiation,
+    l: &ListenerShared,
+) -> Setup {
+    let t = l.connect_timeout;
+    loop {
+        if let Some(startup) = &neg.startup {
+            if write_all(server, startup).await.is_err() {
+                return Setup::Retry("the connection closed".into());
+            }
+            return check_first_answer(client, server, t).await;
+        }
+        let Some(p) = neg.pending.take() else {
+            return Setup::ClientGone;
+        };
+        if let Packet::Startup(_) = p.kind {
+            neg.startup = Some(p.bytes);
+            continue;
+        }
+        // SSLRequest or GSSENCRequest: the server decides.
+        if write_all(server, &p.bytes).await.is_err() {
+            neg.pending = Some(p);
+            return Setup::Retry("the connection closed".into());
+        }
+        let mut b = [0u8; 1];
+        let answer = tokio::time::timeout(t, read_some(server, &mut b)).await;
+        match answer {
+            Ok(Ok(1)) if b[0] == b'S' || b[0] == b'G' => {
+                if client.write_all(&b).await.is_err() {
+                    return Setup::ClientGone;
+                }
+                return Setup::Splice;
+            }
+            Ok(Ok(1)) if b[0] == b'N' => {
+                if client.write_all(b"N").await.is_err() {
+                    return Setup::ClientGone;
+                }
+                match tokio::time::timeout(l.client_timeout, read_packet(client)).await {
+                    Ok(Ok(next)) if matches!(next.kind, Packet::Startup(_)) || next.kind.is_encryption_request() => {
+                        neg.pending = Some(next);
+                    }
+                    _ => return Setup::ClientGone,
+                }
+            }
+            _ => {
+                neg.pending = Some(p);
+                return Setup::Retry("no answer to the encryption request".into());
+            }
+        }
+    }
+}
+
+/// Peeks at the server's answer to the startup packet.
+async fn check_first_answer(client: &mut TcpStream, server: &TcpStream, t: Duration) -> Setup {
+    let mut head = [0u8; 5];
+    let deadline = Instant::now() + t;
+    loop {
+        let n = match tokio::time::timeout_at(deadline.into(), server.peek(&mut head)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Setup::Retry(format!("{e}")),
+            Err(_) => return Setup::Retry(format!("no answer to the startup packet within {t:?}")),
+        };
+        if n == 0 {
+            return Setup::Retry("the server closed the connection".into());
+        }
+        if head[0] != b'E' {
+            return Setup::Splice;
+        }
+        if n >= 5 {
+            break;
+        }
+        // Rare: a partial header. Wait a little for the rest.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        if Instant::now() >= deadline {
+            return Setup::Retry("incomplete answer".into());
+        }
+    }
+    let Some(len) = pgwire::message_len(&head) else {
+        return Setup::Splice;
+    };
+    let mut msg = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        match tokio::time::timeout_at(deadline.into(), read_some(server, &mut msg[got..])).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Setup::Retry("incomplete error message".into()),
+            Ok(Ok(n)) => got += n,
+        }
+    }
+    if let Some(code) = pgwire::error_code(&msg) {
+        if pgwire::retriable(code) {
+            let text = String::from_utf8_lossy(&msg[5..]).replace('\0', " ");
+            return Setup::Retry(format!("{code}: {}", text.trim()));
+        }
+    }
+    // Any other error (bad password, too many connections) is the client's to read.
+    if client.write_all(&msg).await.is_err() {
+        return Setup::ClientGone;
+    }
+    Setup::Splice
+}
+
+async fn read_some(s: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        s.readable().await?;
+        match s.try_read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn write_all(s: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        s.writable().await?;
+        match s.try_write(buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Answers a client we cannot serve as PostgreSQL would: 'N' to encryption requests, then an
+/// ErrorResponse once its startup packet is in, then close. Bounded by `limit`.
+async fn refuse(
+    mut client: TcpStream,
+    neg: Option<Negotiation>,
+    sqlstate: &str,
+    message: &str,
+    hint: Option<&str>,
+    limit: Duration,
+) {
+    let work = async {
+        let mut neg = match neg {
+            Some(n) => n,
+            None => Negotiation {
+                pending: Some(read_packet(&mut client).await.ok()?),
+                startup: None,
+            },
+        };
+        if neg.startup.is_none() {
+            for _ in 0..3 {
+                let p = neg.pending.take()?;
+                match p.kind {
+                    Packet::Startup(_) => {
+                        neg.startup = Some(p.bytes);
+                        break;
+                    }
+                    k if k.is_encryption_request() => {
+                        client.write_all(b"N").await.ok()?;
+                        neg.pending = Some(read_packet(&mut client).await.ok()?);
+                    }
+                    _ => return None,
+                }
+            }
+            neg.startup.as_ref()?;
+        }
+        client
+            .write_all(&pgwire::error_response(sqlstate, message, hint))
+            .await
+            .ok()?;
+        client.shutdown().await.ok()?;
+        // Read what the client still sends until it closes, so that our close does not reset
+        // the connection before it has read the error.
+        let mut sink = [0u8; 512];
+        while client.read(&mut sink).await.ok()? > 0 {}
+        Some(())
+    };
+    let _ = tokio::time::timeout(limit, work).await;
+}
+
+/// A CancelRequest goes to every member: keys are random, a server that does not know the key
+/// ignores it, and the one running the session may be any of them.
+async fn forward_cancel(packet: &[u8], l: &ListenerShared) {
+    let addrs = l.all_backends.borrow().clone();
+    let t = l.connect_timeout;
+    let sends = addrs.iter().map(|a| async move {
+        let _ = tokio::time::timeout(t, async {
+            let s = connect(a).await?;
+            write_all(&s, packet).await?;
+            // The server closes the connection once it has read the request.
+            let mut b = [0u8; 1];
+            let _ = read_some(&s, &mut b).await;
+            io::Result::Ok(())
+        })
+        .await;
+    });
+    futures_util::future::join_all(sends).await;
+}
+
+thread_local! {
+    static BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
+}
+
+/// Copies both ways until both sides have closed (half-close passed on) or one fails.
+pub async fn copy_both(client: &TcpStream, server: &TcpStream, stats: &BackendStats) {
+    let up = copy_one(client, server, &stats.bytes_from_client);
+    let down = copy_one(server, client, &stats.bytes_from_server);
+    let _ = tokio::try_join!(up, down);
+}
+
+async fn copy_one(from: &TcpStream, to: &TcpStream, counter: &AtomicU64) -> io::Result<()> {
+    // Bytes read but not yet taken by `to`: empty (and unallocated) unless `to` is slow.
+    let mut pending: Vec<u8> = Vec::new();
+    let mut rounds = 0u32;
+    loop {
+        from.readable().await?;
+        let got = BUF.with(|b| -> io::Result<Option<usize>> {
+            let mut buf = b.borrow_mut();
+            let n = match from.try_read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let mut off = 0;
+            while off < n {
+                match to.try_write(&buf[off..n]) {
+                    Ok(w) => off += w,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            if off < n {
+                pending.extend_from_slice(&buf[off..n]);
+            }
+            Ok(Some(n))
+        })?;
+        match got {
+            None => continue,
+            Some(0) => {
+                shutdown_write(to);
+                return Ok(());
+            }
+            Some(n) => {
+                counter.fetch_add(n as u64, Relaxed);
+            }
+        }
+        if !pending.is_empty() {
+            let mut off = 0;
+            while off < pending.len() {
+                to.writable().await?;
+                match to.try_write(&pending[off..]) {
+                    Ok(w) => off += w,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            pending = Vec::new();
+        }
+        rounds += 1;
+        if rounds % 64 == 0 {
+            // A stream that is always readable must not starve the other connections.
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+fn shutdown_write(s: &TcpStream) {
+    // SAFETY: shutdown(2) on a descriptor we own; errors (already closed) are harmless.
+    unsafe {
+        libc::shutdown(s.as_raw_fd(), libc::SHUT_WR);
+    }
+}
+
+/// Makes the next close send a reset instead of a FIN.
+fn linger_zero(s: &TcpStream) {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt with a properly sized linger struct on a descriptor we own.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &l as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}

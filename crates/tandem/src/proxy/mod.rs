@@ -1,0 +1,203 @@
+//! `tandem proxy`: the router that sends PostgreSQL connections to the leader (and reads to
+//! replicas), following etcd directly and confirming with each node's REST health checks.
+//!
+//! - [`config`]: the `proxy:` section of `router.yml`;
+//! - [`routing`]: the routing table as a pure function of the cluster view and health checks;
+//! - [`health`]: the REST health-check tasks;
+//! - [`router`]: the task that keeps the table current and fences backends;
+//! - [`listener`]: accept, connection setup (hold, retry, PostgreSQL negotiation), copy loop;
+//! - [`pgwire`]: the protocol bits (first packets, ErrorResponse);
+//! - [`status`]: `/status`, `/metrics`, `tandem proxy status`.
+
+pub mod config;
+pub mod health;
+pub mod listener;
+pub mod pgwire;
+pub mod router;
+pub mod routing;
+pub mod status;
+
+use anyhow::{anyhow, Context, Result};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+pub use config::{ProxyConfig, Role, RouterConfig};
+
+use crate::dcs::Dcs;
+use crate::peer::{Caller, PeerClient};
+use listener::ListenerShared;
+use status::StatusSources;
+
+/// A running router (in this process). Dropping it stops every task it started.
+pub struct ProxyHandle {
+    /// The address each listener is bound to (useful with port 0).
+    pub addrs: BTreeMap<Role, SocketAddr>,
+    pub status_addr: Option<SocketAddr>,
+    pub sources: Arc<StatusSources>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ProxyHandle {
+    pub fn addr(&self, role: Role) -> Option<SocketAddr> {
+        self.addrs.get(&role).copied()
+    }
+    /// The `/status` document, without HTTP.
+    pub fn status(&self) -> serde_json::Value {
+        self.sources.status_json()
+    }
+    pub fn metrics(&self) -> String {
+        self.sources.metrics_text()
+    }
+    /// Stops accepting and routing; open connections end with their tasks' runtime.
+    pub fn stop(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for ProxyHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Binds the listeners, connects to etcd and starts routing. Call inside a tokio runtime.
+pub async fn start(cfg: RouterConfig) -> Result<ProxyHandle> {
+    raise_fd_limit();
+    let proxy = Arc::new(cfg.proxy.clone());
+    let scope = cfg.base.scope.clone();
+    let client = PeerClient::new(&cfg.base.ctl, &cfg.base.restapi, Caller::Daemon)
+        .context("REST client for the health checks")?;
+    let dcs = Dcs::connect(&cfg.base.etcd3, &cfg.base.base_path(), Duration::from_secs(2)).await?;
+    let cache = dcs.spawn_cache();
+
+    let mut bound = Vec::new();
+    for l in &proxy.listeners {
+        let sock = listener::bind(&l.listen)
+            .with_context(|| format!("proxy.{}.listen: cannot listen on {}", l.role, l.listen))?;
+        bound.push((l.clone(), sock));
+    }
+    let status_sock = match &proxy.status_listen {
+        Some(a) => Some(listener::bind(a).with_context(|| format!("proxy.status_listen: cannot listen on {a}"))?),
+        None => None,
+    };
+
+    let (router, parts, health_rx) = router::Router::new(proxy.clone(), client);
+    let mut tasks = vec![tokio::spawn(router.run(cache, health_rx))];
+    let refusals = listener::refusal_limit();
+    let mut addrs = BTreeMap::new();
+    let mut shared = Vec::new();
+    for (lc, sock) in bound {
+        let local = sock.local_addr()?;
+        addrs.insert(lc.role, local);
+        let routes = parts.routes.get(&lc.role).cloned().ok_or_else(|| anyhow!("no routes for {}", lc.role))?;
+        let l = Arc::new(ListenerShared::new(
+            lc.clone(),
+            scope.clone(),
+            &proxy,
+            routes,
+            parts.all_backends.clone(),
+            refusals.clone(),
+        ));
+        info!("{} listener on {local} (max_connections {})", lc.role, lc.max_connections);
+        shared.push((l.clone(), local.to_string()));
+        tasks.push(tokio::spawn(listener::accept_loop(sock, l)));
+    }
+    let sources = Arc::new(StatusSources {
+        scope,
+        listeners: shared,
+        state: parts.state.clone(),
+        stats: parts.stats.clone(),
+    });
+    let status_addr = match status_sock {
+        Some(s) => {
+            let a = s.local_addr()?;
+            info!("status on http://{a}/status and http://{a}/metrics");
+            tasks.push(tokio::spawn(status::serve(s, sources.clone())));
+            Some(a)
+        }
+        None => None,
+    };
+    Ok(ProxyHandle {
+        addrs,
+        status_addr,
+        sources,
+        tasks,
+    })
+}
+
+/// Raises the soft limit on open files to the hard limit: each client connection takes two.
+pub fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+/// `tandem proxy -c router.yml`: runs the router until SIGINT or SIGTERM.
+pub fn main_entry(config: &Path) -> Result<()> {
+    let cfg = RouterConfig::load(config)?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
+    for w in &cfg.warnings {
+        tracing::warn!("{}: {w}", config.display());
+    }
+    let threads = cfg.proxy.threads;
+    let rt = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
+    rt.block_on(async {
+        let mut handle = start(cfg).await?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        info!("stopping the router");
+        handle.stop();
+        Ok::<(), anyhow::Error>(())
+    })?;
+    rt.shutdown_timeout(Duration::from_millis(200));
+    Ok(())
+}
+
+/// `tandem proxy status -c router.yml`: prints the routing table of the running router.
+pub fn status_entry(config: &Path) -> Result<()> {
+    let cfg = RouterConfig::load(config)?;
+    let Some(addr) = cfg.proxy.status_listen.as_deref() else {
+        return Err(anyhow!(
+            "{}: proxy.status_listen is not set, so the router has no status endpoint to ask; add e.g. `status_listen: 127.0.0.1:5009` under proxy: and restart it",
+            config.display()
+        ));
+    };
+    let (code, body) = status::fetch(addr, "/status", Duration::from_secs(5))?;
+    if code != 200 {
+        return Err(anyhow!("GET http://{addr}/status answered {code}: {body}"));
+    }
+    let doc: serde_json::Value = serde_json::from_str(&body)
+        .with_context(|| format!("GET http://{addr}/status: the answer is not JSON"))?;
+    print!("{}", status::render(&doc));
+    Ok(())
+}
