@@ -14,6 +14,13 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
 fi
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
+# The patronictl compatibility test: HAProxy (the seed's router), a Python venv for Patroni from
+# PyPI, openssl for a throw-away CA.
+[ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if ! /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  need+=(python3 python3-venv)
+fi
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v keepalived >/dev/null 2>&1 || need+=(keepalived)
 if [ ${#need[@]} -gt 0 ]; then
@@ -25,6 +32,10 @@ fi
 # A system etcd started by the package would hold port 2379; tandem starts its own etcd.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
   $SUDO systemctl disable --now etcd || true
+fi
+# Nor should a packaged HAProxy run: the tests start their own, in the foreground.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet haproxy 2>/dev/null; then
+  $SUDO systemctl disable --now haproxy || true
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install Rust from https://rustup.rs (or Debian's cargo package)" >&2

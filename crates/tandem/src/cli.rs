@@ -1090,7 +1090,9 @@ fn yaml_string(s: &str) -> String {
         || lower.starts_with("0x")
         || lower.starts_with("0o")
         || lower.trim_start_matches(['+', '-']).starts_with('.')
-        || s.chars().all(|c| c.is_ascii_digit() || c == ':' || c == '_') && s.contains(':');
+        || s.chars()
+            .all(|c| c.is_ascii_digit() || c == ':' || c == '_')
+            && s.contains(':');
     let first = s.chars().next().unwrap_or(' ');
     let bad_start = "-?:,[]{}#&*!|>'\"%@` ".contains(first);
     let bad_inside = s.contains(": ") || s.contains(" #") || s.ends_with(' ') || s.ends_with(':');

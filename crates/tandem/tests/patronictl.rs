@@ -1,0 +1,507 @@
+//! Compatibility with the real thing: Patroni 4.1.5's own `patronictl` (from PyPI, in a cached
+//! virtualenv) operates a tandem cluster, and HAProxy with the seed's backend stanza
+//! (`option httpchk GET /primary`, `check port <REST port> check-ssl verify none`) routes a psql
+//! connection to the leader before and after a switchover.
+//!
+//! The REST API runs over TLS (a throw-away CA made with openssl); patronictl verifies it through
+//! `ctl.cacert`. Outside CI the test skips, saying why, when it is not run as root or PyPI cannot
+//! be reached; with CI=true it must run. Every process is stopped by PID.
+
+use serde_json::Value;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tandem::config::Config;
+use tandem::dcs::Dcs;
+use tandem::lab::{wait_until, Lab, LabOptions};
+use tandem_core::cluster::ClusterView;
+
+const VENV: &str = "/var/tmp/tandem-patronictl-venv";
+const PATRONI: &str = "patroni[etcd3]==4.1.5";
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Skips (prints why and returns `None`) outside CI; fails under CI=true.
+fn skip(why: &str) -> Option<PathBuf> {
+    if ci() {
+        panic!("patronictl compatibility test cannot run: {why}");
+    }
+    eprintln!("SKIPPED patronictl compatibility test: {why}");
+    None
+}
+
+/// Runs `cmd` with a deadline; on expiry kills it by PID. Output is captured.
+fn run(mut cmd: Command, deadline: Duration) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(deadline) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            // SAFETY: kill on the PID of the child we spawned (its own process group).
+            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+            let out = rx.recv_timeout(Duration::from_secs(10));
+            panic!("{cmd:?} did not finish within {deadline:?}: {out:?}");
+        }
+    }
+}
+
+/// The virtualenv with patronictl, made once and reused (marker file written last).
+fn patronictl_venv() -> Option<PathBuf> {
+    if !is_root() {
+        return skip("it runs a lab cluster, which needs root (to run PostgreSQL as its own user)");
+    }
+    let dir = PathBuf::from(VENV);
+    let marker = dir.join(".tandem-ready");
+    let bin = dir.join("bin/patronictl");
+    if marker.is_file() && bin.is_file() {
+        return Some(bin);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    // Debian's python3 first: scripts/install-deps.sh makes sure it has venv.
+    let python = ["/usr/bin/python3", "python3"].into_iter().find(|p| {
+        Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let Some(python) = python else {
+        return skip("python3 is not installed (scripts/install-deps.sh installs it)");
+    };
+    let mut c = Command::new(python);
+    c.args(["-m", "venv"]).arg(&dir);
+    let out = run(c, Duration::from_secs(120));
+    if !out.status.success() {
+        return skip(&format!(
+            "cannot create a virtualenv (python3-venv missing?): {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let mut c = Command::new(dir.join("bin/pip"));
+    c.args([
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+        PATRONI,
+        "psycopg2-binary",
+    ]);
+    let out = run(c, Duration::from_secs(600));
+    if !out.status.success() {
+        let _ = std::fs::remove_dir_all(&dir);
+        return skip(&format!(
+            "pip install {PATRONI} failed (is PyPI reachable?): {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    std::fs::write(&marker, PATRONI).unwrap();
+    Some(bin)
+}
+
+/// Writes a CA and a server certificate for 127.0.0.1 into `dir`.
+fn make_certs(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let sh = format!(
+        r#"set -e
+cd '{d}'
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=tandem-test-ca 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' > ext.cnf
+openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile ext.cnf 2>/dev/null
+"#,
+        d = dir.display()
+    );
+    let mut c = Command::new("sh");
+    c.arg("-c").arg(sh);
+    let out = run(c, Duration::from_secs(30));
+    assert!(
+        out.status.success(),
+        "openssl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct Cluster {
+    lab: Lab,
+    _dir: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+    dcs: Option<Dcs>,
+    haproxy: Option<Child>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(mut h) = self.haproxy.take() {
+            // SAFETY: signal to the HAProxy child we started, by its PID.
+            unsafe { libc::kill(h.id() as i32, libc::SIGTERM) };
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(5) {
+                if h.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = h.kill();
+            let _ = h.wait();
+        }
+        if std::thread::panicking() {
+            for n in &self.lab.nodes {
+                let text = std::fs::read_to_string(&n.log_path).unwrap_or_default();
+                eprintln!("---- {} (last lines) ----", n.name);
+                for l in text.lines().rev().take(30).collect::<Vec<_>>().iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+        self.lab.stop_all();
+    }
+}
+
+impl Cluster {
+    fn view(&self) -> ClusterView {
+        self.rt
+            .block_on(self.dcs.as_ref().unwrap().read_cluster())
+            .unwrap()
+            .0
+    }
+    fn index(&self, name: &str) -> usize {
+        self.lab.nodes.iter().position(|n| n.name == name).unwrap()
+    }
+    /// The leader's name once every member runs and every replica streams from it.
+    fn healthy(&self) -> Option<String> {
+        let v = self.view();
+        let leader = v.leader_name()?.to_string();
+        let ok = v.members.len() == self.lab.nodes.len()
+            && v.members.values().all(|m| {
+                m.value.state == "running"
+                    && (m.name == leader
+                        || m.value.replication_state.as_deref() == Some("streaming"))
+            });
+        ok.then_some(leader)
+    }
+    fn wait_healthy(&self, what: &str) -> String {
+        wait_until(Duration::from_secs(60), what, || self.healthy()).unwrap()
+    }
+}
+
+fn start_tls_cluster() -> Cluster {
+    let dir = tempfile::Builder::new()
+        .prefix("tandem-compat-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let mut o = LabOptions::new(dir.path());
+    o.tandem_exe = Some(env!("CARGO_BIN_EXE_tandem").into());
+    o.etcd_members = 1;
+    let lab = Lab::prepare(o).unwrap();
+    let certs = lab.dir.join("certs");
+    make_certs(&certs);
+    for f in ["ca.crt", "server.crt", "server.key"] {
+        std::os::unix::fs::chown(certs.join(f), Some(lab.user.uid), Some(lab.user.gid)).unwrap();
+    }
+    std::os::unix::fs::chown(&certs, Some(lab.user.uid), Some(lab.user.gid)).unwrap();
+    for n in &lab.nodes {
+        let text = std::fs::read_to_string(&n.config_path).unwrap();
+        let mut y: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let p = |f: &str| serde_yaml::Value::from(certs.join(f).to_string_lossy().into_owned());
+        y["restapi"]["certfile"] = p("server.crt");
+        y["restapi"]["keyfile"] = p("server.key");
+        y["ctl"] = serde_yaml::from_str("{}").unwrap();
+        y["ctl"]["cacert"] = p("ca.crt");
+        std::fs::write(&n.config_path, serde_yaml::to_string(&y).unwrap()).unwrap();
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut c = Cluster {
+        lab,
+        _dir: dir,
+        rt,
+        dcs: None,
+        haproxy: None,
+    };
+    c.lab.start_etcd().unwrap();
+    let cfg = Config::load(&c.lab.nodes[0].config_path).unwrap();
+    c.dcs = Some(
+        c.rt.block_on(Dcs::connect(
+            &cfg.etcd3,
+            &cfg.base_path(),
+            Duration::from_secs(2),
+        ))
+        .unwrap(),
+    );
+    for i in 0..c.lab.nodes.len() {
+        c.lab.start_agent(i).unwrap();
+    }
+    c.wait_healthy("cluster forms");
+    c
+}
+
+/// Runs `patronictl -c <node1.yml> ARGS`; asserts exit 0; returns stdout.
+fn patronictl(bin: &Path, c: &Cluster, args: &[&str]) -> String {
+    let mut cmd = Command::new(bin);
+    cmd.arg("-c").arg(&c.lab.nodes[0].config_path).args(args);
+    cmd.env_remove("PATRONICTL_CONFIG_FILE")
+        .env("LC_ALL", "C.UTF-8");
+    let t = Instant::now();
+    let out = run(cmd, Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!(
+        "patronictl {} ({:?}):\n{stdout}{stderr}",
+        args.join(" "),
+        t.elapsed()
+    );
+    assert!(
+        out.status.success(),
+        "patronictl {args:?} exited with {}",
+        out.status
+    );
+    stdout
+}
+
+fn psql_via(c: &Cluster, port: u16, sql: &str) -> Result<String, String> {
+    let mut cmd = Command::new(c.lab.pg_bin.join("psql"));
+    cmd.args(["-X", "-A", "-t", "-h", "127.0.0.1", "-p"])
+        .arg(port.to_string())
+        .args(["-U", "postgres", "-d", "postgres", "-c", sql])
+        .env("PGPASSFILE", &c.lab.pgpass_path)
+        .env("PGCONNECT_TIMEOUT", "3");
+    let out = run(cmd, Duration::from_secs(20));
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn free_port() -> u16 {
+    tandem::lab::pick_ports(1, None).unwrap()[0]
+}
+
+/// Starts HAProxy in the foreground with the seed's backend stanza; returns its listen port.
+fn start_haproxy(c: &mut Cluster) -> Option<u16> {
+    let Some(haproxy) = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+    else {
+        if ci() {
+            panic!("haproxy is not installed (scripts/install-deps.sh installs it)");
+        }
+        eprintln!("SKIPPED the HAProxy part: haproxy is not installed");
+        return None;
+    };
+    let port = free_port();
+    let servers: String = c
+        .lab
+        .nodes
+        .iter()
+        .map(|n| {
+            format!(
+                "    server {} 127.0.0.1:{} port {} check check-ssl verify none\n",
+                n.name, n.pg_port, n.api_port
+            )
+        })
+        .collect();
+    let cfg = format!(
+        "global\n    maxconn 100\n\ndefaults\n    log stdout format raw local0\n\n\
+         frontend postgres_frontend\n    bind 127.0.0.1:{port}\n    mode tcp\n    timeout client 30s\n    default_backend postgres_backend\n\n\
+         backend postgres_backend\n    mode tcp\n    option tcp-check\n    option httpchk GET /primary\n    http-check expect status 200\n    timeout connect 5s\n    timeout server 30s\n{servers}"
+    );
+    let path = c.lab.dir.join("haproxy.cfg");
+    std::fs::write(&path, cfg).unwrap();
+    let mut check = Command::new(&haproxy);
+    check.arg("-c").arg("-f").arg(&path);
+    let out = run(check, Duration::from_secs(10));
+    assert!(
+        out.status.success(),
+        "haproxy -c: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::File::create(c.lab.dir.join("logs/haproxy.log")).unwrap();
+    let child = Command::new(&haproxy)
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    c.haproxy = Some(child);
+    Some(port)
+}
+
+#[test]
+fn patronictl_4_1_5_operates_a_tandem_cluster_and_haproxy_routes_to_the_leader() {
+    let Some(bin) = patronictl_venv() else { return };
+    let started = Instant::now();
+    let mut c = start_tls_cluster();
+    eprintln!("cluster formed in {:?}", started.elapsed());
+    let names: Vec<String> = c.lab.nodes.iter().map(|n| n.name.clone()).collect();
+
+    // Read-only verbs.
+    let out = patronictl(&bin, &c, &["list"]);
+    for n in &names {
+        assert!(out.contains(n.as_str()), "{out}");
+    }
+    assert!(out.contains("Leader") && out.contains("streaming"), "{out}");
+    let out = patronictl(&bin, &c, &["list", "-f", "json"]);
+    let rows: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 3);
+    let out = patronictl(&bin, &c, &["topology"]);
+    assert_eq!(out.matches("| + node").count(), 2, "{out}");
+    let out = patronictl(&bin, &c, &["history"]);
+    assert!(out.contains("| TL |"), "{out}");
+    let out = patronictl(&bin, &c, &["show-config"]);
+    let shown: Value =
+        serde_json::to_value(serde_yaml::from_str::<serde_yaml::Value>(&out).unwrap()).unwrap();
+    assert_eq!(shown, c.view().config.unwrap().value);
+    let out = patronictl(&bin, &c, &["version", "demo"]);
+    assert_eq!(
+        out.matches(": Patroni 4.1.5 PostgreSQL ").count(),
+        3,
+        "{out}"
+    );
+
+    // edit-config --set / --pg: a compare-and-set write of the config key.
+    patronictl(
+        &bin,
+        &c,
+        &[
+            "edit-config",
+            "--set",
+            "loop_wait=2",
+            "--pg",
+            "work_mem=8MB",
+            "--force",
+        ],
+    );
+    let cfg = c.view().config.unwrap().value;
+    assert_eq!(cfg["loop_wait"], 2);
+    assert_eq!(cfg["postgresql"]["parameters"]["work_mem"], "8MB");
+    assert_eq!(cfg["postgresql"]["use_pg_rewind"], true);
+
+    // pause --wait / resume --wait: PATCH /config through the REST API, members' keys follow.
+    let out = patronictl(&bin, &c, &["pause", "--wait"]);
+    assert!(
+        out.contains("Success: cluster management is paused"),
+        "{out}"
+    );
+    let v = c.view();
+    assert!(v.paused() && v.members.values().all(|m| m.value.pause == Some(true)));
+    let out = patronictl(&bin, &c, &["resume", "--wait"]);
+    assert!(
+        out.contains("Success: cluster management is resumed"),
+        "{out}"
+    );
+    let v = c.view();
+    assert!(!v.paused() && v.members.values().all(|m| m.value.pause.is_none()));
+
+    // HAProxy routes to the leader.
+    let haproxy_port = start_haproxy(&mut c);
+    let leader = c.wait_healthy("healthy before switchover");
+    let routed_to = |c: &Cluster, want: &str| -> Option<()> {
+        let port = haproxy_port?;
+        let out = psql_via(c, port, "SELECT inet_server_port(), pg_is_in_recovery()").ok()?;
+        let want_port = c.lab.nodes[c.index(want)].pg_port;
+        (out == format!("{want_port}|f")).then_some(())
+    };
+    if haproxy_port.is_some() {
+        wait_until(
+            Duration::from_secs(30),
+            "HAProxy routes to the leader",
+            || routed_to(&c, &leader),
+        )
+        .unwrap();
+    }
+
+    // switchover --candidate X --force.
+    let target = names.iter().find(|n| **n != leader).unwrap().clone();
+    let t = Instant::now();
+    let out = patronictl(&bin, &c, &["switchover", "--candidate", &target, "--force"]);
+    assert!(
+        out.contains(&format!("Successfully switched over to \"{target}\"")),
+        "{out}"
+    );
+    eprintln!("patronictl switchover took {:?}", t.elapsed());
+    assert_eq!(c.view().leader_name(), Some(target.as_str()));
+    assert_eq!(c.wait_healthy("healthy after switchover"), target);
+    if haproxy_port.is_some() {
+        let t = Instant::now();
+        wait_until(
+            Duration::from_secs(30),
+            "HAProxy routes to the new leader",
+            || routed_to(&c, &target),
+        )
+        .unwrap();
+        eprintln!("HAProxy followed the switchover after {:?}", t.elapsed());
+    }
+
+    // failover --candidate Y --force.
+    let target2 = names
+        .iter()
+        .find(|n| **n != target && **n != leader)
+        .unwrap()
+        .clone();
+    let out = patronictl(&bin, &c, &["failover", "--candidate", &target2, "--force"]);
+    assert!(
+        out.contains(&format!("Successfully failed over to \"{target2}\"")),
+        "{out}"
+    );
+    assert_eq!(c.view().leader_name(), Some(target2.as_str()));
+    let leader = c.wait_healthy("healthy after failover");
+
+    // restart <scope> <member> --force: the postmaster is a new process.
+    let member = names.iter().find(|n| **n != leader).unwrap().clone();
+    let i = c.index(&member);
+    let pid = c.lab.postmaster_pid(i).unwrap();
+    let out = patronictl(&bin, &c, &["restart", "demo", &member, "--force"]);
+    assert!(
+        out.contains(&format!("Success: restart on member {member}")),
+        "{out}"
+    );
+    assert_ne!(c.lab.postmaster_pid(i), Some(pid));
+
+    // reload <scope> --force: every member accepts.
+    let out = patronictl(&bin, &c, &["reload", "demo", "--force"]);
+    assert_eq!(
+        out.matches("Reload request received for member").count(),
+        3,
+        "{out}"
+    );
+
+    // reinit <scope> <member> --force: the replica is cloned again and streams.
+    let out = patronictl(&bin, &c, &["reinit", "demo", &member, "--force", "--wait"]);
+    assert!(
+        out.contains(&format!("Success: reinitialize for member {member}")),
+        "{out}"
+    );
+    assert!(c.lab.postmaster_pid(i).is_some_and(|p| p != pid));
+    c.wait_healthy("healthy after reinit");
+    assert!(
+        std::fs::read_to_string(&c.lab.nodes[i].log_path)
+            .unwrap()
+            .contains("reinitializing"),
+        "the member's log shows the re-clone"
+    );
+    eprintln!("patronictl compatibility test took {:?}", started.elapsed());
+}
