@@ -920,22 +920,9 @@ impl Agent {
         self.pg.stop("fast").await?;
         self.following = None;
         self.pg_state = "stopped".into();
-        if let Ok(cd) = self.pg.controldata().await {
-            if let Some(lsn) = cd
-                .get("Latest checkpoint location")
-                .and_then(|l| tandem_core::lsn::Lsn::parse(l))
-            {
-                let status = StatusValue {
-                    optime: Some(lsn.0),
-                    ..Default::default()
-                };
-                let _ = self
-                    .dcs
-                    .put("status", &serde_json::to_string(&status)?, None)
-                    .await;
-            }
-        }
-        self.dcs.delete_leader(&self.cfg.name).await?;
+        let optime = self.pg.controldata().await.ok().and_then(|cd| cd.get("Latest checkpoint location").and_then(|l| tandem_core::lsn::Lsn::parse(l))).map(|l| l.0);
+        let status = serde_json::to_string(&StatusValue { optime, ..Default::default() })?;
+        self.dcs.release_leader_with_status(&self.cfg.name, &status).await?;
         info!(
             "released the leader key for the switchover to {} ({} ms)",
             to.as_deref().unwrap_or("the healthiest replica"),
@@ -1326,30 +1313,10 @@ impl Agent {
             return;
         }
         if was_leader {
-            if let Ok(cd) = self.pg.controldata().await {
-                if let Some(lsn) = cd
-                    .get("Latest checkpoint location")
-                    .and_then(|l| tandem_core::lsn::Lsn::parse(l))
-                {
-                    let status = StatusValue {
-                        optime: Some(lsn.0),
-                        ..Default::default()
-                    };
-                    let _ = self
-                        .dcs
-                        .put(
-                            "status",
-                            &serde_json::to_string(&status).unwrap_or_default(),
-                            None,
-                        )
-                        .await;
-                }
-            }
-            match self.dcs.delete_leader(&self.cfg.name).await {
-                Ok(_) => info!(
-                    "released the leader key ({} ms after SIGTERM)",
-                    started.elapsed().as_millis()
-                ),
+            let optime = self.pg.controldata().await.ok().and_then(|cd| cd.get("Latest checkpoint location").and_then(|l| tandem_core::lsn::Lsn::parse(l))).map(|l| l.0);
+            let status = serde_json::to_string(&StatusValue { optime, ..Default::default() }).unwrap_or_default();
+            match self.dcs.release_leader_with_status(&self.cfg.name, &status).await {
+                Ok(_) => info!("released the leader key ({} ms after SIGTERM)", started.elapsed().as_millis()),
                 Err(e) => warn!("cannot release the leader key: {e:#}"),
             }
         }

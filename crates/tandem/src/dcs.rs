@@ -211,6 +211,16 @@ impl Dcs {
         self.txn("leader release", t).await
     }
 
+    /// Voluntary release: write my last WAL position to `status` and delete the leader key in one
+    /// transaction, only if the key still names me (one round trip on the hand-over path).
+    pub async fn release_leader_with_status(&self, name: &str, status: &str) -> Result<bool> {
+        let k = self.key("leader");
+        let t = Txn::new()
+            .when([Compare::value(k.clone(), CompareOp::Equal, name)])
+            .and_then([TxnOp::put(self.key("status"), status, None), TxnOp::delete(k, None)]);
+        self.txn("leader release", t).await
+    }
+
     /// Bootstrap race: create `initialize` with an empty value only if absent.
     pub async fn race_initialize(&self) -> Result<bool> {
         self.create("initialize", "").await
