@@ -263,7 +263,7 @@ fn is_leader(view: &ClusterView, m: &Member) -> bool {
 }
 
 /// Members matching a role filter, sorted by name.
-pub fn members_by_role<'a>(view: &'a ClusterView, role: RoleFilter) -> Vec<&'a Member> {
+pub fn members_by_role(view: &ClusterView, role: RoleFilter) -> Vec<&Member> {
     let standby = listing::is_standby_cluster(view);
     view.members
         .values()
@@ -890,9 +890,7 @@ pub async fn reinit(
                 let busy = state != "running";
                 // Done once it ran something else and is running again (or never left running
                 // for 15 s: the re-clone was that quick, or did not start).
-                if (seen_busy || busy) && !busy
-                    || (!seen_busy && !busy && begin.elapsed() > Duration::from_secs(15))
-                {
+                if !busy && (seen_busy || begin.elapsed() > Duration::from_secs(15)) {
                     println!("Reinitialize is completed on: {}", m.name);
                 } else if matches!(state.as_str(), "start failed" | "crashed") && seen_busy {
                     failed += 1;

@@ -11,13 +11,10 @@ use std::path::PathBuf;
     about = "PostgreSQL high availability in one binary (Patroni-compatible)"
 )]
 struct Cli {
-    /// Configuration file (Patroni's YAML format), or a directory of YAML files.
-    #[arg(
-        short = 'c',
-        long = "config-file",
-        global = true,
-        env = "TANDEM_CONFIG"
-    )]
+    /// Configuration file (Patroni's YAML format), or a directory of YAML files. As with
+    /// patronictl it comes before the verb (`tandem -c node.yml list`), so that a verb's own `-c`
+    /// (`query -c SQL`) is free.
+    #[arg(short = 'c', long = "config-file", env = "TANDEM_CONFIG")]
     config: Option<PathBuf>,
     /// Do not verify the REST API's TLS certificate (as `ctl.insecure: true`).
     #[arg(short = 'k', long = "insecure", global = true)]
@@ -30,9 +27,12 @@ struct Cli {
 enum Command {
     /// Run the HA agent beside one PostgreSQL server.
     Agent {
-        /// Configuration file (same as the global -c).
+        /// Configuration file (same as -c).
         #[arg(value_name = "CONFIG")]
         file: Option<PathBuf>,
+        /// Configuration file.
+        #[arg(short = 'c', long = "config-file", value_name = "CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Show the cluster's members (like `patronictl list`).
     List {
@@ -231,6 +231,8 @@ enum Command {
     Validate {
         #[arg(value_name = "CONFIG")]
         file: Option<PathBuf>,
+        #[arg(short = 'c', long = "config-file", value_name = "CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Start or stop a local demonstration cluster (etcd, three PostgreSQL nodes under tandem).
     Demo {
@@ -239,9 +241,12 @@ enum Command {
     },
     /// Hold the virtual IP with VRRP v2/v3, in one group with keepalived (`vip:` section).
     Vip {
-        /// Configuration file (same as the global -c).
+        /// Configuration file (same as -c).
         #[arg(value_name = "CONFIG")]
         file: Option<PathBuf>,
+        /// Configuration file.
+        #[arg(short = 'c', long = "config-file", value_name = "CONFIG")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -313,14 +318,14 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> Result<()> {
     match &cli.command {
-        Command::Agent { file } => {
+        Command::Agent { file, config } => {
             init_logging();
-            let path = config_path(&cli.config, file)?;
+            let path = config_path(&cli.config, &file.clone().or(config.clone()))?;
             let cfg = tandem::config::Config::load(&path)?;
             runtime()?.block_on(tandem::agent::run_with_path(cfg, Some(path)))
         }
-        Command::Validate { file } => {
-            let path = config_path(&cli.config, file)?;
+        Command::Validate { file, config } => {
+            let path = config_path(&cli.config, &file.clone().or(config.clone()))?;
             let cfg = tandem::config::Config::load(&path)?;
             for w in &cfg.warnings {
                 println!("warning: {w}");
@@ -346,9 +351,9 @@ fn run(cli: Cli) -> Result<()> {
             DemoAction::Up { dir } => tandem::demo::up(dir),
             DemoAction::Down { dir } => tandem::demo::down(dir),
         },
-        Command::Vip { file } => {
+        Command::Vip { file, config } => {
             init_logging();
-            let path = config_path(&cli.config, file)?;
+            let path = config_path(&cli.config, &file.clone().or(config.clone()))?;
             tandem_vip::main_entry(&path)
         }
         Command::Version { cluster: None, .. } if cli.config.is_none() => {
@@ -566,7 +571,10 @@ async fn verbs(verb: &Command, cfg: &tandem::config::Config, insecure: bool) -> 
             Some(c) => cli::version(Some(&connect(Some(c)).await?), members).await,
             None => cli::version(None, members).await,
         },
-        Command::Agent { .. } | Command::Validate { .. } | Command::Demo { .. } | Command::Vip { .. } => {
+        Command::Agent { .. }
+        | Command::Validate { .. }
+        | Command::Demo { .. }
+        | Command::Vip { .. } => {
             unreachable!("handled in run()")
         }
     }

@@ -364,9 +364,6 @@ fn patronictl_4_1_5_operates_a_tandem_cluster_and_haproxy_routes_to_the_leader()
         assert!(out.contains(n.as_str()), "{out}");
     }
     assert!(out.contains("Leader") && out.contains("streaming"), "{out}");
-    let out = patronictl(&bin, &c, &["list", "-f", "json"]);
-    let rows: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(rows.as_array().unwrap().len(), 3);
     let out = patronictl(&bin, &c, &["topology"]);
     assert_eq!(out.matches("| + node").count(), 2, "{out}");
     let out = patronictl(&bin, &c, &["history"]);
@@ -504,4 +501,343 @@ fn patronictl_4_1_5_operates_a_tandem_cluster_and_haproxy_routes_to_the_leader()
         "the member's log shows the re-clone"
     );
     eprintln!("patronictl compatibility test took {:?}", started.elapsed());
+}
+
+/// Runs `tandem -c <node1.yml> ARGS` with stdin not a terminal; returns (success, stdout, stderr).
+fn tandem(c: &Cluster, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
+    cmd.arg("-c").arg(&c.lab.nodes[0].config_path).args(args);
+    cmd.env_remove("PATRONICTL_CONFIG_FILE")
+        .env_remove("TANDEM_CONFIG");
+    let t = Instant::now();
+    let out = run(cmd, Duration::from_secs(120));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    eprintln!(
+        "tandem {} ({:?}):\n{stdout}{stderr}",
+        args.join(" "),
+        t.elapsed()
+    );
+    (out.status.success(), stdout, stderr)
+}
+
+fn tandem_ok(c: &Cluster, args: &[&str]) -> String {
+    let (ok, out, err) = tandem(c, args);
+    assert!(ok, "tandem {args:?} failed: {err}");
+    out
+}
+
+/// An error: exit 1 with `Error: <message>` on stderr; returns the message.
+fn tandem_err(c: &Cluster, args: &[&str]) -> String {
+    let (ok, _, err) = tandem(c, args);
+    assert!(!ok, "tandem {args:?} should fail");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("Error: "))
+        .unwrap_or_else(|| panic!("{err}"));
+    line.to_string()
+}
+
+#[test]
+fn tandem_verbs_operate_a_tls_cluster_like_patronictl() {
+    let started = Instant::now();
+    let c = start_tls_cluster();
+    let names: Vec<String> = c.lab.nodes.iter().map(|n| n.name.clone()).collect();
+    let leader = c.wait_healthy("healthy");
+    let replicas: Vec<String> = names.iter().filter(|n| **n != leader).cloned().collect();
+
+    // Read-only verbs; the REST certificate is verified against ctl.cacert (no ctl.insecure).
+    let out = tandem_ok(&c, &["list", "-t"]);
+    assert!(
+        out.lines().next().unwrap().len() == 19 && out.contains("Leader"),
+        "{out}"
+    );
+    assert_eq!(tandem_ok(&c, &["topology"]).matches("| + node").count(), 2);
+    assert!(tandem_ok(&c, &["history"]).contains("| TL |"));
+    let shown: Value = serde_json::to_value(
+        serde_yaml::from_str::<serde_yaml::Value>(&tandem_ok(&c, &["show-config"])).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(shown, c.view().config.unwrap().value);
+    let out = tandem_ok(&c, &["version", "demo"]);
+    assert_eq!(out.matches(" PostgreSQL ").count(), 3, "{out}");
+    let li = c.index(&leader);
+    assert_eq!(
+        tandem_ok(&c, &["dsn"]).trim(),
+        format!("host=127.0.0.1 port={}", c.lab.nodes[li].pg_port)
+    );
+    // query runs psql (libpq's pgpass applies).
+    let mut q = Command::new(env!("CARGO_BIN_EXE_tandem"));
+    q.arg("-c")
+        .arg(&c.lab.nodes[0].config_path)
+        .args([
+            "query",
+            "-U",
+            "postgres",
+            "-r",
+            "replica",
+            "-c",
+            "SELECT pg_is_in_recovery() AS ro",
+        ])
+        .env("PGPASSFILE", &c.lab.pgpass_path);
+    let out = run(q, Duration::from_secs(30));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ro\nt\n");
+
+    // Questions without a terminal and without --force: a clear error.
+    let e = tandem_err(&c, &["switchover"]);
+    assert!(e.contains("--force") && e.contains("terminal"), "{e}");
+    let e = tandem_err(&c, &["failover", "--force"]);
+    assert!(
+        e.contains("Failover could be performed only to a specific candidate"),
+        "{e}"
+    );
+    let e = tandem_err(&c, &["switchover", "--candidate", "nobody", "--force"]);
+    assert!(e.contains("does not exist"), "{e}");
+    // A wrong CA is refused, and the error says which setting to fix.
+    let (ok, _, err) = {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
+        let bad = c.lab.dir.join("bad.yml");
+        let mut y: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&c.lab.nodes[0].config_path).unwrap())
+                .unwrap();
+        y["ctl"]["cacert"] = serde_yaml::Value::from(
+            c.lab
+                .dir
+                .join("certs/server.crt")
+                .to_string_lossy()
+                .into_owned(),
+        );
+        std::fs::write(&bad, serde_yaml::to_string(&y).unwrap()).unwrap();
+        cmd.arg("-c").arg(&bad).args(["reload", "demo", "--force"]);
+        let o = run(cmd, Duration::from_secs(30));
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    assert!(!ok, "a wrong CA must fail");
+    let _ = err;
+    // ... and -k skips the check.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
+    cmd.arg("-c").arg(c.lab.dir.join("bad.yml")).args([
+        "-k",
+        "reload",
+        "demo",
+        replicas[0].as_str(),
+        "--force",
+    ]);
+    assert!(run(cmd, Duration::from_secs(30)).status.success());
+
+    // edit-config: -s, -p, --apply, --replace, no-op.
+    let out = tandem_ok(
+        &c,
+        &[
+            "edit-config",
+            "-s",
+            "loop_wait=2",
+            "-p",
+            "work_mem=8MB",
+            "--force",
+        ],
+    );
+    assert!(
+        out.contains("+loop_wait: 2") && out.contains("Configuration changed"),
+        "{out}"
+    );
+    let cfg = c.view().config.unwrap().value;
+    assert_eq!(
+        (
+            cfg["loop_wait"].clone(),
+            cfg["postgresql"]["parameters"]["work_mem"].clone()
+        ),
+        (2.into(), "8MB".into())
+    );
+    assert!(
+        tandem_ok(&c, &["edit-config", "-s", "loop_wait=2", "--force"]).contains("Not changed")
+    );
+    let file = c.lab.dir.join("patch.yml");
+    std::fs::write(&file, "postgresql:\n  parameters:\n    work_mem: null\n").unwrap();
+    tandem_ok(
+        &c,
+        &[
+            "edit-config",
+            "--apply",
+            file.to_str().unwrap(),
+            "--force",
+            "-q",
+        ],
+    );
+    assert!(c.view().config.unwrap().value["postgresql"]["parameters"]
+        .get("work_mem")
+        .is_none());
+    let e = tandem_err(&c, &["edit-config", "-s", "ttl=20"]);
+    assert!(e.contains("--force"), "{e}");
+    let mut full = c.view().config.unwrap().value;
+    full["retry_timeout"] = 3.into();
+    std::fs::write(&file, serde_yaml::to_string(&full).unwrap()).unwrap();
+    tandem_ok(
+        &c,
+        &[
+            "edit-config",
+            "--replace",
+            file.to_str().unwrap(),
+            "--force",
+        ],
+    );
+    assert_eq!(c.view().config.unwrap().value, full);
+
+    // pause / resume.
+    assert!(tandem_ok(&c, &["pause", "--wait"]).contains("Success: cluster management is paused"));
+    assert!(c
+        .view()
+        .members
+        .values()
+        .all(|m| m.value.pause == Some(true)));
+    assert!(tandem_err(&c, &["pause"]).contains("Cluster is already paused"));
+    assert!(tandem_ok(&c, &["resume", "--wait"]).contains("Success: cluster management is resumed"));
+    assert!(!c.view().paused());
+
+    // Scheduled switchover, shown by list, then flushed.
+    let at = (chrono::Utc::now() + chrono::Duration::hours(2))
+        .format("%Y-%m-%dT%H:%M+00:00")
+        .to_string();
+    let out = tandem_ok(
+        &c,
+        &[
+            "switchover",
+            "--candidate",
+            &replicas[0],
+            "--scheduled",
+            &at,
+            "--force",
+        ],
+    );
+    assert!(out.contains("Switchover scheduled"), "{out}");
+    assert!(tandem_ok(&c, &["list"]).contains("Switchover scheduled at:"));
+    assert!(tandem_ok(&c, &["flush", "demo", "switchover", "--force"])
+        .contains("Success: scheduled switchover deleted"));
+    assert!(c.view().failover_request().is_none());
+
+    // Immediate switchover and failover.
+    let out = tandem_ok(
+        &c,
+        &[
+            "switchover",
+            "--leader",
+            &leader,
+            "--candidate",
+            &replicas[0],
+            "--force",
+        ],
+    );
+    assert!(
+        out.contains(&format!(
+            "Successfully switched over to \"{}\"",
+            replicas[0]
+        )),
+        "{out}"
+    );
+    assert_eq!(c.wait_healthy("healthy after switchover"), replicas[0]);
+    let out = tandem_ok(&c, &["failover", "--candidate", &replicas[1], "--force"]);
+    assert!(
+        out.contains(&format!("Successfully failed over to \"{}\"", replicas[1])),
+        "{out}"
+    );
+    let leader = c.wait_healthy("healthy after failover");
+    assert_eq!(leader, replicas[1]);
+
+    // restart: scheduled then flushed; immediate.
+    let member = names.iter().find(|n| **n != leader).unwrap().clone();
+    let i = c.index(&member);
+    let out = tandem_ok(
+        &c,
+        &[
+            "restart",
+            "demo",
+            &member,
+            "--scheduled",
+            &at,
+            "--pg-version",
+            "99.0",
+            "--force",
+        ],
+    );
+    assert!(
+        out.contains(&format!("Success: restart scheduled on member {member}")),
+        "{out}"
+    );
+    let out = tandem_ok(&c, &["flush", "demo", &member, "restart", "--force"]);
+    assert!(out.contains("Success: flush scheduled restart"), "{out}");
+    let pid = c.lab.postmaster_pid(i).unwrap();
+    let out = tandem_ok(
+        &c,
+        &["restart", "demo", &member, "--role", "replica", "--force"],
+    );
+    assert!(
+        out.contains(&format!("Success: restart on member {member}")),
+        "{out}"
+    );
+    assert_ne!(c.lab.postmaster_pid(i), Some(pid));
+    let e = tandem_err(
+        &c,
+        &["restart", "demo", &leader, "--role", "replica", "--force"],
+    );
+    assert!(e.contains("role"), "{e}");
+
+    // reload, reinit --wait.
+    let out = tandem_ok(&c, &["reload", "demo", "--force"]);
+    assert_eq!(
+        out.matches("Reload request received for member").count(),
+        3,
+        "{out}"
+    );
+    let pid = c.lab.postmaster_pid(i).unwrap();
+    let out = tandem_ok(&c, &["reinit", "demo", &member, "--force", "--wait"]);
+    assert!(out.contains("Reinitialize is completed on"), "{out}");
+    assert!(c.lab.postmaster_pid(i).is_some_and(|p| p != pid));
+    c.wait_healthy("healthy after reinit");
+
+    // remove: without a terminal it refuses; on a terminal it asks three questions.
+    assert!(tandem_err(&c, &["remove", "demo"]).contains("terminal"));
+    let rev_before = c.view().config.unwrap().mod_revision;
+    let script = format!(
+        "{} -c {} remove demo",
+        env!("CARGO_BIN_EXE_tandem"),
+        c.lab.nodes[0].config_path.display()
+    );
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &script, "/dev/null"]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        use std::io::Write;
+        let answers = format!("demo\nYes I am aware\n{leader}\n");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(answers.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Cluster demo removed"), "{text}");
+    // Every key went (the agents write theirs again at once: the config key is a new one).
+    let after = c.view().config.map(|c| c.mod_revision);
+    assert!(
+        after.is_none_or(|r| r > rev_before),
+        "config key not removed"
+    );
+    eprintln!("tandem verbs test took {:?}", started.elapsed());
 }
