@@ -2105,6 +2105,33 @@ jeU7AnxpZuRs6ZXMFlSaYcUk3x7ZPEj76i6gkH3V6u7pLMvFbF/ilv61
             .map(|r| r.status() != 200)
             .unwrap_or(true));
 
+        // Client certificates optional: the handshake works without one, but the endpoints that
+        // change something refuse (403) until a certificate is shown.
+        let mut api = restapi("127.0.0.1:0");
+        api.certfile = Some(server_pem.clone());
+        api.cafile = Some(ca.clone());
+        api.verify_client = VerifyClient::Optional;
+        let (port, _s3, _stop3, _t3) = start(&api, primary(Instant::now())).await;
+        let base = format!("https://127.0.0.1:{port}");
+        let post = |client: &PeerClient| {
+            client
+                .request(reqwest::Method::POST, &format!("{base}/reload"))
+                .timeout(5 * SECOND)
+                .send()
+        };
+        let r = post(&anonymous).await.unwrap();
+        assert_eq!(r.status(), 403);
+        assert_eq!(r.text().await.unwrap(), "client certificate required");
+        assert_eq!(
+            anonymous
+                .get_json(&format!("{base}/patroni"), 5 * SECOND)
+                .await
+                .unwrap()["role"],
+            "primary"
+        );
+        // With a certificate the request reaches the handler (no agent here: 503).
+        assert_eq!(post(&cli).await.unwrap().status(), 503);
+
         // No client certificates, on 127.0.0.2 (not a name in the certificate): the CLI checks
         // the name, the agent only the chain, and without a CA the agent accepts any certificate.
         let mut api = restapi("127.0.0.2:0");
