@@ -138,7 +138,7 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
     let lease_interval = Arc::new(Mutex::new(timing.keepalive_interval));
     let lease = Lease::start(dcs.clone(), lease_ttl.clone(), lease_interval.clone());
     let (status_tx, status_rx) = watch::channel(NodeStatus::default());
-    let (_control, inbox) = crate::control::channel();
+    let (control, inbox) = crate::control::channel();
     let (api_stop_tx, api_stop_rx) = watch::channel(false);
     let listener = crate::api::bind(&cfg).await?;
     let api_task = tokio::spawn(crate::api::serve(
@@ -146,7 +146,7 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
         status_rx,
         listener,
         api_stop_rx,
-        _control,
+        control,
         dcs.clone(),
     ));
 
