@@ -72,7 +72,14 @@ fn patronictl_venv() -> Option<PathBuf> {
     let marker = dir.join(".tandem-ready");
     let bin = dir.join("bin/patronictl");
     if marker.is_file() && bin.is_file() {
-        return Some(bin);
+        // The cache is good only if it still runs (its Python may have gone away).
+        let mut v = Command::new(&bin);
+        v.arg("version");
+        let out = run(v, Duration::from_secs(60));
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("4.1.5") {
+            return Some(bin);
+        }
+        eprintln!("the cached virtualenv in {VENV} does not run: making it again");
     }
     let _ = std::fs::remove_dir_all(&dir);
     // Debian's python3 first: scripts/install-deps.sh makes sure it has venv.
