@@ -999,6 +999,12 @@ impl Agent {
             started.elapsed().as_millis()
         );
         self.following = None;
+        // Drop the standby settings from postgresql.conf (they would resurface on a restart).
+        if let Err(e) = self.pg.write_config(&self.dynamic, None) {
+            warn!("{e:#}");
+        } else if let Err(e) = self.pg.reload().await {
+            warn!("{e:#}");
+        }
         // Publish my new role right away, then do the slower bookkeeping.
         let _ = self.observe_pg().await;
         if let Some(c) = cluster {

@@ -605,7 +605,7 @@ impl Postgres {
                   to_char(pg_last_xact_replay_timestamp(), 'YYYY-MM-DD\"T\"HH24:MI:SS.USOF'),
                   CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END,
                   (SELECT timeline_id::bigint FROM pg_control_checkpoint()),
-                  (SELECT coalesce(json_object_agg(name, setting), '{}')::text FROM pg_settings WHERE pending_restart)";
+                  (SELECT coalesce(json_object_agg(name, setting), '{}')::text FROM pg_settings WHERE pending_restart AND name NOT LIKE 'recovery_target%' AND name NOT IN ('primary_conninfo', 'primary_slot_name', 'restore_command'))";
         let row = tokio::time::timeout(Duration::from_secs(5), c.query_one(q, &[]))
             .await
             .map_err(|_| anyhow!("status query timed out"))??;
