@@ -199,9 +199,11 @@ impl Postgres {
         {
             return None;
         }
-        // kill(pid, 0): exists (EPERM also means it exists, under another user)
+        // kill(pid, 0): exists (EPERM also means it exists, under another user) — but a zombie
+        // (a dead postmaster nobody reaped yet) is not a running server.
         let r = unsafe { libc::kill(pid, 0) };
-        if r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+        let exists = r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if exists && !is_zombie(pid) {
             Some(pid)
         } else {
             None
@@ -748,6 +750,13 @@ impl Postgres {
             })
             .collect()
     }
+}
+
+/// State `Z` (zombie) or `X` (dead) in /proc/PID/stat.
+fn is_zombie(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // The state follows the command name, which is in parentheses and may contain spaces.
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|st| st == "Z" || st == "X")
 }
 
 /// Writes a file readable only by its owner.
