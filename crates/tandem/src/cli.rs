@@ -1614,7 +1614,7 @@ pub fn format_pg_version(v: u64) -> String {
 /// Reads a configuration for the CLI. Accepts the agent's file; the path is resolved here so
 /// that errors name it.
 pub fn load_config(path: &Path) -> Result<Config> {
-    Config::load(path)
+    Config::load_for_ctl(path)
 }
 
 /// A `--apply`/`--replace` body read from a file, for tests.

@@ -272,6 +272,37 @@ impl Config {
         build(tree, &env, &origin, true)
     }
 
+    /// For the CLI: also accepts a patronictl-style file (`scope`, `namespace`, `etcd3`, `ctl`,
+    /// perhaps `restapi.authentication`) without the agent-only sections, which get placeholders.
+    pub fn load_for_ctl(path: &Path) -> Result<Config> {
+        let env = process_env();
+        let origin = path.display().to_string();
+        let mut tree = if path.is_dir() {
+            read_dir_tree(path)?
+        } else {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read configuration file {origin}"))?;
+            parse_yaml(&text, &origin)?
+        };
+        if let Value::Object(top) = &mut tree {
+            top.entry("name").or_insert_with(|| Value::from("tandem-ctl"));
+            let restapi = top.entry("restapi").or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(r) = restapi {
+                r.entry("listen").or_insert_with(|| Value::from("127.0.0.1:8008"));
+            }
+            if !top.contains_key("postgresql") {
+                top.insert(
+                    "postgresql".into(),
+                    serde_json::json!({
+                        "listen": "127.0.0.1:5432",
+                        "data_dir": "/nonexistent",
+                        "authentication": {"superuser": {"username": "postgres"}, "replication": {"username": "replicator"}}
+                    }),
+                );
+            }
+        }
+        build(tree, &env, &origin, true)
+    }
+
     /// `Some(path)` → [`Config::load`]; `None` → [`Config::from_env`] with the process environment.
     pub fn load_or_env(path: Option<&Path>) -> Result<Config> {
         match path {
@@ -2897,5 +2928,23 @@ postgresql:
         assert_eq!(split_host_port(":8008"), Some((String::new(), 8008)));
         assert_eq!(split_host_port("a,b:1"), None);
         assert_eq!(edit_distance("lisen", "listen"), 1);
+    }
+}
+
+#[cfg(test)]
+mod ctl_tests {
+    use super::Config;
+
+    #[test]
+    fn a_patronictl_style_file_loads_for_the_cli() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ctl.yml");
+        std::fs::write(&p, "scope: batman\nnamespace: /service/\netcd3:\n  hosts: 10.0.0.1:2379,10.0.0.2:2379\nctl:\n  insecure: true\n").unwrap();
+        let c = Config::load_for_ctl(&p).unwrap();
+        assert_eq!(c.base_path(), "/service/batman/");
+        assert_eq!(c.etcd3.hosts.len(), 2);
+        assert!(c.ctl.insecure);
+        // The agent still requires its sections.
+        assert!(Config::load(&p).is_err());
     }
 }
