@@ -244,22 +244,28 @@ impl Agent {
             if acted && !failed {
                 continue;
             }
-            let wait = self.timing.loop_wait;
-            let lease_changed = self.lease.changed.clone();
-            let danger = self.lease_danger();
-            let request = tokio::select! {
-                _ = tokio::time::sleep(wait) => None,
-                _ = changes.changed() => None,
-                _ = lease_changed.notified() => None,
-                _ = shutdown.changed() => None,
-                _ = danger => None,
-                r = self.inbox.recv() => r,
-                _ = sighup.recv() => Some((Request::Reload, tokio::sync::oneshot::channel().0)),
-            };
-            if let Some((req, reply_to)) = request {
+            let deadline = tokio::time::Instant::now() + self.timing.loop_wait;
+            loop {
+                let lease_changed = self.lease.changed.clone();
+                let danger = self.lease_danger();
+                let request = tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => None,
+                    _ = changes.changed() => None,
+                    _ = lease_changed.notified() => None,
+                    _ = shutdown.changed() => None,
+                    _ = danger => None,
+                    r = self.inbox.recv() => r,
+                    _ = sighup.recv() => Some((Request::Reload, tokio::sync::oneshot::channel().0)),
+                };
+                let Some((req, reply_to)) = request else { break };
+                let refresh = req == Request::Refresh;
                 let reply = self.handle(req).await;
                 let _ = reply_to.send(reply);
-                self.force_read = true;
+                if !refresh {
+                    self.force_read = true;
+                    break;
+                }
+                // A status refresh needs no HA cycle: keep waiting.
             }
         }
     }
@@ -736,6 +742,11 @@ impl Agent {
     async fn handle(&mut self, req: Request) -> Reply {
         match req {
             Request::Reload => self.reload().await,
+            Request::Refresh => {
+                let _ = self.observe_pg().await;
+                self.publish(None);
+                Reply::new(200, "refreshed")
+            }
             Request::Restart(c) => self.restart(&c).await,
             Request::ScheduleRestart {
                 schedule,
@@ -1298,6 +1309,7 @@ impl Agent {
             }
             s.tags = mv.tags.clone();
             s.last_cycle = self.last_cycle;
+            s.observed_at = Some(self.last_full_observation);
             s.ttl_secs = self.timing.ttl.as_secs();
             s.maximum_lag_on_failover = self.dynamic.maximum_lag_on_failover;
         });

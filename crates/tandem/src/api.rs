@@ -871,6 +871,7 @@ impl Server {
             st.cluster = Some(fresh);
             route(&method, &path, "", &st, &self.node, Instant::now())
         } else {
+            self.refresh_if_stale(status).await;
             let st = status.borrow();
             route(
                 &method,
@@ -891,6 +892,16 @@ impl Server {
             debug!("REST API: {method} {path} -> {}", reply.code);
         }
         reply
+    }
+
+    /// Status answers come from the agent's snapshot; when the PostgreSQL part of it is older
+    /// than a second, ask the agent for a fresh one (waiting at most a second: during a long
+    /// action the snapshot serves as it is).
+    async fn refresh_if_stale(&self, status: &watch::Receiver<NodeStatus>) {
+        let stale = status.borrow().observed_at.is_none_or(|t| t.elapsed() > Duration::from_secs(1));
+        if let (true, Some(control)) = (stale, &self.ops.control) {
+            let _ = control.request(crate::control::Request::Refresh, Duration::from_secs(1)).await;
+        }
     }
 
     /// For `GET /cluster|/config|/history`, the cluster as the DCS holds it now (`None` for other

@@ -18,6 +18,9 @@ pub enum Request {
     Reload,
     /// Wipe the data directory and clone again (POST /reinitialize).
     Reinitialize { force: bool, from_leader: bool },
+    /// Query PostgreSQL now and publish a fresh status (so `/patroni` and the health endpoints
+    /// never answer from a snapshot older than about a second).
+    Refresh,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

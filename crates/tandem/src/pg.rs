@@ -409,13 +409,16 @@ impl Postgres {
             self.protected_args(dynamic),
         ];
         // pg_ctl starts the postmaster in its own session; it outlives the agent by design.
-        self.run(
-            "pg_ctl",
-            &args,
-            Duration::from_secs(self.pg_ctl_timeout + 10),
-        )
-        .await
-        .map(|_| ())
+        match self.run("pg_ctl", &args, Duration::from_secs(self.pg_ctl_timeout + 10)).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // pg_ctl only says "Examine the log output": quote the log's last lines.
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(4).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                Err(e.context(format!("PostgreSQL did not start; end of {}:\n{}", log.display(), tail.join("\n"))))
+            }
+        }
     }
 
     /// mode: smart | fast | immediate. Signals the postmaster directly (as pg_ctl does) and polls

@@ -50,6 +50,8 @@ pub struct NodeStatus {
     pub tags: Map<String, Value>,
     /// When the HA loop last completed a cycle (for /liveness).
     pub last_cycle: Option<Instant>,
+    /// When the PostgreSQL part of this status was last queried.
+    pub observed_at: Option<Instant>,
     /// From the dynamic config.
     pub ttl_secs: u64,
     pub maximum_lag_on_failover: u64,
