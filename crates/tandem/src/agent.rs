@@ -237,7 +237,10 @@ impl Agent {
                 let state = changes.borrow_and_update();
                 let changed = state.seq != self.last_seen_seq || !state.synced;
                 self.last_seen_seq = state.seq;
-                ((state.synced && !self.force_read).then(|| state.view()), changed)
+                (
+                    (state.synced && !self.force_read).then(|| state.view()),
+                    changed,
+                )
             };
             let (acted, failed) = self.cycle(cached, changed).await?;
             self.force_read = acted;
@@ -257,7 +260,9 @@ impl Agent {
                     r = self.inbox.recv() => r,
                     _ = sighup.recv() => Some((Request::Reload, tokio::sync::oneshot::channel().0)),
                 };
-                let Some((req, reply_to)) = request else { break };
+                let Some((req, reply_to)) = request else {
+                    break;
+                };
                 let refresh = req == Request::Refresh;
                 let reply = self.handle(req).await;
                 let _ = reply_to.send(reply);
@@ -460,7 +465,11 @@ impl Agent {
     }
 
     /// One HA cycle. Returns (acted, an action failed).
-    async fn cycle(&mut self, cached: Option<(ClusterView, Vec<String>)>, cluster_changed: bool) -> Result<(bool, bool)> {
+    async fn cycle(
+        &mut self,
+        cached: Option<(ClusterView, Vec<String>)>,
+        cluster_changed: bool,
+    ) -> Result<(bool, bool)> {
         let read = match cached {
             Some(v) => Ok(v),
             None => self.dcs.read_cluster().await,
@@ -478,7 +487,9 @@ impl Agent {
                 None
             }
         };
-        let quick = !self.force_read && !cluster_changed && self.last_full_observation.elapsed() < QUICK_CYCLE_MAX_AGE;
+        let quick = !self.force_read
+            && !cluster_changed
+            && self.last_full_observation.elapsed() < QUICK_CYCLE_MAX_AGE;
         let pg = self.observe_pg_with(quick).await;
         let lease = self.lease.info();
         let leaderless = cluster
@@ -931,9 +942,23 @@ impl Agent {
         self.pg.stop("fast").await?;
         self.following = None;
         self.pg_state = "stopped".into();
-        let optime = self.pg.controldata().await.ok().and_then(|cd| cd.get("Latest checkpoint location").and_then(|l| tandem_core::lsn::Lsn::parse(l))).map(|l| l.0);
-        let status = serde_json::to_string(&StatusValue { optime, ..Default::default() })?;
-        self.dcs.release_leader_with_status(&self.cfg.name, &status).await?;
+        let optime = self
+            .pg
+            .controldata()
+            .await
+            .ok()
+            .and_then(|cd| {
+                cd.get("Latest checkpoint location")
+                    .and_then(|l| tandem_core::lsn::Lsn::parse(l))
+            })
+            .map(|l| l.0);
+        let status = serde_json::to_string(&StatusValue {
+            optime,
+            ..Default::default()
+        })?;
+        self.dcs
+            .release_leader_with_status(&self.cfg.name, &status)
+            .await?;
         info!(
             "released the leader key for the switchover to {} ({} ms)",
             to.as_deref().unwrap_or("the healthiest replica"),
@@ -1016,8 +1041,9 @@ impl Agent {
         } else if let Err(e) = self.pg.reload().await {
             warn!("{e:#}");
         }
-        // Publish my new role right away, then do the slower bookkeeping.
+        // Publish my new role right away (REST first: routers check it), then the bookkeeping.
         let _ = self.observe_pg().await;
+        self.publish(cluster.cloned());
         if let Some(c) = cluster {
             // Slots first, so that replicas re-pointed by my new member key find theirs.
             let names = self.slot_members(c);
@@ -1325,16 +1351,38 @@ impl Agent {
         let cluster = self.dcs.read_cluster().await.ok().map(|(c, _)| c);
         let was_leader = cluster.as_ref().is_some_and(|c| self.holds_lock(c));
         self.pg_state = "stopping".into();
+        // Routers hold new connections from the moment the member key says `stopping`.
+        self.touch_member_now(cluster.as_ref()).await;
         let started = Instant::now();
         if let Err(e) = self.pg.stop("fast").await {
             error!("cannot stop PostgreSQL: {e:#}; keeping the leader key");
             return;
         }
         if was_leader {
-            let optime = self.pg.controldata().await.ok().and_then(|cd| cd.get("Latest checkpoint location").and_then(|l| tandem_core::lsn::Lsn::parse(l))).map(|l| l.0);
-            let status = serde_json::to_string(&StatusValue { optime, ..Default::default() }).unwrap_or_default();
-            match self.dcs.release_leader_with_status(&self.cfg.name, &status).await {
-                Ok(_) => info!("released the leader key ({} ms after SIGTERM)", started.elapsed().as_millis()),
+            let optime = self
+                .pg
+                .controldata()
+                .await
+                .ok()
+                .and_then(|cd| {
+                    cd.get("Latest checkpoint location")
+                        .and_then(|l| tandem_core::lsn::Lsn::parse(l))
+                })
+                .map(|l| l.0);
+            let status = serde_json::to_string(&StatusValue {
+                optime,
+                ..Default::default()
+            })
+            .unwrap_or_default();
+            match self
+                .dcs
+                .release_leader_with_status(&self.cfg.name, &status)
+                .await
+            {
+                Ok(_) => info!(
+                    "released the leader key ({} ms after SIGTERM)",
+                    started.elapsed().as_millis()
+                ),
                 Err(e) => warn!("cannot release the leader key: {e:#}"),
             }
         }

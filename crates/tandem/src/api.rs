@@ -898,9 +898,14 @@ impl Server {
     /// than a second, ask the agent for a fresh one (waiting at most a second: during a long
     /// action the snapshot serves as it is).
     async fn refresh_if_stale(&self, status: &watch::Receiver<NodeStatus>) {
-        let stale = status.borrow().observed_at.is_none_or(|t| t.elapsed() > Duration::from_secs(1));
+        let stale = status
+            .borrow()
+            .observed_at
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(1));
         if let (true, Some(control)) = (stale, &self.ops.control) {
-            let _ = control.request(crate::control::Request::Refresh, Duration::from_secs(1)).await;
+            let _ = control
+                .request(crate::control::Request::Refresh, Duration::from_secs(1))
+                .await;
         }
     }
 

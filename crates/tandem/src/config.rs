@@ -280,14 +280,19 @@ impl Config {
         let mut tree = if path.is_dir() {
             read_dir_tree(path)?
         } else {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read configuration file {origin}"))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read configuration file {origin}"))?;
             parse_yaml(&text, &origin)?
         };
         if let Value::Object(top) = &mut tree {
-            top.entry("name").or_insert_with(|| Value::from("tandem-ctl"));
-            let restapi = top.entry("restapi").or_insert_with(|| Value::Object(Map::new()));
+            top.entry("name")
+                .or_insert_with(|| Value::from("tandem-ctl"));
+            let restapi = top
+                .entry("restapi")
+                .or_insert_with(|| Value::Object(Map::new()));
             if let Value::Object(r) = restapi {
-                r.entry("listen").or_insert_with(|| Value::from("127.0.0.1:8008"));
+                r.entry("listen")
+                    .or_insert_with(|| Value::from("127.0.0.1:8008"));
             }
             if !top.contains_key("postgresql") {
                 top.insert(

@@ -217,7 +217,10 @@ impl Dcs {
         let k = self.key("leader");
         let t = Txn::new()
             .when([Compare::value(k.clone(), CompareOp::Equal, name)])
-            .and_then([TxnOp::put(self.key("status"), status, None), TxnOp::delete(k, None)]);
+            .and_then([
+                TxnOp::put(self.key("status"), status, None),
+                TxnOp::delete(k, None),
+            ]);
         self.txn("leader release", t).await
     }
 

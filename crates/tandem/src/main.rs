@@ -248,6 +248,20 @@ enum Command {
         #[arg(short = 'c', long = "config-file", value_name = "CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Route PostgreSQL clients to the leader (and reads to replicas), following etcd (`proxy:` section).
+    Proxy {
+        #[command(subcommand)]
+        action: Option<ProxyAction>,
+        /// Configuration file.
+        #[arg(short = 'c', long = "config-file", value_name = "CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProxyAction {
+    /// Print the routing table of the running router (asks proxy.status_listen).
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -355,6 +369,13 @@ fn run(cli: Cli) -> Result<()> {
             init_logging();
             let path = config_path(&cli.config, &file.clone().or(config.clone()))?;
             tandem_vip::main_entry(&path)
+        }
+        Command::Proxy { action, config } => {
+            let path = config_path(&cli.config, config)?;
+            match action {
+                None => tandem::proxy::main_entry(&path),
+                Some(ProxyAction::Status) => tandem::proxy::status_entry(&path),
+            }
         }
         Command::Version { cluster: None, .. } if cli.config.is_none() => {
             runtime()?.block_on(tandem::cli::version(None, &[]))
@@ -574,7 +595,8 @@ async fn verbs(verb: &Command, cfg: &tandem::config::Config, insecure: bool) -> 
         Command::Agent { .. }
         | Command::Validate { .. }
         | Command::Demo { .. }
-        | Command::Vip { .. } => {
+        | Command::Vip { .. }
+        | Command::Proxy { .. } => {
             unreachable!("handled in run()")
         }
     }

@@ -409,14 +409,25 @@ impl Postgres {
             self.protected_args(dynamic),
         ];
         // pg_ctl starts the postmaster in its own session; it outlives the agent by design.
-        match self.run("pg_ctl", &args, Duration::from_secs(self.pg_ctl_timeout + 10)).await {
+        match self
+            .run(
+                "pg_ctl",
+                &args,
+                Duration::from_secs(self.pg_ctl_timeout + 10),
+            )
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) => {
                 // pg_ctl only says "Examine the log output": quote the log's last lines.
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(4).collect();
                 let tail: Vec<&str> = tail.into_iter().rev().collect();
-                Err(e.context(format!("PostgreSQL did not start; end of {}:\n{}", log.display(), tail.join("\n"))))
+                Err(e.context(format!(
+                    "PostgreSQL did not start; end of {}:\n{}",
+                    log.display(),
+                    tail.join("\n")
+                )))
             }
         }
     }
@@ -426,7 +437,9 @@ impl Postgres {
     /// it escalates to an immediate shutdown, then SIGKILL.
     pub async fn stop(&self, mode: &str) -> Result<()> {
         *self.client.lock().await = None;
-        let Some(pid) = self.postmaster_pid() else { return Ok(()) };
+        let Some(pid) = self.postmaster_pid() else {
+            return Ok(());
+        };
         let sig = match mode {
             "smart" => libc::SIGTERM,
             "fast" => libc::SIGINT,
@@ -445,7 +458,10 @@ impl Postgres {
         if gone(std::time::Instant::now() + Duration::from_secs(self.pg_ctl_timeout)).await {
             return Ok(());
         }
-        tracing::warn!("PostgreSQL did not stop ({mode}) within {} s: sending an immediate shutdown", self.pg_ctl_timeout);
+        tracing::warn!(
+            "PostgreSQL did not stop ({mode}) within {} s: sending an immediate shutdown",
+            self.pg_ctl_timeout
+        );
         unsafe { libc::kill(pid, libc::SIGQUIT) };
         if gone(std::time::Instant::now() + Duration::from_secs(10)).await {
             return Ok(());
@@ -472,8 +488,17 @@ impl Postgres {
                 }
             }
         }
-        let args = vec!["promote".to_string(), "-w".into(), "-t".into(), "60".into(), "-D".into(), self.data_arg()];
-        self.run("pg_ctl", &args, Duration::from_secs(70)).await.map(|_| ())
+        let args = vec![
+            "promote".to_string(),
+            "-w".into(),
+            "-t".into(),
+            "60".into(),
+            "-D".into(),
+            self.data_arg(),
+        ];
+        self.run("pg_ctl", &args, Duration::from_secs(70))
+            .await
+            .map(|_| ())
     }
 
     pub async fn reload(&self) -> Result<()> {
@@ -757,9 +782,13 @@ impl Postgres {
 
 /// State `Z` (zombie) or `X` (dead) in /proc/PID/stat.
 fn is_zombie(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
     // The state follows the command name, which is in parentheses and may contain spaces.
-    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|st| st == "Z" || st == "X")
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|st| st == "Z" || st == "X")
 }
 
 /// Writes a file readable only by its owner.

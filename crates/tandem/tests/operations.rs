@@ -217,8 +217,15 @@ fn http_post(addr: &str, path: &str, body: &str) -> (u16, String) {
     write!(s, "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
-    let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (code, body)
 }
 
@@ -226,27 +233,52 @@ fn http_post(addr: &str, path: &str, body: &str) -> (u16, String) {
 fn reinitialize_repairs_a_broken_replica() {
     let (mut c, leader) = start();
     let broken = (0..3).find(|&i| i != leader).unwrap();
-    c.lab.psql(leader, "CREATE TABLE t (id int); INSERT INTO t VALUES (1)").unwrap();
+    c.lab
+        .psql(leader, "CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
+        .unwrap();
     // Break the replica: kill its agent and postmaster, then destroy part of its data directory.
     let pm = c.lab.postmaster_pid(broken).unwrap();
     c.lab.signal_agent(broken, libc::SIGKILL).unwrap();
     unsafe { libc::kill(pm as i32, libc::SIGKILL) };
-    wait_until(Duration::from_secs(10), "postmaster gone", || c.lab.postmaster_pid(broken).is_none().then_some(())).unwrap();
+    wait_until(Duration::from_secs(10), "postmaster gone", || {
+        c.lab.postmaster_pid(broken).is_none().then_some(())
+    })
+    .unwrap();
     std::fs::remove_dir_all(c.lab.nodes[broken].data_dir.join("base")).unwrap();
     c.lab.start_agent(broken).unwrap();
     // PostgreSQL cannot serve from this data (it fails to start, or starts and cannot open the
     // database): the node is not healthy.
     let api = format!("127.0.0.1:{}", c.lab.nodes[broken].api_port);
-    wait_until(Duration::from_secs(30), "the broken replica answers on REST", || http_get(&api, "/patroni", Duration::from_secs(1)).ok()).unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "the broken replica answers on REST",
+        || http_get(&api, "/patroni", Duration::from_secs(1)).ok(),
+    )
+    .unwrap();
     for _ in 0..5 {
         let (code, body) = http_get(&api, "/health", Duration::from_secs(1)).unwrap();
-        assert_eq!(code, 503, "a replica without its base directory must not be healthy: {body}");
+        assert_eq!(
+            code, 503,
+            "a replica without its base directory must not be healthy: {body}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     c.lab.psql(leader, "INSERT INTO t VALUES (2)").unwrap();
     // Reinitialize from the leader through the REST API.
-    let (code, body) = http_post(&api, "/reinitialize", r#"{"force": true, "from_leader": true}"#);
+    let (code, body) = http_post(
+        &api,
+        "/reinitialize",
+        r#"{"force": true, "from_leader": true}"#,
+    );
     assert_eq!(code, 200, "{body}");
-    wait_until(Duration::from_secs(60), "the reinitialized replica streams again", || healthy_roles(&c.lab).filter(|(l, _)| *l == leader)).unwrap();
-    wait_until(Duration::from_secs(20), "its data is the leader's", || (c.lab.psql(broken, "SELECT count(*) FROM t").ok()? == "2").then_some(())).unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the reinitialized replica streams again",
+        || healthy_roles(&c.lab).filter(|(l, _)| *l == leader),
+    )
+    .unwrap();
+    wait_until(Duration::from_secs(20), "its data is the leader's", || {
+        (c.lab.psql(broken, "SELECT count(*) FROM t").ok()? == "2").then_some(())
+    })
+    .unwrap();
 }

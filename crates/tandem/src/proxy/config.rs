@@ -109,7 +109,16 @@ pub struct RouterConfig {
 }
 
 const DEFAULT_MAX_CONNECTIONS: usize = 1000;
-const TOP_KEPT: &[&str] = &["scope", "namespace", "name", "etcd", "etcd3", "ctl", "restapi", "log"];
+const TOP_KEPT: &[&str] = &[
+    "scope",
+    "namespace",
+    "name",
+    "etcd",
+    "etcd3",
+    "ctl",
+    "restapi",
+    "log",
+];
 
 impl RouterConfig {
     pub fn load(path: &Path) -> Result<RouterConfig> {
@@ -210,7 +219,13 @@ const PROXY_KEYS: &[&str] = &[
     "status_listen",
     "threads",
 ];
-const LISTENER_KEYS: &[&str] = &["listen", "max_connections", "max_lag", "balance", "fallback_to_primary"];
+const LISTENER_KEYS: &[&str] = &[
+    "listen",
+    "max_connections",
+    "max_lag",
+    "balance",
+    "fallback_to_primary",
+];
 
 fn unknown_key(origin: &str, path: &str, key: &str, known: &[&str]) -> anyhow::Error {
     let near = known.iter().find(|k| close(k, key));
@@ -223,7 +238,10 @@ fn unknown_key(origin: &str, path: &str, key: &str, known: &[&str]) -> anyhow::E
 
 /// Same letters give or take one edit, or the same words with `-` for `_`.
 fn close(a: &str, b: &str) -> bool {
-    let (a, b) = (a.replace('-', "_").to_lowercase(), b.replace('-', "_").to_lowercase());
+    let (a, b) = (
+        a.replace('-', "_").to_lowercase(),
+        b.replace('-', "_").to_lowercase(),
+    );
     if a == b {
         return true;
     }
@@ -263,10 +281,17 @@ fn parse_proxy(m: &Map<String, Value>, origin: &str) -> Result<ProxyConfig> {
     if health_interval < Duration::from_millis(10) {
         bail!("{origin}: proxy.health_interval: must be at least 10ms");
     }
-    let health_timeout = dur("health_timeout", health_interval.clamp(Duration::from_millis(200), Duration::from_secs(2)))?;
+    let health_timeout = dur(
+        "health_timeout",
+        health_interval.clamp(Duration::from_millis(200), Duration::from_secs(2)),
+    )?;
     let connect_timeout = dur("connect_timeout", Duration::from_secs(2))?;
     let client_timeout = dur("client_timeout", Duration::from_secs(10))?;
-    for (k, d) in [("health_timeout", health_timeout), ("connect_timeout", connect_timeout), ("client_timeout", client_timeout)] {
+    for (k, d) in [
+        ("health_timeout", health_timeout),
+        ("connect_timeout", connect_timeout),
+        ("client_timeout", client_timeout),
+    ] {
         if d.is_zero() {
             bail!("{origin}: proxy.{k}: must be more than 0");
         }
@@ -274,7 +299,10 @@ fn parse_proxy(m: &Map<String, Value>, origin: &str) -> Result<ProxyConfig> {
     let status_listen = match m.get("status_listen") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(check_listen(s, origin, "proxy.status_listen")?),
-        Some(other) => bail!("{origin}: proxy.status_listen: expected \"host:port\", got {}", kind(other)),
+        Some(other) => bail!(
+            "{origin}: proxy.status_listen: expected \"host:port\", got {}",
+            kind(other)
+        ),
     };
     let threads = match m.get("threads") {
         None | Some(Value::Null) => 1,
@@ -289,7 +317,10 @@ fn parse_proxy(m: &Map<String, Value>, origin: &str) -> Result<ProxyConfig> {
         let l = match m.get(role.key()) {
             None | Some(Value::Null) => continue,
             Some(Value::Object(l)) => l,
-            Some(other) => bail!("{origin}: {path}: expected a mapping such as {{listen: 0.0.0.0:5000}}, got {}", kind(other)),
+            Some(other) => bail!(
+                "{origin}: {path}: expected a mapping such as {{listen: 0.0.0.0:5000}}, got {}",
+                kind(other)
+            ),
         };
         for k in l.keys() {
             if !LISTENER_KEYS.contains(&k.as_str()) {
@@ -304,8 +335,11 @@ fn parse_proxy(m: &Map<String, Value>, origin: &str) -> Result<ProxyConfig> {
         let max_connections = match l.get("max_connections") {
             None | Some(Value::Null) => DEFAULT_MAX_CONNECTIONS,
             Some(v) => match uint(v) {
-                Some(n) if n >= 1 && n <= 1_000_000 => n as usize,
-                _ => bail!("{origin}: {path}.max_connections: expected a number from 1 to 1000000, got {}", kind(v)),
+                Some(n) if (1..=1_000_000).contains(&n) => n as usize,
+                _ => bail!(
+                    "{origin}: {path}.max_connections: expected a number from 1 to 1000000, got {}",
+                    kind(v)
+                ),
             },
         };
         let max_lag = match l.get("max_lag") {
@@ -346,7 +380,11 @@ fn parse_proxy(m: &Map<String, Value>, origin: &str) -> Result<ProxyConfig> {
     let mut seen: BTreeMap<&str, Role> = BTreeMap::new();
     for l in listeners.iter().filter(|l| !l.listen.ends_with(":0")) {
         if let Some(other) = seen.insert(l.listen.as_str(), l.role) {
-            bail!("{origin}: proxy.{}.listen: {} is also the address of proxy.{other}", l.role, l.listen);
+            bail!(
+                "{origin}: proxy.{}.listen: {} is also the address of proxy.{other}",
+                l.role,
+                l.listen
+            );
         }
     }
     if let Some(s) = &status_listen {
@@ -475,26 +513,66 @@ mod tests {
             ("", "proxy is missing"),
             ("proxy: 3\n", "proxy: expected a mapping"),
             ("proxy: {}\n", "no listener configured"),
-            ("proxy:\n  primary: {port: 5000}\n", "proxy.primary.port: unknown setting"),
+            (
+                "proxy:\n  primary: {port: 5000}\n",
+                "proxy.primary.port: unknown setting",
+            ),
             ("proxy:\n  primary: {}\n", "proxy.primary.listen is missing"),
-            ("proxy:\n  primary: {listen: 5000}\n", "proxy.primary.listen: expected \"host:port\""),
-            ("proxy:\n  primary: {listen: 'a:b'}\n", "proxy.primary.listen: expected \"host:port\""),
-            ("proxy:\n  primary: {listen: 'a:1', max_connections: 0}\n", "proxy.primary.max_connections"),
-            ("proxy:\n  primary: {listen: 'a:1', max_lag: 10}\n", "proxy.primary.max_lag"),
-            ("proxy:\n  replicas: {listen: 'a:1', max_lag: 10XB}\n", "proxy.replicas.max_lag: expected a size"),
-            ("proxy:\n  replicas: {listen: 'a:1', balance: random}\n", "proxy.replicas.balance"),
-            ("proxy:\n  read_only_any: {listen: 'a:1', fallback_to_primary: true}\n", "proxy.read_only_any.fallback_to_primary"),
-            ("proxy:\n  primary: {listen: 'a:1'}\n  hold_timout: 3\n", "proxy.hold_timout: unknown setting (did you mean 'hold_timeout'?)"),
-            ("proxy:\n  primary: {listen: 'a:1'}\n  hold_timeout: 3 days\n", "proxy.hold_timeout: expected a duration"),
-            ("proxy:\n  primary: {listen: 'a:1'}\n  replicas: {listen: 'a:1'}\n", "proxy.replicas.listen: a:1 is also the address of proxy.primary"),
-            ("proxy:\n  primary: {listen: 'a:1'}\n  threads: 0\n", "proxy.threads"),
+            (
+                "proxy:\n  primary: {listen: 5000}\n",
+                "proxy.primary.listen: expected \"host:port\"",
+            ),
+            (
+                "proxy:\n  primary: {listen: 'a:b'}\n",
+                "proxy.primary.listen: expected \"host:port\"",
+            ),
+            (
+                "proxy:\n  primary: {listen: 'a:1', max_connections: 0}\n",
+                "proxy.primary.max_connections",
+            ),
+            (
+                "proxy:\n  primary: {listen: 'a:1', max_lag: 10}\n",
+                "proxy.primary.max_lag",
+            ),
+            (
+                "proxy:\n  replicas: {listen: 'a:1', max_lag: 10XB}\n",
+                "proxy.replicas.max_lag: expected a size",
+            ),
+            (
+                "proxy:\n  replicas: {listen: 'a:1', balance: random}\n",
+                "proxy.replicas.balance",
+            ),
+            (
+                "proxy:\n  read_only_any: {listen: 'a:1', fallback_to_primary: true}\n",
+                "proxy.read_only_any.fallback_to_primary",
+            ),
+            (
+                "proxy:\n  primary: {listen: 'a:1'}\n  hold_timout: 3\n",
+                "proxy.hold_timout: unknown setting (did you mean 'hold_timeout'?)",
+            ),
+            (
+                "proxy:\n  primary: {listen: 'a:1'}\n  hold_timeout: 3 days\n",
+                "proxy.hold_timeout: expected a duration",
+            ),
+            (
+                "proxy:\n  primary: {listen: 'a:1'}\n  replicas: {listen: 'a:1'}\n",
+                "proxy.replicas.listen: a:1 is also the address of proxy.primary",
+            ),
+            (
+                "proxy:\n  primary: {listen: 'a:1'}\n  threads: 0\n",
+                "proxy.threads",
+            ),
         ];
         for (yaml, want) in cases {
             let e = format!("{:#}", parse(yaml).unwrap_err());
             assert!(e.contains(want), "{yaml:?}: {e}");
             assert!(e.starts_with("router.yml"), "{e}");
         }
-        let e = format!("{:#}", RouterConfig::from_yaml_str("proxy:\n  primary: {listen: 'a:1'}\n", "r.yml").unwrap_err());
+        let e = format!(
+            "{:#}",
+            RouterConfig::from_yaml_str("proxy:\n  primary: {listen: 'a:1'}\n", "r.yml")
+                .unwrap_err()
+        );
         assert!(e.contains("scope"), "{e}");
     }
 

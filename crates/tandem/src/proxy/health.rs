@@ -54,7 +54,10 @@ impl Drop for Checker {
 pub fn api_base(api_url: &str) -> Option<&str> {
     let scheme_end = api_url.find("://")? + 3;
     let rest = &api_url[scheme_end..];
-    let end = rest.find('/').map(|i| scheme_end + i).unwrap_or(api_url.len());
+    let end = rest
+        .find('/')
+        .map(|i| scheme_end + i)
+        .unwrap_or(api_url.len());
     (end > scheme_end).then(|| &api_url[..end])
 }
 
@@ -154,8 +157,14 @@ mod tests {
 
     #[test]
     fn api_base_strips_the_path() {
-        assert_eq!(api_base("http://10.0.0.1:8008/patroni"), Some("http://10.0.0.1:8008"));
-        assert_eq!(api_base("https://[::1]:8008/patroni"), Some("https://[::1]:8008"));
+        assert_eq!(
+            api_base("http://10.0.0.1:8008/patroni"),
+            Some("http://10.0.0.1:8008")
+        );
+        assert_eq!(
+            api_base("https://[::1]:8008/patroni"),
+            Some("https://[::1]:8008")
+        );
         assert_eq!(api_base("http://h:1"), Some("http://h:1"));
         assert_eq!(api_base("h:1/patroni"), None);
         assert_eq!(api_base("http:///x"), None);

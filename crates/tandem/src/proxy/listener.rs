@@ -31,6 +31,10 @@ const MAX_REFUSALS: usize = 256;
 /// Pause between two tries after a backend failed during a connection's setup.
 const RETRY_PAUSE: Duration = Duration::from_millis(25);
 
+/// Counters per (listener, backend name), shared by the router, the listeners and `/status`.
+pub type StatsRegistry =
+    Arc<std::sync::Mutex<std::collections::HashMap<(Role, String), Arc<BackendStats>>>>;
+
 /// Counters of one backend behind one listener (kept across re-routings).
 #[derive(Debug, Default)]
 pub struct BackendStats {
@@ -134,7 +138,9 @@ pub fn bind(addr: &str) -> io::Result<TcpListener> {
         Ok(sa) => sa,
         Err(_) => std::net::ToSocketAddrs::to_socket_addrs(addr)?
             .next()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{addr}: no address")))?,
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, format!("{addr}: no address"))
+            })?,
     };
     let sock = if sa.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
@@ -154,7 +160,7 @@ pub async fn accept_loop(listener: TcpListener, l: Arc<ListenerShared>) {
             Ok(x) => x,
             Err(e) => {
                 // Out of file descriptors and the like: say so now and then, do not spin.
-                if last_error_log.map_or(true, |t| t.elapsed() > Duration::from_secs(10)) {
+                if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                     warn!("{} listener: accept failed: {e}", l.cfg.role);
                     last_error_log = Some(Instant::now());
                 }
@@ -211,7 +217,7 @@ async fn read_packet(s: &mut TcpStream) -> io::Result<ClientPacket> {
             bytes: Vec::new(),
         });
     }
-    let mut bytes = vec![0u8; kind.len()];
+    let mut bytes = vec![0u8; kind.size()];
     bytes[..8].copy_from_slice(&head);
     s.read_exact(&mut bytes[8..]).await?;
     Ok(ClientPacket { kind, bytes })
@@ -232,14 +238,20 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, l: &ListenerShared) {
         Ok(Ok(p)) => p,
         Ok(Err(_)) | Err(_) => {
             l.stats.bad_clients.fetch_add(1, Relaxed);
-            debug!("{} listener: {peer} sent no complete first packet", l.cfg.role);
+            debug!(
+                "{} listener: {peer} sent no complete first packet",
+                l.cfg.role
+            );
             return;
         }
     };
     match first.kind {
         Packet::Invalid => {
             l.stats.bad_clients.fetch_add(1, Relaxed);
-            debug!("{} listener: {peer} does not speak PostgreSQL: closed", l.cfg.role);
+            debug!(
+                "{} listener: {peer} does not speak PostgreSQL: closed",
+                l.cfg.role
+            );
             return;
         }
         Packet::Cancel(_) => {
@@ -258,27 +270,45 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, l: &ListenerShared) {
     let mut avoid: Option<Backend> = None;
     let mut held = false;
     let mut routes = l.routes.clone();
+    // Why the last try failed (a backend that refused, closed or hung).
+    let mut failure: Option<String> = None;
     loop {
-        let slot = match pick(l, &mut routes, deadline, avoid.as_ref(), &mut held).await {
-            Some(s) => s,
-            None => {
-                l.stats.refused_no_backend.fetch_add(1, Relaxed);
-                let what = match l.cfg.role {
-                    Role::Primary => "primary",
-                    Role::Replicas => "replica",
-                    Role::ReadOnlyAny => "node",
-                };
-                let msg = format!("no {what} available for cluster {}, retry", l.scope);
-                let reason = routes.borrow().reason.clone();
-                let hint = format!(
-                    "the tandem proxy waited {:.1} s: {reason}",
-                    started.elapsed().as_secs_f64()
-                );
-                refuse(client, Some(neg), "57P03", &msg, Some(&hint), l.client_timeout).await;
-                return;
-            }
+        let picked = if failure.is_some() && Instant::now() >= deadline {
+            None
+        } else {
+            pick(l, &mut routes, deadline, avoid.as_ref(), &mut held).await
+        };
+        let Some(slot) = picked else {
+            l.stats.refused_no_backend.fetch_add(1, Relaxed);
+            let what = match l.cfg.role {
+                Role::Primary => "primary",
+                Role::Replicas => "replica",
+                Role::ReadOnlyAny => "node",
+            };
+            let msg = format!("no {what} available for cluster {}, retry", l.scope);
+            let reason = failure.unwrap_or_else(|| routes.borrow().reason.clone());
+            let hint = format!(
+                "the tandem proxy waited {:.1} s: {reason}",
+                started.elapsed().as_secs_f64()
+            );
+            refuse(
+                client,
+                Some(neg),
+                "57P03",
+                &msg,
+                Some(&hint),
+                l.client_timeout,
+            )
+            .await;
+            return;
         };
         if held {
+            debug!(
+                "{} listener: {peer} waited {:?} for {}",
+                l.cfg.role,
+                started.elapsed(),
+                slot.backend.name
+            );
             held = false;
             l.stats.held.fetch_add(1, Relaxed);
             l.stats
@@ -295,19 +325,41 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, l: &ListenerShared) {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 slot.stats.failed.fetch_add(1, Relaxed);
-                debug!("{} listener: connect to {} failed: {e}", l.cfg.role, slot.backend.name);
+                debug!(
+                    "{} listener: connect to {} failed: {e}",
+                    l.cfg.role, slot.backend.name
+                );
+                failure = Some(format!(
+                    "cannot connect to {} ({}): {e}",
+                    slot.backend.name, slot.backend.addr
+                ));
                 avoid = Some(slot.backend.clone());
                 pause(&mut routes, deadline).await;
                 continue;
             }
             Err(_) => {
                 slot.stats.failed.fetch_add(1, Relaxed);
-                debug!("{} listener: connect to {} timed out", l.cfg.role, slot.backend.name);
+                debug!(
+                    "{} listener: connect to {} timed out",
+                    l.cfg.role, slot.backend.name
+                );
+                failure = Some(format!(
+                    "connecting to {} ({}) timed out",
+                    slot.backend.name, slot.backend.addr
+                ));
                 avoid = Some(slot.backend.clone());
                 continue;
             }
         };
-        match negotiate(&mut client, &server, &mut neg, l).await {
+        let t_setup = Instant::now();
+        let setup = negotiate(&mut client, &server, &mut neg, l).await;
+        tracing::trace!(
+            "{} listener: {peer} set up with {} in {:?}",
+            l.cfg.role,
+            slot.backend.name,
+            t_setup.elapsed()
+        );
+        match setup {
             Setup::Splice => {
                 drop(neg);
                 slot.stats.total.fetch_add(1, Relaxed);
@@ -331,6 +383,10 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, l: &ListenerShared) {
                     "{} listener: {} could not take {peer}: {why}; trying again",
                     l.cfg.role, slot.backend.name
                 );
+                failure = Some(format!(
+                    "{} could not take the connection: {why}",
+                    slot.backend.name
+                ));
                 avoid = Some(slot.backend.clone());
                 pause(&mut routes, deadline).await;
             }
@@ -386,7 +442,11 @@ fn choose(l: &ListenerShared, slots: &[Arc<Slot>], avoid: Option<&Backend>) -> O
     }
     let usable = |s: &&Arc<Slot>| Some(&s.backend) != avoid;
     let n = slots.iter().filter(usable).count();
-    let (n, skip_avoid) = if n == 0 { (slots.len(), false) } else { (n, true) };
+    let (n, skip_avoid) = if n == 0 {
+        (slots.len(), false)
+    } else {
+        (n, true)
+    };
     let start = l.rr.fetch_add(1, Relaxed);
     let mut candidates = slots.iter().filter(|s| !skip_avoid || usable(s));
     match l.cfg.balance {
@@ -452,7 +512,10 @@ async fn negotiate(
                     return Setup::ClientGone;
                 }
                 match tokio::time::timeout(l.client_timeout, read_packet(client)).await {
-                    Ok(Ok(next)) if matches!(next.kind, Packet::Startup(_)) || next.kind.is_encryption_request() => {
+                    Ok(Ok(next))
+                        if matches!(next.kind, Packet::Startup(_))
+                            || next.kind.is_encryption_request() =>
+                    {
                         neg.pending = Some(next);
                     }
                     _ => return Setup::ClientGone,
@@ -498,7 +561,9 @@ async fn check_first_answer(client: &mut TcpStream, server: &TcpStream, t: Durat
     let mut got = 0;
     while got < len {
         match tokio::time::timeout_at(deadline.into(), read_some(server, &mut msg[got..])).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Setup::Retry("incomplete error message".into()),
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => {
+                return Setup::Retry("incomplete error message".into())
+            }
             Ok(Ok(n)) => got += n,
         }
     }
@@ -625,7 +690,7 @@ async fn copy_one(from: &TcpStream, to: &TcpStream, counter: &AtomicU64) -> io::
         from.readable().await?;
         let got = BUF.with(|b| -> io::Result<Option<usize>> {
             let mut buf = b.borrow_mut();
-            let n = match from.try_read(&mut buf) {
+            let n = match read_drained(from, &mut buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e) => return Err(e),
@@ -666,10 +731,32 @@ async fn copy_one(from: &TcpStream, to: &TcpStream, counter: &AtomicU64) -> io::
             pending = Vec::new();
         }
         rounds += 1;
-        if rounds % 64 == 0 {
+        if rounds.is_multiple_of(64) {
             // A stream that is always readable must not starve the other connections.
             tokio::task::yield_now().await;
         }
+    }
+}
+
+/// Reads once. A read that does not fill the buffer has emptied the socket's receive queue, so
+/// its readiness is cleared right away (as tokio's own `poll_read` does) instead of finding out
+/// with one more `read` that fails with EAGAIN: one system call less per message. Readiness
+/// set by data that arrived meanwhile is kept (tokio compares event ticks).
+fn read_drained(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let cap = buf.len();
+    let mut got = 0;
+    let r = from.try_io(tokio::io::Interest::READABLE, || {
+        let n = from.try_read(buf)?;
+        got = n;
+        if n > 0 && n < cap {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(n)
+        }
+    });
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        other => other,
     }
 }
 
@@ -695,5 +782,274 @@ fn linger_zero(s: &TcpStream) {
             &l as *const libc::linger as *const libc::c_void,
             std::mem::size_of::<libc::linger>() as libc::socklen_t,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::config::ListenerConfig;
+    use tokio::net::TcpListener;
+
+    #[derive(Clone, Copy)]
+    enum Fake {
+        /// Answers the startup packet with AuthenticationOk, then echoes.
+        Ok,
+        /// Answers the startup packet with 57P03 "shutting down".
+        ShuttingDown,
+        /// Accepts and never answers.
+        Hang,
+    }
+
+    /// A stand-in PostgreSQL server: 'N' to SSLRequest, then behaves as told.
+    async fn fake_server(how: Fake) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut p = read_packet(&mut s).await.unwrap();
+                    if p.kind == Packet::SslRequest {
+                        s.write_all(b"N").await.unwrap();
+                        p = read_packet(&mut s).await.unwrap();
+                    }
+                    assert!(matches!(p.kind, Packet::Startup(_)));
+                    match how {
+                        Fake::Ok => {
+                            s.write_all(b"R\0\0\0\x08\0\0\0\0").await.unwrap();
+                            let mut buf = [0u8; 1024];
+                            loop {
+                                let n = s.read(&mut buf).await.unwrap_or(0);
+                                if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                        Fake::ShuttingDown => {
+                            let e = pgwire::error_response(
+                                "57P03",
+                                "the database system is shutting down",
+                                None,
+                            );
+                            s.write_all(&e).await.unwrap();
+                        }
+                        Fake::Hang => {
+                            tokio::time::sleep(Duration::from_secs(60)).await;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    struct Router {
+        addr: SocketAddr,
+        routes: watch::Sender<Arc<Routes>>,
+        shared: Arc<ListenerShared>,
+        _all_backends: watch::Sender<Arc<Vec<String>>>,
+    }
+
+    async fn router(max_connections: usize, hold: Duration) -> Router {
+        let cfg = ListenerConfig {
+            role: Role::Primary,
+            listen: "127.0.0.1:0".into(),
+            max_connections,
+            max_lag: None,
+            balance: Balance::RoundRobin,
+            fallback_to_primary: false,
+        };
+        let proxy = crate::proxy::config::RouterConfig::from_yaml_str(
+            "scope: t\netcd3: {hosts: 127.0.0.1:1}\nproxy:\n  primary: {listen: 127.0.0.1:0}\n  connect_timeout: 300ms\n  client_timeout: 2s\n",
+            "t.yml",
+        )
+        .unwrap()
+        .proxy;
+        let proxy = ProxyConfig {
+            hold_timeout: hold,
+            ..proxy
+        };
+        let (tx, rx) = watch::channel(Arc::new(Routes {
+            slots: vec![],
+            reason: "no leader key in etcd".into(),
+        }));
+        let (all_tx, all_rx) = watch::channel(Arc::new(Vec::new()));
+        let shared = Arc::new(ListenerShared::new(
+            cfg,
+            "t".into(),
+            &proxy,
+            rx,
+            all_rx,
+            refusal_limit(),
+        ));
+        let l = bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(accept_loop(l, shared.clone()));
+        Router {
+            addr,
+            routes: tx,
+            shared,
+            _all_backends: all_tx,
+        }
+    }
+
+    fn route_to(r: &Router, backends: &[(&str, SocketAddr)]) -> Vec<Arc<Slot>> {
+        let slots: Vec<Arc<Slot>> = backends
+            .iter()
+            .map(|(n, a)| {
+                Arc::new(Slot::new(
+                    Backend {
+                        name: n.to_string(),
+                        addr: a.to_string(),
+                    },
+                    Arc::default(),
+                ))
+            })
+            .collect();
+        r.routes.send_replace(Arc::new(Routes {
+            slots: slots.clone(),
+            reason: String::new(),
+        }));
+        slots
+    }
+
+    fn startup() -> Vec<u8> {
+        let mut p = vec![0, 0, 0, 0, 0, 3, 0, 0];
+        p.extend(b"user\0u\0\0");
+        let n = p.len() as u32;
+        p[..4].copy_from_slice(&n.to_be_bytes());
+        p
+    }
+
+    /// Connects with an SSLRequest and a startup packet; returns the stream and everything the
+    /// router answered before the first 'R' or 'E' message (inclusive of its type byte).
+    async fn client(addr: SocketAddr) -> (TcpStream, Vec<u8>) {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+            .await
+            .unwrap();
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.unwrap();
+        assert_eq!(&b, b"N");
+        s.write_all(&startup()).await.unwrap();
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head).await.unwrap();
+        let n = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; n - 4];
+        s.read_exact(&mut body).await.unwrap();
+        let mut all = head.to_vec();
+        all.extend(body);
+        (s, all)
+    }
+
+    #[tokio::test]
+    async fn holds_until_a_backend_appears() {
+        let r = router(10, Duration::from_secs(5)).await;
+        let ok = fake_server(Fake::Ok).await;
+        let c = tokio::spawn(client(r.addr));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!c.is_finished(), "the client must wait, not be refused");
+        route_to(&r, &[("a", ok)]);
+        let (_s, first) = c.await.unwrap();
+        assert_eq!(first[0], b'R');
+        assert_eq!(r.shared.stats.held.load(Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn no_backend_in_time_gives_an_error_response() {
+        let r = router(10, Duration::from_millis(200)).await;
+        let (_s, first) = client(r.addr).await;
+        assert_eq!(first[0], b'E');
+        assert_eq!(pgwire::error_code(&first), Some("57P03"));
+        let text = String::from_utf8_lossy(&first);
+        assert!(
+            text.contains("no primary available for cluster t, retry"),
+            "{text}"
+        );
+        assert!(text.contains("no leader key in etcd"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_server_shutting_down_or_hanging_is_skipped_unseen() {
+        let r = router(10, Duration::from_secs(5)).await;
+        let down = fake_server(Fake::ShuttingDown).await;
+        let hang = fake_server(Fake::Hang).await;
+        let ok = fake_server(Fake::Ok).await;
+        route_to(&r, &[("down", down), ("hang", hang), ("ok", ok)]);
+        for _ in 0..3 {
+            let (mut s, first) = client(r.addr).await;
+            assert_eq!(first[0], b'R', "{:?}", String::from_utf8_lossy(&first));
+            s.write_all(b"ping").await.unwrap();
+            let mut b = [0u8; 4];
+            s.read_exact(&mut b).await.unwrap();
+            assert_eq!(&b, b"ping");
+        }
+    }
+
+    #[tokio::test]
+    async fn backends_that_keep_failing_are_refused_at_the_deadline() {
+        let r = router(10, Duration::from_millis(500)).await;
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        route_to(&r, &[("gone", closed)]);
+        let t = Instant::now();
+        let (_s, first) = client(r.addr).await;
+        assert_eq!(first[0], b'E');
+        let text = String::from_utf8_lossy(&first);
+        assert!(text.contains("cannot connect to gone"), "{text}");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+
+    #[tokio::test]
+    async fn fencing_cuts_open_connections_at_once() {
+        let r = router(10, Duration::from_secs(5)).await;
+        let ok = fake_server(Fake::Ok).await;
+        let slots = route_to(&r, &[("a", ok)]);
+        let (mut s, first) = client(r.addr).await;
+        assert_eq!(first[0], b'R');
+        s.write_all(b"x").await.unwrap();
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.unwrap();
+        assert_eq!(slots[0].stats.active.load(Relaxed), 1);
+        slots[0].fence.send_replace(true);
+        let t = Instant::now();
+        let mut buf = [0u8; 16];
+        let r2 = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await;
+        assert!(matches!(r2, Ok(Ok(0)) | Ok(Err(_))), "{r2:?}");
+        assert!(t.elapsed() < Duration::from_millis(500));
+        assert_eq!(slots[0].stats.fenced.load(Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn beyond_max_connections_clients_get_an_error_response() {
+        let r = router(2, Duration::from_secs(5)).await;
+        let ok = fake_server(Fake::Ok).await;
+        route_to(&r, &[("a", ok)]);
+        let (_a, _) = client(r.addr).await;
+        let (_b, _) = client(r.addr).await;
+        let (_c, first) = client(r.addr).await;
+        assert_eq!(pgwire::error_code(&first), Some("53300"));
+        let text = String::from_utf8_lossy(&first);
+        assert!(text.contains("max_connections 2"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn half_close_is_passed_on() {
+        let r = router(10, Duration::from_secs(5)).await;
+        let ok = fake_server(Fake::Ok).await;
+        route_to(&r, &[("a", ok)]);
+        let (mut s, _) = client(r.addr).await;
+        s.write_all(b"last words").await.unwrap();
+        s.shutdown().await.unwrap();
+        // The echo server sees EOF after the bytes, answers them, then closes.
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, b"last words");
     }
 }

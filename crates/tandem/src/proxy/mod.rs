@@ -74,7 +74,12 @@ pub async fn start(cfg: RouterConfig) -> Result<ProxyHandle> {
     let scope = cfg.base.scope.clone();
     let client = PeerClient::new(&cfg.base.ctl, &cfg.base.restapi, Caller::Daemon)
         .context("REST client for the health checks")?;
-    let dcs = Dcs::connect(&cfg.base.etcd3, &cfg.base.base_path(), Duration::from_secs(2)).await?;
+    let dcs = Dcs::connect(
+        &cfg.base.etcd3,
+        &cfg.base.base_path(),
+        Duration::from_secs(2),
+    )
+    .await?;
     let cache = dcs.spawn_cache();
 
     let mut bound = Vec::new();
@@ -84,7 +89,10 @@ pub async fn start(cfg: RouterConfig) -> Result<ProxyHandle> {
         bound.push((l.clone(), sock));
     }
     let status_sock = match &proxy.status_listen {
-        Some(a) => Some(listener::bind(a).with_context(|| format!("proxy.status_listen: cannot listen on {a}"))?),
+        Some(a) => Some(
+            listener::bind(a)
+                .with_context(|| format!("proxy.status_listen: cannot listen on {a}"))?,
+        ),
         None => None,
     };
 
@@ -96,7 +104,11 @@ pub async fn start(cfg: RouterConfig) -> Result<ProxyHandle> {
     for (lc, sock) in bound {
         let local = sock.local_addr()?;
         addrs.insert(lc.role, local);
-        let routes = parts.routes.get(&lc.role).cloned().ok_or_else(|| anyhow!("no routes for {}", lc.role))?;
+        let routes = parts
+            .routes
+            .get(&lc.role)
+            .cloned()
+            .ok_or_else(|| anyhow!("no routes for {}", lc.role))?;
         let l = Arc::new(ListenerShared::new(
             lc.clone(),
             scope.clone(),
@@ -105,7 +117,10 @@ pub async fn start(cfg: RouterConfig) -> Result<ProxyHandle> {
             parts.all_backends.clone(),
             refusals.clone(),
         ));
-        info!("{} listener on {local} (max_connections {})", lc.role, lc.max_connections);
+        info!(
+            "{} listener on {local} (max_connections {})",
+            lc.role, lc.max_connections
+        );
         shared.push((l.clone(), local.to_string()));
         tasks.push(tokio::spawn(listener::accept_loop(sock, l)));
     }
@@ -161,7 +176,9 @@ pub fn main_entry(config: &Path) -> Result<()> {
     }
     let threads = cfg.proxy.threads;
     let rt = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)

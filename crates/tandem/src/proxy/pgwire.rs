@@ -23,7 +23,8 @@ pub enum Packet {
 }
 
 impl Packet {
-    pub fn len(self) -> usize {
+    /// Total length in bytes (0 for `Invalid`).
+    pub fn size(self) -> usize {
         match self {
             Packet::Startup(n) | Packet::Cancel(n) => n,
             Packet::SslRequest | Packet::GssEncRequest => 8,
@@ -130,7 +131,11 @@ mod tests {
 
     #[test]
     fn error_response_round_trips() {
-        let m = error_response("57P03", "no primary available for cluster demo, retry", Some("wait"));
+        let m = error_response(
+            "57P03",
+            "no primary available for cluster demo, retry",
+            Some("wait"),
+        );
         assert_eq!(m[0], b'E');
         let len = u32::from_be_bytes([m[1], m[2], m[3], m[4]]) as usize;
         assert_eq!(len + 1, m.len());
@@ -147,7 +152,12 @@ mod tests {
     fn error_code_of_server_messages() {
         // As PostgreSQL sends it while shutting down.
         let mut body = Vec::new();
-        for (t, s) in [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', "57P03"), (b'M', "the database system is shutting down")] {
+        for (t, s) in [
+            (b'S', "FATAL"),
+            (b'V', "FATAL"),
+            (b'C', "57P03"),
+            (b'M', "the database system is shutting down"),
+        ] {
             body.push(t);
             body.extend(s.as_bytes());
             body.push(0);

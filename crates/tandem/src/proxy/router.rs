@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use super::config::{ProxyConfig, Role};
 use super::health::{self, Checker, HealthReport, Plan};
-use super::listener::{BackendStats, Routes, Slot};
+use super::listener::{BackendStats, Routes, Slot, StatsRegistry};
 use super::routing::{self, Backend, Inputs, ListenerSpec, NodeHealth, Source, Table};
 use crate::dcs::CacheState;
 use crate::peer::PeerClient;
@@ -51,22 +51,33 @@ pub struct Router {
     leader_since: Option<Instant>,
     table: Option<Table>,
     slots: HashMap<(Role, Backend), Arc<Slot>>,
-    stats: Arc<Mutex<HashMap<(Role, String), Arc<BackendStats>>>>,
+    stats: StatsRegistry,
     routes: BTreeMap<Role, watch::Sender<Arc<Routes>>>,
     all_backends: watch::Sender<Arc<Vec<String>>>,
     primary_lost_at: Option<Instant>,
     state: Arc<Mutex<RouterState>>,
+    born: Instant,
+    ever_synced: bool,
+    /// The switchover request (`failover` key, due now) last seen, and since when.
+    switchover: Option<String>,
+    switchover_since: Option<Instant>,
 }
+
+/// How long a starting router waits for etcd before it routes on health checks alone.
+const STARTUP_WAIT: Duration = Duration::from_secs(3);
 
 pub struct RouterParts {
     pub routes: BTreeMap<Role, watch::Receiver<Arc<Routes>>>,
     pub all_backends: watch::Receiver<Arc<Vec<String>>>,
     pub state: Arc<Mutex<RouterState>>,
-    pub stats: Arc<Mutex<HashMap<(Role, String), Arc<BackendStats>>>>,
+    pub stats: StatsRegistry,
 }
 
 impl Router {
-    pub fn new(cfg: Arc<ProxyConfig>, client: PeerClient) -> (Router, RouterParts, mpsc::Receiver<HealthReport>) {
+    pub fn new(
+        cfg: Arc<ProxyConfig>,
+        client: PeerClient,
+    ) -> (Router, RouterParts, mpsc::Receiver<HealthReport>) {
         let specs: Vec<ListenerSpec> = cfg
             .listeners
             .iter()
@@ -127,6 +138,10 @@ impl Router {
             all_backends: all_tx,
             primary_lost_at: Some(Instant::now()),
             state: state.clone(),
+            born: Instant::now(),
+            ever_synced: false,
+            switchover: None,
+            switchover_since: None,
         };
         let parts = RouterParts {
             routes: route_rx,
@@ -137,7 +152,11 @@ impl Router {
         (r, parts, health_rx)
     }
 
-    pub async fn run(mut self, mut cache: watch::Receiver<CacheState>, mut health_rx: mpsc::Receiver<HealthReport>) {
+    pub async fn run(
+        mut self,
+        mut cache: watch::Receiver<CacheState>,
+        mut health_rx: mpsc::Receiver<HealthReport>,
+    ) {
         let first = cache.borrow_and_update().clone();
         self.on_cache(&first);
         self.recompute();
@@ -173,7 +192,10 @@ impl Router {
     fn on_cache(&mut self, st: &CacheState) {
         if st.synced != self.synced {
             if st.synced {
-                info!("etcd: in sync (revision {}): routing from the leader and member keys", st.revision);
+                info!(
+                    "etcd: in sync (revision {}): routing from the leader and member keys",
+                    st.revision
+                );
             } else {
                 warn!("etcd: unreachable: routing on health checks alone, over the {} members last seen", self.view.members.len());
             }
@@ -183,6 +205,7 @@ impl Router {
             return;
         }
         self.revision = st.revision;
+        tracing::debug!("etcd: revision {}", st.revision);
         let (view, warnings) = st.view();
         for w in warnings {
             tracing::debug!("etcd: {w}");
@@ -195,7 +218,8 @@ impl Router {
             .values()
             .map(|m| (m.name.clone(), m.value.api_url.clone()))
             .collect();
-        self.checkers.retain(|name, c| members.get(name) == Some(&c.api_url));
+        self.checkers
+            .retain(|name, c| members.get(name) == Some(&c.api_url));
         self.health.retain(|name, _| members.contains_key(name));
         for (name, api_url) in &members {
             if !self.checkers.contains_key(name) {
@@ -215,22 +239,37 @@ impl Router {
             .values()
             .map(|m| (m.name.clone(), m.value.role.clone(), m.value.state.clone()))
             .collect();
-        fp.push(("leader".into(), self.view.leader_name().unwrap_or_default().into(), String::new()));
+        fp.push((
+            "leader".into(),
+            self.view.leader_name().unwrap_or_default().into(),
+            String::new(),
+        ));
         if fp != self.fingerprint {
             self.fingerprint = fp;
             for c in self.checkers.values() {
                 c.kick();
             }
         }
-        let cand = routing::etcd_leader(&self.view)
-            .ok()
-            .and_then(|m| {
-                let (h, p) = m.value.conn_host_port()?;
-                Some(Backend {
-                    name: m.name.clone(),
-                    addr: format!("{h}:{p}"),
-                })
-            });
+        // A switchover request that is due: new connections to the leader wait (see routing).
+        let due = self.view.failover_request().filter(|f| {
+            f.scheduled_at.as_deref().is_none_or(|at| {
+                chrono::DateTime::parse_from_rfc3339(at)
+                    .map(|t| t <= chrono::Utc::now())
+                    .unwrap_or(false)
+            })
+        });
+        let key = due.map(|f| format!("{:?}", f));
+        if key != self.switchover {
+            self.switchover_since = key.as_ref().map(|_| Instant::now());
+            self.switchover = key;
+        }
+        let cand = routing::etcd_leader(&self.view).ok().and_then(|m| {
+            let (h, p) = m.value.conn_host_port()?;
+            Some(Backend {
+                name: m.name.clone(),
+                addr: format!("{h}:{p}"),
+            })
+        });
         if cand != self.leader_cand {
             self.leader_since = cand.as_ref().map(|_| Instant::now());
             self.leader_cand = cand;
@@ -241,7 +280,11 @@ impl Router {
             .values()
             .filter_map(|m| {
                 let (h, p) = m.value.conn_host_port()?;
-                Some(if h.contains(':') { format!("[{h}]:{p}") } else { format!("{h}:{p}") })
+                Some(if h.contains(':') {
+                    format!("[{h}]:{p}")
+                } else {
+                    format!("{h}:{p}")
+                })
             })
             .collect();
         addrs.sort();
@@ -256,16 +299,23 @@ impl Router {
         }
         let h = self.health.entry(rep.name.clone()).or_default();
         if let Some(o) = rep.primary {
-            h.primary = Some(NodeHealth::record(h.primary.as_ref(), o, rep.started, rep.finished));
+            h.record_primary(o, rep.started, rep.finished);
         }
         for (lag, o) in rep.replica {
-            let p = NodeHealth::record(h.replica.get(&lag), o, rep.started, rep.finished);
-            h.replica.insert(lag, p);
+            h.record_replica(lag, o, rep.started, rep.finished);
         }
     }
 
     fn recompute(&mut self) {
         let now = Instant::now();
+        // At start-up, give etcd a moment before routing on health checks alone.
+        if !self.ever_synced {
+            if self.synced {
+                self.ever_synced = true;
+            } else if now.duration_since(self.born) < STARTUP_WAIT {
+                return;
+            }
+        }
         let stale_after = self.cfg.health_interval * 3 + self.cfg.health_timeout;
         let table = routing::route(
             &Inputs {
@@ -275,6 +325,9 @@ impl Router {
                 leader_since: self.leader_since,
                 now,
                 stale_after,
+                grace: (self.cfg.health_interval * 3).max(Duration::from_secs(3)),
+                switchover_since: self.switchover_since,
+                drain_limit: self.cfg.hold_timeout,
             },
             &self.specs,
         );
@@ -311,7 +364,10 @@ impl Router {
                             table.primary_reason
                         );
                     } else {
-                        info!("primary: routing to {} ({}): {}", p.name, p.addr, table.primary_reason);
+                        info!(
+                            "primary: routing to {} ({}): {}",
+                            p.name, p.addr, table.primary_reason
+                        );
                     }
                     if let Ok(mut st) = self.state.lock() {
                         if self.table.is_some() {
@@ -334,7 +390,9 @@ impl Router {
                 }
             }
         }
-        if self.table.as_ref().map(|t| t.source) != Some(table.source) && table.source == Source::HealthOnly {
+        if self.table.as_ref().map(|t| t.source) != Some(table.source)
+            && table.source == Source::HealthOnly
+        {
             warn!("routing on health checks alone (etcd unreachable)");
         }
         for route in &table.listeners {
@@ -355,7 +413,11 @@ impl Router {
                             "{role} listener: closing {n} connection(s) to {} ({}): {}",
                             key.1.name,
                             key.1.addr,
-                            if role == Role::Primary { table.primary_reason.as_str() } else { "the node is gone or unreachable" }
+                            if role == Role::Primary {
+                                table.primary_reason.as_str()
+                            } else {
+                                "the node is gone or unreachable"
+                            }
                         );
                     }
                 }
@@ -376,7 +438,10 @@ impl Router {
             let reason = if role == Role::Primary {
                 table.primary_reason.clone()
             } else if slots.is_empty() {
-                format!("no replica passes the health check ({})", table.primary_reason)
+                format!(
+                    "no replica passes the health check ({})",
+                    table.primary_reason
+                )
             } else {
                 String::new()
             };
@@ -390,7 +455,11 @@ impl Router {
                     if role != Role::Primary {
                         info!(
                             "{role} listener: backends now [{}]",
-                            slots.iter().map(|s| s.backend.name.as_str()).collect::<Vec<_>>().join(", ")
+                            slots
+                                .iter()
+                                .map(|s| s.backend.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         );
                     }
                     if let Ok(mut st) = self.state.lock() {

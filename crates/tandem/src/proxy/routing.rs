@@ -4,10 +4,12 @@
 //!
 //! Rules (DESIGN.md, safety rule 4):
 //! - **primary**, etcd in sync: the holder of the leader key, once its member key says
-//!   `role: primary` and `state: running`. Its REST API can veto: a `/primary` check *started after*
-//!   it became the leader that answers anything but 200 removes it at once; `FALL` failed checks in
-//!   a row (no answer) too. Checks from before it became the leader are ignored, so a promotion
-//!   is routed the moment etcd shows it, not one health interval later.
+//!   `role: primary` and `state: running`. Its REST API can veto: once a `/primary` check started
+//!   after it became the leader has answered 200, any later answer but 200 removes it at once;
+//!   `FALL` failed checks in a row (no answer) too. Checks from before it became the leader are
+//!   ignored, so a promotion is routed the moment etcd shows it, not one health interval later;
+//!   and a new leader's REST API may lag its member key by up to one HA cycle (it still says 503
+//!   right after the promotion), so a 503 counts before the first 200 only after `grace`.
 //! - **primary**, etcd unreachable: the one member whose recent `/primary` check answered 200
 //!   (none if two do), among the members last seen in etcd.
 //! - **replicas** / **read_only_any**: members whose recent `/replica?lag=<max_lag>` check answered
@@ -50,12 +52,40 @@ pub struct Probe {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NodeHealth {
     pub primary: Option<Probe>,
+    /// Start of the last `/primary` check that answered 200.
+    pub primary_confirmed: Option<Instant>,
     pub replica: BTreeMap<Option<u64>, Probe>,
 }
 
 impl NodeHealth {
+    pub fn record_primary(&mut self, outcome: Outcome, started: Instant, finished: Instant) {
+        if outcome == Outcome::Up {
+            self.primary_confirmed = Some(started);
+        }
+        self.primary = Some(NodeHealth::record(
+            self.primary.as_ref(),
+            outcome,
+            started,
+            finished,
+        ));
+    }
+    pub fn record_replica(
+        &mut self,
+        lag: Option<u64>,
+        outcome: Outcome,
+        started: Instant,
+        finished: Instant,
+    ) {
+        let p = NodeHealth::record(self.replica.get(&lag), outcome, started, finished);
+        self.replica.insert(lag, p);
+    }
     /// Records a check result, counting failures in a row.
-    pub fn record(prev: Option<&Probe>, outcome: Outcome, started: Instant, finished: Instant) -> Probe {
+    pub fn record(
+        prev: Option<&Probe>,
+        outcome: Outcome,
+        started: Instant,
+        finished: Instant,
+    ) -> Probe {
         let failures = match outcome {
             Outcome::Unreachable => prev.map(|p| p.failures).unwrap_or(0) + 1,
             _ => 0,
@@ -129,6 +159,25 @@ pub struct Inputs<'a> {
     pub now: Instant,
     /// Checks older than this do not count (etcd-less routing, replicas).
     pub stale_after: Duration,
+    /// How long after becoming the leader a node's REST API may still deny it before its first
+    /// 200 (the agent publishes its REST status after its member key).
+    pub grace: Duration,
+    /// Since when a switchover request (the `failover` key, due now) has been seen.
+    pub switchover_since: Option<Instant>,
+    /// How long new connections are held back from a leader that is about to hand over.
+    pub drain_limit: Duration,
+}
+
+/// Whether a pending switchover request will take the leadership away from `leader`.
+pub fn switchover_away_from(view: &ClusterView, leader: &str) -> Option<String> {
+    let f = view.failover_request()?;
+    if f.leader.as_deref().is_some_and(|l| l != leader) || f.member.as_deref() == Some(leader) {
+        return None;
+    }
+    Some(match &f.member {
+        Some(m) => format!("planned switchover from {leader} to {m}"),
+        None => format!("planned switchover away from {leader}"),
+    })
 }
 
 fn backend(m: &Member) -> Option<Backend> {
@@ -174,13 +223,22 @@ fn choose_primary(inp: &Inputs) -> (Option<Backend>, String) {
         let Some(b) = backend(m) else {
             return (None, format!("leader {} has no usable conn_url", m.name));
         };
-        if let Some(p) = inp.health.get(&m.name).and_then(|h| h.primary) {
-            let current = inp.leader_since.map_or(true, |since| p.started >= since);
+        let h = inp.health.get(&m.name);
+        if let Some(p) = h.and_then(|h| h.primary) {
+            let since = inp.leader_since;
+            let current = since.is_none_or(|s| p.started >= s);
+            let confirmed = h
+                .and_then(|h| h.primary_confirmed)
+                .is_some_and(|c| since.is_none_or(|s| c >= s));
+            let past_grace = since.is_none_or(|s| inp.now.saturating_duration_since(s) > inp.grace);
             match p.outcome {
-                Outcome::Down(code) if current => {
+                Outcome::Down(code) if current && (confirmed || past_grace) => {
                     return (
                         None,
-                        format!("leader {} answers {code} on GET /primary: not routed", m.name),
+                        format!(
+                            "leader {} answers {code} on GET /primary: not routed",
+                            m.name
+                        ),
                     )
                 }
                 Outcome::Unreachable if p.failures >= FALL => {
@@ -195,7 +253,10 @@ fn choose_primary(inp: &Inputs) -> (Option<Backend>, String) {
                 _ => {}
             }
         }
-        (Some(b), format!("{} holds the leader key and runs as primary", m.name))
+        (
+            Some(b),
+            format!("{} holds the leader key and runs as primary", m.name),
+        )
     } else {
         let up: Vec<&Member> = inp
             .view
@@ -209,7 +270,10 @@ fn choose_primary(inp: &Inputs) -> (Option<Backend>, String) {
             })
             .collect();
         match up.as_slice() {
-            [] => (None, "etcd unreachable and no member answers 200 on GET /primary".into()),
+            [] => (
+                None,
+                "etcd unreachable and no member answers 200 on GET /primary".into(),
+            ),
             [m] => match backend(m) {
                 Some(b) => (
                     Some(b),
@@ -217,14 +281,16 @@ fn choose_primary(inp: &Inputs) -> (Option<Backend>, String) {
                 ),
                 None => (None, format!("{} has no usable conn_url", m.name)),
             },
-            many => (
-                None,
-                format!(
+            many => {
+                (
+                    None,
+                    format!(
                     "etcd unreachable and {} members answer 200 on GET /primary ({}): none routed",
                     many.len(),
                     many.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
                 ),
-            ),
+                )
+            }
         }
     }
 }
@@ -245,6 +311,16 @@ fn replica_ok(m: &Member, lag: Option<u64>, inp: &Inputs) -> bool {
 /// The routing table for these inputs.
 pub fn route(inp: &Inputs, specs: &[ListenerSpec]) -> Table {
     let (primary, primary_reason) = choose_primary(inp);
+    // A leader about to hand over takes no new connection: they wait for the new leader instead
+    // of meeting the old one shutting down. Bounded by `drain_limit`, in case it never happens.
+    let draining = match (&primary, inp.switchover_since) {
+        (Some(p), Some(since))
+            if inp.etcd_synced && inp.now.saturating_duration_since(since) < inp.drain_limit =>
+        {
+            switchover_away_from(inp.view, &p.name)
+        }
+        _ => None,
+    };
     let reachable: BTreeSet<Backend> = inp
         .view
         .members
@@ -266,16 +342,22 @@ pub fn route(inp: &Inputs, specs: &[ListenerSpec]) -> Table {
             };
             match s.role {
                 Role::Primary => {
-                    let backends: Vec<Backend> = primary.iter().cloned().collect();
+                    let keep: BTreeSet<Backend> = primary.iter().cloned().collect();
+                    let backends = if draining.is_some() {
+                        vec![]
+                    } else {
+                        primary.iter().cloned().collect()
+                    };
                     ListenerRoute {
                         role: s.role,
-                        keep: backends.iter().cloned().collect(),
+                        keep,
                         backends,
                     }
                 }
                 Role::Replicas | Role::ReadOnlyAny => {
                     let mut backends = replicas();
-                    if s.role == Role::ReadOnlyAny || (backends.is_empty() && s.fallback_to_primary) {
+                    if s.role == Role::ReadOnlyAny || (backends.is_empty() && s.fallback_to_primary)
+                    {
                         backends.extend(primary.iter().cloned());
                     }
                     let mut keep = reachable.clone();
@@ -289,6 +371,10 @@ pub fn route(inp: &Inputs, specs: &[ListenerSpec]) -> Table {
             }
         })
         .collect();
+    let primary_reason = match draining {
+        Some(d) => format!("{primary_reason}; {d}: new connections wait for the new leader"),
+        None => primary_reason,
+    };
     Table {
         source: if inp.etcd_synced {
             Source::Etcd
@@ -332,7 +418,13 @@ mod tests {
     fn three(leader_name: Option<&str>, r1_extra: &str) -> ClusterView {
         let mut keys = vec![
             member("a", 5432, "primary", "running", ""),
-            member("b", 5433, "replica", "running", r#","replication_state":"streaming""#),
+            member(
+                "b",
+                5433,
+                "replica",
+                "running",
+                r#","replication_state":"streaming""#,
+            ),
             member("c", 5434, "replica", "running", r1_extra),
         ];
         if let Some(l) = leader_name {
@@ -357,14 +449,17 @@ mod tests {
         }
         fn primary(&mut self, name: &str, outcome: Outcome, started_ms: u64) {
             let (s, f) = (self.at(started_ms), self.at(started_ms + 1));
-            let h = self.health.entry(name.into()).or_default();
-            h.primary = Some(NodeHealth::record(h.primary.as_ref(), outcome, s, f));
+            self.health
+                .entry(name.into())
+                .or_default()
+                .record_primary(outcome, s, f);
         }
         fn replica(&mut self, name: &str, lag: Option<u64>, outcome: Outcome, started_ms: u64) {
             let (s, f) = (self.at(started_ms), self.at(started_ms + 1));
-            let h = self.health.entry(name.into()).or_default();
-            let p = NodeHealth::record(h.replica.get(&lag), outcome, s, f);
-            h.replica.insert(lag, p);
+            self.health
+                .entry(name.into())
+                .or_default()
+                .record_replica(lag, outcome, s, f);
         }
     }
 
@@ -397,12 +492,20 @@ mod tests {
                 leader_since: since_ms.map(|m| h.at(m)),
                 now: h.at(now_ms),
                 stale_after: Duration::from_secs(3),
+                grace: Duration::from_secs(2),
+                switchover_since: None,
+                drain_limit: Duration::from_secs(5),
             },
             &specs(),
         )
     }
     fn names(t: &Table, role: Role) -> Vec<String> {
-        t.listener(role).unwrap().backends.iter().map(|b| b.name.clone()).collect()
+        t.listener(role)
+            .unwrap()
+            .backends
+            .iter()
+            .map(|b| b.name.clone())
+            .collect()
     }
 
     #[test]
@@ -438,24 +541,35 @@ mod tests {
     fn legacy_master_role_counts_as_primary_and_standby_leader_does_not() {
         let v = view(&[member("a", 5432, "master", "running", ""), leader("a")]);
         assert!(run(&v, true, &H::new(), Some(0), 0).primary.is_some());
-        let v = view(&[member("a", 5432, "standby_leader", "running", ""), leader("a")]);
+        let v = view(&[
+            member("a", 5432, "standby_leader", "running", ""),
+            leader("a"),
+        ]);
         assert!(run(&v, true, &H::new(), Some(0), 0).primary.is_none());
     }
 
     #[test]
-    fn a_503_started_after_the_promotion_vetoes_a_stale_one_does_not() {
+    fn a_503_after_the_first_200_vetoes_a_stale_one_does_not() {
         let v = three(Some("a"), "");
         let mut h = H::new();
         h.primary("a", Outcome::Down(503), 100); // from before a became leader (at 200)
         let t = run(&v, true, &h, Some(200), 210);
         assert_eq!(names(&t, Role::Primary), ["a"], "{}", t.primary_reason);
+        // The agent's REST API lags its member key: a 503 right after the promotion is ignored...
+        h.primary("a", Outcome::Down(503), 220);
+        assert!(run(&v, true, &h, Some(200), 230).primary.is_some());
+        // ... for `grace` only.
+        assert!(run(&v, true, &h, Some(200), 2300).primary.is_none());
         h.primary("a", Outcome::Up, 250);
         assert!(run(&v, true, &h, Some(200), 260).primary.is_some());
         h.primary("a", Outcome::Down(503), 300);
         let t = run(&v, true, &h, Some(200), 310);
         assert!(t.primary.is_none());
         assert!(t.primary_reason.contains("503"), "{}", t.primary_reason);
-        assert!(t.listener(Role::Primary).unwrap().keep.is_empty(), "connections are cut");
+        assert!(
+            t.listener(Role::Primary).unwrap().keep.is_empty(),
+            "connections are cut"
+        );
         // A veto with no known leader_since (router start) counts too.
         assert!(run(&v, true, &h, None, 310).primary.is_none());
     }
@@ -471,7 +585,11 @@ mod tests {
         }
         let t = run(&v, true, &h, Some(0), 1000);
         assert!(t.primary.is_none());
-        assert!(t.primary_reason.contains("did not answer"), "{}", t.primary_reason);
+        assert!(
+            t.primary_reason.contains("did not answer"),
+            "{}",
+            t.primary_reason
+        );
         h.primary("a", Outcome::Up, 1100);
         assert!(run(&v, true, &h, Some(0), 1200).primary.is_some());
     }
@@ -493,7 +611,11 @@ mod tests {
         h.primary("a", Outcome::Up, 600);
         let t = run(&v, false, &h, Some(0), 700);
         assert!(t.primary.is_none());
-        assert!(t.primary_reason.contains("2 members"), "{}", t.primary_reason);
+        assert!(
+            t.primary_reason.contains("2 members"),
+            "{}",
+            t.primary_reason
+        );
         // No check at all: nothing.
         assert!(run(&v, false, &H::new(), None, 0).primary.is_none());
     }
@@ -521,7 +643,13 @@ mod tests {
     fn replicas_skip_noloadbalance_and_non_running_members() {
         let v = view(&[
             member("a", 5432, "primary", "running", ""),
-            member("b", 5433, "replica", "running", r#","tags":{"noloadbalance":true}"#),
+            member(
+                "b",
+                5433,
+                "replica",
+                "running",
+                r#","tags":{"noloadbalance":true}"#,
+            ),
             member("c", 5434, "replica", "starting", ""),
             member("d", 5435, "replica", "running", ""),
             leader("a"),
@@ -551,6 +679,9 @@ mod tests {
                 leader_since: None,
                 now: h.t0,
                 stale_after: Duration::from_secs(3),
+                grace: Duration::from_secs(2),
+                switchover_since: None,
+                drain_limit: Duration::from_secs(5),
             },
             &specs,
         );
@@ -571,10 +702,82 @@ mod tests {
     }
 
     #[test]
+    fn a_leader_about_to_hand_over_takes_no_new_connections_for_a_while() {
+        let mut keys = vec![
+            member("a", 5432, "primary", "running", ""),
+            member("b", 5433, "replica", "running", ""),
+            leader("a"),
+        ];
+        keys.push(RawKey {
+            key: "failover".into(),
+            value: br#"{"leader":"a","member":"b"}"#.to_vec(),
+            mod_revision: 1,
+            lease: 0,
+        });
+        let v = view(&keys);
+        let h = H::new();
+        let at = |since_ms: Option<u64>, now_ms: u64| {
+            route(
+                &Inputs {
+                    view: &v,
+                    etcd_synced: true,
+                    health: &h.health,
+                    leader_since: Some(h.t0),
+                    now: h.at(now_ms),
+                    stale_after: Duration::from_secs(3),
+                    grace: Duration::from_secs(2),
+                    switchover_since: since_ms.map(|m| h.at(m)),
+                    drain_limit: Duration::from_secs(5),
+                },
+                &specs(),
+            )
+        };
+        let t = at(Some(100), 200);
+        let l = t.listener(Role::Primary).unwrap();
+        assert!(l.backends.is_empty(), "new connections wait");
+        assert_eq!(
+            l.keep.len(),
+            1,
+            "open sessions stay until the leader changes"
+        );
+        assert!(
+            t.primary_reason.contains("planned switchover from a to b"),
+            "{}",
+            t.primary_reason
+        );
+        assert_eq!(
+            names(&t, Role::ReadOnlyAny),
+            ["a"],
+            "reads may still go to it"
+        );
+        // Not forever.
+        assert_eq!(names(&at(Some(100), 6000), Role::Primary), ["a"]);
+        // A request naming another leader, or the current leader as candidate, is not ours.
+        assert_eq!(names(&at(None, 200), Role::Primary), ["a"]);
+        let other = view(&[
+            member("a", 5432, "primary", "running", ""),
+            leader("a"),
+            RawKey {
+                key: "failover".into(),
+                value: br#"{"member":"a"}"#.to_vec(),
+                mod_revision: 1,
+                lease: 0,
+            },
+        ]);
+        assert!(switchover_away_from(&other, "a").is_none());
+        assert!(switchover_away_from(&v, "b").is_none());
+    }
+
+    #[test]
     fn ipv6_conn_urls_are_bracketed() {
         let mut m = member("a", 5432, "primary", "running", "");
-        m.value = br#"{"conn_url":"postgres://[::1]:5432/postgres","role":"primary","state":"running"}"#.to_vec();
+        m.value =
+            br#"{"conn_url":"postgres://[::1]:5432/postgres","role":"primary","state":"running"}"#
+                .to_vec();
         let v = view(&[m, leader("a")]);
-        assert_eq!(run(&v, true, &H::new(), None, 0).primary.unwrap().addr, "[::1]:5432");
+        assert_eq!(
+            run(&v, true, &H::new(), None, 0).primary.unwrap().addr,
+            "[::1]:5432"
+        );
     }
 }

@@ -3,7 +3,6 @@
 
 use anyhow::{anyhow, Context, Result};
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -12,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::config::Role;
-use super::listener::{BackendStats, ListenerShared};
+use super::listener::{BackendStats, ListenerShared, StatsRegistry};
 use super::router::RouterState;
 use super::routing::{Outcome, Probe, Source};
 
@@ -21,7 +20,7 @@ pub struct StatusSources {
     pub scope: String,
     pub listeners: Vec<(Arc<ListenerShared>, String)>,
     pub state: Arc<Mutex<RouterState>>,
-    pub stats: Arc<Mutex<HashMap<(Role, String), Arc<BackendStats>>>>,
+    pub stats: StatsRegistry,
 }
 
 fn probe_text(p: Option<&Probe>) -> Value {
@@ -83,7 +82,9 @@ impl StatusSources {
                         h.replica
                             .iter()
                             .map(|(lag, p)| {
-                                let k = lag.map(|l| format!("lag={l}")).unwrap_or_else(|| "any".into());
+                                let k = lag
+                                    .map(|l| format!("lag={l}"))
+                                    .unwrap_or_else(|| "any".into());
                                 (k, probe_text(Some(p)))
                             })
                             .collect()
@@ -140,9 +141,24 @@ impl StatusSources {
                 .map(|(l, _)| (format!("listener=\"{}\"", l.cfg.role), f(l)))
                 .collect()
         };
-        family("tandem_proxy_connections_active", "gauge", "Open client connections per listener.", per_listener(&|l| l.active.load(Relaxed).to_string()));
-        family("tandem_proxy_connections_max", "gauge", "max_connections of each listener.", per_listener(&|l| l.cfg.max_connections.to_string()));
-        family("tandem_proxy_accepted_total", "counter", "Client connections accepted.", per_listener(&|l| l.stats.accepted.load(Relaxed).to_string()));
+        family(
+            "tandem_proxy_connections_active",
+            "gauge",
+            "Open client connections per listener.",
+            per_listener(&|l| l.active.load(Relaxed).to_string()),
+        );
+        family(
+            "tandem_proxy_connections_max",
+            "gauge",
+            "max_connections of each listener.",
+            per_listener(&|l| l.cfg.max_connections.to_string()),
+        );
+        family(
+            "tandem_proxy_accepted_total",
+            "counter",
+            "Client connections accepted.",
+            per_listener(&|l| l.stats.accepted.load(Relaxed).to_string()),
+        );
         let mut refused = Vec::new();
         for (l, _) in ls {
             for (why, v) in [
@@ -150,13 +166,36 @@ impl StatusSources {
                 ("no_backend", &l.stats.refused_no_backend),
                 ("bad_client", &l.stats.bad_clients),
             ] {
-                refused.push((format!("listener=\"{}\",reason=\"{why}\"", l.cfg.role), v.load(Relaxed).to_string()));
+                refused.push((
+                    format!("listener=\"{}\",reason=\"{why}\"", l.cfg.role),
+                    v.load(Relaxed).to_string(),
+                ));
             }
         }
-        family("tandem_proxy_refused_total", "counter", "Client connections refused (with an ErrorResponse, or closed when not PostgreSQL).", refused);
-        family("tandem_proxy_held_total", "counter", "Connections that waited for a backend (no leader yet).", per_listener(&|l| l.stats.held.load(Relaxed).to_string()));
-        family("tandem_proxy_held_seconds_total", "counter", "Time connections spent waiting for a backend.", per_listener(&|l| format!("{}", l.stats.held_micros.load(Relaxed) as f64 / 1e6)));
-        family("tandem_proxy_cancel_requests_total", "counter", "CancelRequests relayed.", per_listener(&|l| l.stats.cancels.load(Relaxed).to_string()));
+        family(
+            "tandem_proxy_refused_total",
+            "counter",
+            "Client connections refused (with an ErrorResponse, or closed when not PostgreSQL).",
+            refused,
+        );
+        family(
+            "tandem_proxy_held_total",
+            "counter",
+            "Connections that waited for a backend (no leader yet).",
+            per_listener(&|l| l.stats.held.load(Relaxed).to_string()),
+        );
+        family(
+            "tandem_proxy_held_seconds_total",
+            "counter",
+            "Time connections spent waiting for a backend.",
+            per_listener(&|l| format!("{}", l.stats.held_micros.load(Relaxed) as f64 / 1e6)),
+        );
+        family(
+            "tandem_proxy_cancel_requests_total",
+            "counter",
+            "CancelRequests relayed.",
+            per_listener(&|l| l.stats.cancels.load(Relaxed).to_string()),
+        );
 
         let stats: Vec<((Role, String), Arc<BackendStats>)> = {
             let m = self.stats.lock().unwrap_or_else(|e| e.into_inner());
@@ -170,17 +209,46 @@ impl StatusSources {
                 .map(|((r, n), s)| (format!("listener=\"{r}\",backend=\"{}\"", escape(n)), f(s)))
                 .collect()
         };
-        family("tandem_proxy_backend_connections_active", "gauge", "Open connections per listener and backend.", per_backend(&|s| s.active.load(Relaxed).to_string()));
-        family("tandem_proxy_backend_connections_total", "counter", "Connections relayed per listener and backend.", per_backend(&|s| s.total.load(Relaxed).to_string()));
+        family(
+            "tandem_proxy_backend_connections_active",
+            "gauge",
+            "Open connections per listener and backend.",
+            per_backend(&|s| s.active.load(Relaxed).to_string()),
+        );
+        family(
+            "tandem_proxy_backend_connections_total",
+            "counter",
+            "Connections relayed per listener and backend.",
+            per_backend(&|s| s.total.load(Relaxed).to_string()),
+        );
         let mut bytes = Vec::new();
         for ((r, n), s) in &stats {
-            for (dir, v) in [("client_to_server", &s.bytes_from_client), ("server_to_client", &s.bytes_from_server)] {
-                bytes.push((format!("listener=\"{r}\",backend=\"{}\",direction=\"{dir}\"", escape(n)), v.load(Relaxed).to_string()));
+            for (dir, v) in [
+                ("client_to_server", &s.bytes_from_client),
+                ("server_to_client", &s.bytes_from_server),
+            ] {
+                bytes.push((
+                    format!(
+                        "listener=\"{r}\",backend=\"{}\",direction=\"{dir}\"",
+                        escape(n)
+                    ),
+                    v.load(Relaxed).to_string(),
+                ));
             }
         }
-        family("tandem_proxy_backend_bytes_total", "counter", "Bytes relayed per listener, backend and direction.", bytes);
+        family(
+            "tandem_proxy_backend_bytes_total",
+            "counter",
+            "Bytes relayed per listener, backend and direction.",
+            bytes,
+        );
         family("tandem_proxy_backend_fenced_connections_total", "counter", "Connections closed because the backend stopped being eligible (the leader lost its role).", per_backend(&|s| s.fenced.load(Relaxed).to_string()));
-        family("tandem_proxy_backend_failures_total", "counter", "Connection attempts to a backend that failed (tried elsewhere or refused).", per_backend(&|s| s.failed.load(Relaxed).to_string()));
+        family(
+            "tandem_proxy_backend_failures_total",
+            "counter",
+            "Connection attempts to a backend that failed (tried elsewhere or refused).",
+            per_backend(&|s| s.failed.load(Relaxed).to_string()),
+        );
 
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         family(
@@ -189,36 +257,72 @@ impl StatusSources {
             "Changes of a listener's backend list.",
             ls.iter()
                 .map(|(l, _)| {
-                    (format!("listener=\"{}\"", l.cfg.role), st.routing_changes.get(&l.cfg.role).copied().unwrap_or(0).to_string())
+                    (
+                        format!("listener=\"{}\"", l.cfg.role),
+                        st.routing_changes
+                            .get(&l.cfg.role)
+                            .copied()
+                            .unwrap_or(0)
+                            .to_string(),
+                    )
                 })
                 .collect(),
         );
         let primary = st.table.as_ref().and_then(|t| t.primary.as_ref());
-        family("tandem_proxy_primary_routed", "gauge", "1 while the primary listener has a backend.", vec![(String::new(), u8::from(primary.is_some()).to_string())]);
+        family(
+            "tandem_proxy_primary_routed",
+            "gauge",
+            "1 while the primary listener has a backend.",
+            vec![(String::new(), u8::from(primary.is_some()).to_string())],
+        );
         family(
             "tandem_proxy_last_reroute_seconds",
             "gauge",
             "Time without a primary before the last new primary was routed.",
-            vec![(String::new(), st.last_reroute.map(|d| d.as_secs_f64()).unwrap_or(0.0).to_string())],
+            vec![(
+                String::new(),
+                st.last_reroute
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0)
+                    .to_string(),
+            )],
         );
-        family("tandem_proxy_etcd_synced", "gauge", "1 while the etcd watch is in sync.", vec![(String::new(), u8::from(st.etcd_synced).to_string())]);
+        family(
+            "tandem_proxy_etcd_synced",
+            "gauge",
+            "1 while the etcd watch is in sync.",
+            vec![(String::new(), u8::from(st.etcd_synced).to_string())],
+        );
         let mut checks = Vec::new();
         for (name, h) in &st.health {
             if let Some(p) = &h.primary {
-                checks.push((format!("member=\"{}\",check=\"primary\"", escape(name)), u8::from(p.outcome == Outcome::Up).to_string()));
+                checks.push((
+                    format!("member=\"{}\",check=\"primary\"", escape(name)),
+                    u8::from(p.outcome == Outcome::Up).to_string(),
+                ));
             }
             for (lag, p) in &h.replica {
                 let l = lag.map(|l| l.to_string()).unwrap_or_default();
-                checks.push((format!("member=\"{}\",check=\"replica\",lag=\"{l}\"", escape(name)), u8::from(p.outcome == Outcome::Up).to_string()));
+                checks.push((
+                    format!("member=\"{}\",check=\"replica\",lag=\"{l}\"", escape(name)),
+                    u8::from(p.outcome == Outcome::Up).to_string(),
+                ));
             }
         }
-        family("tandem_proxy_member_check_up", "gauge", "1 when the member's last health check answered 200.", checks);
+        family(
+            "tandem_proxy_member_check_up",
+            "gauge",
+            "1 when the member's last health check answered 200.",
+            checks,
+        );
         out
     }
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Serves `/status` and `/metrics` until the task is dropped.
@@ -240,11 +344,20 @@ pub async fn serve(listener: tokio::net::TcpListener, src: Arc<StatusSources>) {
                 let src = src.clone();
                 async move {
                     let (code, ctype, body) = match (req.method().as_str(), req.uri().path()) {
-                        ("GET", "/status") | ("GET", "/") => {
-                            (200, "application/json", serde_json::to_string_pretty(&src.status_json()).unwrap_or_default() + "\n")
+                        ("GET", "/status") | ("GET", "/") => (
+                            200,
+                            "application/json",
+                            serde_json::to_string_pretty(&src.status_json()).unwrap_or_default()
+                                + "\n",
+                        ),
+                        ("GET", "/metrics") => {
+                            (200, "text/plain; version=0.0.4", src.metrics_text())
                         }
-                        ("GET", "/metrics") => (200, "text/plain; version=0.0.4", src.metrics_text()),
-                        ("GET", _) => (404, "text/plain", "not found: try /status or /metrics\n".to_string()),
+                        ("GET", _) => (
+                            404,
+                            "text/plain",
+                            "not found: try /status or /metrics\n".to_string(),
+                        ),
                         _ => (405, "text/plain", "only GET\n".to_string()),
                     };
                     let resp = Response::builder()
@@ -259,7 +372,11 @@ pub async fn serve(listener: tokio::net::TcpListener, src: Arc<StatusSources>) {
             http.timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(5))
                 .keep_alive(false);
-            let _ = tokio::time::timeout(Duration::from_secs(30), http.serve_connection(TokioIo::new(io), svc)).await;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(30),
+                http.serve_connection(TokioIo::new(io), svc),
+            )
+            .await;
         });
     }
 }
@@ -282,7 +399,10 @@ pub fn fetch(status_listen: &str, path: &str, timeout: Duration) -> Result<(u16,
         .with_context(|| format!("cannot reach the router's status endpoint at {target}: is `tandem proxy` running with this configuration?"))?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut buf = Vec::new();
     s.take(16 << 20).read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf);
@@ -312,12 +432,22 @@ pub fn render(doc: &Value) -> String {
         "Cluster {} — routing from {} (etcd {}, revision {})",
         s(&doc["scope"]),
         s(&doc["source"]),
-        if doc["etcd"]["synced"] == json!(true) { "in sync" } else { "UNREACHABLE" },
+        if doc["etcd"]["synced"] == json!(true) {
+            "in sync"
+        } else {
+            "UNREACHABLE"
+        },
         s(&doc["etcd"]["revision"])
     );
     match doc["primary"].as_object() {
         Some(p) => {
-            let _ = writeln!(out, "Primary: {} at {} ({})", s(&p["name"]), s(&p["addr"]), s(&doc["primary_reason"]));
+            let _ = writeln!(
+                out,
+                "Primary: {} at {} ({})",
+                s(&p["name"]),
+                s(&p["addr"]),
+                s(&doc["primary_reason"])
+            );
         }
         None => {
             let _ = writeln!(out, "Primary: NONE ({})", s(&doc["primary_reason"]));
@@ -326,13 +456,24 @@ pub fn render(doc: &Value) -> String {
     if let Some(r) = doc["last_reroute_seconds"].as_f64() {
         let _ = writeln!(out, "Last reroute: {:.0} ms without a primary", r * 1000.0);
     }
-    let _ = writeln!(out, "\n{:<14} {:<22} {:>12}  Backends", "Listener", "Address", "Conns/Max");
+    let _ = writeln!(
+        out,
+        "\n{:<14} {:<22} {:>12}  Backends",
+        "Listener", "Address", "Conns/Max"
+    );
     for l in doc["listeners"].as_array().into_iter().flatten() {
         let backends: Vec<String> = l["backends"]
             .as_array()
             .into_iter()
             .flatten()
-            .map(|b| format!("{} {} ({} open)", s(&b["name"]), s(&b["addr"]), s(&b["active"])))
+            .map(|b| {
+                format!(
+                    "{} {} ({} open)",
+                    s(&b["name"]),
+                    s(&b["addr"]),
+                    s(&b["active"])
+                )
+            })
             .collect();
         let b = if backends.is_empty() {
             format!("none: {}", s(&l["reason"]))
@@ -347,7 +488,11 @@ pub fn render(doc: &Value) -> String {
             format!("{}/{}", s(&l["active"]), s(&l["max_connections"]))
         );
     }
-    let _ = writeln!(out, "\n{:<12} {:<26} {:<10} {:<10} {:>9} {:>14}", "Member", "PostgreSQL", "Role", "State", "/primary", "/replica");
+    let _ = writeln!(
+        out,
+        "\n{:<12} {:<26} {:<10} {:<10} {:>9} {:>14}",
+        "Member", "PostgreSQL", "Role", "State", "/primary", "/replica"
+    );
     for m in doc["members"].as_array().into_iter().flatten() {
         let replica: Vec<String> = m["check_replica"]
             .as_object()
@@ -355,9 +500,19 @@ pub fn render(doc: &Value) -> String {
             .flatten()
             .map(|(_, v)| s(v))
             .collect();
-        let name = if m["leader"] == json!(true) { format!("{} *", s(&m["name"])) } else { s(&m["name"]) };
+        let name = if m["leader"] == json!(true) {
+            format!("{} *", s(&m["name"]))
+        } else {
+            s(&m["name"])
+        };
         let conn = s(&m["conn_url"]);
-        let conn = conn.strip_prefix("postgres://").unwrap_or(&conn).split('/').next().unwrap_or("").to_string();
+        let conn = conn
+            .strip_prefix("postgres://")
+            .unwrap_or(&conn)
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
         let _ = writeln!(
             out,
             "{:<12} {:<26} {:<10} {:<10} {:>9} {:>14}",
@@ -366,7 +521,11 @@ pub fn render(doc: &Value) -> String {
             s(&m["role"]),
             s(&m["state"]),
             s(&m["check_primary"]),
-            if replica.is_empty() { "-".into() } else { replica.join(",") }
+            if replica.is_empty() {
+                "-".into()
+            } else {
+                replica.join(",")
+            }
         );
     }
     out
