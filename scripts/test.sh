@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo build --workspace --all-targets
 cargo test --workspace --lib --bins
-cargo test --workspace --test '*' -- --test-threads=1
+cargo test --workspace --no-fail-fast --test '*' -- --test-threads=1
