@@ -100,6 +100,60 @@ fn switchover_scheduled_switchover_pause_and_resume() {
     let d = dcs(&c.lab, &rt);
     let cand = (0..3).find(|&i| i != leader).unwrap();
 
+    // A writer through a connection string that follows the primary, during the switchover:
+    // every acknowledged row must survive it.
+    c.lab
+        .psql(leader, "CREATE TABLE acked (id int primary key)")
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let psql = c.lab.pg_bin.join("psql");
+        let pgpass = c.lab.pgpass_path.clone();
+        let ports: Vec<String> = c.lab.nodes.iter().map(|n| n.pg_port.to_string()).collect();
+        let conninfo = format!(
+            "host=127.0.0.1,127.0.0.1,127.0.0.1 port={} user=postgres dbname=postgres target_session_attrs=read-write connect_timeout=1",
+            ports.join(",")
+        );
+        std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            let mut id = 0;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                id += 1;
+                let ok = std::process::Command::new(&psql)
+                    .args([
+                        "-X",
+                        "-q",
+                        "-d",
+                        &conninfo,
+                        "-c",
+                        &format!("INSERT INTO acked VALUES ({id})"),
+                    ])
+                    .env("PGPASSFILE", &pgpass)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if ok {
+                    acked.push(id);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            acked
+        })
+    };
+    wait_until(Duration::from_secs(10), "the writer's first rows", || {
+        (c.lab
+            .psql(leader, "SELECT count(*) FROM acked")
+            .ok()?
+            .parse::<u32>()
+            .ok()?
+            > 3)
+        .then_some(())
+    })
+    .unwrap();
+
     // Planned switchover to a named candidate.
     let t0 = Instant::now();
     let req = format!(
@@ -115,6 +169,42 @@ fn switchover_scheduled_switchover_pause_and_resume() {
     )
     .unwrap();
     eprintln!("switchover took {:?}", t0.elapsed());
+    // Let the writer go on a little on the new leader, then check that nothing acknowledged is lost.
+    let before = c
+        .lab
+        .psql(cand, "SELECT count(*) FROM acked")
+        .unwrap()
+        .parse::<u32>()
+        .unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "writes continue on the new leader",
+        || {
+            (c.lab
+                .psql(cand, "SELECT count(*) FROM acked")
+                .ok()?
+                .parse::<u32>()
+                .ok()?
+                > before + 3)
+                .then_some(())
+        },
+    )
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.join().unwrap();
+    let present: std::collections::BTreeSet<i64> = c
+        .lab
+        .psql(cand, "SELECT id FROM acked")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let lost: Vec<&i64> = acked.iter().filter(|id| !present.contains(id)).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes lost in the switchover: {lost:?}"
+    );
+    assert!(acked.len() > 6, "the writer barely wrote: {}", acked.len());
     wait_until(
         Duration::from_secs(30),
         "old leader streams from the new one",
