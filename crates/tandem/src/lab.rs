@@ -687,6 +687,22 @@ impl Lab {
         (pid_alive(pid) && is_postmaster_of(pid, data_dir)).then_some(pid)
     }
 
+    /// For tests: when the current thread is panicking (a failed assertion), print the last lines
+    /// of every agent's log so the failure can be understood after the lab is removed; then stop
+    /// everything ([`Lab::stop_all`]).
+    pub fn report_and_stop(&mut self) {
+        if std::thread::panicking() {
+            for n in &self.nodes {
+                let text = fs::read_to_string(&n.log_path).unwrap_or_default();
+                eprintln!("---- {} (last lines) ----", n.name);
+                for l in text.lines().rev().take(30).collect::<Vec<_>>().iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+        self.stop_all();
+    }
+
     /// Stops everything, by PID, pass or fail: SIGTERM to the agents (10 s, then SIGKILL),
     /// SIGQUIT to the postmasters (5 s, then SIGKILL), SIGKILL to etcd. Idempotent.
     pub fn stop_all(&mut self) {

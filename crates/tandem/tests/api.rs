@@ -23,16 +23,7 @@ struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            for n in &self.lab.nodes {
-                let text = std::fs::read_to_string(&n.log_path).unwrap_or_default();
-                eprintln!("---- {} (last lines) ----", n.name);
-                for l in text.lines().rev().take(30).collect::<Vec<_>>().iter().rev() {
-                    eprintln!("{l}");
-                }
-            }
-        }
-        self.lab.stop_all();
+        self.lab.report_and_stop();
     }
 }
 

@@ -27,19 +27,7 @@ impl std::ops::DerefMut for Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            // Leave a trace of what the agents said before the lab is removed.
-            for n in &self.lab.nodes {
-                if let Ok(text) = std::fs::read_to_string(&n.log_path) {
-                    let tail: Vec<&str> = text.lines().rev().take(40).collect();
-                    eprintln!("---- {} (last lines) ----", n.name);
-                    for l in tail.iter().rev() {
-                        eprintln!("{l}");
-                    }
-                }
-            }
-        }
-        self.lab.stop_all();
+        self.lab.report_and_stop();
     }
 }
 

@@ -34,18 +34,7 @@ impl std::ops::DerefMut for Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            for n in &self.lab.nodes {
-                if let Ok(text) = std::fs::read_to_string(&n.log_path) {
-                    let tail: Vec<&str> = text.lines().rev().take(25).collect();
-                    eprintln!("---- {} (last lines) ----", n.name);
-                    for l in tail.iter().rev() {
-                        eprintln!("{l}");
-                    }
-                }
-            }
-        }
-        self.lab.stop_all();
+        self.lab.report_and_stop();
     }
 }
 
