@@ -307,7 +307,10 @@ fn health(path: &str, q: &Query, st: &NodeStatus, node: &Identity, now: Instant)
     } else {
         st.is_leader(now)
     };
-    let primary_ok = holds_lock && !standby_cluster;
+    // Patroni: 200 only for a node that holds the leader lock *and* runs PostgreSQL as a
+    // primary. A leader that has just demoted itself (etcd unreachable) still has a few
+    // hundred ms of lease left, but must not be routed to.
+    let primary_ok = holds_lock && !standby_cluster && role == "primary" && st.is_running();
     let standby_leader_ok =
         holds_lock && standby_cluster && matches!(role, "replica" | "standby_leader");
     let lag_limit = q.get("lag").and_then(parse_size);
