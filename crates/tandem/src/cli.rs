@@ -75,6 +75,9 @@ impl Ctl {
         if insecure {
             cfg.ctl.insecure = true;
         }
+        if cfg.scope.is_empty() {
+            bail!("which cluster? name it on the command line (e.g. `tandem -d etcd3://host:2379 list CLUSTER`) or set `scope` in the configuration file");
+        }
         let dcs = Dcs::connect(&cfg.etcd3, &cfg.base_path(), Duration::from_secs(5)).await?;
         let http = cli_client(&cfg)?;
         Ok(Ctl {

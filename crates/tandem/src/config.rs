@@ -275,15 +275,43 @@ impl Config {
     /// For the CLI: also accepts a patronictl-style file (`scope`, `namespace`, `etcd3`, `ctl`,
     /// perhaps `restapi.authentication`) without the agent-only sections, which get placeholders.
     pub fn load_for_ctl(path: &Path) -> Result<Config> {
+        Config::load_for_ctl_with(Some(path), None)
+    }
+
+    /// The CLI's configuration from a file (or none), with patronictl's `--dcs-url`
+    /// (`[scheme://][host][:port][/namespace]`, spec §6.1) replacing the file's etcd hosts and
+    /// namespace. With neither a file nor a URL there is nothing to talk to: an error says so.
+    pub fn load_for_ctl_with(path: Option<&Path>, dcs_url: Option<&str>) -> Result<Config> {
         let env = process_env();
-        let origin = path.display().to_string();
-        let mut tree = if path.is_dir() {
-            read_dir_tree(path)?
-        } else {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read configuration file {origin}"))?;
-            parse_yaml(&text, &origin)?
+        let origin = path.map_or("--dcs-url".to_string(), |p| p.display().to_string());
+        let mut tree = match path {
+            Some(path) if path.is_dir() => read_dir_tree(path)?,
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read configuration file {origin}"))?;
+                parse_yaml(&text, &origin)?
+            }
+            // The scope then comes from the command line (`list CLUSTER`); a placeholder keeps
+            // the checks of `build` quiet and is cleared below.
+            None if dcs_url.is_some() => serde_json::json!({"scope": "unnamed"}),
+            None => bail!("no configuration file: pass -c /path/to/node.yml (a node's configuration works), -d etcd3://host:2379, or set PATRONICTL_CONFIG_FILE"),
         };
+        if let (Some(url), Value::Object(top)) = (dcs_url, &mut tree) {
+            let (hosts, namespace) = parse_dcs_url(url)?;
+            let etcd = top
+                .entry("etcd3")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(e) = etcd {
+                e.remove("host");
+                e.remove("url");
+                e.remove("hosts");
+                e.insert("hosts".into(), Value::from(hosts));
+            }
+            top.remove("etcd");
+            if let Some(ns) = namespace {
+                top.insert("namespace".into(), Value::from(ns));
+            }
+        }
         if let Value::Object(top) = &mut tree {
             top.entry("name")
                 .or_insert_with(|| Value::from("tandem-ctl"));
@@ -305,7 +333,11 @@ impl Config {
                 );
             }
         }
-        build(tree, &env, &origin, true)
+        let mut cfg = build(tree, &env, &origin, true)?;
+        if path.is_none() {
+            cfg.scope.clear();
+        }
+        Ok(cfg)
     }
 
     /// `Some(path)` → [`Config::load`]; `None` → [`Config::from_env`] with the process environment.
@@ -1189,6 +1221,67 @@ const CALLBACKS: &[&str] = &[
     "on_reload",
     "on_role_change",
 ];
+
+/// patronictl's `--dcs-url` (spec §6.1): `[scheme://][host][:port][/namespace]`, scheme `etcd3`
+/// (or `etcd`, taken as etcd's v3 API: tandem speaks nothing else), host default `localhost`, port
+/// default 2379. Several hosts may be given separated by commas. Returns the `host:port` list and
+/// the namespace when the URL has a path.
+pub fn parse_dcs_url(url: &str) -> Result<(Vec<String>, Option<String>)> {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (s.to_ascii_lowercase(), r),
+        None => ("etcd3".to_string(), url),
+    };
+    match scheme.as_str() {
+        "etcd3" | "etcd" => {}
+        "consul" | "zookeeper" | "exhibitor" | "kubernetes" | "raft" => bail!(
+            "--dcs-url {url}: tandem works with etcd only (its v3 API), not {scheme}; use etcd3://host:2379"
+        ),
+        other => bail!(
+            "--dcs-url {url}: unknown scheme '{other}'; expected etcd3://host[:port][/namespace]"
+        ),
+    }
+    let (hosts_part, namespace) = match rest.split_once('/') {
+        Some((h, ns)) if !ns.trim_matches('/').is_empty() => {
+            (h, Some(format!("/{}", ns.trim_matches('/'))))
+        }
+        Some((h, _)) => (h, None),
+        None => (rest, None),
+    };
+    let mut hosts = Vec::new();
+    for h in hosts_part.split(',') {
+        let h = h.trim();
+        // `[v6]:port`, `host:port`, `host`, `:port`.
+        let (host, port) = match h.strip_prefix('[').and_then(|r| r.split_once(']')) {
+            Some((v6, tail)) => (v6, tail.strip_prefix(':')),
+            None => match h.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (h, None),
+            },
+        };
+        let port: u16 =
+            match port {
+                None => 2379,
+                Some(p) => p.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+                    anyhow!("--dcs-url {url}: '{p}' is not a port number (1-65535)")
+                })?,
+            };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        let host = if host.is_empty() {
+            "localhost".to_string()
+        } else {
+            host
+        };
+        if host.contains(char::is_whitespace) || host.contains('@') {
+            bail!("--dcs-url {url}: '{host}' is not a host name or address");
+        }
+        hosts.push(format!("{host}:{port}"));
+    }
+    Ok((hosts, namespace))
+}
 
 fn build(
     mut tree: Value,
@@ -2075,6 +2168,32 @@ fn ctl_section(ex: &mut Ex, top: Obj) -> Result<CtlConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dcs_url_forms() {
+        let p = |u: &str| parse_dcs_url(u).unwrap();
+        assert_eq!(
+            p("etcd3://10.0.0.1:2380/svc"),
+            (vec!["10.0.0.1:2380".to_string()], Some("/svc".to_string()))
+        );
+        assert_eq!(p("localhost"), (vec!["localhost:2379".to_string()], None));
+        assert_eq!(
+            p("etcd://:3000"),
+            (vec!["localhost:3000".to_string()], None)
+        );
+        assert_eq!(
+            p("etcd3://a:1,b:2/"),
+            (vec!["a:1".to_string(), "b:2".to_string()], None)
+        );
+        assert_eq!(
+            p("etcd3://[::1]:2379"),
+            (vec!["[::1]:2379".to_string()], None)
+        );
+        let e = |u: &str| parse_dcs_url(u).unwrap_err().to_string();
+        assert!(e("consul://h:8500").contains("etcd only"));
+        assert!(e("etcd3://h:99999").contains("not a port number"));
+        assert!(e("ftp://h").contains("unknown scheme"));
+    }
     use serde_json::json;
 
     /// The seed's /etc/patroni/config.yml (postgres-01), verbatim including comments.

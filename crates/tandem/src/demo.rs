@@ -36,7 +36,9 @@ pub fn healthy_roles(lab: &Lab) -> Option<(usize, Vec<usize>)> {
 
 pub fn up(dir: &Path) -> Result<()> {
     let started = Instant::now();
-    let mut lab = Lab::prepare(LabOptions::new(dir))
+    let mut opts = LabOptions::new(dir);
+    opts.router = true;
+    let mut lab = Lab::prepare(opts)
         .with_context(|| format!("cannot prepare the demo in {}", dir.display()))?;
     println!("Starting etcd ({} members) ...", lab.etcd.len());
     lab.start_etcd()?;
@@ -47,6 +49,13 @@ pub fn up(dir: &Path) -> Result<()> {
             lab.nodes[i].name,
             lab.nodes[i].config_path.display()
         );
+    }
+    if let Err(e) = lab.start_router() {
+        lab.stop_all();
+        return Err(e);
+    }
+    if let Some(r) = &lab.router {
+        println!("Started tandem proxy (config {})", r.config_path.display());
     }
     lab.save()?;
     println!(
@@ -68,6 +77,18 @@ pub fn up(dir: &Path) -> Result<()> {
             return Err(e);
         }
     };
+    if let Err(e) = wait_until(
+        Duration::from_secs(30),
+        "the router to route to the leader",
+        || lab.router_routes_primary().then_some(()),
+    ) {
+        eprintln!(
+            "The router does not route to the leader: see {}/logs/router.log. Stopping the demo.",
+            lab.dir.display()
+        );
+        lab.stop_all();
+        return Err(e);
+    }
     lab.owned = false; // keep it running after this process exits
     println!(
         "Cluster ready in {:.1} s.\n",
@@ -81,8 +102,21 @@ pub fn up(dir: &Path) -> Result<()> {
     if let Ok(out) = out {
         print!("{}", String::from_utf8_lossy(&out.stdout));
     }
+    if let Some(r) = &lab.router {
+        println!(
+            "\nConnect through the router (follows the leader across failovers):\n  \
+             read-write (the leader):  {}\n  read-only (replicas):     {}",
+            lab.psql_line_port(r.primary_port),
+            lab.psql_line_port(r.replicas_port)
+        );
+        println!(
+            "Routing table:      {} proxy status -c {}",
+            lab.tandem_bin.display(),
+            r.config_path.display()
+        );
+    }
     println!(
-        "\nConnect to the leader ({}):\n  {}",
+        "\nConnect to the leader ({}) directly:\n  {}",
         lab.nodes[leader].name,
         lab.psql_line(leader)
     );

@@ -78,6 +78,8 @@ pub struct LabOptions {
     pub pg_bin: Option<PathBuf>,
     /// Extra environment variables for the agents (after HOME, PATH, RUST_LOG=info, ...).
     pub agent_env: Vec<(String, String)>,
+    /// Also prepare a `tandem proxy` (DIR/router.yml: primary, replicas and status listeners).
+    pub router: bool,
 }
 
 impl LabOptions {
@@ -92,6 +94,7 @@ impl LabOptions {
             tandem_exe: None,
             pg_bin: None,
             agent_env: Vec::new(),
+            router: false,
         }
     }
 
@@ -138,6 +141,22 @@ pub struct LabNode {
     /// DIR/logs/<name>.log
     pub log_path: PathBuf,
     pub agent_pid: Option<u32>,
+}
+
+/// The lab's `tandem proxy`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LabRouter {
+    /// DIR/router.yml
+    pub config_path: PathBuf,
+    /// The read-write listener (to the leader).
+    pub primary_port: u16,
+    /// The read-only listener (round robin over streaming replicas, the leader as fallback).
+    pub replicas_port: u16,
+    /// `/status`, `/metrics`.
+    pub status_port: u16,
+    /// DIR/logs/router.log
+    pub log_path: PathBuf,
+    pub pid: Option<u32>,
 }
 
 /// The OS user that runs the lab's processes.
@@ -203,6 +222,8 @@ struct LabFile {
     agent_env: Vec<(String, String)>,
     etcd: Vec<EtcdMember>,
     nodes: Vec<LabNode>,
+    #[serde(default)]
+    router: Option<LabRouter>,
 }
 
 #[derive(Debug)]
@@ -212,6 +233,8 @@ pub struct Lab {
     pub scope: String,
     pub etcd: Vec<EtcdMember>,
     pub nodes: Vec<LabNode>,
+    /// Set when prepared with `LabOptions::router`.
+    pub router: Option<LabRouter>,
     pub user: RunAs,
     /// DIR/bin/tandem
     pub tandem_bin: PathBuf,
@@ -289,7 +312,11 @@ impl Lab {
         })?;
         fs::set_permissions(&tandem_bin, fs::Permissions::from_mode(0o755))?;
 
-        let ports = pick_ports(2 * opts.etcd_members + 2 * opts.members, opts.base_port)?;
+        let router_ports = if opts.router { 3 } else { 0 };
+        let ports = pick_ports(
+            2 * opts.etcd_members + 2 * opts.members + router_ports,
+            opts.base_port,
+        )?;
         let etcd: Vec<EtcdMember> = (0..opts.etcd_members)
             .map(|j| {
                 let name = format!("etcd{}", j + 1);
@@ -362,12 +389,29 @@ impl Lab {
             let yaml = node_config_yaml(SCOPE, node, &etcd_hosts, &pg_bin, &secrets, &opts.dcs)?;
             write_file(&node.config_path, yaml.as_bytes(), 0o600, Some(&user))?;
         }
+        let router = if opts.router {
+            let off = 2 * opts.etcd_members + 2 * opts.members;
+            let r = LabRouter {
+                config_path: dir.join("router.yml"),
+                primary_port: ports[off],
+                replicas_port: ports[off + 1],
+                status_port: ports[off + 2],
+                log_path: dir.join("logs").join("router.log"),
+                pid: None,
+            };
+            let yaml = router_config_yaml(SCOPE, &etcd_hosts, &r);
+            write_file(&r.config_path, yaml.as_bytes(), 0o600, Some(&user))?;
+            Some(r)
+        } else {
+            None
+        };
 
         let lab = Lab {
             dir,
             scope: SCOPE.into(),
             etcd,
             nodes,
+            router,
             user,
             tandem_bin,
             pg_bin,
@@ -407,6 +451,7 @@ impl Lab {
             scope: f.scope,
             etcd: f.etcd,
             nodes: f.nodes,
+            router: f.router,
             user: f.user,
             tandem_bin: f.tandem_bin,
             pg_bin: f.pg_bin,
@@ -437,6 +482,7 @@ impl Lab {
             agent_env: self.agent_env.clone(),
             etcd: self.etcd.clone(),
             nodes: self.nodes.clone(),
+            router: self.router.clone(),
         };
         let tmp = self.dir.join(".lab.json.tmp");
         write_file(&tmp, &serde_json::to_vec_pretty(&f)?, 0o644, None)?;
@@ -655,6 +701,46 @@ impl Lab {
         Ok(pid)
     }
 
+    /// Starts the lab's `tandem proxy -c DIR/router.yml` (prepared with `LabOptions::router`).
+    pub fn start_router(&mut self) -> Result<u32> {
+        let r = self
+            .router
+            .clone()
+            .ok_or_else(|| anyhow!("this lab was prepared without a router"))?;
+        if let Some(pid) = r.pid {
+            if self.running(pid) && self.is_router_pid(pid) {
+                bail!("the router is already running (pid {pid})");
+            }
+        }
+        let mut cmd = Command::new(&self.tandem_bin);
+        cmd.arg("proxy").arg("-c").arg(&r.config_path);
+        cmd.env_clear()
+            .env("PATH", STD_PATH)
+            .env("HOME", &self.user.home)
+            .env("RUST_LOG", "info");
+        let pid = self.spawn_as(cmd, &r.log_path, "router")?;
+        if let Some(r) = &mut self.router {
+            r.pid = Some(pid);
+        }
+        self.save()?;
+        Ok(pid)
+    }
+
+    /// The router answers `GET /status` with a primary routed.
+    pub fn router_routes_primary(&self) -> bool {
+        let Some(r) = &self.router else { return false };
+        match http_get(
+            &format!("127.0.0.1:{}", r.status_port),
+            "/status",
+            Duration::from_secs(1),
+        ) {
+            Ok((200, body)) => serde_json::from_str::<Value>(&body)
+                .ok()
+                .is_some_and(|v| v["primary"].is_object()),
+            _ => false,
+        }
+    }
+
     /// Sends `sig` to the agent of node `i` (by its recorded PID).
     pub fn signal_agent(&mut self, i: usize, sig: i32) -> Result<()> {
         let node = self.nodes.get(i).ok_or_else(|| anyhow!("no node {i}"))?;
@@ -706,6 +792,19 @@ impl Lab {
     /// Stops everything, by PID, pass or fail: SIGTERM to the agents (10 s, then SIGKILL),
     /// SIGQUIT to the postmasters (5 s, then SIGKILL), SIGKILL to etcd. Idempotent.
     pub fn stop_all(&mut self) {
+        // The router first: it holds client sessions, not data.
+        if let Some(pid) = self.router.as_ref().and_then(|r| r.pid) {
+            if self.running(pid)
+                && self.is_router_pid(pid)
+                && send_signal(pid, libc::SIGTERM).is_ok()
+            {
+                self.wait_gone(&[pid], KILL_DEADLINE);
+                self.kill_remaining(&[pid], libc::SIGKILL);
+            }
+        }
+        if let Some(r) = &mut self.router {
+            r.pid = None;
+        }
         // Agents.
         let mut agents = Vec::new();
         for i in 0..self.nodes.len() {
@@ -810,6 +909,11 @@ impl Lab {
 
     /// A command line a person can paste to connect to node `i`; prints no password.
     pub fn psql_line(&self, i: usize) -> String {
+        self.psql_line_port(self.nodes[i].pg_port)
+    }
+
+    /// The `psql` command line for the superuser at 127.0.0.1:`port` (a node or the router).
+    pub fn psql_line_port(&self, port: u16) -> String {
         let psql = if find_in_path("psql").is_some() {
             "psql".to_string()
         } else {
@@ -818,7 +922,7 @@ impl Lab {
         format!(
             "PGPASSFILE={} {psql} \"host=127.0.0.1 port={} user={SUPERUSER} dbname=postgres\"",
             shell_quote(&self.pgpass_path.to_string_lossy()),
-            self.nodes[i].pg_port
+            port
         )
     }
 
@@ -881,6 +985,14 @@ impl Lab {
     fn is_agent_pid(&self, i: usize, pid: u32) -> bool {
         self.children.contains_key(&pid)
             || cmdline_contains(pid, &self.nodes[i].config_path.to_string_lossy())
+    }
+
+    fn is_router_pid(&self, pid: u32) -> bool {
+        self.children.contains_key(&pid)
+            || self
+                .router
+                .as_ref()
+                .is_some_and(|r| cmdline_contains(pid, &r.config_path.to_string_lossy()))
     }
 
     fn is_etcd_pid(&self, i: usize, pid: u32) -> bool {
@@ -987,6 +1099,23 @@ pub fn lab_pg_hba() -> Vec<String> {
         format!("host replication {REPLICATION_USER} 127.0.0.1/32 scram-sha-256"),
         "host all all 127.0.0.1/32 scram-sha-256".to_string(),
     ]
+}
+
+/// The router's configuration file: the cluster's scope and etcd, and a `proxy:` section.
+fn router_config_yaml(scope: &str, etcd_hosts: &str, r: &LabRouter) -> String {
+    format!(
+        "# tandem proxy for the lab cluster (docs/proxy.md)\n\
+         scope: {scope}\n\
+         namespace: {NAMESPACE}\n\
+         etcd3:\n  hosts: {etcd_hosts}\n\
+         proxy:\n\
+         \x20 primary: {{listen: 127.0.0.1:{}}}\n\
+         \x20 replicas: {{listen: 127.0.0.1:{}, max_lag: 16MB, fallback_to_primary: true}}\n\
+         \x20 status_listen: 127.0.0.1:{}\n\
+         \x20 hold_timeout: 5s\n\
+         \x20 health_interval: 1s\n",
+        r.primary_port, r.replicas_port, r.status_port
+    )
 }
 
 /// One node's configuration file, Patroni format.

@@ -19,6 +19,21 @@ struct Cli {
     /// Do not verify the REST API's TLS certificate (as `ctl.insecure: true`).
     #[arg(short = 'k', long = "insecure", global = true)]
     insecure: bool,
+    /// The etcd to use, as patronictl's `--dcs-url`: `[etcd3://][host][:port][/namespace]`.
+    /// Replaces the configuration's `etcd3` hosts (and namespace); with it no configuration
+    /// file is needed.
+    #[arg(
+        short = 'd',
+        long = "dcs-url",
+        alias = "dcs",
+        env = "DCS_URL",
+        global = true
+    )]
+    dcs_url: Option<String>,
+    /// Citus group (patronictl's `--group`). tandem manages plain clusters only, so any value
+    /// is refused with an explanation.
+    #[arg(long = "group", global = true, value_name = "GROUP")]
+    group: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -261,7 +276,11 @@ enum Command {
 #[derive(Subcommand)]
 enum ProxyAction {
     /// Print the routing table of the running router (asks proxy.status_listen).
-    Status,
+    Status {
+        /// Configuration file (the router's; same as `tandem proxy -c FILE status`).
+        #[arg(short = 'c', long = "config-file", value_name = "CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -300,7 +319,7 @@ fn ctl_config_path(cli: &Option<PathBuf>) -> Result<PathBuf> {
             return Ok(p);
         }
     }
-    anyhow::bail!("no configuration file: pass -c /path/to/node.yml (a node's configuration works), or set PATRONICTL_CONFIG_FILE")
+    anyhow::bail!("no configuration file: pass -c /path/to/node.yml (a node's configuration works), -d etcd3://host:2379, or set PATRONICTL_CONFIG_FILE")
 }
 
 fn init_logging() {
@@ -370,19 +389,27 @@ fn run(cli: Cli) -> Result<()> {
             let path = config_path(&cli.config, &file.clone().or(config.clone()))?;
             tandem_vip::main_entry(&path)
         }
-        Command::Proxy { action, config } => {
-            let path = config_path(&cli.config, config)?;
-            match action {
-                None => tandem::proxy::main_entry(&path),
-                Some(ProxyAction::Status) => tandem::proxy::status_entry(&path),
-            }
-        }
+        Command::Proxy { action, config } => match action {
+            None => tandem::proxy::main_entry(&config_path(&cli.config, config)?),
+            Some(ProxyAction::Status { config: own }) => tandem::proxy::status_entry(&config_path(
+                &cli.config,
+                &own.clone().or(config.clone()),
+            )?),
+        },
         Command::Version { cluster: None, .. } if cli.config.is_none() => {
             runtime()?.block_on(tandem::cli::version(None, &[]))
         }
         verb => {
-            let path = ctl_config_path(&cli.config)?;
-            let cfg = tandem::cli::load_config(&path)?;
+            if let Some(g) = &cli.group {
+                anyhow::bail!("--group {g}: groups exist only in Citus clusters, and tandem manages plain PostgreSQL clusters; drop --group");
+            }
+            let path = match ctl_config_path(&cli.config) {
+                Ok(p) => Some(p),
+                Err(_) if cli.dcs_url.is_some() => None,
+                Err(e) => return Err(e),
+            };
+            let cfg =
+                tandem::config::Config::load_for_ctl_with(path.as_deref(), cli.dcs_url.as_deref())?;
             runtime()?.block_on(verbs(verb, &cfg, cli.insecure))
         }
     }

@@ -155,6 +155,43 @@ fn bootstrap_replicate_failover_and_rejoin_with_rewind() {
     assert_eq!(rows.len(), 3);
     assert_eq!(rows.iter().filter(|r| r["Role"] == "Leader").count(), 1);
     assert_eq!(rows.iter().filter(|r| r["State"] == "streaming").count(), 2);
+    // The same through patronictl's `--dcs-url`, with no configuration file at all.
+    let e = &c.etcd[0];
+    let out = Command::new(&c.tandem_bin)
+        .env_remove("TANDEM_CONFIG")
+        .env_remove("PATRONICTL_CONFIG_FILE")
+        .env("HOME", &c.dir)
+        .args([
+            "-d",
+            &format!("etcd3://127.0.0.1:{}/service", e.client_port),
+            "list",
+            "demo",
+            "-f",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 3, "{rows}");
+    // Without a cluster name there is nothing to list: the error says how to name it.
+    let out = Command::new(&c.tandem_bin)
+        .env_remove("TANDEM_CONFIG")
+        .env_remove("PATRONICTL_CONFIG_FILE")
+        .env("HOME", &c.dir)
+        .args(["-d", &format!("127.0.0.1:{}", e.client_port), "list"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("which cluster?"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // SIGKILL of the leader's agent and postmaster: the lease is not released.
     let t0 = Instant::now();
