@@ -19,6 +19,12 @@
 //!       rise: 2
 //!       weight: 0            # 0: FAULT while failing; <0 subtract while failing; >0 add while ok
 //!   track_interface: [eth1]  # names, or {name: eth1, weight: -20}
+//!   track_router:            # the router's readiness (`tandem proxy`'s GET /ready)
+//!     url: http://127.0.0.1:8008/ready
+//!     interval: 1            # seconds between probes (also the timeout unless `timeout:`)
+//!     fall: 2
+//!     rise: 2
+//!     weight: 0              # 0: FAULT while not ready; <0 subtract while not ready
 //!   notify:
 //!     master: "/usr/local/bin/on-master"
 //!     backup: "..."
@@ -57,6 +63,7 @@ pub struct VipConfig {
     pub unicast_peers: Vec<IpAddr>,
     pub track_scripts: Vec<TrackScript>,
     pub track_interfaces: Vec<TrackInterface>,
+    pub track_router: Option<TrackRouter>,
     pub notify: Notify,
     pub fast_takeover: bool,
     pub stats_interval: Duration,
@@ -86,6 +93,24 @@ pub struct TrackScript {
     pub weight: i32,
 }
 
+/// `vip.track_router`: an HTTP readiness endpoint (the router's `GET /ready`) polled like a
+/// track script: 2xx is success; any other status, a refused connection or a timeout is failure.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrackRouter {
+    /// As written, for logs.
+    pub url: String,
+    /// Host name or address (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+    /// Path and query, starting with `/`.
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub fall: u32,
+    pub rise: u32,
+    pub weight: i32,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrackInterface {
     pub name: String,
@@ -107,9 +132,44 @@ struct RouterFile {
     vip: Option<RawVip>,
 }
 
+/// How the virtual addresses are placed (`vip.mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// VRRP v2/v3 among routers (the default; this crate).
+    Vrrp,
+    /// On whichever database host holds the leader key in etcd (vip-manager style; run by the
+    /// `tandem` binary, which has the etcd client).
+    Leader,
+}
+
+#[derive(Deserialize)]
+struct ModeFile {
+    vip: Option<ModeOnly>,
+}
+
+#[derive(Deserialize)]
+struct ModeOnly {
+    #[serde(default)]
+    mode: Option<String>,
+}
+
+/// The `vip.mode` of a configuration file's text: `vrrp` (also when absent) or `leader`.
+pub fn mode_of(text: &str) -> Result<Mode> {
+    let f: ModeFile = serde_yaml::from_str(text).map_err(|e| anyhow!("{e}"))?;
+    match f.vip.and_then(|v| v.mode).as_deref() {
+        None | Some("vrrp") => Ok(Mode::Vrrp),
+        Some("leader") => Ok(Mode::Leader),
+        Some(other) => bail!(
+            "vip.mode: {other:?} is not a mode: `vrrp` (VRRP among routers, the default) or `leader` (the VIP follows the leader key in etcd)"
+        ),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawVip {
+    #[serde(default)]
+    mode: Option<String>,
     name: Option<String>,
     interface: String,
     virtual_router_id: u8,
@@ -131,6 +191,8 @@ struct RawVip {
     #[serde(default)]
     track_interface: Vec<RawInterface>,
     #[serde(default)]
+    track_router: Option<RawRouter>,
+    #[serde(default)]
     notify: Notify,
     #[serde(default)]
     fast_takeover: Option<bool>,
@@ -143,6 +205,17 @@ struct RawVip {
 struct RawScript {
     name: Option<String>,
     script: String,
+    interval: Option<f64>,
+    timeout: Option<f64>,
+    fall: Option<u32>,
+    rise: Option<u32>,
+    weight: Option<i32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouter {
+    url: String,
     interval: Option<f64>,
     timeout: Option<f64>,
     fall: Option<u32>,
@@ -190,7 +263,8 @@ fn secs(key: &str, v: f64, min: f64, max: f64) -> Result<Duration> {
     Ok(Duration::from_secs_f64(v))
 }
 
-fn parse_addr(key: &str, s: &str) -> Result<VipAddr> {
+/// `192.168.0.210/24`, `192.168.0.210` (= /32) or `2001:db8::100/64`; errors name `key`.
+pub fn parse_addr(key: &str, s: &str) -> Result<VipAddr> {
     let (a, p) = match s.split_once('/') {
         Some((a, p)) => (a, Some(p)),
         None => (s, None),
@@ -214,6 +288,54 @@ fn parse_addr(key: &str, s: &str) -> Result<VipAddr> {
     Ok(VipAddr { addr, prefix })
 }
 
+/// `http://host[:port][/path]` → (host, port, path). Only plain HTTP: the router's status
+/// listener does not speak TLS.
+pub fn parse_http_url(key: &str, url: &str) -> Result<(String, u16, String)> {
+    let example = "write e.g. http://127.0.0.1:8008/ready";
+    let rest = if let Some(r) = url.strip_prefix("http://") {
+        r
+    } else if url.starts_with("https://") {
+        bail!("{key}: {url:?}: https is not supported (the router's status listener speaks plain HTTP; point it at a loopback address): {example}");
+    } else {
+        bail!("{key}: {url:?} is not an http:// URL: {example}");
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].to_string()),
+        None => (rest, "/".to_string()),
+    };
+    if authority.contains('@') {
+        bail!("{key}: {url:?}: credentials in the URL are not supported: {example}");
+    }
+    let (host, port) = if let Some(r) = authority.strip_prefix('[') {
+        let (h, after) = r
+            .split_once(']')
+            .ok_or_else(|| anyhow!("{key}: {url:?}: unclosed '[' in the host: {example}"))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => bail!("{key}: {url:?}: unexpected {after:?} after the host: {example}"),
+        };
+        (h.to_string(), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (authority.to_string(), None),
+        }
+    };
+    if host.is_empty() || path.contains(char::is_whitespace) {
+        bail!("{key}: {url:?} is not a valid URL: {example}");
+    }
+    let port = match port {
+        None => 80,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| anyhow!("{key}: {url:?}: port {p:?} must be 1 to 65535"))?,
+    };
+    Ok((host, port, path))
+}
+
 impl VipConfig {
     /// Load the `vip:` section of a router configuration file.
     pub fn load(path: &Path) -> Result<VipConfig> {
@@ -232,6 +354,11 @@ impl VipConfig {
 
     fn validate(r: RawVip) -> Result<VipConfig> {
         let mut warnings = Vec::new();
+        match r.mode.as_deref() {
+            None | Some("vrrp") => {}
+            Some("leader") => bail!("vip.mode: leader needs etcd: run it with `tandem vip -c node.yml` (the stand-alone tandem-vip speaks VRRP only)"),
+            Some(m) => bail!("vip.mode: {m:?} is not a mode: `vrrp` (the default) or `leader`"),
+        }
         if r.interface.is_empty() || r.interface.len() >= 16 || r.interface.contains('/') {
             bail!("vip.interface: {:?} is not an interface name", r.interface);
         }
@@ -376,6 +503,43 @@ impl VipConfig {
             }
             track_interfaces.push(TrackInterface { name, weight });
         }
+        let track_router = match r.track_router {
+            None => None,
+            Some(t) => {
+                let key = "vip.track_router";
+                let (host, port, path) = parse_http_url(&format!("{key}.url"), t.url.trim())?;
+                let interval = secs(
+                    &format!("{key}.interval"),
+                    t.interval.unwrap_or(1.0),
+                    0.05,
+                    3600.0,
+                )?;
+                let timeout = match t.timeout {
+                    Some(v) => secs(&format!("{key}.timeout"), v, 0.01, 3600.0)?,
+                    None => interval,
+                };
+                let fall = t.fall.unwrap_or(2);
+                let rise = t.rise.unwrap_or(2);
+                if fall == 0 || rise == 0 {
+                    bail!("{key}: fall and rise must be at least 1 (consecutive probes)");
+                }
+                let weight = t.weight.unwrap_or(0);
+                if !(-253..=253).contains(&weight) {
+                    bail!("{key}.weight: {weight} must be -253 to 253: 0 = FAULT (leave Master) while the router is not ready, negative = lower the priority by that much while not ready");
+                }
+                Some(TrackRouter {
+                    url: t.url.trim().to_string(),
+                    host,
+                    port,
+                    path,
+                    interval,
+                    timeout,
+                    fall,
+                    rise,
+                    weight,
+                })
+            }
+        };
         if r.priority == 255 && !r.preempt.unwrap_or(true) {
             warnings.push("vip.preempt: false has no effect with priority 255 (the address owner always preempts)".into());
         }
@@ -401,6 +565,7 @@ impl VipConfig {
             unicast_peers,
             track_scripts,
             track_interfaces,
+            track_router,
             notify: r.notify,
             fast_takeover: r.fast_takeover.unwrap_or(true),
             stats_interval,
@@ -508,11 +673,67 @@ vip:
                 "vip.priority",
             ),
             ("other: 1\n".to_string(), "no `vip:` section"),
+            (
+                format!("{base}  track_router: {{url: 'https://127.0.0.1:8008/ready'}}\n"),
+                "vip.track_router.url",
+            ),
+            (
+                format!("{base}  track_router: {{url: '127.0.0.1:8008'}}\n"),
+                "vip.track_router.url",
+            ),
+            (
+                format!("{base}  track_router: {{url: 'http://127.0.0.1:99999/ready'}}\n"),
+                "vip.track_router.url",
+            ),
+            (
+                format!("{base}  track_router: {{url: 'http://h/ready', weight: -300}}\n"),
+                "vip.track_router.weight",
+            ),
+            (
+                format!("{base}  track_router: {{url: 'http://h/ready', rise: 0}}\n"),
+                "vip.track_router",
+            ),
+            (
+                format!("{base}  track_router: {{url: 'http://h/ready', interval: 0}}\n"),
+                "vip.track_router.interval",
+            ),
+            (
+                format!("{base}  track_router: {{url: 'http://h/ready', fal: 2}}\n"),
+                "unknown field `fal`",
+            ),
+            (format!("{base}  mode: leader\n"), "vip.mode"),
+            (format!("{base}  mode: floating\n"), "vip.mode"),
         ];
         for (yaml, want) in cases {
             let e = err(&yaml);
             assert!(e.contains(want), "want {want:?} in {e:?}");
         }
+    }
+
+    #[test]
+    fn track_router_and_mode() {
+        let y = "vip:\n  interface: eth0\n  virtual_router_id: 51\n  priority: 100\n  addresses: [10.0.0.1]\n  track_router: {url: 'http://127.0.0.1:8008/ready', interval: 0.5, weight: -50}\n";
+        let c = VipConfig::parse(y).unwrap();
+        let t = c.track_router.unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("127.0.0.1", 8008, "/ready")
+        );
+        assert_eq!(t.interval, Duration::from_millis(500));
+        assert_eq!(t.timeout, t.interval);
+        assert_eq!((t.fall, t.rise, t.weight), (2, 2, -50));
+        assert_eq!(
+            parse_http_url("k", "http://[::1]:8008/ready?x=1").unwrap(),
+            ("::1".to_string(), 8008, "/ready?x=1".to_string())
+        );
+        assert_eq!(
+            parse_http_url("k", "http://router").unwrap(),
+            ("router".to_string(), 80, "/".to_string())
+        );
+        assert_eq!(mode_of(y).unwrap(), Mode::Vrrp);
+        assert_eq!(mode_of("vip: {mode: leader}\n").unwrap(), Mode::Leader);
+        assert_eq!(mode_of("scope: x\n").unwrap(), Mode::Vrrp);
+        assert!(format!("{:#}", mode_of("vip: {mode: x}\n").unwrap_err()).contains("vip.mode"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The host loop: it feeds the pure [`Machine`] with packets, timers, tracking results and
 //! signals, and carries out the actions it returns (send, add/remove addresses, announce, notify).
 
-use crate::config::{TrackScript, VipConfig};
+use crate::config::{TrackRouter, TrackScript, VipConfig};
 use crate::machine::{Action, Event, Machine, Params, State};
 use crate::net::{arp, iface, nd, netlink, socket::Datagram, socket::VrrpSocket};
 use crate::packet::{self, Advert, Auth, MCAST_V4, MCAST_V6};
@@ -348,6 +348,38 @@ async fn run_script(i: usize, s: TrackScript, tx: mpsc::Sender<TrackResult>) {
     }
 }
 
+/// Probe the router's readiness endpoint every `interval`; log each change of the raw outcome
+/// (with the reason the endpoint gave), so the log says why the router left Master.
+async fn run_router_check(
+    i: usize,
+    t: TrackRouter,
+    vip_name: String,
+    tx: mpsc::Sender<TrackResult>,
+) {
+    let mut next = tokio::time::Instant::now();
+    let mut last: Option<bool> = None;
+    loop {
+        let r = crate::ready::probe(&t.host, t.port, &t.path, t.timeout).await;
+        let ok = r.is_ok();
+        if last != Some(ok) {
+            match &r {
+                Ok(()) => info!("{vip_name}: router readiness {}: ready", t.url),
+                Err(why) => warn!("{vip_name}: router readiness {}: not ready: {why}", t.url),
+            }
+            last = Some(ok);
+        }
+        if tx.send((i, ok)).await.is_err() {
+            return;
+        }
+        next += t.interval;
+        let now = tokio::time::Instant::now();
+        if next < now {
+            next = now;
+        }
+        tokio::time::sleep_until(next).await;
+    }
+}
+
 async fn watch_interface(i: usize, name: String, tx: mpsc::Sender<TrackResult>) {
     let mut last = None;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -475,6 +507,14 @@ pub async fn run(cfg: VipConfig) -> Result<()> {
             s.weight,
         ));
     }
+    if let Some(t) = &cfg.track_router {
+        checks.push(Check::new(
+            format!("router readiness {}", t.url),
+            t.fall,
+            t.rise,
+            t.weight,
+        ));
+    }
     let machine = Machine::new(params);
     info!(
         "{}: {} VRID {} on {} (address {primary}), priority {}, advert_int {:.2} s, preempt {}{}, addresses {}, {}",
@@ -518,6 +558,15 @@ pub async fn run(cfg: VipConfig) -> Result<()> {
     let base = 1 + host.cfg.track_interfaces.len();
     for (k, s) in host.cfg.track_scripts.iter().enumerate() {
         tasks.push(tokio::spawn(run_script(base + k, s.clone(), tx.clone())));
+    }
+    if let Some(t) = &host.cfg.track_router {
+        let i = base + host.cfg.track_scripts.len();
+        tasks.push(tokio::spawn(run_router_check(
+            i,
+            t.clone(),
+            host.cfg.name.clone(),
+            tx.clone(),
+        )));
     }
     drop(tx);
 

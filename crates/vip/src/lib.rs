@@ -4,14 +4,16 @@
 //! Pure parts, unit- and property-tested: [`packet`] (codec and checksums), [`machine`] (the
 //! RFC 5798 §6.4 state machine, stepped with events and the time, returning actions),
 //! [`receive`] (the receiver's checks and drop counters), [`track`] (fall/rise and weights),
-//! [`config`] (the `vip:` section). Adapters: [`net`] (raw socket, netlink, gratuitous ARP) and
-//! [`daemon`] (the loop that carries the actions out).
+//! [`config`] (the `vip:` section). Adapters: [`net`] (raw socket, netlink, gratuitous ARP),
+//! [`ready`] (the HTTP readiness probe of `track_router`) and [`daemon`] (the loop that carries
+//! the actions out).
 
 pub mod config;
 pub mod daemon;
 pub mod machine;
 pub mod net;
 pub mod packet;
+pub mod ready;
 pub mod receive;
 pub mod track;
 

@@ -542,3 +542,98 @@ fn keepalived_v3_ipv6_interop() {
         t0.elapsed()
     );
 }
+
+/// `track_router`: each router polls its own (fake) router status endpoint on 127.0.0.1:8008
+/// inside its namespace. With weight 0, a 503 puts the Master in FAULT and the VIP moves within
+/// fall × interval + the short skew; back after rise × interval. With weight -50 a refused
+/// connection (the router is gone) lowers the priority below the Backup's, which preempts.
+#[test]
+fn router_readiness_moves_the_vip_and_back() {
+    if !can_run("router_readiness_moves_the_vip_and_back", false) {
+        return;
+    }
+    let mut lab = Lab::new(4);
+    for i in 1..=2 {
+        lab.serve_name(i);
+    }
+    let ready1 = lab.serve_ready(1, 8008);
+    let _ready2 = lab.serve_ready(2, 8008);
+    let (interval_ms, fall, rise) = (500u64, 2u64, 2u64);
+    let track = |weight: i32| {
+        format!(
+            "  track_router: {{url: 'http://127.0.0.1:8008/ready', interval: {}, fall: {fall}, rise: {rise}, weight: {weight}}}\n",
+            interval_ms as f64 / 1000.0
+        )
+    };
+    let h1 = start_tandem(&mut lab, 1, &tandem_config(51, 100, 3, None, &track(0)));
+    start_tandem(&mut lab, 2, &tandem_config(51, 90, 3, None, &track(0)));
+    lab.expect_holders(&[1], T, "cold start");
+    lab.expect_answer(CLIENT, "h1", T, "client before");
+
+    // The brief's bound: fall × interval (the first failing probe comes at most one interval
+    // after the flip) + 0.2 s for the Backup's short skew.
+    let down_bound = Duration::from_millis(fall * interval_ms + 200);
+    let up_bound = Duration::from_millis(rise * interval_ms + 200);
+
+    let t0 = Instant::now();
+    ready1.store(NOT_READY, std::sync::atomic::Ordering::SeqCst);
+    lab.expect_holders(&[2], T, "after h1's router became not ready (503)");
+    let took = t0.elapsed();
+    lab.expect_answer(CLIENT, "h2", Duration::from_secs(3), "client after 503");
+    eprintln!(
+        "router readiness 503 (weight 0): VIP on h2 alone after {took:?} (bound {down_bound:?})"
+    );
+    assert!(
+        took <= down_bound + SLACK,
+        "took {took:?}, bound {down_bound:?}"
+    );
+    let log = lab.log(1, "tandem.log");
+    assert!(log.contains("-> FAULT"), "{log}");
+    assert!(
+        log.contains("answered 503") && log.contains("no leader in etcd"),
+        "{log}"
+    );
+
+    let t1 = Instant::now();
+    ready1.store(READY, std::sync::atomic::Ordering::SeqCst);
+    lab.expect_holders(&[1], T, "after h1's router became ready again");
+    let took = t1.elapsed();
+    eprintln!(
+        "router readiness back (rise {rise}): VIP on h1 alone after {took:?} (bound {up_bound:?})"
+    );
+    assert!(
+        took <= up_bound + SLACK,
+        "took {took:?}, bound {up_bound:?}"
+    );
+    lab.expect_answer(
+        CLIENT,
+        "h1",
+        Duration::from_secs(3),
+        "client after recovery",
+    );
+
+    // Weight -50: h1 (100 → 50) stays out of FAULT but below h2 (90).
+    stop(&mut lab, &h1);
+    assert!(
+        lab.wait_exit(h1.pids[0], Duration::from_secs(5)),
+        "h1 exits on SIGTERM"
+    );
+    lab.expect_holders(&[2], T, "h2 while h1 restarts");
+    start_tandem(&mut lab, 1, &tandem_config(51, 100, 3, None, &track(-50)));
+    lab.expect_holders(&[1], T, "h1 (weight -50) preempts");
+    let t2 = Instant::now();
+    ready1.store(REFUSE, std::sync::atomic::Ordering::SeqCst);
+    lab.expect_holders(&[2], T, "after h1's router stopped listening");
+    let took = t2.elapsed();
+    eprintln!("router readiness refused (weight -50): VIP on h2 alone after {took:?} (bound {down_bound:?})");
+    assert!(
+        took <= down_bound + SLACK,
+        "took {took:?}, bound {down_bound:?}"
+    );
+    let log = lab.log(1, "tandem.log");
+    assert!(log.contains("cannot connect"), "{log}");
+    assert!(log.contains("MASTER -> BACKUP"), "{log}");
+    ready1.store(READY, std::sync::atomic::Ordering::SeqCst);
+    lab.expect_holders(&[1], T, "h1 back at priority 100");
+    lab.expect_answer(CLIENT, "h1", Duration::from_secs(3), "client at the end");
+}

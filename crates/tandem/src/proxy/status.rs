@@ -1,5 +1,6 @@
-//! `/status` (the routing table as JSON) and `/metrics` (Prometheus text) of a running router,
-//! and `tandem proxy status`, which prints the former for a person.
+//! `/status` (the routing table as JSON), `/metrics` (Prometheus text) and `/ready` (200 or 503,
+//! for `tandem vip`'s `track_router` and load balancers) of a running router, and
+//! `tandem proxy status`, which prints the first for a person.
 
 use anyhow::{anyhow, Context, Result};
 use serde_json::{json, Value};
@@ -32,7 +33,62 @@ fn probe_text(p: Option<&Probe>) -> Value {
     }
 }
 
+/// One listener as `/ready` sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListenerReadiness {
+    pub role: Role,
+    /// It has at least one backend to send a new connection to.
+    pub routed: bool,
+    /// Why it has none (the router's own words), when it has none.
+    pub reason: String,
+}
+
+/// The `/ready` verdict: 200 `{"ready":true}` when at least one listener is bound (every
+/// configured listener is bound before the status endpoint starts, and an accept loop never
+/// ends) and the primary listener, if one is configured, has a primary routed; otherwise 503 with
+/// a one-line reason. Listeners for replicas do not count: a router without replicas still routes
+/// writes.
+pub fn readiness(listeners: &[ListenerReadiness]) -> (u16, Value) {
+    if listeners.is_empty() {
+        return (
+            503,
+            json!({"ready": false, "reason": "no listener is bound"}),
+        );
+    }
+    if let Some(p) = listeners.iter().find(|l| l.role == Role::Primary) {
+        if !p.routed {
+            let why = if p.reason.is_empty() {
+                "no backend".to_string()
+            } else {
+                p.reason.replace('\n', " ")
+            };
+            return (
+                503,
+                json!({"ready": false, "reason": format!("primary listener has no primary to route to: {why}")}),
+            );
+        }
+    }
+    (200, json!({"ready": true}))
+}
+
 impl StatusSources {
+    /// The `/ready` verdict for the listeners as they are now.
+    pub fn ready(&self) -> (u16, Value) {
+        let ls: Vec<ListenerReadiness> = self
+            .listeners
+            .iter()
+            .map(|(l, _)| {
+                let routes = l.routes.borrow();
+                ListenerReadiness {
+                    role: l.cfg.role,
+                    routed: !routes.slots.is_empty(),
+                    reason: routes.reason.clone(),
+                }
+            })
+            .collect();
+        readiness(&ls)
+    }
+
     pub fn status_json(&self) -> Value {
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
@@ -325,7 +381,7 @@ fn escape(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Serves `/status` and `/metrics` until the task is dropped.
+/// Serves `/status`, `/metrics` and `/ready` (GET or HEAD) until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, src: Arc<StatusSources>) {
     use http_body_util::Full;
     use hyper::body::{Bytes, Incoming};
@@ -353,12 +409,21 @@ pub async fn serve(listener: tokio::net::TcpListener, src: Arc<StatusSources>) {
                         ("GET", "/metrics") => {
                             (200, "text/plain; version=0.0.4", src.metrics_text())
                         }
+                        // hyper leaves the body out of a HEAD answer (and keeps its length).
+                        ("GET" | "HEAD", "/ready") => {
+                            let (code, doc) = src.ready();
+                            (code, "application/json", doc.to_string() + "\n")
+                        }
                         ("GET", _) => (
                             404,
                             "text/plain",
-                            "not found: try /status or /metrics\n".to_string(),
+                            "not found: try /status, /metrics or /ready\n".to_string(),
                         ),
-                        _ => (405, "text/plain", "only GET\n".to_string()),
+                        _ => (
+                            405,
+                            "text/plain",
+                            "only GET (and HEAD /ready)\n".to_string(),
+                        ),
                     };
                     let resp = Response::builder()
                         .status(code)
@@ -529,4 +594,130 @@ pub fn render(doc: &Value) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l(role: Role, routed: bool, reason: &str) -> ListenerReadiness {
+        ListenerReadiness {
+            role,
+            routed,
+            reason: reason.to_string(),
+        }
+    }
+
+    #[test]
+    fn ready_route_verdicts() {
+        let (c, d) = readiness(&[l(Role::Primary, true, ""), l(Role::Replicas, false, "none")]);
+        assert_eq!((c, d.to_string()), (200, r#"{"ready":true}"#.to_string()));
+        let (c, d) = readiness(&[
+            l(Role::Replicas, false, "no replica"),
+            l(Role::ReadOnlyAny, true, ""),
+        ]);
+        assert_eq!(
+            c, 200,
+            "without a primary listener only binding counts: {d}"
+        );
+        let (c, d) = readiness(&[l(Role::Primary, false, "no leader in etcd\n(since 3 s)")]);
+        assert_eq!(c, 503);
+        let line = d.to_string();
+        assert!(!line.contains('\n'), "one line: {line}");
+        assert_eq!(d["ready"], json!(false));
+        assert_eq!(
+            d["reason"],
+            json!("primary listener has no primary to route to: no leader in etcd (since 3 s)")
+        );
+        let (c, d) = readiness(&[l(Role::Primary, false, "")]);
+        assert_eq!(
+            (c, d["reason"].as_str().unwrap().ends_with("no backend")),
+            (503, true)
+        );
+        let (c, d) = readiness(&[]);
+        assert_eq!(
+            (c, d["reason"].clone()),
+            (503, json!("no listener is bound"))
+        );
+    }
+
+    /// Through `serve`: GET and HEAD /ready on a router whose primary listener has no backend.
+    #[test]
+    fn serve_answers_ready_and_head() {
+        use super::super::config::RouterConfig;
+        use super::super::listener::{refusal_limit, Routes};
+        let cfg = RouterConfig::from_yaml_str(
+            "scope: demo\nnamespace: /service\netcd3:\n  hosts: 127.0.0.1:2379\nproxy:\n  primary: {listen: '127.0.0.1:0'}\n",
+            "router.yml",
+        )
+        .unwrap();
+        let lc = cfg.proxy.listener(Role::Primary).unwrap().clone();
+        let (routes_tx, routes_rx) = tokio::sync::watch::channel(Arc::new(Routes {
+            slots: Vec::new(),
+            reason: "no leader in etcd".into(),
+        }));
+        let (_all_tx, all_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
+        let shared = Arc::new(ListenerShared::new(
+            lc,
+            "demo".into(),
+            &cfg.proxy,
+            routes_rx,
+            all_rx,
+            refusal_limit(),
+        ));
+        let src = Arc::new(StatusSources {
+            scope: "demo".into(),
+            listeners: vec![(shared, "127.0.0.1:5432".into())],
+            state: Arc::new(Mutex::new(RouterState::default())),
+            stats: StatsRegistry::default(),
+        });
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let addr = rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let a = l.local_addr().unwrap();
+            tokio::spawn(serve(l, src));
+            a
+        });
+        let ask = |method: &str| -> String {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            write!(
+                s,
+                "{method} /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        };
+        let get = ask("GET");
+        assert!(get.starts_with("HTTP/1.1 503"), "{get}");
+        assert!(
+            get.contains("\"ready\":false") && get.contains("no leader in etcd"),
+            "{get}"
+        );
+        let head = ask("HEAD");
+        assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+        assert!(head.ends_with("\r\n\r\n"), "no body for HEAD: {head:?}");
+        // A primary is routed: 200.
+        let backend = super::super::routing::Backend {
+            name: "node1".into(),
+            addr: "127.0.0.1:5433".into(),
+        };
+        routes_tx.send_replace(Arc::new(Routes {
+            slots: vec![Arc::new(super::super::listener::Slot::new(
+                backend,
+                Default::default(),
+            ))],
+            reason: String::new(),
+        }));
+        let get = ask("GET");
+        assert!(get.starts_with("HTTP/1.1 200"), "{get}");
+        assert!(get.ends_with("{\"ready\":true}\n"), "{get}");
+        drop(rt);
+    }
 }

@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -22,6 +22,10 @@ use std::time::{Duration, Instant};
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 100);
 pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
 pub const PORT: u16 = 7100;
+/// Modes of [`Lab::serve_ready`].
+pub const READY: u8 = 0;
+pub const NOT_READY: u8 = 1;
+pub const REFUSE: u8 = 2;
 const PREFIX: &str = "tvip";
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -420,6 +424,66 @@ impl Lab {
         });
     }
 
+    /// A stand-in for the router's status endpoint on 127.0.0.1:`port` inside host `i`: it
+    /// answers `GET` with 200 `{"ready":true}` while the returned switch holds [`READY`], 503
+    /// with a reason at [`NOT_READY`], and refuses connections (no listener) at [`REFUSE`].
+    pub fn serve_ready(&mut self, i: usize, port: u16) -> Arc<AtomicU8> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mode = Arc::new(AtomicU8::new(READY));
+        let (stop2, mode2) = (stop.clone(), mode.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = in_ns(&self.ns(i), move || {
+            let bind = || {
+                let l = TcpListener::bind(("127.0.0.1", port)).expect("bind the fake /ready");
+                l.set_nonblocking(true).unwrap();
+                l
+            };
+            let mut l = Some(bind());
+            tx.send(()).unwrap();
+            while !stop2.load(Ordering::SeqCst) {
+                let m = mode2.load(Ordering::SeqCst);
+                if m == REFUSE {
+                    l = None;
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                let lis = l.get_or_insert_with(bind);
+                match lis.accept() {
+                    Ok((mut s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        s.set_read_timeout(Some(Duration::from_millis(500)))
+                            .unwrap();
+                        let mut req = [0u8; 1024];
+                        let _ = s.read(&mut req);
+                        let answer = if m == READY {
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 15\r\nconnection: close\r\n\r\n{\"ready\":true}\n".to_string()
+                        } else {
+                            let body = "{\"ready\":false,\"reason\":\"primary listener: no leader in etcd\"}\n";
+                            format!("HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())
+                        };
+                        let _ = s.write_all(answer.as_bytes());
+                    }
+                    Err(_) => {
+                        let mut pfd = libc::pollfd {
+                            fd: lis.as_raw_fd(),
+                            events: libc::POLLIN,
+                            revents: 0,
+                        };
+                        // SAFETY: one valid pollfd.
+                        unsafe { libc::poll(&mut pfd, 1, 5) };
+                    }
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("fake /ready started");
+        self.listeners.push(Listener {
+            stop,
+            thread: Some(thread),
+        });
+        mode
+    }
+
     /// From host `from`, connect to VIP:PORT and read the answer (`h<i>`), or None.
     pub fn ask(&self, from: usize, timeout: Duration) -> Option<String> {
         self.ask_at(from, SocketAddr::from((VIP, PORT)), timeout)
@@ -584,12 +648,10 @@ pub struct Router {
 
 pub fn start_tandem(lab: &mut Lab, i: usize, config: &str) -> Router {
     let cfg = lab.write(i, "router.yml", config);
-    let pid = lab.spawn(
-        i,
-        "tandem.log",
-        env!("CARGO_BIN_EXE_tandem-vip"),
-        &["-c", cfg.to_str().unwrap()],
-    );
+    // option_env!: this module is also compiled into the tandem crate's tests, which have no
+    // tandem-vip binary (they start `tandem vip`).
+    let bin = option_env!("CARGO_BIN_EXE_tandem-vip").unwrap_or("tandem-vip");
+    let pid = lab.spawn(i, "tandem.log", bin, &["-c", cfg.to_str().unwrap()]);
     Router {
         host: i,
         pids: vec![pid],
