@@ -14,3 +14,4 @@ pub mod peer;
 pub mod pg;
 pub mod proxy;
 pub mod status;
+pub mod vip_leader;

@@ -387,7 +387,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Vip { file, config } => {
             init_logging();
             let path = config_path(&cli.config, &file.clone().or(config.clone()))?;
-            tandem_vip::main_entry(&path)
+            // VRRP, or (`vip.mode: leader`) follow the leader key in etcd.
+            tandem::vip_leader::main_entry(&path)
         }
         Command::Proxy { action, config } => match action {
             None => tandem::proxy::main_entry(&config_path(&cli.config, config)?),
