@@ -15,6 +15,7 @@ pub mod listener;
 pub mod pgwire;
 pub mod router;
 pub mod routing;
+pub mod sockmap;
 pub mod status;
 
 use anyhow::{anyhow, Context, Result};

@@ -1,0 +1,633 @@
+//! In-kernel forwarding of spliced connections with a BPF sockhash (`proxy.kernel_forwarding`).
+//!
+//! After a connection's setup, its two sockets (client side and backend side) are put in one
+//! `BPF_MAP_TYPE_SOCKHASH`, each under the 4-tuple of the *other* socket... precisely: the entry
+//! keyed by socket A's 4-tuple holds A's peer B. A `BPF_PROG_TYPE_SK_SKB` verdict program,
+//! attached to the map, runs in the kernel for every segment a socket of the map receives: it
+//! builds the key from the receiving socket's addresses and ports (the `__sk_buff` fields
+//! `family`, `remote_ip4/6`, `local_ip4/6`, `remote_port`, `local_port`) and returns
+//! `bpf_sk_redirect_hash(skb, map, &key, 0)`, which queues the data for transmission on the
+//! peer socket. The router process is not woken for the bytes it forwards.
+//!
+//! There is no BPF toolchain (clang, bpf-linker) on the build machines, so the program is
+//! assembled here from raw instructions with the small encoder below and loaded with `bpf(2)`.
+//! The constants (instruction classes, helper number, attach types, `__sk_buff` offsets,
+//! `bpf_attr` layouts, `tcp_info` offsets) are facts from the kernel's UAPI headers
+//! `linux/bpf.h` and `linux/tcp.h` (checked against Debian 12's linux-libc-dev 6.1 headers with
+//! `offsetof`).
+//!
+//! Needs CAP_BPF and CAP_NET_ADMIN (or root) and a kernel with CONFIG_BPF_SYSCALL and
+//! CONFIG_NET_SOCK_MSG; `BPF_SK_SKB_VERDICT` (no stream parser) needs Linux 5.13, else the
+//! stream parser + stream verdict attach points are used.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+// ---- the instruction encoder -------------------------------------------------------------------
+
+/// One eBPF instruction (`struct bpf_insn`): opcode, destination and source registers (4 bits
+/// each, dst in the low nibble), a signed 16-bit offset and a signed 32-bit immediate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct Insn {
+    pub code: u8,
+    pub regs: u8,
+    pub off: i16,
+    pub imm: i32,
+}
+
+/// Registers: r0 return value, r1-r5 arguments, r6-r9 callee-saved, r10 frame pointer.
+pub const R0: u8 = 0;
+pub const R1: u8 = 1;
+pub const R2: u8 = 2;
+pub const R3: u8 = 3;
+pub const R4: u8 = 4;
+pub const R6: u8 = 6;
+pub const R10: u8 = 10;
+
+// Opcode parts (linux/bpf_common.h, linux/bpf.h).
+const BPF_LD: u8 = 0x00;
+const BPF_LDX: u8 = 0x01;
+const BPF_ST: u8 = 0x02;
+const BPF_STX: u8 = 0x03;
+const BPF_JMP: u8 = 0x05;
+const BPF_ALU64: u8 = 0x07;
+const BPF_W: u8 = 0x00;
+const BPF_DW: u8 = 0x18;
+const BPF_IMM: u8 = 0x00;
+const BPF_MEM: u8 = 0x60;
+const BPF_K: u8 = 0x00;
+const BPF_X: u8 = 0x08;
+const BPF_ADD: u8 = 0x00;
+const BPF_MOV: u8 = 0xb0;
+const BPF_JA: u8 = 0x00;
+const BPF_JEQ: u8 = 0x10;
+const BPF_JNE: u8 = 0x50;
+const BPF_CALL: u8 = 0x80;
+const BPF_EXIT: u8 = 0x90;
+/// `src_reg` of a 64-bit immediate load whose `imm` is a map file descriptor.
+const BPF_PSEUDO_MAP_FD: u8 = 1;
+
+fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+    Insn {
+        code,
+        regs: (src << 4) | (dst & 0x0f),
+        off,
+        imm,
+    }
+}
+
+/// `dst = src` (64 bits).
+pub fn mov64_reg(dst: u8, src: u8) -> Insn {
+    insn(BPF_ALU64 | BPF_MOV | BPF_X, dst, src, 0, 0)
+}
+/// `dst = imm` (sign-extended to 64 bits).
+pub fn mov64_imm(dst: u8, imm: i32) -> Insn {
+    insn(BPF_ALU64 | BPF_MOV | BPF_K, dst, 0, 0, imm)
+}
+/// `dst += imm` (64 bits).
+pub fn add64_imm(dst: u8, imm: i32) -> Insn {
+    insn(BPF_ALU64 | BPF_ADD | BPF_K, dst, 0, 0, imm)
+}
+/// `dst = *(u32 *)(src + off)`.
+pub fn ldx_w(dst: u8, src: u8, off: i16) -> Insn {
+    insn(BPF_LDX | BPF_MEM | BPF_W, dst, src, off, 0)
+}
+/// `*(u32 *)(dst + off) = src`.
+pub fn stx_w(dst: u8, off: i16, src: u8) -> Insn {
+    insn(BPF_STX | BPF_MEM | BPF_W, dst, src, off, 0)
+}
+/// `*(u64 *)(dst + off) = imm`.
+pub fn st_dw(dst: u8, off: i16, imm: i32) -> Insn {
+    insn(BPF_ST | BPF_MEM | BPF_DW, dst, 0, off, imm)
+}
+/// `if dst != imm goto +off` (off counts instructions after this one).
+pub fn jne_imm(dst: u8, imm: i32, off: i16) -> Insn {
+    insn(BPF_JMP | BPF_JNE | BPF_K, dst, 0, off, imm)
+}
+/// `if dst == imm goto +off`.
+pub fn jeq_imm(dst: u8, imm: i32, off: i16) -> Insn {
+    insn(BPF_JMP | BPF_JEQ | BPF_K, dst, 0, off, imm)
+}
+/// `goto +off`.
+pub fn ja(off: i16) -> Insn {
+    insn(BPF_JMP | BPF_JA, 0, 0, off, 0)
+}
+/// `dst = map` (a 64-bit immediate load: two instruction slots, the map given by its fd; the
+/// kernel replaces it with the map's address).
+pub fn ld_map_fd(dst: u8, fd: RawFd) -> [Insn; 2] {
+    [
+        insn(BPF_LD | BPF_DW | BPF_IMM, dst, BPF_PSEUDO_MAP_FD, 0, fd),
+        insn(0, 0, 0, 0, 0),
+    ]
+}
+/// `r0 = helper(r1, ..., r5)`.
+pub fn call(helper: i32) -> Insn {
+    insn(BPF_JMP | BPF_CALL, 0, 0, 0, helper)
+}
+/// `return r0`.
+pub fn exit() -> Insn {
+    insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)
+}
+
+// ---- kernel facts (linux/bpf.h) -----------------------------------------------------------------
+
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_ATTACH: libc::c_long = 8;
+const BPF_MAP_TYPE_SOCKHASH: u32 = 18;
+const BPF_PROG_TYPE_SK_SKB: u32 = 14;
+const BPF_SK_SKB_STREAM_PARSER: u32 = 4;
+const BPF_SK_SKB_STREAM_VERDICT: u32 = 5;
+const BPF_SK_SKB_VERDICT: u32 = 38;
+/// `BPF_NOEXIST`: an update fails if the key is there already.
+const BPF_NOEXIST: u64 = 1;
+/// `BPF_FUNC_sk_redirect_hash`.
+const HELPER_SK_REDIRECT_HASH: i32 = 72;
+/// Verdicts of an SK_SKB program.
+const SK_PASS: i32 = 1;
+
+/// `struct __sk_buff` offsets readable by SK_SKB programs (all u32).
+mod skb {
+    pub const LEN: i16 = 0;
+    pub const FAMILY: i16 = 88;
+    pub const REMOTE_IP4: i16 = 92;
+    pub const LOCAL_IP4: i16 = 96;
+    pub const REMOTE_IP6: i16 = 100;
+    pub const LOCAL_IP6: i16 = 116;
+    /// Network byte order in the upper 16 bits (on little-endian machines; see [`super::key`]).
+    pub const REMOTE_PORT: i16 = 132;
+    /// Host byte order.
+    pub const LOCAL_PORT: i16 = 136;
+}
+
+/// Size of a map key: see [`key`].
+pub const KEY_SIZE: usize = 48;
+/// Where the program builds the key on its stack (r10 - 48 .. r10).
+const KEY_AT: i16 = -(KEY_SIZE as i16);
+
+/// The verdict program: builds the receiving socket's key and redirects the data to the socket
+/// stored under it (the peer), on the peer's egress. It always returns SK_PASS: with the
+/// redirect set (lookup found the peer) that means "redirect"; without (no entry, e.g. while the
+/// second entry of a pair is being inserted) the data is queued on the receiving socket itself,
+/// where the router reads it as usual. Nothing is ever dropped.
+pub fn verdict_program(map_fd: RawFd) -> Vec<Insn> {
+    let k = KEY_AT;
+    let mut p = vec![
+        mov64_reg(R6, R1),                   // r6 = ctx (r1 is clobbered by calls)
+        st_dw(R10, k, 0),                    // key[0..8] = 0
+        st_dw(R10, k + 8, 0),                // key[8..16] = 0
+        st_dw(R10, k + 16, 0),               // key[16..24] = 0
+        st_dw(R10, k + 24, 0),               // key[24..32] = 0
+        st_dw(R10, k + 32, 0),               // key[32..40] = 0
+        st_dw(R10, k + 40, 0),               // key[40..48] = 0
+        ldx_w(R2, R6, skb::FAMILY),          // r2 = skb->family
+        stx_w(R10, k, R2),                   // key.family = r2
+        jne_imm(R2, libc::AF_INET6, 17),     // not IPv6: skip the 16 IPv6 instructions + ja
+        ldx_w(R2, R6, skb::REMOTE_IP6),      // r2 = skb->remote_ip6[0]
+        stx_w(R10, k + 4, R2),               // key.remote[0..4] = r2
+        ldx_w(R2, R6, skb::REMOTE_IP6 + 4),  // r2 = skb->remote_ip6[1]
+        stx_w(R10, k + 8, R2),               // key.remote[4..8] = r2
+        ldx_w(R2, R6, skb::REMOTE_IP6 + 8),  // r2 = skb->remote_ip6[2]
+        stx_w(R10, k + 12, R2),              // key.remote[8..12] = r2
+        ldx_w(R2, R6, skb::REMOTE_IP6 + 12), // r2 = skb->remote_ip6[3]
+        stx_w(R10, k + 16, R2),              // key.remote[12..16] = r2
+        ldx_w(R2, R6, skb::LOCAL_IP6),       // r2 = skb->local_ip6[0]
+        stx_w(R10, k + 20, R2),              // key.local[0..4] = r2
+        ldx_w(R2, R6, skb::LOCAL_IP6 + 4),   // r2 = skb->local_ip6[1]
+        stx_w(R10, k + 24, R2),              // key.local[4..8] = r2
+        ldx_w(R2, R6, skb::LOCAL_IP6 + 8),   // r2 = skb->local_ip6[2]
+        stx_w(R10, k + 28, R2),              // key.local[8..12] = r2
+        ldx_w(R2, R6, skb::LOCAL_IP6 + 12),  // r2 = skb->local_ip6[3]
+        stx_w(R10, k + 32, R2),              // key.local[12..16] = r2
+        ja(4),                               // skip the IPv4 part
+        ldx_w(R2, R6, skb::REMOTE_IP4),      // IPv4: r2 = skb->remote_ip4
+        stx_w(R10, k + 4, R2),               // key.remote[0..4] = r2 (rest stays 0)
+        ldx_w(R2, R6, skb::LOCAL_IP4),       // r2 = skb->local_ip4
+        stx_w(R10, k + 20, R2),              // key.local[0..4] = r2
+        ldx_w(R2, R6, skb::REMOTE_PORT),     // r2 = skb->remote_port
+        stx_w(R10, k + 36, R2),              // key.remote_port = r2
+        ldx_w(R2, R6, skb::LOCAL_PORT),      // r2 = skb->local_port
+        stx_w(R10, k + 40, R2),              // key.local_port = r2
+        mov64_reg(R1, R6),                   // arg 1: the skb
+    ];
+    p.extend(ld_map_fd(R2, map_fd)); // arg 2: the sockhash
+    p.extend([
+        mov64_reg(R3, R10),            // arg 3: r3 = frame pointer
+        add64_imm(R3, k as i32),       //        r3 = &key
+        mov64_imm(R4, 0),              // arg 4: flags 0 = egress of the peer
+        call(HELPER_SK_REDIRECT_HASH), // r0 = bpf_sk_redirect_hash(skb, map, &key, 0)
+        mov64_imm(R0, SK_PASS),        // redirected, or kept by the receiving socket: never dropped
+        exit(),                        // return r0
+    ]);
+    p
+}
+
+/// The stream parser (only for kernels without `BPF_SK_SKB_VERDICT`): every segment is one
+/// "message" of its full length.
+pub fn parser_program() -> Vec<Insn> {
+    vec![
+        ldx_w(R0, R1, skb::LEN), // r0 = skb->len
+        exit(),                  // return r0
+    ]
+}
+
+// ---- bpf(2) -------------------------------------------------------------------------------------
+
+fn bpf(cmd: libc::c_long, attr: &mut [u64]) -> io::Result<i64> {
+    // SAFETY: `attr` is a zero-padded `union bpf_attr` image of the given size; the kernel reads
+    // (and for some commands writes) only within it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.as_mut_ptr() as *mut libc::c_void,
+            std::mem::size_of_val(attr) as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// `union bpf_attr` as 16 u64 words (128 bytes; the fields used are at the documented offsets).
+type Attr = [u64; 16];
+
+fn put_u32(a: &mut Attr, off: usize, v: u32) {
+    let w = &mut a[off / 8];
+    let mut b = w.to_ne_bytes();
+    b[off % 8..off % 8 + 4].copy_from_slice(&v.to_ne_bytes());
+    *w = u64::from_ne_bytes(b);
+}
+
+fn put_bytes(a: &mut Attr, off: usize, v: &[u8]) {
+    for (i, byte) in v.iter().enumerate() {
+        let o = off + i;
+        let mut b = a[o / 8].to_ne_bytes();
+        b[o % 8] = *byte;
+        a[o / 8] = u64::from_ne_bytes(b);
+    }
+}
+
+fn owned(fd: i64) -> OwnedFd {
+    // SAFETY: a file descriptor just returned by bpf(2), owned by nobody else.
+    unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
+}
+
+fn create_map(max_entries: u32) -> io::Result<OwnedFd> {
+    let mut a: Attr = [0; 16];
+    put_u32(&mut a, 0, BPF_MAP_TYPE_SOCKHASH); // map_type
+    put_u32(&mut a, 4, KEY_SIZE as u32); // key_size
+    put_u32(&mut a, 8, 4); // value_size: a socket fd (u32)
+    put_u32(&mut a, 12, max_entries); // max_entries
+    put_bytes(&mut a, 28, b"tandem_fwd"); // map_name
+    bpf(BPF_MAP_CREATE, &mut a).map(owned)
+}
+
+/// Loads an SK_SKB program; on failure the error carries the verifier's log.
+fn load_program(insns: &[Insn], name: &[u8]) -> io::Result<OwnedFd> {
+    let license = b"Apache-2.0\0";
+    let mut log = vec![0u8; 64 * 1024];
+    let mut a: Attr = [0; 16];
+    put_u32(&mut a, 0, BPF_PROG_TYPE_SK_SKB); // prog_type
+    put_u32(&mut a, 4, insns.len() as u32); // insn_cnt
+    a[1] = insns.as_ptr() as u64; // insns
+    a[2] = license.as_ptr() as u64; // license
+    put_u32(&mut a, 24, 1); // log_level
+    put_u32(&mut a, 28, log.len() as u32); // log_size
+    a[4] = log.as_mut_ptr() as u64; // log_buf
+    put_bytes(&mut a, 48, name); // prog_name
+    match bpf(BPF_PROG_LOAD, &mut a) {
+        Ok(fd) => Ok(owned(fd)),
+        Err(e) => {
+            let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
+            let text = String::from_utf8_lossy(&log[..end]);
+            let text = text.trim();
+            Err(io::Error::new(
+                e.kind(),
+                if text.is_empty() {
+                    format!("BPF_PROG_LOAD: {e}")
+                } else {
+                    format!("BPF_PROG_LOAD: {e}; verifier log:\n{text}")
+                },
+            ))
+        }
+    }
+}
+
+fn attach(map: &OwnedFd, prog: &OwnedFd, attach_type: u32) -> io::Result<()> {
+    let mut a: Attr = [0; 16];
+    put_u32(&mut a, 0, map.as_raw_fd() as u32); // target_fd
+    put_u32(&mut a, 4, prog.as_raw_fd() as u32); // attach_bpf_fd
+    put_u32(&mut a, 8, attach_type); // attach_type
+    bpf(BPF_PROG_ATTACH, &mut a).map(|_| ())
+}
+
+fn elem(map: &OwnedFd, key: &[u8; KEY_SIZE], value: Option<&u32>, flags: u64) -> Attr {
+    let mut a: Attr = [0; 16];
+    put_u32(&mut a, 0, map.as_raw_fd() as u32); // map_fd
+    a[1] = key.as_ptr() as u64; // key
+    a[2] = value.map_or(0, |v| v as *const u32 as u64); // value
+    a[3] = flags; // flags
+    a
+}
+
+// ---- the map ------------------------------------------------------------------------------------
+
+/// The loaded program and its map. Dropping it closes both; sockets still in the map are
+/// released by the kernel and go back to ordinary TCP.
+#[derive(Debug)]
+pub struct SockMap {
+    map: OwnedFd,
+    _progs: Vec<OwnedFd>,
+    /// How the program is attached: "sk_skb_verdict" or "stream_parser+stream_verdict".
+    pub attach: &'static str,
+}
+
+impl SockMap {
+    /// Creates the sockhash (room for `max_entries` sockets: two per connection) and loads and
+    /// attaches the verdict program.
+    pub fn load(max_entries: u32) -> io::Result<SockMap> {
+        let map = create_map(max_entries.max(2))
+            .map_err(|e| io::Error::new(e.kind(), format!("BPF_MAP_CREATE (sockhash): {e}")))?;
+        let verdict = load_program(&verdict_program(map.as_raw_fd()), b"tandem_verdict")?;
+        if attach(&map, &verdict, BPF_SK_SKB_VERDICT).is_ok() {
+            return Ok(SockMap {
+                map,
+                _progs: vec![verdict],
+                attach: "sk_skb_verdict",
+            });
+        }
+        // Before Linux 5.13: stream parser (one message per segment) + stream verdict.
+        let parser = load_program(&parser_program(), b"tandem_parser")?;
+        attach(&map, &parser, BPF_SK_SKB_STREAM_PARSER)
+            .map_err(|e| io::Error::new(e.kind(), format!("BPF_PROG_ATTACH (parser): {e}")))?;
+        attach(&map, &verdict, BPF_SK_SKB_STREAM_VERDICT)
+            .map_err(|e| io::Error::new(e.kind(), format!("BPF_PROG_ATTACH (verdict): {e}")))?;
+        Ok(SockMap {
+            map,
+            _progs: vec![verdict, parser],
+            attach: "stream_parser+stream_verdict",
+        })
+    }
+
+    /// Stores `sock` under `key` (fails if the key is there already).
+    pub fn insert(&self, key: &[u8; KEY_SIZE], sock: RawFd) -> io::Result<()> {
+        let v = sock as u32;
+        bpf(
+            BPF_MAP_UPDATE_ELEM,
+            &mut elem(&self.map, key, Some(&v), BPF_NOEXIST),
+        )
+        .map(|_| ())
+    }
+
+    pub fn remove(&self, key: &[u8; KEY_SIZE]) -> io::Result<()> {
+        bpf(BPF_MAP_DELETE_ELEM, &mut elem(&self.map, key, None, 0)).map(|_| ())
+    }
+}
+
+/// The key the program builds for a socket that receives on `local` from `remote`:
+///
+/// | bytes | field | as the program reads it |
+/// |---|---|---|
+/// | 0..4 | family | `skb->family`, host order |
+/// | 4..20 | remote address | `remote_ip4` (then zeros) or `remote_ip6`, network order |
+/// | 20..36 | local address | `local_ip4` or `local_ip6`, network order |
+/// | 36..40 | remote port | `remote_port`: 0, 0, then the port in network order |
+/// | 40..44 | local port | `local_port`: u32 in host order |
+/// | 44..48 | zero | |
+///
+/// `remote_port` is the socket's `skc_dport` (network order) loaded as a 16-bit value and, on
+/// little-endian machines, shifted left by 16 (the kernel's `bpf_convert_ctx_access`), so its
+/// four bytes in memory are `0, 0, hi, lo` on either byte order.
+pub fn key(local: SocketAddr, remote: SocketAddr) -> [u8; KEY_SIZE] {
+    let mut k = [0u8; KEY_SIZE];
+    match (local, remote) {
+        (SocketAddr::V4(l), SocketAddr::V4(r)) => {
+            k[0..4].copy_from_slice(&(libc::AF_INET as u32).to_ne_bytes());
+            k[4..8].copy_from_slice(&r.ip().octets());
+            k[20..24].copy_from_slice(&l.ip().octets());
+        }
+        _ => {
+            let v6 = |a: SocketAddr| match a {
+                SocketAddr::V6(a) => a.ip().octets(),
+                SocketAddr::V4(a) => a.ip().to_ipv6_mapped().octets(),
+            };
+            k[0..4].copy_from_slice(&(libc::AF_INET6 as u32).to_ne_bytes());
+            k[4..20].copy_from_slice(&v6(remote));
+            k[20..36].copy_from_slice(&v6(local));
+        }
+    }
+    k[38..40].copy_from_slice(&remote.port().to_be_bytes());
+    k[40..44].copy_from_slice(&u32::from(local.port()).to_ne_bytes());
+    k
+}
+
+// ---- TCP_INFO -----------------------------------------------------------------------------------
+
+/// Bytes this socket has received (`tcpi_bytes_received`) and bytes its peer has acknowledged
+/// (`tcpi_bytes_acked`), since the connection began.
+pub fn tcp_bytes(fd: RawFd) -> io::Result<(u64, u64)> {
+    // SAFETY: an all-zero tcp_info is valid; getsockopt writes at most `len` bytes into it.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            &mut info as *mut libc::tcp_info as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((info.tcpi_bytes_received, info.tcpi_bytes_acked))
+}
+
+/// Bytes written into this socket and not yet acknowledged by the peer (`SIOCOUTQ`).
+pub fn unacked(fd: RawFd) -> io::Result<u64> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (= TIOCOUTQ) writes one int.
+    if unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n.max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoder_matches_the_kernel_encoding() {
+        // Reference encodings as `struct bpf_insn` bytes (code, dst|src<<4, off le, imm le).
+        let bytes = |i: Insn| {
+            let mut b = vec![i.code, i.regs];
+            b.extend(i.off.to_le_bytes());
+            b.extend(i.imm.to_le_bytes());
+            b
+        };
+        assert_eq!(bytes(mov64_reg(R6, R1)), [0xbf, 0x16, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(bytes(mov64_imm(R0, 1)), [0xb7, 0x00, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(
+            bytes(add64_imm(R3, -48)),
+            [0x07, 0x03, 0, 0, 0xd0, 0xff, 0xff, 0xff]
+        );
+        assert_eq!(bytes(ldx_w(R2, R6, 88)), [0x61, 0x62, 88, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            bytes(stx_w(R10, -48, R2)),
+            [0x63, 0x2a, 0xd0, 0xff, 0, 0, 0, 0]
+        );
+        assert_eq!(
+            bytes(st_dw(R10, -8, 0)),
+            [0x7a, 0x0a, 0xf8, 0xff, 0, 0, 0, 0]
+        );
+        assert_eq!(bytes(jne_imm(R2, 10, 17)), [0x55, 0x02, 17, 0, 10, 0, 0, 0]);
+        assert_eq!(bytes(jeq_imm(R0, 0, 1)), [0x15, 0x00, 1, 0, 0, 0, 0, 0]);
+        assert_eq!(bytes(ja(4)), [0x05, 0x00, 4, 0, 0, 0, 0, 0]);
+        assert_eq!(bytes(call(72)), [0x85, 0x00, 0, 0, 72, 0, 0, 0]);
+        assert_eq!(bytes(exit()), [0x95, 0, 0, 0, 0, 0, 0, 0]);
+        let [a, b] = ld_map_fd(R2, 7);
+        assert_eq!(bytes(a), [0x18, 0x12, 0, 0, 7, 0, 0, 0]);
+        assert_eq!(bytes(b), [0; 8]);
+        assert_eq!(std::mem::size_of::<Insn>(), 8);
+    }
+
+    #[test]
+    fn program_jumps_land_where_documented() {
+        let p = verdict_program(3);
+        // The family test skips exactly the IPv6 block and its closing `ja`.
+        let j = p.iter().position(|i| i.code == 0x55).unwrap();
+        let ipv4 = j + 1 + p[j].off as usize;
+        assert_eq!(p[ipv4], ldx_w(R2, R6, skb::REMOTE_IP4));
+        let ja_at = ipv4 - 1;
+        assert_eq!(p[ja_at].code, 0x05);
+        assert_eq!(
+            p[ja_at + 1 + p[ja_at].off as usize],
+            ldx_w(R2, R6, skb::REMOTE_PORT)
+        );
+        assert_eq!(*p.last().unwrap(), exit());
+    }
+
+    #[test]
+    fn keys_follow_the_kernel_byte_orders() {
+        let k = key(
+            "127.0.0.1:5000".parse().unwrap(),
+            "127.0.0.2:40001".parse().unwrap(),
+        );
+        assert_eq!(&k[0..4], &2u32.to_ne_bytes());
+        assert_eq!(&k[4..8], &[127, 0, 0, 2]);
+        assert_eq!(&k[20..24], &[127, 0, 0, 1]);
+        assert_eq!(&k[36..40], &[0, 0, 0x9c, 0x41]); // 40001 = 0x9c41
+        assert_eq!(&k[40..44], &5000u32.to_ne_bytes());
+        let k6 = key("[::1]:5000".parse().unwrap(), "[::1]:1".parse().unwrap());
+        assert_eq!(&k6[0..4], &10u32.to_ne_bytes());
+        assert_eq!(k6[19], 1);
+        assert_eq!(k6[35], 1);
+    }
+
+    /// Two TCP connections through a "router" whose two sockets are joined in the map: what
+    /// the client writes reaches the server and back without the router reading anything.
+    #[test]
+    fn kernel_forwards_both_ways() {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        let m = match SockMap::load(16) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("skipped: cannot load the BPF program here: {e}");
+                return;
+            }
+        };
+        eprintln!("attached as {}", m.attach);
+        let front = TcpListener::bind("127.0.0.1:0").unwrap();
+        let back = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(front.local_addr().unwrap()).unwrap();
+        let (rc, _) = front.accept().unwrap();
+        let rs = TcpStream::connect(back.local_addr().unwrap()).unwrap();
+        let (mut server, _) = back.accept().unwrap();
+        let kc = key(rc.local_addr().unwrap(), rc.peer_addr().unwrap());
+        let ks = key(rs.local_addr().unwrap(), rs.peer_addr().unwrap());
+        m.insert(&ks, rc.as_raw_fd()).unwrap();
+        m.insert(&kc, rs.as_raw_fd()).unwrap();
+        client.write_all(b"hello").unwrap();
+        let mut b = [0u8; 5];
+        server.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"hello");
+        let big: Vec<u8> = (0..4_000_000u32).map(|i| (i % 251) as u8).collect();
+        let big2 = big.clone();
+        let w = std::thread::spawn(move || {
+            server.write_all(&big2).unwrap();
+            server
+        });
+        let mut got = vec![0u8; big.len()];
+        client.read_exact(&mut got).unwrap();
+        assert!(got == big);
+        let _server = w.join().unwrap();
+        let (rx, _) = tcp_bytes(rs.as_raw_fd()).unwrap();
+        assert_eq!(rx, big.len() as u64);
+        m.remove(&kc).unwrap();
+        m.remove(&ks).unwrap();
+    }
+
+    /// Experiment: how much a sender gets into the kernel while the final receiver reads
+    /// nothing. `cargo test -p tandem --lib slow_receiver_experiment -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn slow_receiver_experiment() {
+        use std::io::Write;
+        use std::net::{TcpListener, TcpStream};
+        let m = SockMap::load(16).unwrap();
+        let front = TcpListener::bind("127.0.0.1:0").unwrap();
+        let back = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(front.local_addr().unwrap()).unwrap();
+        let (rc, _) = front.accept().unwrap();
+        let rs = TcpStream::connect(back.local_addr().unwrap()).unwrap();
+        let (_server, _) = back.accept().unwrap();
+        m.insert(
+            &key(rs.local_addr().unwrap(), rs.peer_addr().unwrap()),
+            rc.as_raw_fd(),
+        )
+        .unwrap();
+        m.insert(
+            &key(rc.local_addr().unwrap(), rc.peer_addr().unwrap()),
+            rs.as_raw_fd(),
+        )
+        .unwrap();
+        let sockstat = || std::fs::read_to_string("/proc/net/sockstat").unwrap();
+        let slab = || {
+            std::fs::read_to_string("/proc/meminfo")
+                .unwrap()
+                .lines()
+                .filter(|l| l.starts_with("Slab") || l.starts_with("MemAvailable"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        eprintln!("before: {} {}", sockstat().lines().nth(1).unwrap(), slab());
+        client.set_nonblocking(true).unwrap();
+        let chunk = vec![7u8; 64 * 1024];
+        let mut sent = 0u64;
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_secs(3) && sent < 400 << 20 {
+            match client.write(&chunk) {
+                Ok(n) => sent += n as u64,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let (rx, _) = tcp_bytes(rc.as_raw_fd()).unwrap();
+        let (_, acked) = tcp_bytes(rs.as_raw_fd()).unwrap();
+        eprintln!(
+            "sent {} MiB in {:?}; router client socket received {} MiB; backend socket: acked {} KiB, unacked {} KiB",
+            sent >> 20, t.elapsed(), rx >> 20, acked >> 10, unacked(rs.as_raw_fd()).unwrap() >> 10
+        );
+        eprintln!("after: {} {}", sockstat().lines().nth(1).unwrap(), slab());
+    }
+}
