@@ -129,9 +129,20 @@ pub struct Seen {
     pub at: Instant,
 }
 
+/// The branch [`decide`] took (the log says a decision again only when this changes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Why {
+    NoAnswer,
+    NoLeader,
+    OtherLeader(String),
+    Unconfirmed,
+    Leader,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     pub hold: bool,
+    pub why: Why,
     /// One sentence for the log.
     pub reason: String,
     /// While holding: when the hold expires unless etcd confirms it again.
@@ -156,22 +167,28 @@ pub fn confirm_interval(t: &Timing) -> Duration {
 
 /// Should this host hold the addresses now?
 pub fn decide(member: &str, seen: Option<&Seen>, hold_for: Duration, now: Instant) -> Decision {
-    let no = |reason: String| Decision {
+    let no = |why: Why, reason: String| Decision {
         hold: false,
+        why,
         reason,
         until: None,
     };
     let Some(seen) = seen else {
-        return no("no answer from etcd yet".into());
+        return no(Why::NoAnswer, "no answer from etcd yet".into());
     };
     match seen.leader.as_deref() {
-        None => return no("the cluster has no leader key".into()),
-        Some(l) if l != member => return no(format!("the leader is {l}, not {member}")),
+        None => return no(Why::NoLeader, "the cluster has no leader key".into()),
+        Some(l) if l != member => {
+            return no(
+                Why::OtherLeader(l.to_string()),
+                format!("the leader is {l}, not {member}"),
+            )
+        }
         Some(_) => {}
     }
     let until = seen.at + hold_for;
     if now >= until {
-        return no(format!(
+        return no(Why::Unconfirmed, format!(
             "{member} was the leader, but etcd has not confirmed it for {:.1} s (limit {:.1} s: the leader's lease may expire and another member take over)",
             now.saturating_duration_since(seen.at).as_secs_f64(),
             hold_for.as_secs_f64()
@@ -179,6 +196,7 @@ pub fn decide(member: &str, seen: Option<&Seen>, hold_for: Duration, now: Instan
     }
     Decision {
         hold: true,
+        why: Why::Leader,
         reason: format!("{member} holds the leader key"),
         until: Some(until),
     }
@@ -204,8 +222,9 @@ pub fn main_entry(path: &Path) -> Result<()> {
         Mode::Vrrp => tandem_vip::main_entry(path),
         Mode::Leader => {
             let cfg = Config::load_for_ctl(path)?;
+            // The other sections are the agent's (`tandem validate` reports on them).
             for w in &cfg.warnings {
-                if !w.contains("'vip'") {
+                if w.contains("etcd") || w.contains("scope") || w.contains("namespace") {
                     warn!("{}: {w}", path.display());
                 }
             }
@@ -374,7 +393,7 @@ pub async fn run(cfg: Config, vip: LeaderVip) -> Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut seen: Option<Seen> = None;
     let mut holding: Option<bool> = None;
-    let mut last_reason = String::new();
+    let mut last_why = None;
     let mut etcd_error_logged: Option<Instant> = None;
     let mut next_check = Instant::now() + Duration::from_secs(1);
     let mut reannounce: Option<Instant> = None;
@@ -401,11 +420,14 @@ pub async fn run(cfg: Config, vip: LeaderVip) -> Result<()> {
             }
             holding = Some(d.hold);
             reannounce = d.hold.then(|| now + Duration::from_secs(1));
-            last_reason = d.reason.clone();
-        } else if d.reason != last_reason && !d.hold {
-            info!("still not holding the virtual addresses: {}", d.reason);
-            last_reason = d.reason.clone();
+        } else if last_why.as_ref() != Some(&d.why) {
+            info!(
+                "still {}holding the virtual addresses: {}",
+                if d.hold { "" } else { "not " },
+                d.reason
+            );
         }
+        last_why = Some(d.why.clone());
         let mut wake = next_check;
         if let Some(u) = d.until {
             wake = wake.min(u);
