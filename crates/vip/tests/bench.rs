@@ -23,6 +23,9 @@ enum Fault {
     Kill,
     Term,
     Check,
+    /// `track_router` (interval 1, fall 2, rise 1, weight 0) against a fake `/ready` that turns
+    /// to 503: tandem only (keepalived has no built-in HTTP check).
+    Router,
 }
 
 fn name(i: Impl) -> &'static str {
@@ -37,15 +40,21 @@ fn fault_name(f: Fault) -> &'static str {
         Fault::Kill => "SIGKILL of the Master",
         Fault::Term => "SIGTERM (priority 0)",
         Fault::Check => "check fails (interval 1, fall 2)",
+        Fault::Router => "router /ready answers 503 (interval 1, fall 2)",
     }
 }
+
+const TRACK_ROUTER: &str =
+    "  track_router: {url: 'http://127.0.0.1:8008/ready', interval: 1, fall: 2, rise: 1}\n";
 
 fn start(lab: &mut Lab, im: Impl, host: usize, prio: u8, check_file: Option<&str>) -> Router {
     match im {
         Impl::Tandem => {
-            let extra = check_file
-                .map(|f| format!("  track_script:\n    script: \"test -e {f}\"\n    interval: 1\n    fall: 2\n    rise: 1\n"))
-                .unwrap_or_default();
+            let extra = match check_file {
+                Some("router") => TRACK_ROUTER.to_string(),
+                Some(f) => format!("  track_script:\n    script: \"test -e {f}\"\n    interval: 1\n    fall: 2\n    rise: 1\n"),
+                None => String::new(),
+            };
             start_tandem(lab, host, &tandem_config(51, prio, 2, Some(PASS), &extra))
         }
         Impl::Keepalived => {
@@ -83,7 +92,12 @@ fn run_series(im: Impl, fault: Fault, runs: usize) -> (Vec<Duration>, Vec<Durati
     }
     let flag = lab.write(1, "healthy", "");
     let flag_s = flag.to_string_lossy().into_owned();
-    let check = (fault == Fault::Check).then_some(flag_s.as_str());
+    let ready = (fault == Fault::Router).then(|| lab.serve_ready(1, 8008));
+    let check = match fault {
+        Fault::Check => Some(flag_s.as_str()),
+        Fault::Router => Some("router"),
+        _ => None,
+    };
     let mut r1 = start(&mut lab, im, 1, 100, check);
     let _r2 = start(&mut lab, im, 2, 90, None);
     let _r3 = start(&mut lab, im, 3, 80, None);
@@ -99,6 +113,10 @@ fn run_series(im: Impl, fault: Fault, runs: usize) -> (Vec<Duration>, Vec<Durati
             Fault::Kill => crash(&mut lab, &r1),
             Fault::Term => stop(&mut lab, &r1),
             Fault::Check => std::fs::remove_file(&flag).unwrap(),
+            Fault::Router => ready
+                .as_ref()
+                .unwrap()
+                .store(NOT_READY, std::sync::atomic::Ordering::SeqCst),
         }
         let (v, c) = std::thread::scope(|s| {
             let lab = &lab;
@@ -137,6 +155,10 @@ fn run_series(im: Impl, fault: Fault, runs: usize) -> (Vec<Duration>, Vec<Durati
                 r1 = start(&mut lab, im, 1, 100, check);
             }
             Fault::Check => std::fs::write(&flag, "").unwrap(),
+            Fault::Router => ready
+                .as_ref()
+                .unwrap()
+                .store(READY, std::sync::atomic::Ordering::SeqCst),
         }
     }
     (vip_t, client_t)
@@ -169,9 +191,38 @@ fn takeover_bench() {
             ));
         }
     }
+    print_table(rows);
+}
+
+fn print_table(rows: Vec<String>) {
     println!("\n| fault on h1 (Master, priority 100) | implementation | runs | VIP on h2, median | max | client answered by h2, median | max |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     for r in rows {
         println!("{r}");
     }
+}
+
+/// The router-readiness fault alone (tandem only): `bench/vip/run.sh router`.
+#[test]
+#[ignore = "benchmark: run bench/vip/run.sh router (root)"]
+fn router_readiness_bench() {
+    if !can_run("router_readiness_bench", false) {
+        return;
+    }
+    let runs: usize = std::env::var("VIP_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let (v, c) = run_series(Impl::Tandem, Fault::Router, runs);
+    let (vm, vx) = stats(v);
+    let (cm, cx) = stats(c);
+    print_table(vec![format!(
+        "| {} | {} | {runs} | {} | {} | {} | {} |",
+        fault_name(Fault::Router),
+        name(Impl::Tandem),
+        fmt(vm),
+        fmt(vx),
+        fmt(cm),
+        fmt(cx)
+    )]);
 }
