@@ -29,9 +29,11 @@
 //! etcd), and its lease cannot expire before `t − keepalive_interval + ttl`. We drop the
 //! addresses at `t + ttl − keepalive_interval − demote_margin`, that is, no later than the agent
 //! demotes PostgreSQL and at least `demote_margin` before anyone else can take the key. A
-//! confirming read answers within one request timeout, so a read that answered was sent after
-//! the state it reports; a watch event that says "not me" is obeyed at once (dropping is always
-//! safe), and a read sent before such an event is ignored.
+//! watch event that says "not me" is obeyed at once (dropping is always safe), a read sent
+//! before such an event is ignored, and a watch event naming us only triggers a confirming read.
+//! Not covered: a double fault, where the leader's agent stopped renewing *and* this host lost
+//! etcd (the lease may then expire before our bound, and another host hold the addresses too
+//! for less than `hold_for`). docs/vip.md has the full argument.
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
