@@ -213,6 +213,9 @@ pub struct ClusterView {
     pub history: Option<Versioned<Vec<HistoryEntry>>>,
     pub failover: Option<Versioned<FailoverValue>>,
     pub sync: Option<Versioned<Value>>,
+    /// `failsafe` (spec §1): `{member: api_url}` written by the leader while `failsafe_mode` is
+    /// on. `None` when absent or not a JSON object of strings.
+    pub failsafe: Option<BTreeMap<String, String>>,
 }
 
 impl ClusterView {
@@ -296,6 +299,11 @@ impl ClusterView {
                         Err(e) => warnings.push(bad("failover request", &e)),
                     }
                 }
+                "failsafe" => match serde_json::from_str::<BTreeMap<String, String>>(text) {
+                    Ok(m) => view.failsafe = Some(m),
+                    // Patroni writes `{}` when the mode is off, so only a non-object is odd.
+                    Err(e) => warnings.push(bad("failsafe member list", &e)),
+                },
                 "sync" => match serde_json::from_str::<Value>(text) {
                     Ok(v) => {
                         view.sync = Some(Versioned {

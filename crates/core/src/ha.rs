@@ -84,7 +84,23 @@ pub struct Observation {
     pub settings: Settings,
     /// Wall-clock time, Unix milliseconds (for scheduled switchovers).
     pub now_ms: i64,
+    /// Failsafe mode (spec §2.6): what the agent learned over REST while etcd could not help.
+    pub failsafe: FailsafeObs,
 }
+
+/// Failsafe mode facts, gathered by the agent (only when `failsafe_mode` is on).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FailsafeObs {
+    /// I run as primary, my lease cannot be kept (etcd unreachable or keepalives failing), my
+    /// name is in `/failsafe`, and every other member listed there answered my `POST /failsafe`
+    /// with 200 just now: they all know I am alive and none of them will race for the key.
+    pub peers_accepted: bool,
+    /// A member running as primary reached me with `POST /failsafe` within `ttl`.
+    pub pinged_by: Option<String>,
+}
+
+const FAILSAFE_KEEP: &str =
+    "continue to run as a leader because failsafe mode is enabled and all members are accessible";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DemoteMode {
@@ -324,6 +340,9 @@ pub fn decide(obs: &Observation) -> Decision {
 
     if i_hold_lock {
         if role == PgRole::Primary {
+            if !paused && lease_low(obs) && obs.failsafe.peers_accepted {
+                return Decision::none(FAILSAFE_KEEP);
+            }
             if !paused && lease_low(obs) {
                 return Decision::act(
                     vec![Action::Demote {
@@ -399,6 +418,13 @@ pub fn decide(obs: &Observation) -> Decision {
         }
         return Decision::none("PAUSE: no leader; not racing while paused");
     }
+    if let Some(p) = obs.failsafe.pinged_by.as_deref().filter(|p| *p != me) {
+        if role != PgRole::Primary {
+            return Decision::none(format!(
+                "failsafe: {p} runs as primary and reached me within ttl: not racing for the leader key"
+            ));
+        }
+    }
     match healthiest(obs, cluster, role) {
         Ok(why) => Decision::act(
             vec![Action::AcquireLeader],
@@ -428,6 +454,9 @@ fn lease_low(obs: &Observation) -> bool {
 fn dcs_unreachable(obs: &Observation) -> Decision {
     // A node whose role is unknown is treated as a possible primary: safety first.
     if obs.pg.running && obs.pg.role != Some(PgRole::Replica) {
+        if obs.pg.role == Some(PgRole::Primary) && obs.failsafe.peers_accepted {
+            return Decision::none(FAILSAFE_KEEP);
+        }
         match obs.lease_remaining_ms {
             Some(r) if r >= obs.settings.demote_margin_ms => Decision::none(format!(
                 "DCS is not readable but my lease is valid for {} ms: still primary",

@@ -316,6 +316,7 @@ fn run(seed: u64) {
                     loop_wait_ms: LOOP,
                 },
                 now_ms: 1_700_000_000_000 + now as i64,
+                failsafe: Default::default(),
             };
             let d = decide(&obs);
             if std::env::var("SIM_TRACE").is_ok() && (!d.actions.is_empty()) {

@@ -6,6 +6,7 @@
 
 use anyhow::{anyhow, Context, Result};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tandem_core::cluster::{ClusterView, HistoryEntry, MemberValue, StatusValue};
@@ -50,6 +51,10 @@ struct Agent {
     last_cycle: Option<Instant>,
     /// Read etcd directly next cycle (after my own writes, the cache may lag behind).
     force_read: bool,
+    /// `POST /failsafe` received by the REST server (failsafe mode).
+    failsafe_pings: crate::control::FailsafePings,
+    /// This primary runs on failsafe mode's say-so (etcd unreachable, every member confirmed).
+    failsafe_active: bool,
     /// Members seen recently: their slots are kept for `MEMBER_SLOTS_TTL` after they vanish,
     /// so a node that restarts finds its slot (and its WAL) still there.
     seen_members: std::collections::BTreeMap<String, Instant>,
@@ -139,6 +144,7 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
     let lease = Lease::start(dcs.clone(), lease_ttl.clone(), lease_interval.clone());
     let (status_tx, status_rx) = watch::channel(NodeStatus::default());
     let (control, inbox) = crate::control::channel();
+    let failsafe_pings = control.failsafe_pings();
     let (api_stop_tx, api_stop_rx) = watch::channel(false);
     let listener = crate::api::bind(&cfg).await?;
     let api_task = tokio::spawn(crate::api::serve(
@@ -172,6 +178,8 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
         last_reason: String::new(),
         last_cycle: None,
         force_read: true,
+        failsafe_pings,
+        failsafe_active: false,
         seen_members: Default::default(),
         config_path: path,
         inbox,
@@ -464,6 +472,76 @@ impl Agent {
         futures_util::future::join_all(probes).await
     }
 
+    /// Failsafe mode (spec §2.6), only when `failsafe_mode` is on: who pinged me lately, and —
+    /// when I run as primary and cannot keep my lease — whether every other member named in
+    /// `/failsafe` accepts my `POST /failsafe` right now.
+    async fn failsafe_observation(
+        &self,
+        cluster: Option<&ClusterView>,
+        pg: &LocalPg,
+    ) -> tandem_core::ha::FailsafeObs {
+        let mut f = tandem_core::ha::FailsafeObs::default();
+        if !self.dynamic.failsafe_mode {
+            return f;
+        }
+        f.pinged_by = self.failsafe_pings.recent(self.timing.ttl);
+        let lease_low = self
+            .lease
+            .remaining(Instant::now())
+            .is_none_or(|r| r < self.timing.demote_margin);
+        if pg.running && pg.role == Some(PgRole::Primary) && (cluster.is_none() || lease_low) {
+            let view = cluster
+                .cloned()
+                .or_else(|| self.status_tx.borrow().cluster.clone());
+            match view.and_then(|v| v.failsafe) {
+                Some(list) => f.peers_accepted = self.failsafe_probe(&list).await,
+                None => warn!("failsafe: no /failsafe member list was read from etcd: cannot ask the members"),
+            }
+        }
+        f
+    }
+
+    /// `POST /failsafe` to every other member of `list` (2 s each, all at once): true when I am
+    /// in the list and every other member answers 200.
+    async fn failsafe_probe(&self, list: &BTreeMap<String, String>) -> bool {
+        let me = &self.cfg.name;
+        if !list.contains_key(me) {
+            return false;
+        }
+        let mv = self.member_value();
+        let body = serde_json::json!({
+            "name": me,
+            "conn_url": mv.conn_url,
+            "api_url": mv.api_url,
+            "slots": {},
+        });
+        let posts = list.iter().filter(|(n, _)| *n != me).map(|(name, api_url)| {
+            let url = match api_url.strip_suffix("/patroni") {
+                Some(base) => format!("{base}/failsafe"),
+                None => format!("{}/failsafe", api_url.trim_end_matches('/')),
+            };
+            let body = body.clone();
+            async move {
+                let ok = self
+                    .peer
+                    .request(reqwest::Method::POST, &url)
+                    .timeout(Duration::from_secs(2))
+                    .json(&body)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().as_u16() == 200);
+                if !ok {
+                    warn!("failsafe: {name} did not accept POST {url}");
+                }
+                ok
+            }
+        });
+        futures_util::future::join_all(posts)
+            .await
+            .into_iter()
+            .all(|ok| ok)
+    }
+
     /// One HA cycle. Returns (acted, an action failed).
     async fn cycle(
         &mut self,
@@ -505,7 +583,9 @@ impl Agent {
             (Some(c), true) => self.probe_peers(c).await,
             _ => vec![],
         };
+        let failsafe = self.failsafe_observation(cluster.as_ref(), &pg).await;
         let obs = Observation {
+            failsafe,
             me: self.cfg.name.clone(),
             cluster: cluster.clone(),
             lease_id: lease.id,
@@ -538,6 +618,11 @@ impl Agent {
                     .map(|d| d.as_millis() as u64);
                 decision = ha::decide(&obs2);
             }
+        }
+        let was_failsafe = self.failsafe_active;
+        self.failsafe_active = obs.failsafe.peers_accepted && decision.actions.is_empty();
+        if was_failsafe && !self.failsafe_active {
+            info!("failsafe mode is no longer active");
         }
         if decision.reason != self.last_reason || !decision.actions.is_empty() {
             info!("{}", decision.reason);
@@ -1282,6 +1367,25 @@ impl Agent {
                 .create("config", &self.dynamic.raw.to_string())
                 .await?;
         }
+        if self.dynamic.failsafe_mode {
+            // Every member with a REST API, me included (spec §1 `failsafe`).
+            let mut list: BTreeMap<String, String> = cluster
+                .members
+                .values()
+                .filter(|m| !m.value.api_url.is_empty())
+                .map(|m| (m.name.clone(), m.value.api_url.clone()))
+                .collect();
+            list.insert(self.cfg.name.clone(), self.member_value().api_url);
+            if cluster.failsafe.as_ref() != Some(&list) {
+                info!(
+                    "failsafe: publishing the member list ({})",
+                    list.keys().cloned().collect::<Vec<_>>().join(", ")
+                );
+                self.dcs
+                    .put("failsafe", &serde_json::to_string(&list)?, None)
+                    .await?;
+            }
+        }
         if self.last_slots.as_ref() != Some(&names) && self.dynamic.use_slots {
             self.pg.sync_slots(&names).await?;
             self.last_slots = Some(names);
@@ -1307,11 +1411,16 @@ impl Agent {
     fn publish(&self, cluster: Option<ClusterView>) {
         let st = self.last_pg.clone().unwrap_or_default();
         let now = Instant::now();
-        let leader_until = cluster
-            .as_ref()
-            .filter(|c| self.holds_lock(c))
-            .and_then(|_| self.lease.remaining(now))
-            .map(|r| now + r);
+        let leader_until = if self.failsafe_active {
+            // Patroni: the primary counts as the leader for another ttl on every confirmed cycle.
+            Some(now + self.timing.ttl)
+        } else {
+            cluster
+                .as_ref()
+                .filter(|c| self.holds_lock(c))
+                .and_then(|_| self.lease.remaining(now))
+                .map(|r| now + r)
+        };
         let mv = self.member_value();
         self.status_tx.send_modify(|s| {
             s.pg_state = self.pg_state.clone();
@@ -1327,6 +1436,10 @@ impl Agent {
             s.replication_state = mv.replication_state.clone();
             s.replication = st.replication.clone();
             s.database_system_identifier = self.sysid.clone();
+            s.failsafe_active = self.failsafe_active;
+            if self.failsafe_active {
+                s.leader_until = leader_until;
+            }
             if let Some(c) = &cluster {
                 s.leader_until = leader_until;
                 s.paused = c.paused();

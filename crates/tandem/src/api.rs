@@ -185,10 +185,13 @@ fn get(path: &str, q: &Query, st: &NodeStatus, node: &Identity, now: Instant) ->
     }
 }
 
-/// `GET /failsafe`: with `failsafe_mode` on, every member with a REST API (`name: api_url`);
-/// `None` when failsafe mode is off.
+/// `GET /failsafe`: with `failsafe_mode` on, the leader's `failsafe` key (`name: api_url`), or
+/// every member with a REST API until the leader has written it; `None` when the mode is off.
 fn failsafe_members(st: &NodeStatus) -> Option<Map<String, Value>> {
     let view = st.cluster.as_ref()?;
+    if let Some(m) = view.failsafe.as_ref().filter(|_| failsafe_enabled(view)) {
+        return Some(m.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect());
+    }
     failsafe_enabled(view).then(|| {
         view.members
             .values()
@@ -499,6 +502,9 @@ pub fn status_document(st: &NodeStatus, node: &Identity) -> Value {
     }
     if st.pending_restart {
         d.insert("pending_restart".into(), true.into());
+    }
+    if st.failsafe_active {
+        d.insert("failsafe_mode_is_active".into(), true.into());
     }
     d.insert(
         "patroni".into(),
@@ -1003,7 +1009,17 @@ impl Server {
             Unsafe::DeleteRestart => self.ops.delete_restart().await,
             Unsafe::Reload => self.ops.reload().await,
             Unsafe::Reinitialize => self.ops.reinitialize(body).await,
-            Unsafe::Failsafe => failsafe_post(&status.borrow()),
+            Unsafe::Failsafe => {
+                let r = failsafe_post(&status.borrow(), &body);
+                if r.code == 200 {
+                    if let (Some(c), Some(Value::String(name))) =
+                        (&self.ops.control, body.get("name"))
+                    {
+                        c.failsafe_pings().record(name);
+                    }
+                }
+                r
+            }
         }
     }
 
@@ -1043,10 +1059,20 @@ impl Server {
 }
 
 /// `POST /failsafe` (spec §2.6): a replica answers `Accepted` with its WAL position in an `lsn`
-/// header; the primary refuses; without failsafe mode, 502.
-fn failsafe_post(st: &NodeStatus) -> Reply {
+/// header; the primary refuses; without failsafe mode, 502. The body names the sender
+/// (`{"name", "conn_url", "api_url", "slots"}`).
+fn failsafe_post(st: &NodeStatus, body: &ops::Object) -> Reply {
     if !st.cluster.as_ref().is_some_and(failsafe_enabled) {
         return Reply::text(502, "failsafe_mode is not enabled");
+    }
+    match body.get("name") {
+        Some(Value::String(n)) if !n.is_empty() => {}
+        _ => {
+            return Reply::text(
+                400,
+                "POST /failsafe needs a JSON body with the sender's member name: {\"name\": \"pg0\", \"api_url\": ..., \"conn_url\": ...}",
+            )
+        }
     }
     if role(st) == "primary" {
         return Reply::text(500, "Running as a leader");

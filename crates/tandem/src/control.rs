@@ -55,6 +55,28 @@ impl Reply {
 #[derive(Clone, Debug)]
 pub struct Control {
     tx: mpsc::Sender<(Request, oneshot::Sender<Reply>)>,
+    /// The last `POST /failsafe` this node accepted: the sender's name and when.
+    pings: FailsafePings,
+}
+
+/// Shared between the REST server (which records `POST /failsafe`) and the HA loop (which reads
+/// it): no request/answer round trip, so a busy loop never delays the primary's probe.
+#[derive(Clone, Debug, Default)]
+pub struct FailsafePings(std::sync::Arc<std::sync::Mutex<Option<(String, std::time::Instant)>>>);
+
+impl FailsafePings {
+    pub fn record(&self, name: &str) {
+        if let Ok(mut p) = self.0.lock() {
+            *p = Some((name.to_string(), std::time::Instant::now()));
+        }
+    }
+    /// The sender of the last ping, if it came within `within`.
+    pub fn recent(&self, within: std::time::Duration) -> Option<String> {
+        let p = self.0.lock().ok()?;
+        p.as_ref()
+            .filter(|(_, at)| at.elapsed() < within)
+            .map(|(n, _)| n.clone())
+    }
 }
 
 /// The receiving side, held by the agent.
@@ -62,10 +84,20 @@ pub type Inbox = mpsc::Receiver<(Request, oneshot::Sender<Reply>)>;
 
 pub fn channel() -> (Control, Inbox) {
     let (tx, rx) = mpsc::channel(16);
-    (Control { tx }, rx)
+    (
+        Control {
+            tx,
+            pings: FailsafePings::default(),
+        },
+        rx,
+    )
 }
 
 impl Control {
+    pub fn failsafe_pings(&self) -> FailsafePings {
+        self.pings.clone()
+    }
+
     /// Sends a request and waits for the agent's answer (503 when the agent is gone or busy for
     /// longer than `wait`).
     pub async fn request(&self, req: Request, wait: std::time::Duration) -> Reply {

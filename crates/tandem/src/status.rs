@@ -56,6 +56,8 @@ pub struct NodeStatus {
     pub ttl_secs: u64,
     pub maximum_lag_on_failover: u64,
     pub pending_restart: bool,
+    /// Failsafe mode keeps this primary running while etcd cannot (spec §2.6).
+    pub failsafe_active: bool,
 }
 
 impl NodeStatus {

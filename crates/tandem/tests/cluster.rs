@@ -328,6 +328,95 @@ fn etcd_outage_makes_the_primary_read_only_before_ttl_then_writable_again() {
     .unwrap();
 }
 
+fn patroni_doc(lab: &Lab, i: usize) -> serde_json::Value {
+    match http_get(
+        &format!("127.0.0.1:{}", lab.nodes[i].api_port),
+        "/patroni",
+        Duration::from_secs(1),
+    ) {
+        Ok((_, body)) => serde_json::from_str(&body).unwrap_or_default(),
+        Err(_) => serde_json::Value::Null,
+    }
+}
+
+#[test]
+fn failsafe_mode_keeps_the_primary_through_an_etcd_outage_while_every_member_answers() {
+    let (mut c, leader, _) = start_cluster(|o| {
+        o.dcs["failsafe_mode"] = serde_json::json!(true);
+    });
+    let ttl = Duration::from_secs(4);
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    c.psql(leader, "CREATE TABLE t (id int)").unwrap();
+    // The leader publishes `/failsafe` with all three members.
+    wait_until(Duration::from_secs(10), "/failsafe lists 3 members", || {
+        let (code, body) = http_get(
+            &format!("127.0.0.1:{}", c.nodes[leader].api_port),
+            "/failsafe",
+            Duration::from_secs(1),
+        )
+        .ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (code == 200 && v.as_object()?.len() == 3).then_some(())
+    })
+    .unwrap();
+
+    // etcd goes away entirely: the primary keeps accepting writes well past its ttl, because
+    // both replicas answer its POST /failsafe; they stay replicas.
+    for i in 0..c.etcd.len() {
+        c.stop_etcd_member(i).unwrap();
+    }
+    let t0 = Instant::now();
+    let mut writes = 0;
+    let mut seen_active = false;
+    while t0.elapsed() < ttl * 2 + Duration::from_secs(2) {
+        c.psql(leader, "INSERT INTO t VALUES (1)")
+            .unwrap_or_else(|e| panic!("write refused {:?} into the outage: {e}", t0.elapsed()));
+        writes += 1;
+        if t0.elapsed() > ttl {
+            let doc = patroni_doc(&c, leader);
+            seen_active |= doc["failsafe_mode_is_active"] == serde_json::json!(true);
+            assert!(is_primary(&c, leader), "/primary must stay 200 in failsafe mode");
+        }
+        assert!(writable(&c, &others).is_empty(), "a replica accepted writes");
+    }
+    assert!(seen_active, "/patroni never showed failsafe_mode_is_active");
+    assert!(log_of(&c, leader).contains("failsafe mode is enabled and all members are accessible"));
+    eprintln!("{writes} writes accepted during {:?} without etcd", t0.elapsed());
+
+    // etcd back: the same leader, failsafe over.
+    for i in 0..c.etcd.len() {
+        c.start_etcd_member(i).unwrap();
+    }
+    wait_until(Duration::from_secs(30), "failsafe inactive again", || {
+        let doc = patroni_doc(&c, leader);
+        (doc["role"] == "primary" && doc.get("failsafe_mode_is_active").is_none()).then_some(())
+    })
+    .unwrap();
+    assert_eq!(writable(&c, &[0, 1, 2]), vec![leader]);
+
+    // Now a member cannot answer (its agent is gone): without etcd the primary must demote.
+    c.signal_agent(others[0], libc::SIGKILL).unwrap();
+    for i in 0..c.etcd.len() {
+        c.stop_etcd_member(i).unwrap();
+    }
+    let t1 = Instant::now();
+    let demoted_after = wait_until(
+        Duration::from_secs(20),
+        "the primary to stop accepting writes",
+        || {
+            c.psql(leader, "INSERT INTO t VALUES (2)")
+                .is_err()
+                .then(|| t1.elapsed())
+        },
+    )
+    .unwrap();
+    eprintln!("with one member silent the primary stopped writes after {demoted_after:?}");
+    assert!(demoted_after < ttl + Duration::from_secs(1), "{demoted_after:?}");
+    for i in 0..c.etcd.len() {
+        c.start_etcd_member(i).unwrap();
+    }
+}
+
 #[test]
 fn refusals_duplicate_name_foreign_data_and_adoption() {
     let (mut c, leader, _) = start_cluster(|_| {});

@@ -86,6 +86,7 @@ fn obs(me: &str, cluster: Option<ClusterView>, pg: LocalPg) -> Observation {
         peers: vec![],
         settings: settings(),
         now_ms: NOW,
+        failsafe: Default::default(),
     }
 }
 
@@ -695,4 +696,52 @@ fn former_leader_does_not_race_during_a_switchover() {
         "{:?}",
         decide(&o)
     );
+}
+
+// ---- failsafe mode (spec §2.6) ----
+
+#[test]
+fn failsafe_primary_cut_off_from_etcd_keeps_running_only_when_every_member_accepted() {
+    let mut o = obs("a", None, running(PgRole::Primary, 1000));
+    o.lease_remaining_ms = None;
+    // Not confirmed by the others: demote, as without failsafe.
+    assert_eq!(
+        decide(&o).actions,
+        vec![Action::Demote {
+            mode: DemoteMode::Offline,
+            then_follow: None
+        }]
+    );
+    o.failsafe.peers_accepted = true;
+    let d = decide(&o);
+    assert!(d.actions.is_empty(), "{d:?}");
+    assert!(d.reason.contains("failsafe mode is enabled"), "{}", d.reason);
+}
+
+#[test]
+fn failsafe_leader_whose_keepalives_fail_keeps_running_when_confirmed() {
+    let mut o = obs(
+        "a",
+        Some(cluster(Some(("a", LEASE)))),
+        running(PgRole::Primary, 1000),
+    );
+    o.lease_remaining_ms = Some(100);
+    o.failsafe.peers_accepted = true;
+    assert!(decide(&o).actions.is_empty());
+    o.failsafe.peers_accepted = false;
+    assert!(matches!(decide(&o).actions[..], [Action::Demote { .. }]));
+}
+
+#[test]
+fn failsafe_replica_pinged_by_a_live_primary_does_not_race() {
+    let mut o = obs("b", Some(cluster(None)), running(PgRole::Replica, 1000));
+    o.peers = vec![peer("a", false, 0), peer("c", false, 900)];
+    assert_eq!(decide(&o).actions, vec![Action::AcquireLeader]);
+    o.failsafe.pinged_by = Some("a".into());
+    let d = decide(&o);
+    assert!(d.actions.is_empty(), "{d:?}");
+    assert!(d.reason.contains("failsafe: a runs as primary"), "{}", d.reason);
+    // A ping that names myself proves nothing.
+    o.failsafe.pinged_by = Some("b".into());
+    assert_eq!(decide(&o).actions, vec![Action::AcquireLeader]);
 }

@@ -207,7 +207,7 @@ pub fn render(st: &NodeStatus, node: &Identity, now: Instant) -> String {
         "patroni_failsafe_mode_is_active",
         "gauge",
         "Value is 1 if failsafe mode is active, 0 if inactive.",
-        0,
+        b(st.failsafe_active),
     );
     o.metric(
         "patroni_failsafe_mode_enabled",
