@@ -345,6 +345,9 @@ impl VipConfig {
     }
 
     pub fn parse(text: &str) -> Result<VipConfig> {
+        if mode_of(text)? == Mode::Leader {
+            bail!("vip.mode: leader needs etcd: run it with `tandem vip -c node.yml` (the stand-alone tandem-vip speaks VRRP only)");
+        }
         let file: RouterFile = serde_yaml::from_str(text).map_err(|e| anyhow!("{e}"))?;
         let raw = file
             .vip
@@ -734,6 +737,9 @@ vip:
         assert_eq!(mode_of("vip: {mode: leader}\n").unwrap(), Mode::Leader);
         assert_eq!(mode_of("scope: x\n").unwrap(), Mode::Vrrp);
         assert!(format!("{:#}", mode_of("vip: {mode: x}\n").unwrap_err()).contains("vip.mode"));
+        let e = VipConfig::parse("vip: {mode: leader, interface: eth0, addresses: [10.0.0.1]}\n")
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("tandem vip -c node.yml"), "{e:#}");
     }
 
     #[test]
