@@ -69,6 +69,28 @@ pub struct ListenerConfig {
     pub fallback_to_primary: bool,
 }
 
+/// `proxy.kernel_forwarding`: move the bytes of spliced connections inside the kernel (BPF
+/// sockhash, see `proxy/sockmap.rs`) or in the router's own copy loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelForwarding {
+    /// In the kernel when the BPF program loads, else in user space (with one warning).
+    Auto,
+    /// In the kernel, or the router does not start.
+    On,
+    /// Always the user-space copy loop.
+    Off,
+}
+
+impl KernelForwarding {
+    pub fn key(self) -> &'static str {
+        match self {
+            KernelForwarding::Auto => "auto",
+            KernelForwarding::On => "on",
+            KernelForwarding::Off => "off",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
     pub listeners: Vec<ListenerConfig>,
@@ -87,6 +109,7 @@ pub struct ProxyConfig {
     pub status_listen: Option<String>,
     /// Worker threads of the runtime (default 1: one core moves a lot of small packets).
     pub threads: usize,
+    pub kernel_forwarding: KernelForwarding,
 }
 
 impl ProxyConfig {
@@ -218,6 +241,7 @@ const PROXY_KEYS: &[&str] = &[
     "client_timeout",
     "status_listen",
     "threads",
+    "kernel_forwarding",
 ];
 const LISTENER_KEYS: &[&str] = &[
     "listen",
@@ -311,6 +335,22 @@ fn parse_proxy(m: &Map<String, Value>, origin: &str) -> Result<ProxyConfig> {
             _ => bail!("{origin}: proxy.threads: expected a number of worker threads from 1 to 256, got {}", kind(v)),
         },
     };
+    let kernel_forwarding = match m.get("kernel_forwarding") {
+        None | Some(Value::Null) => KernelForwarding::Auto,
+        // YAML 1.1 reads a bare on/off as a boolean.
+        Some(Value::Bool(true)) => KernelForwarding::On,
+        Some(Value::Bool(false)) => KernelForwarding::Off,
+        Some(Value::String(s)) => match s.trim().to_lowercase().as_str() {
+            "auto" => KernelForwarding::Auto,
+            "on" | "true" | "yes" => KernelForwarding::On,
+            "off" | "false" | "no" => KernelForwarding::Off,
+            _ => bail!("{origin}: proxy.kernel_forwarding: expected auto, on or off, got {s:?}"),
+        },
+        Some(other) => bail!(
+            "{origin}: proxy.kernel_forwarding: expected auto, on or off, got {}",
+            kind(other)
+        ),
+    };
     let mut listeners = Vec::new();
     for role in Role::ALL {
         let path = format!("proxy.{}", role.key());
@@ -401,6 +441,7 @@ fn parse_proxy(m: &Map<String, Value>, origin: &str) -> Result<ProxyConfig> {
         client_timeout,
         status_listen,
         threads,
+        kernel_forwarding,
     })
 }
 
@@ -493,6 +534,19 @@ mod tests {
         assert_eq!(p.health_interval, Duration::from_millis(200));
         assert_eq!(p.status_listen.as_deref(), Some("127.0.0.1:5009"));
         assert_eq!(p.threads, 2);
+        assert_eq!(p.kernel_forwarding, KernelForwarding::Auto);
+        for (v, want) in [
+            ("off", KernelForwarding::Off),
+            ("on", KernelForwarding::On),
+            ("'on'", KernelForwarding::On),
+            ("auto", KernelForwarding::Auto),
+        ] {
+            let c = parse(&format!(
+                "proxy:\n  primary: {{listen: '*:5000'}}\n  kernel_forwarding: {v}\n"
+            ))
+            .unwrap();
+            assert_eq!(c.proxy.kernel_forwarding, want, "{v}");
+        }
     }
 
     #[test]
@@ -561,6 +615,14 @@ mod tests {
             (
                 "proxy:\n  primary: {listen: 'a:1'}\n  threads: 0\n",
                 "proxy.threads",
+            ),
+            (
+                "proxy:\n  primary: {listen: 'a:1'}\n  kernel_forwarding: maybe\n",
+                "proxy.kernel_forwarding: expected auto, on or off, got \"maybe\"",
+            ),
+            (
+                "proxy:\n  primary: {listen: 'a:1'}\n  kernel_forwading: on\n",
+                "proxy.kernel_forwading: unknown setting (did you mean 'kernel_forwarding'?)",
             ),
         ];
         for (yaml, want) in cases {

@@ -22,6 +22,7 @@ use tracing::{debug, warn};
 use super::config::{Balance, ListenerConfig, ProxyConfig, Role};
 use super::pgwire::{self, Packet};
 use super::routing::Backend;
+use super::sockmap::{self, SockMap};
 
 /// Read size of the copy loop (the scratch buffer of each thread).
 const SCRATCH: usize = 64 * 1024;
@@ -86,6 +87,15 @@ pub struct ListenerStats {
     /// Connections that had to wait for a backend, and the time they waited in total.
     pub held: AtomicU64,
     pub held_micros: AtomicU64,
+    /// Connections whose bytes moved inside the kernel, and in the user-space copy loop.
+    pub kernel_spliced: AtomicU64,
+    pub user_spliced: AtomicU64,
+    /// Bytes the router itself moved for kernel-forwarded connections (data that was already
+    /// queued when the sockets joined the map; 0 with well-behaved PostgreSQL clients).
+    pub kernel_leftover_bytes: AtomicU64,
+    /// Kernel-forwarded connections reset because a receiver fell too far behind (see
+    /// [`BACKLOG_LIMIT`]).
+    pub backlog_resets: AtomicU64,
 }
 
 pub struct ListenerShared {
@@ -101,9 +111,17 @@ pub struct ListenerShared {
     connect_timeout: Duration,
     client_timeout: Duration,
     refusals: Arc<Semaphore>,
+    /// In-kernel forwarding, when the BPF program is loaded (`proxy.kernel_forwarding`).
+    pub kernel: Option<Arc<SockMap>>,
 }
 
 impl ListenerShared {
+    /// Moves the bytes of this listener's connections inside the kernel through `map`.
+    pub fn with_kernel_forwarding(mut self, map: Option<Arc<SockMap>>) -> ListenerShared {
+        self.kernel = map;
+        self
+    }
+
     pub fn new(
         cfg: ListenerConfig,
         scope: String,
@@ -124,6 +142,7 @@ impl ListenerShared {
             connect_timeout: proxy.connect_timeout,
             client_timeout: proxy.client_timeout,
             refusals,
+            kernel: None,
         }
     }
 }
@@ -225,8 +244,11 @@ async fn read_packet(s: &mut TcpStream) -> io::Result<ClientPacket> {
 
 /// How far the setup of one connection got.
 enum Setup {
-    /// Relay bytes from now on.
-    Splice,
+    /// Relay bytes from now on, starting with `to_client` (bytes of the server the router has
+    /// read itself). `quiet`: both ends now wait for the other (the client for `to_client`, the
+    /// server for the client's next message), so nothing is in flight and the sockets may be
+    /// handed to the kernel (see [`kernel_splice`]).
+    Splice { to_client: Vec<u8>, quiet: bool },
     /// This backend cannot take the connection; the client saw nothing of it: try again.
     Retry(String),
     /// The client left or misbehaved.
@@ -360,11 +382,27 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, l: &ListenerShared) {
             t_setup.elapsed()
         );
         match setup {
-            Setup::Splice => {
+            Setup::Splice { to_client, quiet } => {
                 drop(neg);
                 slot.stats.total.fetch_add(1, Relaxed);
                 slot.stats.active.fetch_add(1, Relaxed);
                 let _guard = ActiveGuard(&slot.stats.active);
+                let (client, server) = match (&l.kernel, quiet) {
+                    (Some(map), true) => {
+                        match kernel_splice(map, client, server, &to_client, l, &slot, &mut fence)
+                            .await
+                        {
+                            // Handed back: the sockets could not join the map.
+                            Some(pair) => pair,
+                            None => return,
+                        }
+                    }
+                    _ => (client, server),
+                };
+                l.stats.user_spliced.fetch_add(1, Relaxed);
+                if write_all(&client, &to_client).await.is_err() {
+                    return;
+                }
                 let fenced = tokio::select! {
                     _ = copy_both(&client, &server, &slot.stats) => false,
                     _ = fence.wait_for(|cut| *cut) => true,
@@ -372,8 +410,8 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, l: &ListenerShared) {
                 if fenced {
                     slot.stats.fenced.fetch_add(1, Relaxed);
                     // Reset both ends: the client learns at once, the server ends the session.
-                    linger_zero(&client);
-                    linger_zero(&server);
+                    linger_zero(client.as_raw_fd());
+                    linger_zero(server.as_raw_fd());
                 }
                 return;
             }
@@ -391,6 +429,397 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, l: &ListenerShared) {
                 pause(&mut routes, deadline).await;
             }
             Setup::ClientGone => return,
+        }
+    }
+}
+
+/// Largest number of bytes, per direction, that the kernel may hold for a receiver that does not
+/// keep up before the connection is reset. The kernel puts no limit of its own on this queue:
+/// a redirected segment leaves the receiving socket's accounting at once (so its TCP window
+/// stays open) and waits, uncharged, in the peer's psock queue until the peer's send buffer
+/// takes it (measured on Linux 6.18: 400 MiB queued in 0.7 s for a receiver reading nothing).
+pub const BACKLOG_LIMIT: u64 = 16 << 20;
+/// How often an active kernel-forwarded connection is looked at (byte counters, backlog); an
+/// idle one backs off to [`CHECK_MAX`].
+const CHECK_MIN: Duration = Duration::from_millis(100);
+const CHECK_MAX: Duration = Duration::from_secs(1);
+/// While a side has ended and its last bytes are still queued for the peer.
+const CHECK_DRAIN: Duration = Duration::from_millis(2);
+
+/// Why a kernel-forwarded connection ended.
+#[derive(Debug, PartialEq)]
+enum End {
+    /// Both sides sent FIN and everything reached the other side.
+    Done,
+    /// A reset or another socket error.
+    Error,
+    Fenced,
+    /// A receiver fell more than [`BACKLOG_LIMIT`] behind.
+    Overrun,
+}
+
+/// A spliced connection whose bytes the kernel moves. Index 0 is the client side, 1 the
+/// backend side.
+struct KernelPair {
+    socks: [std::net::TcpStream; 2],
+    /// Each socket's map key (its own 4-tuple; the entry holds the *other* socket).
+    keys: [[u8; sockmap::KEY_SIZE]; 2],
+    /// `tcpi_bytes_received` when the pair joined the map, and when last reported to /metrics.
+    received0: [u64; 2],
+    reported: [u64; 2],
+    /// Bytes written into each socket (acknowledged + in its send queue) when it joined.
+    written0: [u64; 2],
+    /// Bytes the router itself read from / wrote to each socket after joining.
+    user_read: [u64; 2],
+    user_written: [u64; 2],
+    /// Side `i` has sent FIN (and, for a user-space direction, the router has read up to it).
+    eof: [bool; 2],
+    /// Socket `i` has received FIN.
+    fin: [bool; 2],
+    /// Bytes arriving on side `i` now move through the router: the kernel does not redirect
+    /// to a socket that has received FIN (it is no longer ESTABLISHED), so after one side's
+    /// FIN the other direction is copied in user space, once the kernel's queue is empty.
+    user_dir: [bool; 2],
+}
+
+impl KernelPair {
+    /// Data bytes received on socket `i`.
+    fn received(&self, i: usize) -> u64 {
+        sockmap::tcp_bytes(self.socks[i].as_raw_fd()).map_or(0, |(r, _)| r)
+    }
+    fn written(&self, i: usize) -> u64 {
+        let fd = self.socks[i].as_raw_fd();
+        let acked = sockmap::tcp_bytes(fd).map_or(0, |(_, a)| a);
+        acked + sockmap::unacked(fd).unwrap_or(0)
+    }
+    /// Bytes queued on socket `i` for the router itself (`FIONREAD` of a socket in the map).
+    fn inq(&self, i: usize) -> u64 {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int.
+        if unsafe { libc::ioctl(self.socks[i].as_raw_fd(), libc::FIONREAD, &mut n) } != 0 {
+            return 0;
+        }
+        n.max(0) as u64
+    }
+    /// Bytes received on side `i` that the kernel has not yet put into the other socket.
+    fn backlog(&self, i: usize) -> u64 {
+        let o = 1 - i;
+        let mine = self.user_read[i] + if self.user_dir[i] { self.inq(i) } else { 0 };
+        let came = self.received(i).saturating_sub(self.received0[i] + mine);
+        let went = self
+            .written(o)
+            .saturating_sub(self.written0[o] + self.user_written[o]);
+        came.saturating_sub(went)
+    }
+    /// Adds the bytes received since the last report to the backend's counters.
+    fn report(&mut self, stats: &BackendStats) {
+        for (i, counter) in [&stats.bytes_from_client, &stats.bytes_from_server]
+            .into_iter()
+            .enumerate()
+        {
+            let now = self.received(i);
+            counter.fetch_add(now.saturating_sub(self.reported[i]), Relaxed);
+            self.reported[i] = self.reported[i].max(now);
+        }
+    }
+}
+
+/// Writes all of `data` to a non-blocking socket (small amounts: a server's first answer).
+async fn write_all_std(mut s: &std::net::TcpStream, mut data: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !data.is_empty() {
+        match s.write(data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(1)).await
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Moves whatever socket `from` holds for the router itself to socket `to`: bytes that were
+/// queued before the pair joined the map, or that arrived before the second entry was in.
+/// Returns true at EOF.
+async fn move_leftovers(
+    pair: &mut KernelPair,
+    from: usize,
+    l: &ListenerShared,
+) -> io::Result<bool> {
+    use std::io::Read;
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match (&pair.socks[from]).read(&mut buf) {
+            Ok(0) => return Ok(true),
+            Ok(n) => {
+                pair.user_read[from] += n as u64;
+                write_all_std(&pair.socks[1 - from], &buf[..n]).await?;
+                pair.user_written[1 - from] += n as u64;
+                l.stats.kernel_leftover_bytes.fetch_add(n as u64, Relaxed);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// An epoll instance of its own watching both sockets for FIN, errors and send-buffer space
+/// only: the sockets' "data arrived" wakeups (which the kernel still raises for every segment
+/// it redirects) match no interest here, so they do not wake the router.
+fn watch_pair(pair: &KernelPair) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain system calls on descriptors we own; the epoll fd is owned by the OwnedFd.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let ep = unsafe { std::os::fd::OwnedFd::from_raw_fd(ep) };
+    for (i, s) in pair.socks.iter().enumerate() {
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLRDHUP | libc::EPOLLOUT | libc::EPOLLET) as u32,
+            u64: i as u64,
+        };
+        if unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, s.as_raw_fd(), &mut ev) }
+            != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: `ep` is a valid epoll descriptor owned by the AsyncFd until it is dropped.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(ep, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}
+
+/// Hands a spliced connection to the kernel: both sockets join the sockhash (each under its
+/// own 4-tuple, holding the other), `to_client` is written, and from then on the verdict
+/// program moves every byte; this task only waits for FIN, errors, the fence, and now and then
+/// reads the byte counters (TCP_INFO) for /metrics and the backlog guard.
+///
+/// Called at a quiet point (both ends wait for the other), so no byte is queued in either
+/// socket when it joins; bytes that are (a client that does not wait) are moved by the router
+/// itself, once. Half-close is passed on: when one side sends FIN, the router waits until its
+/// last bytes are in the other socket, then shuts that socket's write side; the connection
+/// ends when both sides have ended. Returns the streams unchanged if they cannot join the map
+/// (the caller then copies in user space).
+async fn kernel_splice(
+    map: &SockMap,
+    client: TcpStream,
+    server: TcpStream,
+    to_client: &[u8],
+    l: &ListenerShared,
+    slot: &Slot,
+    fence: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, TcpStream)> {
+    let addrs = (
+        client.local_addr(),
+        client.peer_addr(),
+        server.local_addr(),
+        server.peer_addr(),
+    );
+    let (Ok(cl), Ok(cp), Ok(sl), Ok(sp)) = addrs else {
+        return Some((client, server));
+    };
+    let keys = [sockmap::key(cl, cp), sockmap::key(sl, sp)];
+    // Off tokio's epoll: the data wakeups of sockets in the map must not reach the runtime.
+    let (Ok(c), Ok(s)) = (client.into_std(), server.into_std()) else {
+        return None;
+    };
+    // The entry of the server's key holds the client socket: data from the server goes to the
+    // client. Whichever entry is in first, data arriving before the second one stays queued
+    // on its own socket (the program never drops) and is moved below.
+    if let Err(e) = map.insert(&keys[1], c.as_raw_fd()) {
+        debug!(
+            "{} listener: kernel forwarding not possible for this connection: {e}",
+            l.cfg.role
+        );
+        return Some((TcpStream::from_std(c).ok()?, TcpStream::from_std(s).ok()?));
+    }
+    if let Err(e) = map.insert(&keys[0], s.as_raw_fd()) {
+        debug!(
+            "{} listener: kernel forwarding not possible for this connection: {e}",
+            l.cfg.role
+        );
+        let _ = map.remove(&keys[1]);
+        return Some((TcpStream::from_std(c).ok()?, TcpStream::from_std(s).ok()?));
+    }
+    l.stats.kernel_spliced.fetch_add(1, Relaxed);
+    let mut pair = KernelPair {
+        socks: [c, s],
+        keys,
+        received0: [0; 2],
+        reported: [0; 2],
+        written0: [0; 2],
+        user_read: [0; 2],
+        user_written: [0; 2],
+        eof: [false; 2],
+        fin: [false; 2],
+        user_dir: [false; 2],
+    };
+    for i in 0..2 {
+        pair.received0[i] = pair.received(i);
+        pair.written0[i] = pair.written(i);
+    }
+    pair.reported = pair.received0;
+    let end = kernel_wait(&mut pair, to_client, l, &slot.stats, fence).await;
+    pair.report(&slot.stats);
+    for k in &pair.keys {
+        let _ = map.remove(k);
+    }
+    match end {
+        End::Fenced => {
+            slot.stats.fenced.fetch_add(1, Relaxed);
+            linger_zero(pair.socks[0].as_raw_fd());
+            linger_zero(pair.socks[1].as_raw_fd());
+        }
+        End::Overrun => {
+            l.stats.backlog_resets.fetch_add(1, Relaxed);
+            warn!(
+                "{} listener: connection to {} reset: a receiver fell more than {} MiB behind (kernel forwarding keeps at most that much queued per direction)",
+                l.cfg.role,
+                slot.backend.name,
+                BACKLOG_LIMIT >> 20
+            );
+            linger_zero(pair.socks[0].as_raw_fd());
+            linger_zero(pair.socks[1].as_raw_fd());
+        }
+        End::Done | End::Error => {}
+    }
+    None
+}
+
+async fn kernel_wait(
+    pair: &mut KernelPair,
+    to_client: &[u8],
+    l: &ListenerShared,
+    stats: &BackendStats,
+    fence: &mut watch::Receiver<bool>,
+) -> End {
+    pair.user_written[0] += to_client.len() as u64;
+    if write_all_std(&pair.socks[0], to_client).await.is_err() {
+        return End::Error;
+    }
+    let Ok(ep) = watch_pair(pair) else {
+        return End::Error;
+    };
+    // shut[i]: the router shut socket i's write side.
+    let mut shut = [false; 2];
+    for i in 0..2 {
+        match move_leftovers(pair, i, l).await {
+            Ok(e) => pair.eof[i] = e,
+            Err(_) => return End::Error,
+        }
+    }
+    let mut interval = CHECK_MIN;
+    let mut last_seen = [0u64; 2];
+    let mut next = Instant::now();
+    loop {
+        let mut draining = false;
+        // Directions copied in user space after the other side's FIN.
+        for i in 0..2 {
+            if pair.user_dir[i] && !pair.eof[i] {
+                let kernel_queued = pair.backlog(i);
+                if kernel_queued == 0 {
+                    match move_leftovers(pair, i, l).await {
+                        Ok(e) => pair.eof[i] = e,
+                        Err(_) => return End::Error,
+                    }
+                } else {
+                    draining = true;
+                }
+            }
+        }
+        // Pass a FIN on once the bytes before it are in the other socket.
+        for i in 0..2 {
+            let o = 1 - i;
+            if pair.eof[i] && !shut[o] {
+                if pair.backlog(i) == 0 {
+                    // SAFETY: shutdown(2) on a descriptor we own.
+                    unsafe { libc::shutdown(pair.socks[o].as_raw_fd(), libc::SHUT_WR) };
+                    shut[o] = true;
+                } else {
+                    draining = true;
+                }
+            }
+        }
+        if shut[0] && shut[1] {
+            return End::Done;
+        }
+        if draining {
+            next = next.min(Instant::now() + CHECK_DRAIN);
+        }
+        tokio::select! {
+            ready = ep.readable() => {
+                let Ok(mut guard) = ready else { return End::Error };
+                let mut events = [libc::epoll_event { events: 0, u64: 0 }; 4];
+                // SAFETY: epoll_wait writes at most 4 events into the array.
+                let n = unsafe {
+                    libc::epoll_wait(ep.get_ref().as_raw_fd(), events.as_mut_ptr(), 4, 0)
+                };
+                if n <= 0 {
+                    guard.clear_ready();
+                    continue;
+                }
+                for e in &events[..n as usize] {
+                    let (bits, i) = (e.events, e.u64 as usize);
+                    if bits & libc::EPOLLERR as u32 != 0 {
+                        return End::Error;
+                    }
+                    if bits & (libc::EPOLLRDHUP | libc::EPOLLHUP) as u32 != 0 {
+                        pair.fin[i] = true;
+                    }
+                    if pair.user_dir[i] {
+                        // Data, or FIN, for the user-space copy above.
+                        continue;
+                    }
+                    if bits & (libc::EPOLLRDHUP | libc::EPOLLHUP) as u32 != 0 {
+                        // FIN. Not read: TCP wakes us with the FIN before the verdict program
+                        // has seen the last segment, and a read then would take that segment
+                        // from the kernel's path (and could put it before bytes still queued
+                        // for the peer). The backlog check below waits for it instead.
+                        pair.eof[i] = true;
+                        let o = 1 - i;
+                        if !pair.user_dir[o] {
+                            pair.user_dir[o] = true;
+                            let mut ev = libc::epoll_event {
+                                events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLOUT | libc::EPOLLET) as u32,
+                                u64: o as u64,
+                            };
+                            // SAFETY: epoll_ctl on descriptors we own.
+                            unsafe {
+                                libc::epoll_ctl(
+                                    ep.get_ref().as_raw_fd(),
+                                    libc::EPOLL_CTL_MOD,
+                                    pair.socks[o].as_raw_fd(),
+                                    &mut ev,
+                                )
+                            };
+                        }
+                    }
+                    if bits & libc::EPOLLOUT as u32 != 0 {
+                        // A send buffer that was full has room again: a slow receiver; look now.
+                        next = Instant::now();
+                    }
+                }
+            }
+            _ = async { let _ = fence.wait_for(|cut| *cut).await; } => return End::Fenced,
+            _ = tokio::time::sleep_until(next.into()) => {
+                let now = [pair.received(0), pair.received(1)];
+                let backlog = pair.backlog(0).max(pair.backlog(1));
+                if backlog > BACKLOG_LIMIT {
+                    return End::Overrun;
+                }
+                interval = if now != last_seen || backlog > 0 {
+                    CHECK_MIN
+                } else {
+                    (interval * 2).min(CHECK_MAX)
+                };
+                last_seen = now;
+                next = Instant::now() + interval;
+                pair.report(stats);
+            }
         }
     }
 }
@@ -484,7 +913,7 @@ async fn negotiate(
             if write_all(server, startup).await.is_err() {
                 return Setup::Retry("the connection closed".into());
             }
-            return check_first_answer(client, server, t).await;
+            return check_first_answer(client, server, t, l.kernel.is_some()).await;
         }
         let Some(p) = neg.pending.take() else {
             return Setup::ClientGone;
@@ -502,10 +931,11 @@ async fn negotiate(
         let answer = tokio::time::timeout(t, read_some(server, &mut b)).await;
         match answer {
             Ok(Ok(1)) if b[0] == b'S' || b[0] == b'G' => {
-                if client.write_all(&b).await.is_err() {
-                    return Setup::ClientGone;
-                }
-                return Setup::Splice;
+                // The server waits for the client's TLS/GSS handshake, the client for this byte.
+                return Setup::Splice {
+                    to_client: vec![b[0]],
+                    quiet: true,
+                };
             }
             Ok(Ok(1)) if b[0] == b'N' => {
                 if client.write_all(b"N").await.is_err() {
@@ -529,8 +959,15 @@ async fn negotiate(
     }
 }
 
-/// Peeks at the server's answer to the startup packet.
-async fn check_first_answer(client: &mut TcpStream, server: &TcpStream, t: Duration) -> Setup {
+/// Peeks at the server's answer to the startup packet. With kernel forwarding, a good answer is
+/// read out (up to the point where the server waits for the client, see [`read_until_quiet`])
+/// so that the sockets join the map with empty receive queues.
+async fn check_first_answer(
+    client: &mut TcpStream,
+    server: &TcpStream,
+    t: Duration,
+    kernel: bool,
+) -> Setup {
     let mut head = [0u8; 5];
     let deadline = Instant::now() + t;
     loop {
@@ -543,7 +980,13 @@ async fn check_first_answer(client: &mut TcpStream, server: &TcpStream, t: Durat
             return Setup::Retry("the server closed the connection".into());
         }
         if head[0] != b'E' {
-            return Setup::Splice;
+            if kernel {
+                return read_until_quiet(server, deadline).await;
+            }
+            return Setup::Splice {
+                to_client: Vec::new(),
+                quiet: false,
+            };
         }
         if n >= 5 {
             break;
@@ -555,7 +998,10 @@ async fn check_first_answer(client: &mut TcpStream, server: &TcpStream, t: Durat
         }
     }
     let Some(len) = pgwire::message_len(&head) else {
-        return Setup::Splice;
+        return Setup::Splice {
+            to_client: Vec::new(),
+            quiet: false,
+        };
     };
     let mut msg = vec![0u8; len];
     let mut got = 0;
@@ -573,11 +1019,77 @@ async fn check_first_answer(client: &mut TcpStream, server: &TcpStream, t: Durat
             return Setup::Retry(format!("{code}: {}", text.trim()));
         }
     }
-    // Any other error (bad password, too many connections) is the client's to read.
-    if client.write_all(&msg).await.is_err() {
-        return Setup::ClientGone;
+    // Any other error (bad password, too many connections) is the client's to read; the server
+    // closes after it, so this short connection stays in user space.
+    let _ = client;
+    Setup::Splice {
+        to_client: msg,
+        quiet: false,
     }
-    Setup::Splice
+}
+
+/// Most bytes of the server's first answers the router reads before giving up on a quiet point.
+const QUIET_READ_MAX: usize = 256 * 1024;
+
+/// Reads the server's answer to the startup packet up to a point where the server waits for
+/// the client: after an authentication request other than AuthenticationOk and SASLFinal
+/// (the server wants the client's password or SASL message), after ReadyForQuery (trust
+/// authentication: the server flushes AuthenticationOk, ParameterStatus, BackendKeyData and
+/// ReadyForQuery at once), or after an ErrorResponse. Only at such a point can the sockets be
+/// handed to the kernel without reordering: data that sits in a socket's receive queue when it
+/// joins the map is not seen by the verdict program. If no such point comes before `deadline`
+/// (or the answer is not PostgreSQL), what was read goes to the client and the connection is
+/// copied in user space.
+async fn read_until_quiet(server: &TcpStream, deadline: Instant) -> Setup {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        // Walk the complete messages read so far.
+        let mut at = 0;
+        let mut quiet = false;
+        while buf.len() >= at + 5 {
+            let len = 1 + u32::from_be_bytes([buf[at + 1], buf[at + 2], buf[at + 3], buf[at + 4]])
+                as usize;
+            if !(5..=QUIET_READ_MAX).contains(&len) {
+                // Not PostgreSQL messages: give up on a quiet point.
+                return Setup::Splice {
+                    to_client: buf,
+                    quiet: false,
+                };
+            }
+            if buf.len() < at + len {
+                break;
+            }
+            let kind = buf[at];
+            quiet = match kind {
+                b'Z' | b'E' => true,
+                b'R' if len >= 9 => {
+                    let code =
+                        u32::from_be_bytes([buf[at + 5], buf[at + 6], buf[at + 7], buf[at + 8]]);
+                    code != 0 && code != 12
+                }
+                _ => false,
+            };
+            at += len;
+        }
+        if quiet && at == buf.len() {
+            return Setup::Splice {
+                to_client: buf,
+                quiet: true,
+            };
+        }
+        if buf.len() >= QUIET_READ_MAX {
+            break;
+        }
+        match tokio::time::timeout_at(deadline.into(), read_some(server, &mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    Setup::Splice {
+        to_client: buf,
+        quiet: false,
+    }
 }
 
 async fn read_some(s: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
@@ -768,7 +1280,7 @@ fn shutdown_write(s: &TcpStream) {
 }
 
 /// Makes the next close send a reset instead of a FIN.
-fn linger_zero(s: &TcpStream) {
+fn linger_zero(fd: std::os::fd::RawFd) {
     let l = libc::linger {
         l_onoff: 1,
         l_linger: 0,
@@ -776,7 +1288,7 @@ fn linger_zero(s: &TcpStream) {
     // SAFETY: setsockopt with a properly sized linger struct on a descriptor we own.
     unsafe {
         libc::setsockopt(
-            s.as_raw_fd(),
+            fd,
             libc::SOL_SOCKET,
             libc::SO_LINGER,
             &l as *const libc::linger as *const libc::c_void,
@@ -817,7 +1329,10 @@ mod tests {
                     assert!(matches!(p.kind, Packet::Startup(_)));
                     match how {
                         Fake::Ok => {
-                            s.write_all(b"R\0\0\0\x08\0\0\0\0").await.unwrap();
+                            // AuthenticationOk, ReadyForQuery (idle), in one write as PostgreSQL.
+                            s.write_all(b"R\0\0\0\x08\0\0\0\0Z\0\0\0\x05I")
+                                .await
+                                .unwrap();
                             let mut buf = [0u8; 1024];
                             loop {
                                 let n = s.read(&mut buf).await.unwrap_or(0);
@@ -852,6 +1367,25 @@ mod tests {
     }
 
     async fn router(max_connections: usize, hold: Duration) -> Router {
+        router_with(max_connections, hold, None).await
+    }
+
+    /// The BPF forwarding program, or None (and a note) where it cannot be loaded (not root).
+    fn kernel_map() -> Option<Arc<SockMap>> {
+        match SockMap::load(256) {
+            Ok(m) => Some(Arc::new(m)),
+            Err(e) => {
+                eprintln!("kernel forwarding not tested here: {e}");
+                None
+            }
+        }
+    }
+
+    async fn router_with(
+        max_connections: usize,
+        hold: Duration,
+        kernel: Option<Arc<SockMap>>,
+    ) -> Router {
         let cfg = ListenerConfig {
             role: Role::Primary,
             listen: "127.0.0.1:0".into(),
@@ -875,14 +1409,10 @@ mod tests {
             reason: "no leader key in etcd".into(),
         }));
         let (all_tx, all_rx) = watch::channel(Arc::new(Vec::new()));
-        let shared = Arc::new(ListenerShared::new(
-            cfg,
-            "t".into(),
-            &proxy,
-            rx,
-            all_rx,
-            refusal_limit(),
-        ));
+        let shared = Arc::new(
+            ListenerShared::new(cfg, "t".into(), &proxy, rx, all_rx, refusal_limit())
+                .with_kernel_forwarding(kernel),
+        );
         let l = bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         tokio::spawn(accept_loop(l, shared.clone()));
@@ -940,6 +1470,12 @@ mod tests {
         s.read_exact(&mut body).await.unwrap();
         let mut all = head.to_vec();
         all.extend(body);
+        if all[0] == b'R' {
+            // The fake server's ReadyForQuery.
+            let mut z = [0u8; 6];
+            s.read_exact(&mut z).await.unwrap();
+            assert_eq!(z[0], b'Z');
+        }
         (s, all)
     }
 
@@ -972,7 +1508,21 @@ mod tests {
 
     #[tokio::test]
     async fn a_server_shutting_down_or_hanging_is_skipped_unseen() {
-        let r = router(10, Duration::from_secs(5)).await;
+        skipped_unseen(None).await;
+    }
+
+    #[tokio::test]
+    async fn a_server_shutting_down_or_hanging_is_skipped_unseen_kernel() {
+        if let Some(k) = kernel_map() {
+            let r = skipped_unseen(Some(k)).await;
+            assert_eq!(r.shared.stats.kernel_spliced.load(Relaxed), 3);
+            assert_eq!(r.shared.stats.user_spliced.load(Relaxed), 0);
+            assert_eq!(r.shared.stats.kernel_leftover_bytes.load(Relaxed), 0);
+        }
+    }
+
+    async fn skipped_unseen(kernel: Option<Arc<SockMap>>) -> Router {
+        let r = router_with(10, Duration::from_secs(5), kernel).await;
         let down = fake_server(Fake::ShuttingDown).await;
         let hang = fake_server(Fake::Hang).await;
         let ok = fake_server(Fake::Ok).await;
@@ -985,6 +1535,7 @@ mod tests {
             s.read_exact(&mut b).await.unwrap();
             assert_eq!(&b, b"ping");
         }
+        r
     }
 
     #[tokio::test]
@@ -1005,7 +1556,19 @@ mod tests {
 
     #[tokio::test]
     async fn fencing_cuts_open_connections_at_once() {
-        let r = router(10, Duration::from_secs(5)).await;
+        fencing(None).await;
+    }
+
+    #[tokio::test]
+    async fn fencing_cuts_kernel_forwarded_connections_at_once() {
+        if let Some(k) = kernel_map() {
+            let r = fencing(Some(k)).await;
+            assert_eq!(r.shared.stats.kernel_spliced.load(Relaxed), 1);
+        }
+    }
+
+    async fn fencing(kernel: Option<Arc<SockMap>>) -> Router {
+        let r = router_with(10, Duration::from_secs(5), kernel).await;
         let ok = fake_server(Fake::Ok).await;
         let slots = route_to(&r, &[("a", ok)]);
         let (mut s, first) = client(r.addr).await;
@@ -1021,6 +1584,7 @@ mod tests {
         assert!(matches!(r2, Ok(Ok(0)) | Ok(Err(_))), "{r2:?}");
         assert!(t.elapsed() < Duration::from_millis(500));
         assert_eq!(slots[0].stats.fenced.load(Relaxed), 1);
+        r
     }
 
     #[tokio::test]
@@ -1038,7 +1602,20 @@ mod tests {
 
     #[tokio::test]
     async fn half_close_is_passed_on() {
-        let r = router(10, Duration::from_secs(5)).await;
+        half_close(None).await;
+    }
+
+    #[tokio::test]
+    async fn half_close_is_passed_on_by_kernel_forwarding() {
+        if let Some(k) = kernel_map() {
+            let r = half_close(Some(k)).await;
+            assert_eq!(r.shared.stats.kernel_spliced.load(Relaxed), 1);
+            assert_eq!(r.shared.stats.kernel_leftover_bytes.load(Relaxed), 0);
+        }
+    }
+
+    async fn half_close(kernel: Option<Arc<SockMap>>) -> Router {
+        let r = router_with(10, Duration::from_secs(5), kernel).await;
         let ok = fake_server(Fake::Ok).await;
         route_to(&r, &[("a", ok)]);
         let (mut s, _) = client(r.addr).await;
@@ -1051,5 +1628,40 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(got, b"last words");
+        r
+    }
+
+    /// 20 MB each way through the kernel, byte-exact, with the byte counters read from TCP_INFO.
+    #[tokio::test]
+    async fn kernel_forwarding_moves_big_transfers_exactly() {
+        let Some(k) = kernel_map() else { return };
+        let r = router_with(10, Duration::from_secs(5), Some(k)).await;
+        let ok = fake_server(Fake::Ok).await;
+        let slots = route_to(&r, &[("a", ok)]);
+        let (s, _) = client(r.addr).await;
+        let data: Vec<u8> = (0..20_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
+        let (mut rd, mut wr) = s.into_split();
+        let send = data.clone();
+        let writer = tokio::spawn(async move {
+            wr.write_all(&send).await.unwrap();
+            wr.shutdown().await.unwrap();
+        });
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(60), rd.read_to_end(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        writer.await.unwrap();
+        assert!(got == data, "echo differs: {} bytes back", got.len());
+        let st = &slots[0].stats;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while st.active.load(Relaxed) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(st.active.load(Relaxed), 0);
+        assert_eq!(st.bytes_from_client.load(Relaxed), data.len() as u64);
+        assert_eq!(st.bytes_from_server.load(Relaxed), data.len() as u64);
+        assert_eq!(r.shared.stats.kernel_spliced.load(Relaxed), 1);
+        // The echo's tail, after the client's FIN, went through the router (see `user_dir`).
     }
 }

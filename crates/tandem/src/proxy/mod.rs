@@ -6,6 +6,7 @@
 //! - [`health`]: the REST health-check tasks;
 //! - [`router`]: the task that keeps the table current and fences backends;
 //! - [`listener`]: accept, connection setup (hold, retry, PostgreSQL negotiation), copy loop;
+//! - [`sockmap`]: in-kernel forwarding of spliced connections (BPF sockhash, hand-assembled);
 //! - [`pgwire`]: the protocol bits (first packets, ErrorResponse);
 //! - [`status`]: `/status`, `/metrics`, `tandem proxy status`.
 
@@ -27,7 +28,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-pub use config::{ProxyConfig, Role, RouterConfig};
+pub use config::{KernelForwarding, ProxyConfig, Role, RouterConfig};
 
 use crate::dcs::Dcs;
 use crate::peer::{Caller, PeerClient};
@@ -41,6 +42,8 @@ pub struct ProxyHandle {
     pub status_addr: Option<SocketAddr>,
     pub sources: Arc<StatusSources>,
     tasks: Vec<JoinHandle<()>>,
+    /// Where connections' bytes move: "kernel (BPF sockhash, ...)" or "user space".
+    pub forwarding: String,
 }
 
 impl ProxyHandle {
@@ -97,6 +100,12 @@ pub async fn start(cfg: RouterConfig) -> Result<ProxyHandle> {
         None => None,
     };
 
+    let kernel = kernel_forwarding(&proxy)?;
+    let forwarding = match &kernel {
+        Some(m) => format!("kernel (BPF sockhash, {})", m.attach),
+        None => "user space".to_string(),
+    };
+
     let (router, parts, health_rx) = router::Router::new(proxy.clone(), client);
     let mut tasks = vec![tokio::spawn(router.run(cache, health_rx))];
     let refusals = listener::refusal_limit();
@@ -110,14 +119,17 @@ pub async fn start(cfg: RouterConfig) -> Result<ProxyHandle> {
             .get(&lc.role)
             .cloned()
             .ok_or_else(|| anyhow!("no routes for {}", lc.role))?;
-        let l = Arc::new(ListenerShared::new(
-            lc.clone(),
-            scope.clone(),
-            &proxy,
-            routes,
-            parts.all_backends.clone(),
-            refusals.clone(),
-        ));
+        let l = Arc::new(
+            ListenerShared::new(
+                lc.clone(),
+                scope.clone(),
+                &proxy,
+                routes,
+                parts.all_backends.clone(),
+                refusals.clone(),
+            )
+            .with_kernel_forwarding(kernel.clone()),
+        );
         info!(
             "{} listener on {local} (max_connections {})",
             lc.role, lc.max_connections
@@ -145,7 +157,48 @@ pub async fn start(cfg: RouterConfig) -> Result<ProxyHandle> {
         status_addr,
         sources,
         tasks,
+        forwarding,
     })
+}
+
+/// Loads the in-kernel forwarding program as `proxy.kernel_forwarding` asks, and says which
+/// mode is active.
+fn kernel_forwarding(proxy: &ProxyConfig) -> Result<Option<Arc<sockmap::SockMap>>> {
+    // Two sockets per connection, plus room for connections still closing.
+    let sockets: usize = proxy.listeners.iter().map(|l| l.max_connections).sum();
+    let max_entries = (sockets * 2 + 1024).min(u32::MAX as usize) as u32;
+    let why = "it needs root (or CAP_BPF and CAP_NET_ADMIN) and a kernel with CONFIG_BPF_SYSCALL and CONFIG_NET_SOCK_MSG";
+    match proxy.kernel_forwarding {
+        KernelForwarding::Off => {
+            info!("forwarding in user space (proxy.kernel_forwarding: off)");
+            Ok(None)
+        }
+        KernelForwarding::On => {
+            let m = sockmap::SockMap::load(max_entries).map_err(|e| {
+                anyhow!("proxy.kernel_forwarding is on but the BPF forwarding program cannot be loaded: {e}; {why}, or set proxy.kernel_forwarding: auto to fall back to copying in user space")
+            })?;
+            info!(
+                "forwarding in the kernel (BPF sockhash, attached as {})",
+                m.attach
+            );
+            Ok(Some(Arc::new(m)))
+        }
+        KernelForwarding::Auto => match sockmap::SockMap::load(max_entries) {
+            Ok(m) => {
+                info!(
+                    "forwarding in the kernel (BPF sockhash, attached as {})",
+                    m.attach
+                );
+                Ok(Some(Arc::new(m)))
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "forwarding in user space: the BPF forwarding program cannot be loaded ({e}); {why}. Run the router with those privileges for in-kernel forwarding, or set proxy.kernel_forwarding: off to choose user space and silence this warning"
+                );
+                Ok(None)
+            }
+        },
+    }
 }
 
 /// Raises the soft limit on open files to the hard limit: each client connection takes two.

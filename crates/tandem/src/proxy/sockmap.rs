@@ -148,6 +148,7 @@ const BPF_NOEXIST: u64 = 1;
 /// `BPF_FUNC_sk_redirect_hash`.
 const HELPER_SK_REDIRECT_HASH: i32 = 72;
 /// Verdicts of an SK_SKB program.
+const SK_DROP: i32 = 0;
 const SK_PASS: i32 = 1;
 
 /// `struct __sk_buff` offsets readable by SK_SKB programs (all u32).
@@ -173,10 +174,17 @@ const KEY_AT: i16 = -(KEY_SIZE as i16);
 /// stored under it (the peer), on the peer's egress. It always returns SK_PASS: with the
 /// redirect set (lookup found the peer) that means "redirect"; without (no entry, e.g. while the
 /// second entry of a pair is being inserted) the data is queued on the receiving socket itself,
-/// where the router reads it as usual. Nothing is ever dropped.
+/// where the router reads it as usual. No data is ever dropped.
 pub fn verdict_program(map_fd: RawFd) -> Vec<Insn> {
     let k = KEY_AT;
     let mut p = vec![
+        // A segment without data (a bare FIN) is not redirected: the peer's psock would try to
+        // send 0 bytes, take that for a broken pipe (EPIPE) and stop transmitting. The FIN itself
+        // is already recorded by TCP (the router sees it as EPOLLRDHUP and passes it on).
+        ldx_w(R2, R1, skb::LEN),             // r2 = skb->len
+        jne_imm(R2, 0, 2),                   // data: go on below
+        mov64_imm(R0, SK_DROP),              // no data: free the empty skb
+        exit(),                              // return SK_DROP
         mov64_reg(R6, R1),                   // r6 = ctx (r1 is clobbered by calls)
         st_dw(R10, k, 0),                    // key[0..8] = 0
         st_dw(R10, k + 8, 0),                // key[8..16] = 0
@@ -430,8 +438,9 @@ pub fn key(local: SocketAddr, remote: SocketAddr) -> [u8; KEY_SIZE] {
 
 // ---- TCP_INFO -----------------------------------------------------------------------------------
 
-/// Bytes this socket has received (`tcpi_bytes_received`) and bytes its peer has acknowledged
-/// (`tcpi_bytes_acked`), since the connection began.
+/// Data bytes this socket has received (`tcpi_bytes_received`, less the FIN) and bytes its peer
+/// has acknowledged (`tcpi_bytes_acked`, which includes our FIN once sent), since the
+/// connection began.
 pub fn tcp_bytes(fd: RawFd) -> io::Result<(u64, u64)> {
     // SAFETY: an all-zero tcp_info is valid; getsockopt writes at most `len` bytes into it.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
@@ -448,7 +457,18 @@ pub fn tcp_bytes(fd: RawFd) -> io::Result<(u64, u64)> {
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((info.tcpi_bytes_received, info.tcpi_bytes_acked))
+    // `tcpi_bytes_received` counts the FIN's sequence number too: not a data byte.
+    let fin_in = matches!(
+        u32::from(info.tcpi_state),
+        // TIME_WAIT, CLOSE (where a socket that got the FIN after sending its own ends:
+        // tcp_time_wait() hands on to a timewait socket), CLOSE_WAIT, LAST_ACK, CLOSING
+        // (linux/tcp_states.h). CLOSE after a reset counts one byte less: no matter.
+        6 | 7 | 8 | 9 | 11
+    );
+    Ok((
+        info.tcpi_bytes_received.saturating_sub(u64::from(fin_in)),
+        info.tcpi_bytes_acked,
+    ))
 }
 
 /// Bytes written into this socket and not yet acknowledged by the peer (`SIOCOUTQ`).
@@ -503,8 +523,14 @@ mod tests {
     #[test]
     fn program_jumps_land_where_documented() {
         let p = verdict_program(3);
+        // An empty segment returns at once.
+        assert_eq!(p[1], jne_imm(R2, 0, 2));
+        assert_eq!(p[4], mov64_reg(R6, R1));
         // The family test skips exactly the IPv6 block and its closing `ja`.
-        let j = p.iter().position(|i| i.code == 0x55).unwrap();
+        let j = p
+            .iter()
+            .position(|i| *i == jne_imm(R2, libc::AF_INET6, 17))
+            .unwrap();
         let ipv4 = j + 1 + p[j].off as usize;
         assert_eq!(p[ipv4], ldx_w(R2, R6, skb::REMOTE_IP4));
         let ja_at = ipv4 - 1;
