@@ -1134,6 +1134,9 @@ fn user_options(ex: &Ex, v: Option<&Value>, path: &str, forbidden: &[&str]) -> R
 }
 
 const TOP_KNOWN: &[&str] = &[
+    // `tandem vip` (VRRP or leader mode) and `tandem proxy` may share a node's file.
+    "vip",
+    "proxy",
     "name",
     "scope",
     "namespace",
