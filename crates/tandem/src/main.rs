@@ -21,14 +21,8 @@ struct Cli {
     insecure: bool,
     /// The etcd to use, as patronictl's `--dcs-url`: `[etcd3://][host][:port][/namespace]`.
     /// Replaces the configuration's `etcd3` hosts (and namespace); with it no configuration
-    /// file is needed.
-    #[arg(
-        short = 'd',
-        long = "dcs-url",
-        alias = "dcs",
-        env = "DCS_URL",
-        global = true
-    )]
+    /// file is needed. Before the verb, as with patronictl (`query -d` is the database name).
+    #[arg(short = 'd', long = "dcs-url", alias = "dcs", env = "DCS_URL")]
     dcs_url: Option<String>,
     /// Citus group (patronictl's `--group`). tandem manages plain clusters only, so any value
     /// is refused with an explanation.
@@ -627,5 +621,16 @@ async fn verbs(verb: &Command, cfg: &tandem::config::Config, insecure: bool) -> 
         | Command::Proxy { .. } => {
             unreachable!("handled in run()")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks (unique short options across global and verb options...),
+    /// which otherwise only fire when a verb is run.
+    #[test]
+    fn command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

@@ -97,6 +97,22 @@ fn writable(lab: &Lab, candidates: &[usize]) -> Vec<usize> {
         .collect()
 }
 
+/// Runs the `tandem` CLI with no configuration file in reach (only what `args` give) and parses
+/// its JSON output; Err(stderr) when it fails.
+fn tandem_json(lab: &Lab, args: &[&str]) -> Result<serde_json::Value, String> {
+    let out = Command::new(&lab.tandem_bin)
+        .env_remove("TANDEM_CONFIG")
+        .env_remove("PATRONICTL_CONFIG_FILE")
+        .env("HOME", &lab.dir)
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).to_string());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
 fn log_of(lab: &Lab, i: usize) -> String {
     std::fs::read_to_string(&lab.nodes[i].log_path).unwrap_or_default()
 }
@@ -135,63 +151,19 @@ fn bootstrap_replicate_failover_and_rejoin_with_rewind() {
     }
 
     // The DCS holds Patroni's keys: `tandem list -f json` shows one Leader and two streaming replicas.
-    let out = Command::new(&c.tandem_bin)
-        .args([
-            "-c",
-            c.nodes[leader].config_path.to_str().unwrap(),
-            "list",
-            "-f",
-            "json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cfg = c.nodes[leader].config_path.to_str().unwrap().to_string();
+    let rows = tandem_json(&c, &["-c", &cfg, "list", "-f", "json"]).unwrap();
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 3);
     assert_eq!(rows.iter().filter(|r| r["Role"] == "Leader").count(), 1);
     assert_eq!(rows.iter().filter(|r| r["State"] == "streaming").count(), 2);
     // The same through patronictl's `--dcs-url`, with no configuration file at all.
-    let e = &c.etcd[0];
-    let out = Command::new(&c.tandem_bin)
-        .env_remove("TANDEM_CONFIG")
-        .env_remove("PATRONICTL_CONFIG_FILE")
-        .env("HOME", &c.dir)
-        .args([
-            "-d",
-            &format!("etcd3://127.0.0.1:{}/service", e.client_port),
-            "list",
-            "demo",
-            "-f",
-            "json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let url = format!("etcd3://127.0.0.1:{}/service", c.etcd[0].client_port);
+    let rows = tandem_json(&c, &["-d", &url, "list", "demo", "-f", "json"]).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 3, "{rows}");
     // Without a cluster name there is nothing to list: the error says how to name it.
-    let out = Command::new(&c.tandem_bin)
-        .env_remove("TANDEM_CONFIG")
-        .env_remove("PATRONICTL_CONFIG_FILE")
-        .env("HOME", &c.dir)
-        .args(["-d", &format!("127.0.0.1:{}", e.client_port), "list"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("which cluster?"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let e = tandem_json(&c, &["-d", &url, "list"]).unwrap_err();
+    assert!(e.contains("which cluster?"), "{e}");
 
     // SIGKILL of the leader's agent and postmaster: the lease is not released.
     let t0 = Instant::now();
@@ -375,13 +347,22 @@ fn failsafe_mode_keeps_the_primary_through_an_etcd_outage_while_every_member_ans
         if t0.elapsed() > ttl {
             let doc = patroni_doc(&c, leader);
             seen_active |= doc["failsafe_mode_is_active"] == serde_json::json!(true);
-            assert!(is_primary(&c, leader), "/primary must stay 200 in failsafe mode");
+            assert!(
+                is_primary(&c, leader),
+                "/primary must stay 200 in failsafe mode"
+            );
         }
-        assert!(writable(&c, &others).is_empty(), "a replica accepted writes");
+        assert!(
+            writable(&c, &others).is_empty(),
+            "a replica accepted writes"
+        );
     }
     assert!(seen_active, "/patroni never showed failsafe_mode_is_active");
     assert!(log_of(&c, leader).contains("failsafe mode is enabled and all members are accessible"));
-    eprintln!("{writes} writes accepted during {:?} without etcd", t0.elapsed());
+    eprintln!(
+        "{writes} writes accepted during {:?} without etcd",
+        t0.elapsed()
+    );
 
     // etcd back: the same leader, failsafe over.
     for i in 0..c.etcd.len() {
@@ -411,7 +392,10 @@ fn failsafe_mode_keeps_the_primary_through_an_etcd_outage_while_every_member_ans
     )
     .unwrap();
     eprintln!("with one member silent the primary stopped writes after {demoted_after:?}");
-    assert!(demoted_after < ttl + Duration::from_secs(1), "{demoted_after:?}");
+    assert!(
+        demoted_after < ttl + Duration::from_secs(1),
+        "{demoted_after:?}"
+    );
     for i in 0..c.etcd.len() {
         c.start_etcd_member(i).unwrap();
     }
