@@ -282,6 +282,25 @@ fn writes_reach_the_leader_and_reads_spread_over_replicas_within_max_lag() {
     assert_eq!(out, format!("f|{}", c.nodes[leader].pg_port));
     psql_via(&c, pri, "CREATE TABLE t (id int)", "").unwrap();
 
+    // /status says how bytes move, and the connections above went that way.
+    let st = p.status();
+    let mode = st["forwarding"].as_str().unwrap_or_default().to_string();
+    assert!(mode.starts_with("kernel") || mode == "user space", "{st}");
+    let l = st["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == Role::Primary.key())
+        .unwrap()
+        .clone();
+    let (kernel, user) = (
+        l["kernel_forwarded"].as_u64().unwrap_or(0),
+        l["user_space_forwarded"].as_u64().unwrap_or(0),
+    );
+    assert!(kernel + user >= 2, "{mode}: {l}");
+    assert!((kernel >= 1) == (mode != "user space"), "{mode}: {l}");
+    eprintln!("forwarding: {mode}");
+
     // SSLRequest is passed through: the server (no SSL in the lab) answers, not the router.
     let e = psql_via(&c, pri, "SELECT 1", "sslmode=require").unwrap_err();
     assert!(e.contains("does not support SSL"), "{e}");

@@ -549,7 +549,9 @@ async fn move_leftovers(
     l: &ListenerShared,
 ) -> io::Result<bool> {
     use std::io::Read;
-    let mut buf = [0u8; 16 * 1024];
+    // On the heap, and only for the call: an array held across the `.await` below would sit in
+    // every connection task's future for its whole life (16 KiB per idle session).
+    let mut buf = vec![0u8; 16 * 1024];
     loop {
         match (&pair.socks[from]).read(&mut buf) {
             Ok(0) => return Ok(true),
@@ -1042,7 +1044,11 @@ const QUIET_READ_MAX: usize = 256 * 1024;
 /// copied in user space.
 async fn read_until_quiet(server: &TcpStream, deadline: Instant) -> Setup {
     let mut buf: Vec<u8> = Vec::new();
-    let mut chunk = vec![0u8; 16 * 1024];
+    // The server's first answer is small (an authentication request: tens of bytes; with trust
+    // the whole greeting is a few hundred). A small chunk keeps the heap from fragmenting when
+    // many connections set up at once. On the heap: an array would live in every connection
+    // task's future for its whole life.
+    let mut chunk = vec![0u8; 2048];
     loop {
         // Walk the complete messages read so far.
         let mut at = 0;

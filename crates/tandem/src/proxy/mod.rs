@@ -142,6 +142,7 @@ pub async fn start(cfg: RouterConfig) -> Result<ProxyHandle> {
         listeners: shared,
         state: parts.state.clone(),
         stats: parts.stats.clone(),
+        forwarding: forwarding.clone(),
     });
     let status_addr = match status_sock {
         Some(s) => {

@@ -22,6 +22,8 @@ pub struct StatusSources {
     pub listeners: Vec<(Arc<ListenerShared>, String)>,
     pub state: Arc<Mutex<RouterState>>,
     pub stats: StatsRegistry,
+    /// How established connections are forwarded: `kernel (...)` or `user space`.
+    pub forwarding: String,
 }
 
 fn probe_text(p: Option<&Probe>) -> Value {
@@ -122,6 +124,9 @@ impl StatusSources {
                     "max_connections": l.cfg.max_connections,
                     "active": l.active.load(Relaxed),
                     "active_elsewhere": other_active,
+                    "kernel_forwarded": l.stats.kernel_spliced.load(Relaxed),
+                    "user_space_forwarded": l.stats.user_spliced.load(Relaxed),
+                    "backlog_resets": l.stats.backlog_resets.load(Relaxed),
                     "backends": backends,
                     "reason": if routes.slots.is_empty() { Value::from(routes.reason.clone()) } else { Value::Null },
                 })
@@ -162,6 +167,7 @@ impl StatusSources {
         json!({
             "scope": self.scope,
             "etcd": {"synced": st.etcd_synced, "revision": st.etcd_revision},
+            "forwarding": self.forwarding,
             "source": match table.map(|t| t.source) {
                 Some(Source::Etcd) => "etcd",
                 Some(Source::HealthOnly) => "health checks only",
@@ -214,6 +220,30 @@ impl StatusSources {
             "counter",
             "Client connections accepted.",
             per_listener(&|l| l.stats.accepted.load(Relaxed).to_string()),
+        );
+        let mut forwarded = Vec::new();
+        for (l, _) in ls {
+            for (how, v) in [
+                ("kernel", &l.stats.kernel_spliced),
+                ("user_space", &l.stats.user_spliced),
+            ] {
+                forwarded.push((
+                    format!("listener=\"{}\",mode=\"{how}\"", l.cfg.role),
+                    v.load(Relaxed).to_string(),
+                ));
+            }
+        }
+        family(
+            "tandem_proxy_forwarded_total",
+            "counter",
+            "Connections handed to a backend, by how their bytes are forwarded.",
+            forwarded,
+        );
+        family(
+            "tandem_proxy_backlog_resets_total",
+            "counter",
+            "Kernel-forwarded connections reset because a receiver fell more than 16 MiB behind.",
+            per_listener(&|l| l.stats.backlog_resets.load(Relaxed).to_string()),
         );
         let mut refused = Vec::new();
         for (l, _) in ls {
@@ -521,6 +551,9 @@ pub fn render(doc: &Value) -> String {
     if let Some(r) = doc["last_reroute_seconds"].as_f64() {
         let _ = writeln!(out, "Last reroute: {:.0} ms without a primary", r * 1000.0);
     }
+    if let Some(f) = doc["forwarding"].as_str() {
+        let _ = writeln!(out, "Forwarding: {f}");
+    }
     let _ = writeln!(
         out,
         "\n{:<14} {:<22} {:>12}  Backends",
@@ -670,6 +703,7 @@ mod tests {
             listeners: vec![(shared, "127.0.0.1:5432".into())],
             state: Arc::new(Mutex::new(RouterState::default())),
             stats: StatsRegistry::default(),
+            forwarding: "user space".into(),
         });
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
