@@ -495,7 +495,9 @@ impl Agent {
                 .or_else(|| self.status_tx.borrow().cluster.clone());
             match view.and_then(|v| v.failsafe) {
                 Some(list) => f.peers_accepted = self.failsafe_probe(&list).await,
-                None => warn!("failsafe: no /failsafe member list was read from etcd: cannot ask the members"),
+                None => warn!(
+                    "failsafe: no /failsafe member list was read from etcd: cannot ask the members"
+                ),
             }
         }
         f
@@ -515,27 +517,30 @@ impl Agent {
             "api_url": mv.api_url,
             "slots": {},
         });
-        let posts = list.iter().filter(|(n, _)| *n != me).map(|(name, api_url)| {
-            let url = match api_url.strip_suffix("/patroni") {
-                Some(base) => format!("{base}/failsafe"),
-                None => format!("{}/failsafe", api_url.trim_end_matches('/')),
-            };
-            let body = body.clone();
-            async move {
-                let ok = self
-                    .peer
-                    .request(reqwest::Method::POST, &url)
-                    .timeout(Duration::from_secs(2))
-                    .json(&body)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().as_u16() == 200);
-                if !ok {
-                    warn!("failsafe: {name} did not accept POST {url}");
+        let posts = list
+            .iter()
+            .filter(|(n, _)| *n != me)
+            .map(|(name, api_url)| {
+                let url = match api_url.strip_suffix("/patroni") {
+                    Some(base) => format!("{base}/failsafe"),
+                    None => format!("{}/failsafe", api_url.trim_end_matches('/')),
+                };
+                let body = body.clone();
+                async move {
+                    let ok = self
+                        .peer
+                        .request(reqwest::Method::POST, &url)
+                        .timeout(Duration::from_secs(2))
+                        .json(&body)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().as_u16() == 200);
+                    if !ok {
+                        warn!("failsafe: {name} did not accept POST {url}");
+                    }
+                    ok
                 }
-                ok
-            }
-        });
+            });
         futures_util::future::join_all(posts)
             .await
             .into_iter()
@@ -609,15 +614,14 @@ impl Agent {
                     ..
                 }
             )
-        }) {
-            if self.refresh_lease_now().await {
-                let mut obs2 = obs.clone();
-                obs2.lease_remaining_ms = self
-                    .lease
-                    .remaining(Instant::now())
-                    .map(|d| d.as_millis() as u64);
-                decision = ha::decide(&obs2);
-            }
+        }) && self.refresh_lease_now().await
+        {
+            let mut obs2 = obs.clone();
+            obs2.lease_remaining_ms = self
+                .lease
+                .remaining(Instant::now())
+                .map(|d| d.as_millis() as u64);
+            decision = ha::decide(&obs2);
         }
         let was_failsafe = self.failsafe_active;
         self.failsafe_active = obs.failsafe.peers_accepted && decision.actions.is_empty();

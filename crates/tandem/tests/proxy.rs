@@ -455,7 +455,13 @@ fn background(
 #[test]
 fn after_a_hard_kill_of_the_leader_writes_resume_right_after_the_promotion() {
     let (mut c, leader, replicas) = start_cluster(|_| {});
-    let p = Arc::new(start_proxy(&c, "  hold_timeout: 15s\n"));
+    // With in-kernel forwarding where the machine allows it (root): fencing and the hold must
+    // work the same for sockets in the BPF map.
+    let p = Arc::new(start_proxy(
+        &c,
+        "  hold_timeout: 15s\n  kernel_forwarding: auto\n",
+    ));
+    eprintln!("forwarding: {}", p.status()["forwarding"]);
     let pri = p.port(Role::Primary);
     p.query(pri, "CREATE TABLE t (id int)").unwrap();
 
@@ -609,7 +615,12 @@ fn after_a_hard_kill_of_the_leader_writes_resume_right_after_the_promotion() {
 #[test]
 fn a_switchover_under_continuous_connections_refuses_none_and_cuts_old_sessions() {
     let (c, leader, replicas) = start_cluster(|_| {});
-    let p = Arc::new(start_proxy(&c, "  hold_timeout: 15s\n"));
+    // In-kernel forwarding where the machine allows it (root): the hold and the fencing must
+    // work the same for sockets in the BPF map.
+    let p = Arc::new(start_proxy(
+        &c,
+        "  hold_timeout: 15s\n  kernel_forwarding: auto\n",
+    ));
     let pri = p.port(Role::Primary);
     p.query(pri, "CREATE TABLE t (id int)").unwrap();
     let old_session = p.session(pri);

@@ -336,7 +336,10 @@ fn parse_proxy(m: &Map<String, Value>, origin: &str) -> Result<ProxyConfig> {
         },
     };
     let kernel_forwarding = match m.get("kernel_forwarding") {
-        None | Some(Value::Null) => KernelForwarding::Auto,
+        // Off by default: the kernel path has no backpressure, so a consumer that falls more
+        // than 16 MiB behind (pg_dump to slow storage, a slow logical-replication subscriber)
+        // is reset instead of slowed down (docs/proxy.md). Opt in where clients keep up.
+        None | Some(Value::Null) => KernelForwarding::Off,
         // YAML 1.1 reads a bare on/off as a boolean.
         Some(Value::Bool(true)) => KernelForwarding::On,
         Some(Value::Bool(false)) => KernelForwarding::Off,
@@ -534,7 +537,7 @@ mod tests {
         assert_eq!(p.health_interval, Duration::from_millis(200));
         assert_eq!(p.status_listen.as_deref(), Some("127.0.0.1:5009"));
         assert_eq!(p.threads, 2);
-        assert_eq!(p.kernel_forwarding, KernelForwarding::Auto);
+        assert_eq!(p.kernel_forwarding, KernelForwarding::Off);
         for (v, want) in [
             ("off", KernelForwarding::Off),
             ("on", KernelForwarding::On),
