@@ -11,65 +11,49 @@ use std::time::{Duration, Instant};
 use tandem::config::Config;
 use tandem::dcs::Dcs;
 use tandem::demo::healthy_roles;
-use tandem::lab::{wait_until, Lab, LabOptions};
+use tandem::lab::wait_until;
 use tandem_core::cluster::ClusterView;
 
+mod common;
+
 struct Cluster {
-    lab: Lab,
-    _dir: tempfile::TempDir,
+    /// Stops (and on failure reports) every process of the lab when dropped.
+    lab: common::Cluster,
     rt: tokio::runtime::Runtime,
     dcs: Option<Dcs>,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.lab.report_and_stop();
-    }
 }
 
 /// Builds a lab of `members` nodes, lets `tune` edit each node's YAML, starts etcd and the agents
 /// and waits for one leader and streaming replicas.
 fn start(members: usize, tune: impl Fn(usize, &mut serde_yaml::Value)) -> (Cluster, usize) {
-    let dir = tempfile::Builder::new()
-        .prefix("tandem-api-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let mut o = LabOptions::new(dir.path());
-    o.tandem_exe = Some(env!("CARGO_BIN_EXE_tandem").into());
-    o.members = members;
-    o.etcd_members = 1;
-    let lab = Lab::prepare(o).unwrap();
+    let lab = common::Cluster::prepare("tandem-api-", |o| {
+        o.members = members;
+        o.etcd_members = 1;
+    });
     for (i, n) in lab.nodes.iter().enumerate() {
         edit_yaml(&n.config_path, |y| tune(i, y));
     }
+    let s = lab.start();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let mut c = Cluster {
-        lab,
-        _dir: dir,
-        rt,
-        dcs: None,
-    };
-    c.lab.start_etcd().unwrap();
-    for i in 0..members {
-        c.lab.start_agent(i).unwrap();
-    }
-    let (leader, _) = wait_until(Duration::from_secs(60), "cluster forms", || {
-        healthy_roles(&c.lab)
-    })
-    .unwrap();
-    let cfg = Config::load(&c.lab.nodes[0].config_path).unwrap();
-    c.dcs = Some(
-        c.rt.block_on(Dcs::connect(
+    let cfg = Config::load(&s.cluster.nodes[0].config_path).unwrap();
+    let dcs = rt
+        .block_on(Dcs::connect(
             &cfg.etcd3,
             &cfg.base_path(),
             Duration::from_secs(2),
         ))
-        .unwrap(),
-    );
-    (c, leader)
+        .unwrap();
+    (
+        Cluster {
+            lab: s.cluster,
+            rt,
+            dcs: Some(dcs),
+        },
+        s.leader,
+    )
 }
 
 fn edit_yaml(path: &Path, f: impl FnOnce(&mut serde_yaml::Value)) {

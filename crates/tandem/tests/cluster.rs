@@ -8,57 +8,13 @@ use std::time::{Duration, Instant};
 use tandem::demo::healthy_roles;
 use tandem::lab::{http_get, wait_until, Lab, LabOptions};
 
-struct Cluster {
-    lab: Lab,
-    _dir: tempfile::TempDir,
-}
-
-impl std::ops::Deref for Cluster {
-    type Target = Lab;
-    fn deref(&self) -> &Lab {
-        &self.lab
-    }
-}
-impl std::ops::DerefMut for Cluster {
-    fn deref_mut(&mut self) -> &mut Lab {
-        &mut self.lab
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.lab.report_and_stop();
-    }
-}
-
-fn options(dir: &std::path::Path) -> LabOptions {
-    let mut o = LabOptions::new(dir);
-    o.tandem_exe = Some(env!("CARGO_BIN_EXE_tandem").into());
-    o
-}
+mod common;
+use common::Cluster;
 
 /// Starts etcd and three agents; returns once one leader and two streaming replicas answer.
 fn start_cluster(tune: impl FnOnce(&mut LabOptions)) -> (Cluster, usize, Duration) {
-    let dir = tempfile::Builder::new()
-        .prefix("tandem-it-")
-        .tempdir_in("/tmp")
-        .expect("temp dir");
-    let mut opts = options(dir.path());
-    tune(&mut opts);
-    let lab = Lab::prepare(opts).expect("prepare lab");
-    let mut c = Cluster { lab, _dir: dir };
-    c.start_etcd().expect("start etcd");
-    let started = Instant::now();
-    for i in 0..c.nodes.len() {
-        c.start_agent(i).expect("start agent");
-    }
-    let (leader, _) = wait_until(
-        Duration::from_secs(90),
-        "1 leader + 2 streaming replicas",
-        || healthy_roles(&c),
-    )
-    .expect("cluster forms");
-    (c, leader, started.elapsed())
+    let s = Cluster::prepare("tandem-it-", tune).start();
+    (s.cluster, s.leader, s.formed_in)
 }
 
 fn is_primary(lab: &Lab, i: usize) -> bool {

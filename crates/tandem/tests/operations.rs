@@ -5,39 +5,14 @@ use std::time::{Duration, Instant};
 use tandem::config::Config;
 use tandem::dcs::Dcs;
 use tandem::demo::healthy_roles;
-use tandem::lab::{http_get, wait_until, Lab, LabOptions};
+use tandem::lab::{http_get, wait_until, Lab};
 
-struct Cluster {
-    lab: Lab,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.lab.report_and_stop();
-    }
-}
+mod common;
+use common::Cluster;
 
 fn start() -> (Cluster, usize) {
-    let dir = tempfile::Builder::new()
-        .prefix("tandem-ops-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let mut o = LabOptions::new(dir.path());
-    o.tandem_exe = Some(env!("CARGO_BIN_EXE_tandem").into());
-    let mut c = Cluster {
-        lab: Lab::prepare(o).unwrap(),
-        _dir: dir,
-    };
-    c.lab.start_etcd().unwrap();
-    for i in 0..3 {
-        c.lab.start_agent(i).unwrap();
-    }
-    let (leader, _) = wait_until(Duration::from_secs(90), "cluster forms", || {
-        healthy_roles(&c.lab)
-    })
-    .unwrap();
-    (c, leader)
+    let s = Cluster::prepare("tandem-ops-", |_| {}).start();
+    (s.cluster, s.leader)
 }
 
 fn dcs(lab: &Lab, rt: &tokio::runtime::Runtime) -> Dcs {

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use tandem::config::Config;
 use tandem::dcs::Dcs;
-use tandem::lab::{wait_until, Lab, LabOptions};
+use tandem::lab::wait_until;
 use tandem_core::cluster::ClusterView;
 
 const VENV: &str = "/var/tmp/tandem-patronictl-venv";
@@ -144,9 +144,11 @@ openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out s
     );
 }
 
+mod common;
+
 struct Cluster {
-    lab: Lab,
-    _dir: tempfile::TempDir,
+    /// Stops (and on failure reports) every process of the lab when dropped, after HAProxy.
+    lab: common::Cluster,
     rt: tokio::runtime::Runtime,
     dcs: Option<Dcs>,
     haproxy: Option<Child>,
@@ -167,7 +169,6 @@ impl Drop for Cluster {
             let _ = h.kill();
             let _ = h.wait();
         }
-        self.lab.report_and_stop();
     }
 }
 
@@ -199,14 +200,7 @@ impl Cluster {
 }
 
 fn start_tls_cluster() -> Cluster {
-    let dir = tempfile::Builder::new()
-        .prefix("tandem-compat-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let mut o = LabOptions::new(dir.path());
-    o.tandem_exe = Some(env!("CARGO_BIN_EXE_tandem").into());
-    o.etcd_members = 1;
-    let lab = Lab::prepare(o).unwrap();
+    let lab = common::Cluster::prepare("tandem-compat-", |o| o.etcd_members = 1);
     let certs = lab.dir.join("certs");
     make_certs(&certs);
     for f in ["ca.crt", "server.crt", "server.key"] {
@@ -229,7 +223,6 @@ fn start_tls_cluster() -> Cluster {
         .unwrap();
     let mut c = Cluster {
         lab,
-        _dir: dir,
         rt,
         dcs: None,
         haproxy: None,

@@ -11,54 +11,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tandem::config::Config;
-use tandem::demo::healthy_roles;
 use tandem::lab::{http_get, wait_until, Lab, LabOptions};
 use tandem::proxy::{ProxyHandle, Role, RouterConfig};
 
-struct Cluster {
-    lab: Lab,
-    _dir: tempfile::TempDir,
-}
-
-impl std::ops::Deref for Cluster {
-    type Target = Lab;
-    fn deref(&self) -> &Lab {
-        &self.lab
-    }
-}
-impl std::ops::DerefMut for Cluster {
-    fn deref_mut(&mut self) -> &mut Lab {
-        &mut self.lab
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.lab.report_and_stop();
-    }
-}
+mod common;
+use common::Cluster;
 
 fn start_cluster(tune: impl FnOnce(&mut LabOptions)) -> (Cluster, usize, Vec<usize>) {
-    let dir = tempfile::Builder::new()
-        .prefix("tandem-proxy-")
-        .tempdir_in("/tmp")
-        .expect("temp dir");
-    let mut opts = LabOptions::new(dir.path());
-    opts.tandem_exe = Some(env!("CARGO_BIN_EXE_tandem").into());
-    tune(&mut opts);
-    let lab = Lab::prepare(opts).expect("prepare lab");
-    let mut c = Cluster { lab, _dir: dir };
-    c.start_etcd().expect("start etcd");
-    for i in 0..c.nodes.len() {
-        c.start_agent(i).expect("start agent");
-    }
-    let (leader, replicas) = wait_until(
-        Duration::from_secs(90),
-        "1 leader + 2 streaming replicas",
-        || healthy_roles(&c),
-    )
-    .expect("cluster forms");
-    (c, leader, replicas)
+    let s = Cluster::prepare("tandem-proxy-", tune).start();
+    (s.cluster, s.leader, s.replicas)
 }
 
 /// The router, running in this process on its own runtime.

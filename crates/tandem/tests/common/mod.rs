@@ -1,0 +1,78 @@
+//! What the integration-test files share: a lab cluster in a temporary directory that reports
+//! and stops every process it started (by PID) when dropped, pass or fail.
+
+#![allow(dead_code)] // each test file uses a part
+
+use std::time::{Duration, Instant};
+use tandem::demo::healthy_roles;
+use tandem::lab::{wait_until, Lab, LabOptions};
+
+pub struct Cluster {
+    pub lab: Lab,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = Lab;
+    fn deref(&self) -> &Lab {
+        &self.lab
+    }
+}
+
+impl std::ops::DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut Lab {
+        &mut self.lab
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // On a failing test: the last lines of every agent's log. Then everything stopped.
+        self.lab.report_and_stop();
+    }
+}
+
+/// A running cluster: who leads, who replicates, how long it took to form.
+pub struct Started {
+    pub cluster: Cluster,
+    pub leader: usize,
+    pub replicas: Vec<usize>,
+    pub formed_in: Duration,
+}
+
+impl Cluster {
+    /// A lab (three nodes, three etcd members unless `tune` says otherwise) in a fresh directory
+    /// `/tmp/<prefix>XXXX`, with this build's `tandem`. Nothing started.
+    pub fn prepare(prefix: &str, tune: impl FnOnce(&mut LabOptions)) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        let mut opts = LabOptions::new(dir.path());
+        opts.tandem_exe = Some(env!("CARGO_BIN_EXE_tandem").into());
+        tune(&mut opts);
+        let lab = Lab::prepare(opts).expect("prepare lab");
+        Cluster { lab, _dir: dir }
+    }
+
+    /// Starts etcd and every agent; returns once one leader and streaming replicas answer.
+    pub fn start(mut self) -> Started {
+        self.lab.start_etcd().expect("start etcd");
+        let t0 = Instant::now();
+        for i in 0..self.lab.nodes.len() {
+            self.lab.start_agent(i).expect("start agent");
+        }
+        let (leader, replicas) = wait_until(
+            Duration::from_secs(90),
+            "1 leader + streaming replicas",
+            || healthy_roles(&self.lab),
+        )
+        .expect("cluster forms");
+        Started {
+            cluster: self,
+            leader,
+            replicas,
+            formed_in: t0.elapsed(),
+        }
+    }
+}
