@@ -190,7 +190,11 @@ fn get(path: &str, q: &Query, st: &NodeStatus, node: &Identity, now: Instant) ->
 fn failsafe_members(st: &NodeStatus) -> Option<Map<String, Value>> {
     let view = st.cluster.as_ref()?;
     if let Some(m) = view.failsafe.as_ref().filter(|_| failsafe_enabled(view)) {
-        return Some(m.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect());
+        return Some(
+            m.iter()
+                .map(|(k, v)| (k.clone(), Value::from(v.clone())))
+                .collect(),
+        );
     }
     failsafe_enabled(view).then(|| {
         view.members

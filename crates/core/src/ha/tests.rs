@@ -715,7 +715,11 @@ fn failsafe_primary_cut_off_from_etcd_keeps_running_only_when_every_member_accep
     o.failsafe.peers_accepted = true;
     let d = decide(&o);
     assert!(d.actions.is_empty(), "{d:?}");
-    assert!(d.reason.contains("failsafe mode is enabled"), "{}", d.reason);
+    assert!(
+        d.reason.contains("failsafe mode is enabled"),
+        "{}",
+        d.reason
+    );
 }
 
 #[test]
@@ -740,7 +744,11 @@ fn failsafe_replica_pinged_by_a_live_primary_does_not_race() {
     o.failsafe.pinged_by = Some("a".into());
     let d = decide(&o);
     assert!(d.actions.is_empty(), "{d:?}");
-    assert!(d.reason.contains("failsafe: a runs as primary"), "{}", d.reason);
+    assert!(
+        d.reason.contains("failsafe: a runs as primary"),
+        "{}",
+        d.reason
+    );
     // A ping that names myself proves nothing.
     o.failsafe.pinged_by = Some("b".into());
     assert_eq!(decide(&o).actions, vec![Action::AcquireLeader]);
