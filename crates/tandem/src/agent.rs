@@ -1031,20 +1031,7 @@ impl Agent {
         self.pg.stop("fast").await?;
         self.following = None;
         self.pg_state = "stopped".into();
-        let optime = self
-            .pg
-            .controldata()
-            .await
-            .ok()
-            .and_then(|cd| {
-                cd.get("Latest checkpoint location")
-                    .and_then(|l| tandem_core::lsn::Lsn::parse(l))
-            })
-            .map(|l| l.0);
-        let status = serde_json::to_string(&StatusValue {
-            optime,
-            ..Default::default()
-        })?;
+        let status = self.stopped_status().await;
         self.dcs
             .release_leader_with_status(&self.cfg.name, &status)
             .await?;
@@ -1055,6 +1042,26 @@ impl Agent {
         );
         self.last_pg = None;
         self.start_replica(None).await
+    }
+
+    /// The `status` value a leader publishes as it releases the key after a clean stop: the
+    /// shutdown checkpoint's position (from pg_controldata), so replicas know how far to catch up.
+    async fn stopped_status(&self) -> String {
+        let optime = self
+            .pg
+            .controldata()
+            .await
+            .ok()
+            .and_then(|cd| {
+                cd.get("Latest checkpoint location")
+                    .and_then(|l| tandem_core::lsn::Lsn::parse(l))
+            })
+            .map(|l| l.0);
+        serde_json::to_string(&StatusValue {
+            optime,
+            ..Default::default()
+        })
+        .unwrap_or_default()
     }
 
     async fn start(&mut self) -> Result<()> {
@@ -1476,21 +1483,7 @@ impl Agent {
             return;
         }
         if was_leader {
-            let optime = self
-                .pg
-                .controldata()
-                .await
-                .ok()
-                .and_then(|cd| {
-                    cd.get("Latest checkpoint location")
-                        .and_then(|l| tandem_core::lsn::Lsn::parse(l))
-                })
-                .map(|l| l.0);
-            let status = serde_json::to_string(&StatusValue {
-                optime,
-                ..Default::default()
-            })
-            .unwrap_or_default();
+            let status = self.stopped_status().await;
             match self
                 .dcs
                 .release_leader_with_status(&self.cfg.name, &status)

@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, FixedOffset, Local, TimeZone, Utc};
 use serde_json::{json, Map, Value};
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use tandem_core::cluster::{ClusterView, FailoverValue, Member};
 use tandem_core::dynamic::{merge_patch, parse_uint};
@@ -1612,12 +1612,6 @@ pub fn format_pg_version(v: u64) -> String {
     } else {
         format!("{}.{}.{}", v / 10_000, v / 100 % 100, v % 100)
     }
-}
-
-/// Reads a configuration for the CLI. Accepts the agent's file; the path is resolved here so
-/// that errors name it.
-pub fn load_config(path: &Path) -> Result<Config> {
-    Config::load_for_ctl(path)
 }
 
 /// A `--apply`/`--replace` body read from a file, for tests.

@@ -8,7 +8,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tandem::config::Config;
 use tandem::dcs::Dcs;
 use tandem::demo::healthy_roles;
 use tandem::lab::wait_until;
@@ -38,14 +37,7 @@ fn start(members: usize, tune: impl Fn(usize, &mut serde_yaml::Value)) -> (Clust
         .enable_all()
         .build()
         .unwrap();
-    let cfg = Config::load(&s.cluster.nodes[0].config_path).unwrap();
-    let dcs = rt
-        .block_on(Dcs::connect(
-            &cfg.etcd3,
-            &cfg.base_path(),
-            Duration::from_secs(2),
-        ))
-        .unwrap();
+    let dcs = common::dcs(&s.cluster, &rt);
     (
         Cluster {
             lab: s.cluster,

@@ -9,23 +9,12 @@ use tandem::demo::healthy_roles;
 use tandem::lab::{http_get, wait_until, Lab, LabOptions};
 
 mod common;
-use common::Cluster;
+use common::{is_primary, Cluster};
 
 /// Starts etcd and three agents; returns once one leader and two streaming replicas answer.
 fn start_cluster(tune: impl FnOnce(&mut LabOptions)) -> (Cluster, usize, Duration) {
     let s = Cluster::prepare("tandem-it-", tune).start();
     (s.cluster, s.leader, s.formed_in)
-}
-
-fn is_primary(lab: &Lab, i: usize) -> bool {
-    matches!(
-        http_get(
-            &format!("127.0.0.1:{}", lab.nodes[i].api_port),
-            "/primary",
-            Duration::from_secs(1)
-        ),
-        Ok((200, _))
-    )
 }
 
 fn is_streaming_replica(lab: &Lab, i: usize) -> bool {

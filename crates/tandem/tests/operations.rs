@@ -2,27 +2,15 @@
 //! scheduled switchover, pause (no automatic promotion) and resume. Real etcd and PostgreSQL.
 
 use std::time::{Duration, Instant};
-use tandem::config::Config;
-use tandem::dcs::Dcs;
 use tandem::demo::healthy_roles;
 use tandem::lab::{http_get, wait_until, Lab};
 
 mod common;
-use common::Cluster;
+use common::{dcs, Cluster};
 
 fn start() -> (Cluster, usize) {
     let s = Cluster::prepare("tandem-ops-", |_| {}).start();
     (s.cluster, s.leader)
-}
-
-fn dcs(lab: &Lab, rt: &tokio::runtime::Runtime) -> Dcs {
-    let cfg = Config::load(&lab.nodes[0].config_path).unwrap();
-    rt.block_on(Dcs::connect(
-        &cfg.etcd3,
-        &cfg.base_path(),
-        Duration::from_secs(2),
-    ))
-    .unwrap()
 }
 
 fn primary(lab: &Lab) -> Option<usize> {

@@ -12,7 +12,6 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use tandem::config::Config;
 use tandem::dcs::Dcs;
 use tandem::lab::wait_until;
 use tandem_core::cluster::ClusterView;
@@ -228,15 +227,7 @@ fn start_tls_cluster() -> Cluster {
         haproxy: None,
     };
     c.lab.start_etcd().unwrap();
-    let cfg = Config::load(&c.lab.nodes[0].config_path).unwrap();
-    c.dcs = Some(
-        c.rt.block_on(Dcs::connect(
-            &cfg.etcd3,
-            &cfg.base_path(),
-            Duration::from_secs(2),
-        ))
-        .unwrap(),
-    );
+    c.dcs = Some(common::dcs(&c.lab, &c.rt));
     for i in 0..c.lab.nodes.len() {
         c.lab.start_agent(i).unwrap();
     }

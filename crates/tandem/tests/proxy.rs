@@ -15,7 +15,7 @@ use tandem::lab::{http_get, wait_until, Lab, LabOptions};
 use tandem::proxy::{ProxyHandle, Role, RouterConfig};
 
 mod common;
-use common::Cluster;
+use common::{dcs, is_primary, Cluster};
 
 fn start_cluster(tune: impl FnOnce(&mut LabOptions)) -> (Cluster, usize, Vec<usize>) {
     let s = Cluster::prepare("tandem-proxy-", tune).start();
@@ -211,17 +211,6 @@ fn node_by_port(lab: &Lab, port: &str) -> usize {
         .iter()
         .position(|n| n.pg_port.to_string() == port)
         .unwrap_or_else(|| panic!("no node has port {port}"))
-}
-
-fn is_primary(lab: &Lab, i: usize) -> bool {
-    matches!(
-        http_get(
-            &format!("127.0.0.1:{}", lab.nodes[i].api_port),
-            "/primary",
-            Duration::from_secs(1)
-        ),
-        Ok((200, _))
-    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -618,14 +607,7 @@ fn a_switchover_under_continuous_connections_refuses_none_and_cuts_old_sessions(
         .enable_all()
         .build()
         .unwrap();
-    let cfg = Config::load(&c.nodes[0].config_path).unwrap();
-    let dcs = rt
-        .block_on(tandem::dcs::Dcs::connect(
-            &cfg.etcd3,
-            &cfg.base_path(),
-            Duration::from_secs(2),
-        ))
-        .unwrap();
+    let dcs = dcs(&c, &rt);
     let asked = Instant::now();
     rt.block_on(dcs.put(
         "failover",
@@ -945,14 +927,7 @@ fn bad_clients_floods_and_hanging_backends_do_not_stall_others() {
         .enable_all()
         .build()
         .unwrap();
-    let cfg = Config::load(&c.nodes[0].config_path).unwrap();
-    let dcs = rt
-        .block_on(tandem::dcs::Dcs::connect(
-            &cfg.etcd3,
-            &cfg.base_path(),
-            Duration::from_secs(2),
-        ))
-        .unwrap();
+    let dcs = dcs(&c, &rt);
     let ghost = json!({"conn_url": format!("postgres://{pg}/postgres"), "api_url": format!("http://{api}/patroni"),
                        "state": "running", "role": "replica", "version": "4.1.4"});
     rt.block_on(dcs.put("members/ghost", &ghost.to_string(), None))

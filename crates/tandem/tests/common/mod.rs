@@ -4,8 +4,33 @@
 #![allow(dead_code)] // each test file uses a part
 
 use std::time::{Duration, Instant};
+use tandem::config::Config;
+use tandem::dcs::Dcs;
 use tandem::demo::healthy_roles;
-use tandem::lab::{wait_until, Lab, LabOptions};
+use tandem::lab::{http_get, wait_until, Lab, LabOptions};
+
+/// A client of the lab's etcd under the cluster's prefix, as node1's configuration names it.
+pub fn dcs(lab: &Lab, rt: &tokio::runtime::Runtime) -> Dcs {
+    let cfg = Config::load(&lab.nodes[0].config_path).expect("node1's configuration");
+    rt.block_on(Dcs::connect(
+        &cfg.etcd3,
+        &cfg.base_path(),
+        Duration::from_secs(2),
+    ))
+    .expect("etcd client")
+}
+
+/// Node `i`'s REST API answers 200 on `GET /primary`.
+pub fn is_primary(lab: &Lab, i: usize) -> bool {
+    matches!(
+        http_get(
+            &format!("127.0.0.1:{}", lab.nodes[i].api_port),
+            "/primary",
+            Duration::from_secs(1)
+        ),
+        Ok((200, _))
+    )
+}
 
 pub struct Cluster {
     pub lab: Lab,
