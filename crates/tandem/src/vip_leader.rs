@@ -138,6 +138,8 @@ pub enum Why {
     NoLeader,
     OtherLeader(String),
     Unconfirmed,
+    /// The key named another member a moment ago: give its host time to let go first.
+    Handover,
     Leader,
 }
 
@@ -147,9 +149,16 @@ pub struct Decision {
     pub why: Why,
     /// One sentence for the log.
     pub reason: String,
-    /// While holding: when the hold expires unless etcd confirms it again.
+    /// While holding: when the hold expires unless etcd confirms it again. While waiting for a
+    /// handover: when to decide again.
     pub until: Option<Instant>,
 }
+
+/// When the leader key names this member right after naming another one (a watch event both
+/// hosts receive at the same moment), the new holder waits this long so that the old holder,
+/// which drops the addresses on the same event, is done first. A safety margin for the common
+/// case only: the rule that bounds the worst case is [`hold_for`].
+pub const HANDOVER_GRACE: Duration = Duration::from_millis(100);
 
 /// How long one confirmation from etcd lets us hold the addresses (see the module comment).
 pub fn hold_for(t: &Timing) -> Duration {
@@ -167,8 +176,15 @@ pub fn confirm_interval(t: &Timing) -> Duration {
         .max(Duration::from_millis(100))
 }
 
-/// Should this host hold the addresses now?
-pub fn decide(member: &str, seen: Option<&Seen>, hold_for: Duration, now: Instant) -> Decision {
+/// Should this host hold the addresses now? `other_seen_at`: when etcd last named another
+/// member as the leader.
+pub fn decide(
+    member: &str,
+    seen: Option<&Seen>,
+    hold_for: Duration,
+    other_seen_at: Option<Instant>,
+    now: Instant,
+) -> Decision {
     let no = |why: Why, reason: String| Decision {
         hold: false,
         why,
@@ -195,6 +211,21 @@ pub fn decide(member: &str, seen: Option<&Seen>, hold_for: Duration, now: Instan
             now.saturating_duration_since(seen.at).as_secs_f64(),
             hold_for.as_secs_f64()
         ));
+    }
+    if let Some(ready) = other_seen_at
+        .map(|t| t + HANDOVER_GRACE)
+        .filter(|r| now < *r)
+    {
+        return Decision {
+            hold: false,
+            why: Why::Handover,
+            reason: format!(
+                "{member} holds the leader key; another member held it {} ms ago: giving its host {} ms to let go",
+                now.saturating_duration_since(ready - HANDOVER_GRACE).as_millis(),
+                HANDOVER_GRACE.as_millis()
+            ),
+            until: Some(ready),
+        };
     }
     Decision {
         hold: true,
@@ -394,6 +425,7 @@ pub async fn run(cfg: Config, vip: LeaderVip) -> Result<()> {
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut seen: Option<Seen> = None;
+    let mut other_seen_at: Option<Instant> = None;
     let mut holding: Option<bool> = None;
     let mut last_why = None;
     let mut etcd_error_logged: Option<Instant> = None;
@@ -401,10 +433,19 @@ pub async fn run(cfg: Config, vip: LeaderVip) -> Result<()> {
     let mut reannounce: Option<Instant> = None;
     loop {
         let now = Instant::now();
+        if let Some(Seen {
+            leader: Some(l), ..
+        }) = &seen
+        {
+            if *l != vip.member {
+                other_seen_at = Some(now);
+            }
+        }
         let d = decide(
             &vip.member,
             seen.as_ref(),
             hold_for(&get_timing(&timing)),
+            other_seen_at,
             now,
         );
         if holding != Some(d.hold) {
@@ -619,19 +660,44 @@ mod tests {
             ),
         ];
         for (seen, now, want, why) in cases {
-            let d = decide("node1", seen.as_ref(), hold, now);
+            let d = decide("node1", seen.as_ref(), hold, None, now);
             assert_eq!(d.hold, want, "{seen:?} at {:?}: {}", now - t0, d.reason);
             assert!(d.reason.contains(why), "{why:?} in {:?}", d.reason);
             assert_eq!(d.until.is_some(), want);
         }
-        let d = decide("node1", Some(&seen(Some("node1"), s(500))), hold, s(600));
+        let d = decide(
+            "node1",
+            Some(&seen(Some("node1"), s(500))),
+            hold,
+            None,
+            s(600),
+        );
         assert_eq!(
             d.until,
             Some(s(2500)),
             "the hold expires at the send time + hold_for"
         );
         // Names are compared exactly.
-        assert!(!decide("node1", Some(&seen(Some("node10"), s(0))), hold, s(1)).hold);
+        assert!(!decide("node1", Some(&seen(Some("node10"), s(0))), hold, None, s(1)).hold);
+    }
+
+    #[test]
+    fn a_direct_handover_waits_for_the_old_holder() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let me = Seen {
+            leader: Some("node1".into()),
+            at: at(10),
+        };
+        let hold = Duration::from_secs(2);
+        // node2 was named at t0, node1 at 10 ms: not before t0 + grace.
+        let d = decide("node1", Some(&me), hold, Some(t0), at(20));
+        assert!(!d.hold && d.why == Why::Handover, "{}", d.reason);
+        assert_eq!(d.until, Some(t0 + HANDOVER_GRACE));
+        let d = decide("node1", Some(&me), hold, Some(t0), t0 + HANDOVER_GRACE);
+        assert!(d.hold, "{}", d.reason);
+        // Another member named long ago: no wait.
+        assert!(decide("node1", Some(&me), hold, Some(t0), at(500)).hold);
     }
 
     #[test]
@@ -650,7 +716,7 @@ mod tests {
         };
         let s = newer(newer(None, watch.clone()), stale);
         assert_eq!(s, Some(watch.clone()));
-        assert!(!decide("node1", s.as_ref(), Duration::from_secs(2), at(120)).hold);
+        assert!(!decide("node1", s.as_ref(), Duration::from_secs(2), None, at(120)).hold);
         // A read sent after the event is authoritative.
         let fresh = Seen {
             leader: Some("node1".into()),
@@ -658,6 +724,6 @@ mod tests {
         };
         let s = newer(s, fresh.clone());
         assert_eq!(s, Some(fresh));
-        assert!(decide("node1", s.as_ref(), Duration::from_secs(2), at(140)).hold);
+        assert!(decide("node1", s.as_ref(), Duration::from_secs(2), None, at(140)).hold);
     }
 }
