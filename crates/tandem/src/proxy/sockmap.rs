@@ -23,6 +23,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering::SeqCst;
 
 // ---- the instruction encoder -------------------------------------------------------------------
 
@@ -44,6 +45,8 @@ pub const R2: u8 = 2;
 pub const R3: u8 = 3;
 pub const R4: u8 = 4;
 pub const R6: u8 = 6;
+pub const R7: u8 = 7;
+pub const R8: u8 = 8;
 pub const R10: u8 = 10;
 
 // Opcode parts (linux/bpf_common.h, linux/bpf.h).
@@ -64,6 +67,7 @@ const BPF_MOV: u8 = 0xb0;
 const BPF_JA: u8 = 0x00;
 const BPF_JEQ: u8 = 0x10;
 const BPF_JNE: u8 = 0x50;
+const BPF_JGT: u8 = 0x20;
 const BPF_CALL: u8 = 0x80;
 const BPF_EXIT: u8 = 0x90;
 /// `src_reg` of a 64-bit immediate load whose `imm` is a map file descriptor.
@@ -130,6 +134,22 @@ pub fn call(helper: i32) -> Insn {
 pub fn exit() -> Insn {
     insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)
 }
+/// `dst += src` (64 bits).
+pub fn add64_reg(dst: u8, src: u8) -> Insn {
+    insn(BPF_ALU64 | BPF_ADD | BPF_X, dst, src, 0, 0)
+}
+/// `dst = *(u64 *)(src + off)`.
+pub fn ldx_dw(dst: u8, src: u8, off: i16) -> Insn {
+    insn(BPF_LDX | BPF_MEM | BPF_DW, dst, src, off, 0)
+}
+/// `*(u64 *)(dst + off) = src`.
+pub fn stx_dw(dst: u8, off: i16, src: u8) -> Insn {
+    insn(BPF_STX | BPF_MEM | BPF_DW, dst, src, off, 0)
+}
+/// `if dst > src goto +off` (unsigned).
+pub fn jgt_reg(dst: u8, src: u8, off: i16) -> Insn {
+    insn(BPF_JMP | BPF_JGT | BPF_X, dst, src, off, 0)
+}
 
 // ---- kernel facts (linux/bpf.h) -----------------------------------------------------------------
 
@@ -138,7 +158,11 @@ const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_ATTACH: libc::c_long = 8;
+const BPF_MAP_TYPE_HASH: u32 = 1;
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_SOCKHASH: u32 = 18;
+/// `map_flags`: the array can be mmap(2)ed (Linux 5.5).
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 const BPF_PROG_TYPE_SK_SKB: u32 = 14;
 const BPF_SK_SKB_STREAM_PARSER: u32 = 4;
 const BPF_SK_SKB_STREAM_VERDICT: u32 = 5;
@@ -146,6 +170,7 @@ const BPF_SK_SKB_VERDICT: u32 = 38;
 /// `BPF_NOEXIST`: an update fails if the key is there already.
 const BPF_NOEXIST: u64 = 1;
 /// `BPF_FUNC_sk_redirect_hash`.
+const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
 const HELPER_SK_REDIRECT_HASH: i32 = 72;
 /// Verdicts of an SK_SKB program.
 const SK_DROP: i32 = 0;
@@ -169,15 +194,35 @@ mod skb {
 pub const KEY_SIZE: usize = 48;
 /// Where the program builds the key on its stack (r10 - 48 .. r10).
 const KEY_AT: i16 = -(KEY_SIZE as i16);
+/// Where it puts the slot number (the budget array's key), below the key.
+const SLOT_AT: i16 = KEY_AT - 8;
+
+/// A budget: one u64 array element triple per receiving socket, in an mmap(2)ed array map.
+/// The router writes `limit`; the program writes `redirected` and `paused`.
+mod budget {
+    pub const LIMIT: i16 = 0;
+    pub const REDIRECTED: i16 = 8;
+    pub const PAUSED: i16 = 16;
+    pub const SIZE: usize = 24;
+}
 
 /// The verdict program: builds the receiving socket's key and redirects the data to the socket
 /// stored under it (the peer), on the peer's egress. It always returns SK_PASS: with the
 /// redirect set (lookup found the peer) that means "redirect"; without (no entry, e.g. while the
 /// second entry of a pair is being inserted) the data is queued on the receiving socket itself,
 /// where the router reads it as usual. No data is ever dropped.
-pub fn verdict_program(map_fd: RawFd) -> Vec<Insn> {
+///
+/// Backpressure: the receiving socket's budget (its slot in the budget array, found through the
+/// slots map under the same key; see [`Budget`]) caps the bytes redirected in its direction at
+/// `limit`, which the router keeps at "bytes the peer socket has taken + a budget". A segment
+/// that would go past it sets `paused` and, like every later one (the flag is never cleared),
+/// stays on the receiving socket: there it is charged to that socket's receive buffer, so TCP
+/// closes the window and the sender waits, and the router copies that direction itself from
+/// then on. Segments of one socket are processed one at a time (under the socket's lock), so
+/// everything before the pause was redirected and everything after it stays, in order.
+pub fn verdict_program(map_fd: RawFd, slots_fd: RawFd, budget_fd: RawFd) -> Vec<Insn> {
     let k = KEY_AT;
-    let mut p = vec![
+    let head = vec![
         // A segment without data (a bare FIN) is not redirected: the peer's psock would try to
         // send 0 bytes, take that for a broken pipe (EPIPE) and stop transmitting. The FIN itself
         // is already recorded by TCP (the router sees it as EPOLLRDHUP and passes it on).
@@ -220,18 +265,95 @@ pub fn verdict_program(map_fd: RawFd) -> Vec<Insn> {
         stx_w(R10, k + 36, R2),              // key.remote_port = r2
         ldx_w(R2, R6, skb::LOCAL_PORT),      // r2 = skb->local_port
         stx_w(R10, k + 40, R2),              // key.local_port = r2
-        mov64_reg(R1, R6),                   // arg 1: the skb
     ];
-    p.extend(ld_map_fd(R2, map_fd)); // arg 2: the sockhash
+    let redirect = |p: &mut Vec<Op>| {
+        p.push(Op::I(mov64_reg(R1, R6))); // arg 1: the skb
+        p.extend(ld_map_fd(R2, map_fd).map(Op::I)); // arg 2: the sockhash
+        p.extend([
+            Op::I(mov64_reg(R3, R10)),            // arg 3: r3 = frame pointer
+            Op::I(add64_imm(R3, k as i32)),       //        r3 = &key
+            Op::I(mov64_imm(R4, 0)),              // arg 4: flags 0 = egress of the peer
+            Op::I(call(HELPER_SK_REDIRECT_HASH)), // r0 = bpf_sk_redirect_hash(skb, map, &key, 0)
+        ]);
+    };
+    let mut p: Vec<Op> = head.into_iter().map(Op::I).collect();
+    // The budget of this socket: slot = slots[key]; b = budget[slot].
+    p.extend(ld_map_fd(R1, slots_fd).map(Op::I));
     p.extend([
-        mov64_reg(R3, R10),            // arg 3: r3 = frame pointer
-        add64_imm(R3, k as i32),       //        r3 = &key
-        mov64_imm(R4, 0),              // arg 4: flags 0 = egress of the peer
-        call(HELPER_SK_REDIRECT_HASH), // r0 = bpf_sk_redirect_hash(skb, map, &key, 0)
-        mov64_imm(R0, SK_PASS),        // redirected, or kept by the receiving socket: never dropped
-        exit(),                        // return r0
+        Op::I(mov64_reg(R2, R10)),
+        Op::I(add64_imm(R2, k as i32)),         // r2 = &key
+        Op::I(call(HELPER_MAP_LOOKUP_ELEM)),    // r0 = &slots[key] or NULL
+        Op::J(jeq_imm(R0, 0, 0), "plain"),      // no budget: redirect without one
+        Op::I(ldx_w(R2, R0, 0)),                // r2 = slot
+        Op::I(stx_w(R10, SLOT_AT, R2)),         // on the stack, as the array's key
     ]);
-    p
+    p.extend(ld_map_fd(R1, budget_fd).map(Op::I));
+    p.extend([
+        Op::I(mov64_reg(R2, R10)),
+        Op::I(add64_imm(R2, SLOT_AT as i32)),   // r2 = &slot
+        Op::I(call(HELPER_MAP_LOOKUP_ELEM)),    // r0 = &budget[slot] or NULL
+        Op::J(jeq_imm(R0, 0, 0), "plain"),
+        Op::I(mov64_reg(R7, R0)),               // r7 = b (callee-saved)
+        Op::I(ldx_dw(R2, R7, budget::PAUSED)),  // r2 = b->paused
+        Op::J(jne_imm(R2, 0, 0), "pass"),       // paused: keep it here
+        Op::I(ldx_dw(R8, R7, budget::REDIRECTED)), // r8 = b->redirected
+        Op::I(ldx_w(R2, R6, skb::LEN)),         // r2 = skb->len
+        Op::I(add64_reg(R8, R2)),               // r8 = redirected after this segment
+        Op::I(ldx_dw(R2, R7, budget::LIMIT)),   // r2 = b->limit
+        Op::J(jgt_reg(R8, R2, 0), "pause"),     // over the budget: pause
+    ]);
+    redirect(&mut p);
+    p.extend([
+        Op::J(jne_imm(R0, SK_PASS, 0), "pass"), // not redirected (no peer): not counted
+        Op::I(stx_dw(R7, budget::REDIRECTED, R8)), // b->redirected = r8
+        Op::J(ja(0), "pass"),
+        Op::L("pause"),
+        Op::I(mov64_imm(R2, 1)),
+        Op::I(stx_dw(R7, budget::PAUSED, R2)),  // b->paused = 1, for good
+        Op::L("pass"),
+        Op::I(mov64_imm(R0, SK_PASS)),          // redirected, or kept by the receiving socket
+        Op::I(exit()),
+        Op::L("plain"),
+    ]);
+    redirect(&mut p);
+    p.extend([
+        Op::I(mov64_imm(R0, SK_PASS)),
+        Op::I(exit()),
+    ]);
+    assemble(p)
+}
+
+/// An instruction, a jump to a label (its offset filled in by [`assemble`]), or a label.
+enum Op {
+    I(Insn),
+    J(Insn, &'static str),
+    L(&'static str),
+}
+
+/// Resolves the labels: a jump's offset counts the instructions after it up to the label.
+fn assemble(ops: Vec<Op>) -> Vec<Insn> {
+    let mut at = std::collections::HashMap::new();
+    let mut n = 0usize;
+    for op in &ops {
+        match op {
+            Op::L(l) => {
+                at.insert(*l, n);
+            }
+            _ => n += 1,
+        }
+    }
+    let mut out = Vec::with_capacity(n);
+    for op in ops {
+        match op {
+            Op::I(i) => out.push(i),
+            Op::J(mut i, l) => {
+                i.off = (at[l] as i64 - out.len() as i64 - 1) as i16;
+                out.push(i);
+            }
+            Op::L(_) => {}
+        }
+    }
+    out
 }
 
 /// The stream parser (only for kernels without `BPF_SK_SKB_VERDICT`): every segment is one
@@ -287,13 +409,21 @@ fn owned(fd: i64) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
 }
 
-fn create_map(max_entries: u32) -> io::Result<OwnedFd> {
+fn create_map(
+    map_type: u32,
+    key_size: usize,
+    value_size: usize,
+    max_entries: u32,
+    flags: u32,
+    name: &[u8],
+) -> io::Result<OwnedFd> {
     let mut a: Attr = [0; 16];
-    put_u32(&mut a, 0, BPF_MAP_TYPE_SOCKHASH); // map_type
-    put_u32(&mut a, 4, KEY_SIZE as u32); // key_size
-    put_u32(&mut a, 8, 4); // value_size: a socket fd (u32)
+    put_u32(&mut a, 0, map_type); // map_type
+    put_u32(&mut a, 4, key_size as u32); // key_size
+    put_u32(&mut a, 8, value_size as u32); // value_size
     put_u32(&mut a, 12, max_entries); // max_entries
-    put_bytes(&mut a, 28, b"tandem_fwd"); // map_name
+    put_u32(&mut a, 16, flags); // map_flags
+    put_bytes(&mut a, 28, name); // map_name
     bpf(BPF_MAP_CREATE, &mut a).map(owned)
 }
 
@@ -347,26 +477,124 @@ fn elem(map: &OwnedFd, key: &[u8; KEY_SIZE], value: Option<&u32>, flags: u64) ->
 
 // ---- the map ------------------------------------------------------------------------------------
 
-/// The loaded program and its map. Dropping it closes both; sockets still in the map are
+/// The loaded program and its maps. Dropping it closes them; sockets still in the map are
 /// released by the kernel and go back to ordinary TCP.
 #[derive(Debug)]
 pub struct SockMap {
     map: OwnedFd,
+    /// Socket key -> slot number in `budgets` (BPF hash map; written once per socket).
+    slots: OwnedFd,
+    budgets: Budgets,
     _progs: Vec<OwnedFd>,
     /// How the program is attached: "sk_skb_verdict" or "stream_parser+stream_verdict".
     pub attach: &'static str,
+}
+
+/// The budget array, mmap(2)ed: the router reads and writes its elements in place (a
+/// `BPF_MAP_UPDATE_ELEM` would overwrite the program's fields), and the free slots.
+#[derive(Debug)]
+struct Budgets {
+    fd: OwnedFd,
+    base: *mut u8,
+    len: usize,
+    free: std::sync::Mutex<std::collections::VecDeque<u32>>,
+}
+
+// SAFETY: `base` points to a shared mapping that lives as long as the struct; it is accessed
+// only through atomics.
+unsafe impl Send for Budgets {}
+unsafe impl Sync for Budgets {}
+
+impl Budgets {
+    fn new(max_entries: u32) -> io::Result<Budgets> {
+        let fd = create_map(
+            BPF_MAP_TYPE_ARRAY,
+            4,
+            budget::SIZE,
+            max_entries,
+            BPF_F_MMAPABLE,
+            b"tandem_budget",
+        )
+        .map_err(|e| io::Error::new(e.kind(), format!("BPF_MAP_CREATE (budget array): {e}")))?;
+        let page = 4096usize;
+        let len = (max_entries as usize * budget::SIZE).div_ceil(page) * page;
+        // SAFETY: maps `len` bytes of the array (its size rounded up to a page) shared, as the
+        // kernel allows for a BPF_F_MMAPABLE array.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("mmap of the budget array: {e}")));
+        }
+        Ok(Budgets {
+            fd,
+            base: base as *mut u8,
+            len,
+            free: std::sync::Mutex::new((0..max_entries).collect()),
+        })
+    }
+
+    fn field(&self, slot: u32, off: i16) -> &std::sync::atomic::AtomicU64 {
+        let at = slot as usize * budget::SIZE + off as usize;
+        assert!(at + 8 <= self.len);
+        // SAFETY: in bounds (checked), 8-aligned (element size and offsets are multiples of 8,
+        // the mapping is page-aligned), and the mapping lives as long as `self`.
+        unsafe { &*(self.base.add(at) as *const std::sync::atomic::AtomicU64) }
+    }
+}
+
+impl Drop for Budgets {
+    fn drop(&mut self) {
+        // SAFETY: unmaps the mapping made in `new`, used by nothing else any more.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
+    }
 }
 
 impl SockMap {
     /// Creates the sockhash (room for `max_entries` sockets: two per connection) and loads and
     /// attaches the verdict program.
     pub fn load(max_entries: u32) -> io::Result<SockMap> {
-        let map = create_map(max_entries.max(2))
-            .map_err(|e| io::Error::new(e.kind(), format!("BPF_MAP_CREATE (sockhash): {e}")))?;
-        let verdict = load_program(&verdict_program(map.as_raw_fd()), b"tandem_verdict")?;
+        let max_entries = max_entries.max(2);
+        let map = create_map(
+            BPF_MAP_TYPE_SOCKHASH,
+            KEY_SIZE,
+            4,
+            max_entries,
+            0,
+            b"tandem_fwd",
+        )
+        .map_err(|e| io::Error::new(e.kind(), format!("BPF_MAP_CREATE (sockhash): {e}")))?;
+        let slots = create_map(
+            BPF_MAP_TYPE_HASH,
+            KEY_SIZE,
+            4,
+            max_entries,
+            0,
+            b"tandem_slots",
+        )
+        .map_err(|e| io::Error::new(e.kind(), format!("BPF_MAP_CREATE (slots): {e}")))?;
+        let budgets = Budgets::new(max_entries)?;
+        let verdict = load_program(
+            &verdict_program(
+                map.as_raw_fd(),
+                slots.as_raw_fd(),
+                budgets.fd.as_raw_fd(),
+            ),
+            b"tandem_verdict",
+        )?;
         if attach(&map, &verdict, BPF_SK_SKB_VERDICT).is_ok() {
             return Ok(SockMap {
                 map,
+                slots,
+                budgets,
                 _progs: vec![verdict],
                 attach: "sk_skb_verdict",
             });
@@ -379,6 +607,8 @@ impl SockMap {
             .map_err(|e| io::Error::new(e.kind(), format!("BPF_PROG_ATTACH (verdict): {e}")))?;
         Ok(SockMap {
             map,
+            slots,
+            budgets,
             _progs: vec![verdict, parser],
             attach: "stream_parser+stream_verdict",
         })
@@ -397,6 +627,67 @@ impl SockMap {
     pub fn remove(&self, key: &[u8; KEY_SIZE]) -> io::Result<()> {
         bpf(BPF_MAP_DELETE_ELEM, &mut elem(&self.map, key, None, 0)).map(|_| ())
     }
+
+    /// Gives the socket under `key` a budget: at most `limit` bytes redirected from it until
+    /// [`SockMap::set_limit`] raises it. Before the socket joins the map.
+    pub fn take_budget(&self, key: &[u8; KEY_SIZE], limit: u64) -> io::Result<Budget> {
+        let slot = self
+            .budgets
+            .free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
+            .ok_or_else(|| io::Error::other("no free budget slot"))?;
+        let b = &self.budgets;
+        b.field(slot, budget::LIMIT).store(limit, SeqCst);
+        b.field(slot, budget::REDIRECTED).store(0, SeqCst);
+        b.field(slot, budget::PAUSED).store(0, SeqCst);
+        if let Err(e) = bpf(
+            BPF_MAP_UPDATE_ELEM,
+            &mut elem(&self.slots, key, Some(&slot), 0),
+        ) {
+            self.give_back(slot);
+            return Err(e);
+        }
+        Ok(Budget { slot, key: *key })
+    }
+
+    /// Ends a budget, after its socket has left the map.
+    pub fn release_budget(&self, b: Budget) {
+        let _ = bpf(BPF_MAP_DELETE_ELEM, &mut elem(&self.slots, &b.key, None, 0));
+        self.give_back(b.slot);
+    }
+
+    fn give_back(&self, slot: u32) {
+        // Reused last (a queue): a program run still in flight for a socket that just left
+        // the map must not touch a slot that was handed out again at once.
+        self.budgets
+            .free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(slot);
+    }
+
+    pub fn set_limit(&self, b: &Budget, limit: u64) {
+        self.budgets.field(b.slot, budget::LIMIT).store(limit, SeqCst);
+    }
+
+    /// The program has stopped redirecting from this socket (for good).
+    pub fn paused(&self, b: &Budget) -> bool {
+        self.budgets.field(b.slot, budget::PAUSED).load(SeqCst) != 0
+    }
+
+    /// Bytes the program has redirected from this socket.
+    pub fn redirected(&self, b: &Budget) -> u64 {
+        self.budgets.field(b.slot, budget::REDIRECTED).load(SeqCst)
+    }
+}
+
+/// A socket's budget (see [`verdict_program`]); given back with [`SockMap::release_budget`].
+#[derive(Debug)]
+pub struct Budget {
+    slot: u32,
+    key: [u8; KEY_SIZE],
 }
 
 /// The key the program builds for a socket that receives on `local` from `remote`:
@@ -514,6 +805,10 @@ mod tests {
         assert_eq!(bytes(ja(4)), [0x05, 0x00, 4, 0, 0, 0, 0, 0]);
         assert_eq!(bytes(call(72)), [0x85, 0x00, 0, 0, 72, 0, 0, 0]);
         assert_eq!(bytes(exit()), [0x95, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(bytes(add64_reg(R8, R2)), [0x0f, 0x28, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(bytes(ldx_dw(R8, R7, 8)), [0x79, 0x78, 8, 0, 0, 0, 0, 0]);
+        assert_eq!(bytes(stx_dw(R7, 16, R2)), [0x7b, 0x27, 16, 0, 0, 0, 0, 0]);
+        assert_eq!(bytes(jgt_reg(R8, R2, 3)), [0x2d, 0x28, 3, 0, 0, 0, 0, 0]);
         let [a, b] = ld_map_fd(R2, 7);
         assert_eq!(bytes(a), [0x18, 0x12, 0, 0, 7, 0, 0, 0]);
         assert_eq!(bytes(b), [0; 8]);
@@ -522,7 +817,7 @@ mod tests {
 
     #[test]
     fn program_jumps_land_where_documented() {
-        let p = verdict_program(3);
+        let p = verdict_program(3, 4, 5);
         // An empty segment returns at once.
         assert_eq!(p[1], jne_imm(R2, 0, 2));
         assert_eq!(p[4], mov64_reg(R6, R1));
@@ -540,6 +835,22 @@ mod tests {
             ldx_w(R2, R6, skb::REMOTE_PORT)
         );
         assert_eq!(*p.last().unwrap(), exit());
+        // Every jump lands inside the program, and the two labelled exits return SK_PASS.
+        for (at, i) in p.iter().enumerate() {
+            if i.code & 0x07 == BPF_JMP && i.code != 0x85 && i.code != 0x95 {
+                let to = at as i64 + 1 + i.off as i64;
+                assert!(to > at as i64 && (to as usize) < p.len(), "jump at {at}");
+            }
+        }
+        let pause = p
+            .iter()
+            .position(|i| i.code == BPF_JMP | BPF_JGT | BPF_X)
+            .unwrap();
+        let to = pause + 1 + p[pause].off as usize;
+        assert_eq!(p[to], mov64_imm(R2, 1));
+        assert_eq!(p[to + 1], stx_dw(R7, budget::PAUSED, R2));
+        assert_eq!(p[to + 2], mov64_imm(R0, SK_PASS));
+        assert_eq!(p[to + 3], exit());
     }
 
     #[test]
@@ -601,6 +912,82 @@ mod tests {
         assert_eq!(rx, big.len() as u64);
         m.remove(&kc).unwrap();
         m.remove(&ks).unwrap();
+    }
+
+    /// With a budget, a receiver that reads nothing holds the sender back: the program redirects
+    /// up to the limit, then pauses, and what comes after stays on the router's socket, where
+    /// TCP's window stops the sender. Without it (the experiment below) the kernel took 400 MiB.
+    #[test]
+    fn a_budget_holds_the_sender_back() {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        let m = match SockMap::load(16) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("skipped: cannot load the BPF program here: {e}");
+                return;
+            }
+        };
+        let front = TcpListener::bind("127.0.0.1:0").unwrap();
+        let back = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(front.local_addr().unwrap()).unwrap();
+        let (rc, _) = front.accept().unwrap();
+        let rs = TcpStream::connect(back.local_addr().unwrap()).unwrap();
+        let (mut server, _) = back.accept().unwrap();
+        let kc = key(rc.local_addr().unwrap(), rc.peer_addr().unwrap());
+        let ks = key(rs.local_addr().unwrap(), rs.peer_addr().unwrap());
+        let limit = 1 << 20;
+        let bc = m.take_budget(&kc, limit).unwrap();
+        let bs = m.take_budget(&ks, limit).unwrap();
+        m.insert(&ks, rc.as_raw_fd()).unwrap();
+        m.insert(&kc, rs.as_raw_fd()).unwrap();
+        // Under the budget: forwarded and counted.
+        client.write_all(b"hello").unwrap();
+        let mut b = [0u8; 5];
+        server.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"hello");
+        assert_eq!(m.redirected(&bc), 5);
+        assert!(!m.paused(&bc));
+        // The server reads nothing more: write until the socket stays full for 500 ms.
+        client.set_nonblocking(true).unwrap();
+        let chunk: Vec<u8> = (0..65536u32).map(|i| (i % 253) as u8).collect();
+        let mut sent = 0u64;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            assert!(std::time::Instant::now() < deadline, "sender never blocked");
+            match client.write(&chunk) {
+                Ok(n) => sent += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let mut pfd = libc::pollfd {
+                        fd: client.as_raw_fd(),
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    };
+                    // SAFETY: poll(2) on one descriptor we own.
+                    if unsafe { libc::poll(&mut pfd, 1, 500) } == 0 {
+                        break;
+                    }
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(m.paused(&bc), "the program paused after {limit} bytes");
+        let redirected = m.redirected(&bc);
+        assert!(redirected <= limit, "redirected {redirected} > limit {limit}");
+        let (rx, _) = tcp_bytes(rc.as_raw_fd()).unwrap();
+        eprintln!(
+            "sent {} KiB; redirected {} KiB; router's socket received {} KiB",
+            sent >> 10,
+            redirected >> 10,
+            rx >> 10
+        );
+        assert!(sent < 32 << 20, "the sender got {} MiB in", sent >> 20);
+        // The other direction is untouched.
+        assert!(!m.paused(&bs));
+        m.remove(&kc).unwrap();
+        m.remove(&ks).unwrap();
+        m.release_budget(bc);
+        m.release_budget(bs);
     }
 
     /// Experiment: how much a sender gets into the kernel while the final receiver reads
