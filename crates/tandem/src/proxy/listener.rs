@@ -96,6 +96,9 @@ pub struct ListenerStats {
     /// Kernel-forwarded connections reset because a receiver fell too far behind (see
     /// [`BACKLOG_LIMIT`]).
     pub backlog_resets: AtomicU64,
+    /// Directions of kernel-forwarded connections handed back to the router because their
+    /// receiver fell [`KERNEL_BUDGET`] behind (backpressure).
+    pub kernel_paused: AtomicU64,
 }
 
 pub struct ListenerShared {
@@ -433,16 +436,25 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, l: &ListenerShared) {
     }
 }
 
-/// Largest number of bytes, per direction, that the kernel may hold for a receiver that does not
-/// keep up before the connection is reset. The kernel puts no limit of its own on this queue:
-/// a redirected segment leaves the receiving socket's accounting at once (so its TCP window
-/// stays open) and waits, uncharged, in the peer's psock queue until the peer's send buffer
-/// takes it (measured on Linux 6.18: 400 MiB queued in 0.7 s for a receiver reading nothing).
+/// Most bytes, per direction, that the kernel may hold for a receiver that does not keep up.
+/// The kernel puts no limit of its own on this queue: a redirected segment leaves the receiving
+/// socket's accounting at once (so its TCP window stays open) and waits, uncharged, in the
+/// peer's psock queue until the peer's send buffer takes it (measured on Linux 6.18: 400 MiB
+/// queued in 0.7 s for a receiver reading nothing). So the verdict program redirects at most
+/// this much beyond what the peer socket has taken; past it, it pauses that direction for good
+/// and the router copies it (see `sockmap::verdict_program`): the sender then meets TCP's
+/// window, as with the user-space copy.
+pub const KERNEL_BUDGET: u64 = 4 << 20;
+/// A backstop that should never be reached (the budget above bounds the queue): a direction
+/// with more than this queued in the kernel resets the connection.
 pub const BACKLOG_LIMIT: u64 = 16 << 20;
 /// How often an active kernel-forwarded connection is looked at (byte counters, backlog); an
 /// idle one backs off to [`CHECK_MAX`].
 const CHECK_MIN: Duration = Duration::from_millis(100);
 const CHECK_MAX: Duration = Duration::from_secs(1);
+/// While a direction moves more than a quarter of [`KERNEL_BUDGET`] between two checks (a bulk
+/// transfer): its limit is raised this often, so a receiver that keeps up is not paused.
+const CHECK_FAST: Duration = Duration::from_millis(10);
 /// While a side has ended and its last bytes are still queued for the peer.
 const CHECK_DRAIN: Duration = Duration::from_millis(2);
 
@@ -464,10 +476,9 @@ struct KernelPair {
     socks: [std::net::TcpStream; 2],
     /// Each socket's map key (its own 4-tuple; the entry holds the *other* socket).
     keys: [[u8; sockmap::KEY_SIZE]; 2],
-    /// `tcpi_bytes_received` when the pair joined the map, and when last reported to /metrics.
-    received0: [u64; 2],
+    /// `tcpi_bytes_received` when last reported to /metrics.
     reported: [u64; 2],
-    /// Bytes written into each socket (acknowledged + in its send queue) when it joined.
+    /// Bytes written into each socket (acknowledged + in its send queue) before it joined.
     written0: [u64; 2],
     /// Bytes the router itself read from / wrote to each socket after joining.
     user_read: [u64; 2],
@@ -476,40 +487,49 @@ struct KernelPair {
     eof: [bool; 2],
     /// Socket `i` has received FIN.
     fin: [bool; 2],
-    /// Bytes arriving on side `i` now move through the router: the kernel does not redirect
-    /// to a socket that has received FIN (it is no longer ESTABLISHED), so after one side's
-    /// FIN the other direction is copied in user space, once the kernel's queue is empty.
+    /// Bytes arriving on side `i` now move through the router, once the kernel's queue for
+    /// that direction is empty (`drained`): the program has stopped redirecting them for good,
+    /// because their receiver fell behind (the budget), or at a FIN (the router passes FIN on
+    /// after the last byte), or because the other side has ended.
     user_dir: [bool; 2],
+    /// The kernel's queue for a `user_dir` direction has been seen empty: the router copies.
+    drained: [bool; 2],
+    /// Bytes read from side `i` by the router and not yet written to the other side.
+    pending: [Vec<u8>; 2],
+    /// The budget of socket `i` (bytes the program may redirect from it).
+    budgets: [Option<sockmap::Budget>; 2],
+    /// `redirected` of each budget at the last check.
+    redirected_seen: [u64; 2],
+    /// Bytes read from socket `i` before it joined the map (so every byte it receives later is
+    /// redirected by the program or read by the router: see `unclaimed`).
+    consumed0: [u64; 2],
 }
 
 impl KernelPair {
     /// Data bytes received on socket `i`.
     fn received(&self, i: usize) -> u64 {
-        sockmap::tcp_bytes(self.socks[i].as_raw_fd()).map_or(0, |(r, _)| r)
+        received(self.socks[i].as_raw_fd())
     }
     fn written(&self, i: usize) -> u64 {
-        let fd = self.socks[i].as_raw_fd();
-        let acked = sockmap::tcp_bytes(fd).map_or(0, |(_, a)| a);
-        acked + sockmap::unacked(fd).unwrap_or(0)
+        written(self.socks[i].as_raw_fd())
     }
-    /// Bytes queued on socket `i` for the router itself (`FIONREAD` of a socket in the map).
-    fn inq(&self, i: usize) -> u64 {
-        let mut n: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one int.
-        if unsafe { libc::ioctl(self.socks[i].as_raw_fd(), libc::FIONREAD, &mut n) } != 0 {
-            return 0;
-        }
-        n.max(0) as u64
+    /// Bytes received on socket `i` that neither the program nor the router has taken yet
+    /// (exact, from the counters; `inq` may not see them yet).
+    fn unclaimed(&self, map: &SockMap, i: usize) -> u64 {
+        let redirected = self.budgets[i].as_ref().map_or(0, |b| map.redirected(b));
+        self.received(i)
+            .saturating_sub(self.consumed0[i] + redirected + self.user_read[i])
     }
-    /// Bytes received on side `i` that the kernel has not yet put into the other socket.
-    fn backlog(&self, i: usize) -> u64 {
-        let o = 1 - i;
-        let mine = self.user_read[i] + if self.user_dir[i] { self.inq(i) } else { 0 };
-        let came = self.received(i).saturating_sub(self.received0[i] + mine);
-        let went = self
-            .written(o)
-            .saturating_sub(self.written0[o] + self.user_written[o]);
-        came.saturating_sub(went)
+    /// Bytes the kernel has put into socket `o` (for the other side's direction).
+    fn kernel_written(&self, o: usize) -> u64 {
+        self.written(o)
+            .saturating_sub(self.written0[o] + self.user_written[o])
+    }
+    /// Bytes the program redirected from side `i` that are not yet in the other socket (exact:
+    /// the program's counter against the other socket's, both counted from before the join).
+    fn backlog(&self, map: &SockMap, i: usize) -> u64 {
+        let redirected = self.budgets[i].as_ref().map_or(0, |b| map.redirected(b));
+        redirected.saturating_sub(self.kernel_written(1 - i))
     }
     /// Adds the bytes received since the last report to the backend's counters.
     fn report(&mut self, stats: &BackendStats) {
@@ -521,6 +541,40 @@ impl KernelPair {
             counter.fetch_add(now.saturating_sub(self.reported[i]), Relaxed);
             self.reported[i] = self.reported[i].max(now);
         }
+    }
+}
+
+/// Data bytes a socket has received.
+fn received(fd: std::os::fd::RawFd) -> u64 {
+    sockmap::tcp_bytes(fd).map_or(0, |(r, _)| r)
+}
+
+/// Bytes written into a socket (acknowledged by the peer + still in its send queue).
+fn written(fd: std::os::fd::RawFd) -> u64 {
+    let acked = sockmap::tcp_bytes(fd).map_or(0, |(_, a)| a);
+    acked + sockmap::unacked(fd).unwrap_or(0)
+}
+
+fn fionread(fd: std::os::fd::RawFd) -> u64 {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } != 0 {
+        return 0;
+    }
+    n.max(0) as u64
+}
+
+/// Data bytes of a socket not (yet) in the map that have been read from it: received minus
+/// queued, read until two readings of the counter agree.
+fn consumed(fd: std::os::fd::RawFd) -> u64 {
+    let mut before = received(fd);
+    loop {
+        let queued = fionread(fd);
+        let after = received(fd);
+        if after == before {
+            return after.saturating_sub(queued);
+        }
+        before = after;
     }
 }
 
@@ -566,6 +620,105 @@ async fn move_leftovers(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Copies, without waiting, what socket `from` holds for the router (a direction the kernel no
+/// longer moves) to the other socket. What the other cannot take yet stays in
+/// `pair.pending[from]` (at most one read) and reading stops until it is written: the sender
+/// meets TCP's window, as in the user-space copy loop.
+fn pump(pair: &mut KernelPair, from: usize, map: &SockMap) -> io::Result<Pumped> {
+    use std::io::{Read, Write};
+    let to = 1 - from;
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        while !pair.pending[from].is_empty() {
+            match (&pair.socks[to]).write(&pair.pending[from]) {
+                Ok(n) => {
+                    pair.pending[from].drain(..n);
+                    pair.user_written[to] += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Pumped::Waiting),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        pair.pending[from] = Vec::new();
+        match (&pair.socks[from]).read(&mut buf) {
+            // A socket in the map that has received FIN reads 0 while bytes that stayed on it
+            // are still on their way to its queue (in the psock's work queue, behind segments
+            // redirected to this socket; FIONREAD does not count them either): seen on Linux
+            // 6.18, megabytes lost before this check. EOF only once every byte is claimed.
+            Ok(0) if pair.unclaimed(map, from) > 0 => return Ok(Pumped::Retry),
+            Ok(0) => return Ok(Pumped::Eof),
+            Ok(n) => {
+                pair.user_read[from] += n as u64;
+                let mut done = 0;
+                while done < n {
+                    match (&pair.socks[to]).write(&buf[done..n]) {
+                        Ok(w) => done += w,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                pair.user_written[to] += done as u64;
+                if done < n {
+                    pair.pending[from] = buf[done..n].to_vec();
+                    return Ok(Pumped::Waiting);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Pumped::Waiting),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// What [`pump`] did.
+enum Pumped {
+    /// The sender's FIN, everything before it written.
+    Eof,
+    /// For data, or for room in the receiver.
+    Waiting,
+    /// Bytes are on their way into the socket's queue: look again shortly.
+    Retry,
+}
+
+/// Hands the direction from socket `i` to the router (at a FIN: the router reads the last
+/// bytes and the EOF, and passes the FIN on after them; and at the other side's EOF). The
+/// program stops redirecting from `i`.
+fn to_router(
+    map: &SockMap,
+    ep: &tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+    pair: &mut KernelPair,
+    i: usize,
+) {
+    if pair.user_dir[i] {
+        return;
+    }
+    if let Some(b) = &pair.budgets[i] {
+        map.force_pause(b);
+    }
+    pair.user_dir[i] = true;
+    watch_data(ep, pair, i);
+}
+
+/// Adds "data arrived" to what the pair's epoll instance reports for socket `i`: its direction
+/// is now copied by the router.
+fn watch_data(ep: &tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>, pair: &KernelPair, i: usize) {
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLOUT | libc::EPOLLET) as u32,
+        u64: i as u64,
+    };
+    // SAFETY: epoll_ctl on descriptors we own.
+    unsafe {
+        libc::epoll_ctl(
+            ep.get_ref().as_raw_fd(),
+            libc::EPOLL_CTL_MOD,
+            pair.socks[i].as_raw_fd(),
+            &mut ev,
+        )
+    };
 }
 
 /// An epoll instance of its own watching both sockets for FIN, errors and send-buffer space
@@ -625,10 +778,39 @@ async fn kernel_splice(
         return Some((client, server));
     };
     let keys = [sockmap::key(cl, cp), sockmap::key(sl, sp)];
+    // Budgets first, so that the program counts every byte it redirects.
+    let budgets = match (
+        map.take_budget(&keys[0], KERNEL_BUDGET),
+        map.take_budget(&keys[1], KERNEL_BUDGET),
+    ) {
+        (Ok(a), Ok(b)) => [Some(a), Some(b)],
+        (a, b) => {
+            for r in [a, b] {
+                match r {
+                    Ok(x) => map.release_budget(x),
+                    Err(e) => debug!(
+                        "{} listener: kernel forwarding not possible for this connection: {e}",
+                        l.cfg.role
+                    ),
+                }
+            }
+            return Some((client, server));
+        }
+    };
+    let release = |budgets: [Option<sockmap::Budget>; 2]| {
+        for b in budgets.into_iter().flatten() {
+            map.release_budget(b);
+        }
+    };
     // Off tokio's epoll: the data wakeups of sockets in the map must not reach the runtime.
     let (Ok(c), Ok(s)) = (client.into_std(), server.into_std()) else {
+        release(budgets);
         return None;
     };
+    // Counted before the sockets join, when only the router reads and writes them.
+    let consumed0 = [consumed(c.as_raw_fd()), consumed(s.as_raw_fd())];
+    let written0 = [written(c.as_raw_fd()), written(s.as_raw_fd())];
+    let received0 = [received(c.as_raw_fd()), received(s.as_raw_fd())];
     // The entry of the server's key holds the client socket: data from the server goes to the
     // client. Whichever entry is in first, data arriving before the second one stays queued
     // on its own socket (the program never drops) and is moved below.
@@ -637,6 +819,7 @@ async fn kernel_splice(
             "{} listener: kernel forwarding not possible for this connection: {e}",
             l.cfg.role
         );
+        release(budgets);
         return Some((TcpStream::from_std(c).ok()?, TcpStream::from_std(s).ok()?));
     }
     if let Err(e) = map.insert(&keys[0], s.as_raw_fd()) {
@@ -645,31 +828,32 @@ async fn kernel_splice(
             l.cfg.role
         );
         let _ = map.remove(&keys[1]);
+        release(budgets);
         return Some((TcpStream::from_std(c).ok()?, TcpStream::from_std(s).ok()?));
     }
     l.stats.kernel_spliced.fetch_add(1, Relaxed);
     let mut pair = KernelPair {
         socks: [c, s],
         keys,
-        received0: [0; 2],
-        reported: [0; 2],
-        written0: [0; 2],
+        reported: received0,
+        written0,
         user_read: [0; 2],
         user_written: [0; 2],
         eof: [false; 2],
         fin: [false; 2],
         user_dir: [false; 2],
+        drained: [false; 2],
+        pending: [Vec::new(), Vec::new()],
+        budgets,
+        redirected_seen: [0; 2],
+        consumed0,
     };
-    for i in 0..2 {
-        pair.received0[i] = pair.received(i);
-        pair.written0[i] = pair.written(i);
-    }
-    pair.reported = pair.received0;
-    let end = kernel_wait(&mut pair, to_client, l, &slot.stats, fence).await;
+    let end = kernel_wait(map, &mut pair, to_client, l, &slot.stats, fence).await;
     pair.report(&slot.stats);
     for k in &pair.keys {
         let _ = map.remove(k);
     }
+    release(std::mem::take(&mut pair.budgets));
     match end {
         End::Fenced => {
             slot.stats.fenced.fetch_add(1, Relaxed);
@@ -693,6 +877,7 @@ async fn kernel_splice(
 }
 
 async fn kernel_wait(
+    map: &SockMap,
     pair: &mut KernelPair,
     to_client: &[u8],
     l: &ListenerShared,
@@ -710,7 +895,9 @@ async fn kernel_wait(
     let mut shut = [false; 2];
     for i in 0..2 {
         match move_leftovers(pair, i, l).await {
-            Ok(e) => pair.eof[i] = e,
+            // The router reads the rest of that side, and its EOF, itself (see `pump`).
+            Ok(true) => to_router(map, &ep, pair, i),
+            Ok(false) => {}
             Err(_) => return End::Error,
         }
     }
@@ -719,13 +906,25 @@ async fn kernel_wait(
     let mut next = Instant::now();
     loop {
         let mut draining = false;
-        // Directions copied in user space after the other side's FIN.
+        // Directions copied by the router (after the other side's FIN, or paused by their
+        // budget), once the kernel's queue for them is empty: no redirected byte may follow
+        // a byte the router writes.
         for i in 0..2 {
             if pair.user_dir[i] && !pair.eof[i] {
-                let kernel_queued = pair.backlog(i);
-                if kernel_queued == 0 {
-                    match move_leftovers(pair, i, l).await {
-                        Ok(e) => pair.eof[i] = e,
+                if !pair.drained[i] && pair.backlog(map, i) == 0 {
+                    pair.drained[i] = true;
+                }
+                if pair.drained[i] {
+                    match pump(pair, i, map) {
+                        Ok(Pumped::Eof) => {
+                            // Side i has ended. Older kernels refuse to redirect into a socket
+                            // that has received FIN (not ESTABLISHED), which would leave the
+                            // other direction's bytes unclaimed: the router copies it too.
+                            pair.eof[i] = true;
+                            to_router(map, &ep, pair, 1 - i);
+                        }
+                        Ok(Pumped::Waiting) => {}
+                        Ok(Pumped::Retry) => draining = true,
                         Err(_) => return End::Error,
                     }
                 } else {
@@ -737,7 +936,7 @@ async fn kernel_wait(
         for i in 0..2 {
             let o = 1 - i;
             if pair.eof[i] && !shut[o] {
-                if pair.backlog(i) == 0 {
+                if pair.pending[i].is_empty() && pair.backlog(map, i) == 0 {
                     // SAFETY: shutdown(2) on a descriptor we own.
                     unsafe { libc::shutdown(pair.socks[o].as_raw_fd(), libc::SHUT_WR) };
                     shut[o] = true;
@@ -770,35 +969,12 @@ async fn kernel_wait(
                         return End::Error;
                     }
                     if bits & (libc::EPOLLRDHUP | libc::EPOLLHUP) as u32 != 0 {
+                        // FIN from side i: the program stops redirecting its bytes, and the
+                        // router reads what is left and the EOF once the kernel's queue is
+                        // empty (above), then passes the FIN on after the last byte. (Data
+                        // wakeups of router-copied directions just run the loop again.)
                         pair.fin[i] = true;
-                    }
-                    if pair.user_dir[i] {
-                        // Data, or FIN, for the user-space copy above.
-                        continue;
-                    }
-                    if bits & (libc::EPOLLRDHUP | libc::EPOLLHUP) as u32 != 0 {
-                        // FIN. Not read: TCP wakes us with the FIN before the verdict program
-                        // has seen the last segment, and a read then would take that segment
-                        // from the kernel's path (and could put it before bytes still queued
-                        // for the peer). The backlog check below waits for it instead.
-                        pair.eof[i] = true;
-                        let o = 1 - i;
-                        if !pair.user_dir[o] {
-                            pair.user_dir[o] = true;
-                            let mut ev = libc::epoll_event {
-                                events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLOUT | libc::EPOLLET) as u32,
-                                u64: o as u64,
-                            };
-                            // SAFETY: epoll_ctl on descriptors we own.
-                            unsafe {
-                                libc::epoll_ctl(
-                                    ep.get_ref().as_raw_fd(),
-                                    libc::EPOLL_CTL_MOD,
-                                    pair.socks[o].as_raw_fd(),
-                                    &mut ev,
-                                )
-                            };
-                        }
+                        to_router(map, &ep, pair, i);
                     }
                     if bits & libc::EPOLLOUT as u32 != 0 {
                         // A send buffer that was full has room again: a slow receiver; look now.
@@ -809,11 +985,37 @@ async fn kernel_wait(
             _ = async { let _ = fence.wait_for(|cut| *cut).await; } => return End::Fenced,
             _ = tokio::time::sleep_until(next.into()) => {
                 let now = [pair.received(0), pair.received(1)];
-                let backlog = pair.backlog(0).max(pair.backlog(1));
+                let backlog = pair.backlog(map, 0).max(pair.backlog(map, 1));
                 if backlog > BACKLOG_LIMIT {
                     return End::Overrun;
                 }
-                interval = if now != last_seen || backlog > 0 {
+                // Budgets: a paused direction goes to the router; the others may redirect up to
+                // KERNEL_BUDGET beyond what the receiving side's socket has taken.
+                let mut bulk = false;
+                for i in 0..2 {
+                    let Some(b) = &pair.budgets[i] else { continue };
+                    let redirected = map.redirected(b);
+                    bulk |= redirected - pair.redirected_seen[i].min(redirected) > KERNEL_BUDGET / 4;
+                    pair.redirected_seen[i] = redirected;
+                    if pair.user_dir[i] {
+                        continue;
+                    }
+                    if map.paused(b) {
+                        pair.user_dir[i] = true;
+                        l.stats.kernel_paused.fetch_add(1, Relaxed);
+                        debug!(
+                            "{} listener: a receiver fell {} MiB behind; the router copies that direction from now on",
+                            l.cfg.role,
+                            KERNEL_BUDGET >> 20
+                        );
+                        watch_data(&ep, pair, i);
+                    } else {
+                        map.set_limit(b, pair.kernel_written(1 - i) + KERNEL_BUDGET);
+                    }
+                }
+                interval = if bulk {
+                    CHECK_FAST
+                } else if now != last_seen || backlog > 0 {
                     CHECK_MIN
                 } else {
                     (interval * 2).min(CHECK_MAX)
@@ -1309,10 +1511,13 @@ mod tests {
     use crate::proxy::config::ListenerConfig;
     use tokio::net::TcpListener;
 
-    #[derive(Clone, Copy)]
+    #[derive(Clone)]
     enum Fake {
         /// Answers the startup packet with AuthenticationOk, then echoes.
         Ok,
+        /// AuthenticationOk, then reads nothing until the gate opens; then reads to EOF and
+        /// answers with the byte count and an FNV-1a hash of what it read (8 + 8 bytes, BE).
+        Sink(watch::Receiver<bool>),
         /// Answers the startup packet with 57P03 "shutting down".
         ShuttingDown,
         /// Accepts and never answers.
@@ -1326,6 +1531,7 @@ mod tests {
         tokio::spawn(async move {
             loop {
                 let (mut s, _) = l.accept().await.unwrap();
+                let how = how.clone();
                 tokio::spawn(async move {
                     let mut p = read_packet(&mut s).await.unwrap();
                     if p.kind == Packet::SslRequest {
@@ -1347,6 +1553,25 @@ mod tests {
                                 }
                             }
                         }
+                        Fake::Sink(mut gate) => {
+                            s.write_all(b"R\0\0\0\x08\0\0\0\0Z\0\0\0\x05I")
+                                .await
+                                .unwrap();
+                            let _ = gate.wait_for(|open| *open).await;
+                            let mut buf = vec![0u8; 64 * 1024];
+                            let (mut n, mut h) = (0u64, FNV_START);
+                            loop {
+                                let r = s.read(&mut buf).await.unwrap_or(0);
+                                if r == 0 {
+                                    break;
+                                }
+                                n += r as u64;
+                                h = fnv(h, &buf[..r]);
+                            }
+                            let mut out = n.to_be_bytes().to_vec();
+                            out.extend(h.to_be_bytes());
+                            let _ = s.write_all(&out).await;
+                        }
                         Fake::ShuttingDown => {
                             let e = pgwire::error_response(
                                 "57P03",
@@ -1363,6 +1588,14 @@ mod tests {
             }
         });
         addr
+    }
+
+    const FNV_START: u64 = 0xcbf29ce484222325;
+    fn fnv(mut h: u64, data: &[u8]) -> u64 {
+        for b in data {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x100000001b3);
+        }
+        h
     }
 
     struct Router {
@@ -1669,5 +1902,74 @@ mod tests {
         assert_eq!(st.bytes_from_server.load(Relaxed), data.len() as u64);
         assert_eq!(r.shared.stats.kernel_spliced.load(Relaxed), 1);
         // The echo's tail, after the client's FIN, went through the router (see `user_dir`).
+    }
+
+    /// A server that stops reading holds the client back (the sender stalls well before all of
+    /// its 64 MiB are in), nothing is reset, and when it reads again everything arrives in
+    /// order. Through the kernel the program pauses the direction at KERNEL_BUDGET and the
+    /// router copies it from then on.
+    #[tokio::test]
+    async fn a_receiver_that_stops_reading_holds_the_sender_back() {
+        backpressure(None).await;
+    }
+
+    #[tokio::test]
+    async fn a_receiver_that_stops_reading_holds_the_sender_back_kernel() {
+        let Some(k) = kernel_map() else { return };
+        let r = backpressure(Some(k)).await;
+        assert_eq!(r.shared.stats.kernel_spliced.load(Relaxed), 1);
+        assert!(r.shared.stats.kernel_paused.load(Relaxed) >= 1);
+    }
+
+    async fn backpressure(kernel: Option<Arc<SockMap>>) -> Router {
+        let r = router_with(10, Duration::from_secs(5), kernel).await;
+        let (gate_tx, gate_rx) = watch::channel(false);
+        let sink = fake_server(Fake::Sink(gate_rx)).await;
+        route_to(&r, &[("a", sink)]);
+        let (s, _) = client(r.addr).await;
+        let total: u64 = 64 << 20;
+        let chunk: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+        let mut expect = FNV_START;
+        for _ in 0..total / chunk.len() as u64 {
+            expect = fnv(expect, &chunk);
+        }
+        let (mut rd, mut wr) = s.into_split();
+        let progress = Arc::new(AtomicU64::new(0));
+        let p = progress.clone();
+        let writer = tokio::spawn(async move {
+            for _ in 0..total / chunk.len() as u64 {
+                wr.write_all(&chunk).await.unwrap();
+                p.fetch_add(chunk.len() as u64, Relaxed);
+            }
+            wr.shutdown().await.unwrap();
+        });
+        // Wait for the writer to stall: no progress over half a second.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = u64::MAX;
+        loop {
+            let now = progress.load(Relaxed);
+            if now == last {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the writer never stalled");
+            assert!(now < total, "all {total} bytes went in without a reader");
+            last = now;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        eprintln!("the writer stalled after {} MiB", last >> 20);
+        assert!(last < 48 << 20, "the writer got {} MiB in", last >> 20);
+        gate_tx.send(true).unwrap();
+        let mut answer = [0u8; 16];
+        tokio::time::timeout(Duration::from_secs(60), rd.read_exact(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        writer.await.unwrap();
+        let n = u64::from_be_bytes(answer[..8].try_into().unwrap());
+        let h = u64::from_be_bytes(answer[8..].try_into().unwrap());
+        assert_eq!(n, total);
+        assert_eq!(h, expect, "the bytes arrived changed or out of order");
+        assert_eq!(r.shared.stats.backlog_resets.load(Relaxed), 0);
+        r
     }
 }

@@ -672,6 +672,14 @@ impl SockMap {
         self.budgets.field(b.slot, budget::LIMIT).store(limit, SeqCst);
     }
 
+    /// Stops the redirects from this socket for good, as if it had gone over its budget. A
+    /// segment whose program run read `paused` just before this store may still be redirected;
+    /// it was received before, so a backlog computed from the byte counters after this call
+    /// includes it.
+    pub fn force_pause(&self, b: &Budget) {
+        self.budgets.field(b.slot, budget::PAUSED).store(1, SeqCst);
+    }
+
     /// The program has stopped redirecting from this socket (for good).
     pub fn paused(&self, b: &Budget) -> bool {
         self.budgets.field(b.slot, budget::PAUSED).load(SeqCst) != 0
