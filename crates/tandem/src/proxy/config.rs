@@ -110,6 +110,9 @@ pub struct ProxyConfig {
     /// Worker threads of the runtime (default 1: one core moves a lot of small packets).
     pub threads: usize,
     pub kernel_forwarding: KernelForwarding,
+    /// `kernel_forwarding` was in the file (the default's fallback to user space is not
+    /// worth a warning).
+    pub kernel_forwarding_set: bool,
 }
 
 impl ProxyConfig {
@@ -336,10 +339,9 @@ fn parse_proxy(m: &Map<String, Value>, origin: &str) -> Result<ProxyConfig> {
         },
     };
     let kernel_forwarding = match m.get("kernel_forwarding") {
-        // Off by default: the kernel path has no backpressure, so a consumer that falls more
-        // than 16 MiB behind (pg_dump to slow storage, a slow logical-replication subscriber)
-        // is reset instead of slowed down (docs/proxy.md). Opt in where clients keep up.
-        None | Some(Value::Null) => KernelForwarding::Off,
+        // Auto by default: in the kernel where the router may load BPF programs (a receiver
+        // that falls behind pauses its direction into the router's copy loop, docs/proxy.md).
+        None | Some(Value::Null) => KernelForwarding::Auto,
         // YAML 1.1 reads a bare on/off as a boolean.
         Some(Value::Bool(true)) => KernelForwarding::On,
         Some(Value::Bool(false)) => KernelForwarding::Off,
@@ -445,6 +447,7 @@ fn parse_proxy(m: &Map<String, Value>, origin: &str) -> Result<ProxyConfig> {
         status_listen,
         threads,
         kernel_forwarding,
+        kernel_forwarding_set: !matches!(m.get("kernel_forwarding"), None | Some(Value::Null)),
     })
 }
 
@@ -537,7 +540,8 @@ mod tests {
         assert_eq!(p.health_interval, Duration::from_millis(200));
         assert_eq!(p.status_listen.as_deref(), Some("127.0.0.1:5009"));
         assert_eq!(p.threads, 2);
-        assert_eq!(p.kernel_forwarding, KernelForwarding::Off);
+        assert_eq!(p.kernel_forwarding, KernelForwarding::Auto);
+        assert!(!p.kernel_forwarding_set);
         for (v, want) in [
             ("off", KernelForwarding::Off),
             ("on", KernelForwarding::On),

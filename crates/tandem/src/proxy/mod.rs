@@ -192,6 +192,10 @@ fn kernel_forwarding(proxy: &ProxyConfig) -> Result<Option<Arc<sockmap::SockMap>
                 );
                 Ok(Some(Arc::new(m)))
             }
+            Err(e) if !proxy.kernel_forwarding_set => {
+                info!("forwarding in user space: the BPF forwarding program cannot be loaded ({e}); {why}");
+                Ok(None)
+            }
             Err(e) => {
                 tracing::warn!(
                     "forwarding in user space: the BPF forwarding program cannot be loaded ({e}); {why}. Run the router with those privileges for in-kernel forwarding, or set proxy.kernel_forwarding: off to choose user space and silence this warning"

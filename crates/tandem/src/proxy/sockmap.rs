@@ -281,26 +281,26 @@ pub fn verdict_program(map_fd: RawFd, slots_fd: RawFd, budget_fd: RawFd) -> Vec<
     p.extend(ld_map_fd(R1, slots_fd).map(Op::I));
     p.extend([
         Op::I(mov64_reg(R2, R10)),
-        Op::I(add64_imm(R2, k as i32)),         // r2 = &key
-        Op::I(call(HELPER_MAP_LOOKUP_ELEM)),    // r0 = &slots[key] or NULL
-        Op::J(jeq_imm(R0, 0, 0), "plain"),      // no budget: redirect without one
-        Op::I(ldx_w(R2, R0, 0)),                // r2 = slot
-        Op::I(stx_w(R10, SLOT_AT, R2)),         // on the stack, as the array's key
+        Op::I(add64_imm(R2, k as i32)),      // r2 = &key
+        Op::I(call(HELPER_MAP_LOOKUP_ELEM)), // r0 = &slots[key] or NULL
+        Op::J(jeq_imm(R0, 0, 0), "plain"),   // no budget: redirect without one
+        Op::I(ldx_w(R2, R0, 0)),             // r2 = slot
+        Op::I(stx_w(R10, SLOT_AT, R2)),      // on the stack, as the array's key
     ]);
     p.extend(ld_map_fd(R1, budget_fd).map(Op::I));
     p.extend([
         Op::I(mov64_reg(R2, R10)),
-        Op::I(add64_imm(R2, SLOT_AT as i32)),   // r2 = &slot
-        Op::I(call(HELPER_MAP_LOOKUP_ELEM)),    // r0 = &budget[slot] or NULL
+        Op::I(add64_imm(R2, SLOT_AT as i32)), // r2 = &slot
+        Op::I(call(HELPER_MAP_LOOKUP_ELEM)),  // r0 = &budget[slot] or NULL
         Op::J(jeq_imm(R0, 0, 0), "plain"),
-        Op::I(mov64_reg(R7, R0)),               // r7 = b (callee-saved)
-        Op::I(ldx_dw(R2, R7, budget::PAUSED)),  // r2 = b->paused
-        Op::J(jne_imm(R2, 0, 0), "pass"),       // paused: keep it here
+        Op::I(mov64_reg(R7, R0)),                  // r7 = b (callee-saved)
+        Op::I(ldx_dw(R2, R7, budget::PAUSED)),     // r2 = b->paused
+        Op::J(jne_imm(R2, 0, 0), "pass"),          // paused: keep it here
         Op::I(ldx_dw(R8, R7, budget::REDIRECTED)), // r8 = b->redirected
-        Op::I(ldx_w(R2, R6, skb::LEN)),         // r2 = skb->len
-        Op::I(add64_reg(R8, R2)),               // r8 = redirected after this segment
-        Op::I(ldx_dw(R2, R7, budget::LIMIT)),   // r2 = b->limit
-        Op::J(jgt_reg(R8, R2, 0), "pause"),     // over the budget: pause
+        Op::I(ldx_w(R2, R6, skb::LEN)),            // r2 = skb->len
+        Op::I(add64_reg(R8, R2)),                  // r8 = redirected after this segment
+        Op::I(ldx_dw(R2, R7, budget::LIMIT)),      // r2 = b->limit
+        Op::J(jgt_reg(R8, R2, 0), "pause"),        // over the budget: pause
     ]);
     redirect(&mut p);
     p.extend([
@@ -309,17 +309,14 @@ pub fn verdict_program(map_fd: RawFd, slots_fd: RawFd, budget_fd: RawFd) -> Vec<
         Op::J(ja(0), "pass"),
         Op::L("pause"),
         Op::I(mov64_imm(R2, 1)),
-        Op::I(stx_dw(R7, budget::PAUSED, R2)),  // b->paused = 1, for good
+        Op::I(stx_dw(R7, budget::PAUSED, R2)), // b->paused = 1, for good
         Op::L("pass"),
-        Op::I(mov64_imm(R0, SK_PASS)),          // redirected, or kept by the receiving socket
+        Op::I(mov64_imm(R0, SK_PASS)), // redirected, or kept by the receiving socket
         Op::I(exit()),
         Op::L("plain"),
     ]);
     redirect(&mut p);
-    p.extend([
-        Op::I(mov64_imm(R0, SK_PASS)),
-        Op::I(exit()),
-    ]);
+    p.extend([Op::I(mov64_imm(R0, SK_PASS)), Op::I(exit())]);
     assemble(p)
 }
 
@@ -532,7 +529,10 @@ impl Budgets {
         };
         if base == libc::MAP_FAILED {
             let e = io::Error::last_os_error();
-            return Err(io::Error::new(e.kind(), format!("mmap of the budget array: {e}")));
+            return Err(io::Error::new(
+                e.kind(),
+                format!("mmap of the budget array: {e}"),
+            ));
         }
         Ok(Budgets {
             fd,
@@ -583,11 +583,7 @@ impl SockMap {
         .map_err(|e| io::Error::new(e.kind(), format!("BPF_MAP_CREATE (slots): {e}")))?;
         let budgets = Budgets::new(max_entries)?;
         let verdict = load_program(
-            &verdict_program(
-                map.as_raw_fd(),
-                slots.as_raw_fd(),
-                budgets.fd.as_raw_fd(),
-            ),
+            &verdict_program(map.as_raw_fd(), slots.as_raw_fd(), budgets.fd.as_raw_fd()),
             b"tandem_verdict",
         )?;
         if attach(&map, &verdict, BPF_SK_SKB_VERDICT).is_ok() {
@@ -669,7 +665,9 @@ impl SockMap {
     }
 
     pub fn set_limit(&self, b: &Budget, limit: u64) {
-        self.budgets.field(b.slot, budget::LIMIT).store(limit, SeqCst);
+        self.budgets
+            .field(b.slot, budget::LIMIT)
+            .store(limit, SeqCst);
     }
 
     /// Stops the redirects from this socket for good, as if it had gone over its budget. A
@@ -981,7 +979,10 @@ mod tests {
         }
         assert!(m.paused(&bc), "the program paused after {limit} bytes");
         let redirected = m.redirected(&bc);
-        assert!(redirected <= limit, "redirected {redirected} > limit {limit}");
+        assert!(
+            redirected <= limit,
+            "redirected {redirected} > limit {limit}"
+        );
         let (rx, _) = tcp_bytes(rc.as_raw_fd()).unwrap();
         eprintln!(
             "sent {} KiB; redirected {} KiB; router's socket received {} KiB",

@@ -127,6 +127,7 @@ impl StatusSources {
                     "kernel_forwarded": l.stats.kernel_spliced.load(Relaxed),
                     "user_space_forwarded": l.stats.user_spliced.load(Relaxed),
                     "backlog_resets": l.stats.backlog_resets.load(Relaxed),
+                    "kernel_paused": l.stats.kernel_paused.load(Relaxed),
                     "backends": backends,
                     "reason": if routes.slots.is_empty() { Value::from(routes.reason.clone()) } else { Value::Null },
                 })
@@ -242,8 +243,14 @@ impl StatusSources {
         family(
             "tandem_proxy_backlog_resets_total",
             "counter",
-            "Kernel-forwarded connections reset because a receiver fell more than 16 MiB behind.",
+            "Kernel-forwarded connections reset because more than 16 MiB were queued in the kernel for one direction (a backstop: the budget pauses a direction at 4 MiB).",
             per_listener(&|l| l.stats.backlog_resets.load(Relaxed).to_string()),
+        );
+        family(
+            "tandem_proxy_kernel_paused_total",
+            "counter",
+            "Directions of kernel-forwarded connections handed to the router's copy loop because their receiver fell 4 MiB behind (backpressure).",
+            per_listener(&|l| l.stats.kernel_paused.load(Relaxed).to_string()),
         );
         let mut refused = Vec::new();
         for (l, _) in ls {
