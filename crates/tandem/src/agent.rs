@@ -24,6 +24,9 @@ use crate::peer::PeerClient;
 use crate::pg::{PgStatus, Postgres, Upstream};
 use crate::status::NodeStatus;
 
+/// Least time between a switchover's start and the old primary's fast stop (see
+/// `demote_gracefully`); the CHECKPOINT before the stop counts towards it.
+const SWITCHOVER_AUTH_GRACE: Duration = Duration::from_millis(200);
 /// The version published in member keys and `/patroni`, so Patroni's tools treat us as a current peer.
 pub const PATRONI_COMPAT_VERSION: &str = "4.1.5";
 
@@ -1026,6 +1029,15 @@ impl Agent {
             if let Err(e) = c.batch_execute("CHECKPOINT").await {
                 warn!("checkpoint before switchover failed: {e}");
             }
+        }
+        // Routers stop sending new connections here as soon as they see the switchover
+        // request (the same etcd event). A client whose authentication exchange with this
+        // server is already under way cannot be moved (SCRAM cannot be replayed elsewhere):
+        // give it a moment to finish, so that it meets a cut session rather than a failed
+        // connection, which the router's hold cannot hide.
+        let grace = SWITCHOVER_AUTH_GRACE.saturating_sub(started.elapsed());
+        if !grace.is_zero() {
+            tokio::time::sleep(grace).await;
         }
         self.pg_state = "stopping".into();
         self.pg.stop("fast").await?;
