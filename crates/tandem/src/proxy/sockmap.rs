@@ -406,22 +406,27 @@ fn owned(fd: i64) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
 }
 
-fn create_map(
+/// A map's shape: type, key and value sizes, flags, name (and what errors call it).
+struct MapSpec {
     map_type: u32,
     key_size: usize,
     value_size: usize,
-    max_entries: u32,
     flags: u32,
-    name: &[u8],
-) -> io::Result<OwnedFd> {
+    name: &'static [u8],
+    what: &'static str,
+}
+
+fn create_map(spec: MapSpec, max_entries: u32) -> io::Result<OwnedFd> {
     let mut a: Attr = [0; 16];
-    put_u32(&mut a, 0, map_type); // map_type
-    put_u32(&mut a, 4, key_size as u32); // key_size
-    put_u32(&mut a, 8, value_size as u32); // value_size
+    put_u32(&mut a, 0, spec.map_type); // map_type
+    put_u32(&mut a, 4, spec.key_size as u32); // key_size
+    put_u32(&mut a, 8, spec.value_size as u32); // value_size
     put_u32(&mut a, 12, max_entries); // max_entries
-    put_u32(&mut a, 16, flags); // map_flags
-    put_bytes(&mut a, 28, name); // map_name
-    bpf(BPF_MAP_CREATE, &mut a).map(owned)
+    put_u32(&mut a, 16, spec.flags); // map_flags
+    put_bytes(&mut a, 28, spec.name); // map_name
+    bpf(BPF_MAP_CREATE, &mut a)
+        .map(owned)
+        .map_err(|e| io::Error::new(e.kind(), format!("BPF_MAP_CREATE ({}): {e}", spec.what)))
 }
 
 /// Loads an SK_SKB program; on failure the error carries the verifier's log.
@@ -504,15 +509,15 @@ unsafe impl Sync for Budgets {}
 
 impl Budgets {
     fn new(max_entries: u32) -> io::Result<Budgets> {
-        let fd = create_map(
-            BPF_MAP_TYPE_ARRAY,
-            4,
-            budget::SIZE,
-            max_entries,
-            BPF_F_MMAPABLE,
-            b"tandem_budget",
-        )
-        .map_err(|e| io::Error::new(e.kind(), format!("BPF_MAP_CREATE (budget array): {e}")))?;
+        let spec = MapSpec {
+            map_type: BPF_MAP_TYPE_ARRAY,
+            key_size: 4,
+            value_size: budget::SIZE,
+            flags: BPF_F_MMAPABLE,
+            name: b"tandem_budget",
+            what: "budget array",
+        };
+        let fd = create_map(spec, max_entries)?;
         let page = 4096usize;
         let len = (max_entries as usize * budget::SIZE).div_ceil(page) * page;
         // SAFETY: maps `len` bytes of the array (its size rounded up to a page) shared, as the
@@ -563,24 +568,23 @@ impl SockMap {
     /// attaches the verdict program.
     pub fn load(max_entries: u32) -> io::Result<SockMap> {
         let max_entries = max_entries.max(2);
+        // Both keyed by a socket's key; values: a socket fd, a slot number.
+        let keyed = |map_type, name, what| MapSpec {
+            map_type,
+            key_size: KEY_SIZE,
+            value_size: 4,
+            flags: 0,
+            name,
+            what,
+        };
         let map = create_map(
-            BPF_MAP_TYPE_SOCKHASH,
-            KEY_SIZE,
-            4,
+            keyed(BPF_MAP_TYPE_SOCKHASH, b"tandem_fwd", "sockhash"),
             max_entries,
-            0,
-            b"tandem_fwd",
-        )
-        .map_err(|e| io::Error::new(e.kind(), format!("BPF_MAP_CREATE (sockhash): {e}")))?;
+        )?;
         let slots = create_map(
-            BPF_MAP_TYPE_HASH,
-            KEY_SIZE,
-            4,
+            keyed(BPF_MAP_TYPE_HASH, b"tandem_slots", "slots"),
             max_entries,
-            0,
-            b"tandem_slots",
-        )
-        .map_err(|e| io::Error::new(e.kind(), format!("BPF_MAP_CREATE (slots): {e}")))?;
+        )?;
         let budgets = Budgets::new(max_entries)?;
         let verdict = load_program(
             &verdict_program(map.as_raw_fd(), slots.as_raw_fd(), budgets.fd.as_raw_fd()),
