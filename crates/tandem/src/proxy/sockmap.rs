@@ -880,28 +880,63 @@ mod tests {
         assert_eq!(k6[35], 1);
     }
 
+    /// The program and its maps, or None (and a note) where they cannot be loaded (not root).
+    fn loaded() -> Option<SockMap> {
+        match SockMap::load(16) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                eprintln!("skipped: cannot load the BPF program here: {e}");
+                None
+            }
+        }
+    }
+
+    /// A client connected to a "router" socket `rc`, and the router's socket `rs` connected to
+    /// a server; `kc`/`ks` the keys of the router's two sockets.
+    struct Pair {
+        client: std::net::TcpStream,
+        rc: std::net::TcpStream,
+        rs: std::net::TcpStream,
+        server: std::net::TcpStream,
+        kc: [u8; KEY_SIZE],
+        ks: [u8; KEY_SIZE],
+    }
+
+    fn pair() -> Pair {
+        use std::net::{TcpListener, TcpStream};
+        let front = TcpListener::bind("127.0.0.1:0").unwrap();
+        let back = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(front.local_addr().unwrap()).unwrap();
+        let (rc, _) = front.accept().unwrap();
+        let rs = TcpStream::connect(back.local_addr().unwrap()).unwrap();
+        let (server, _) = back.accept().unwrap();
+        let kc = key(rc.local_addr().unwrap(), rc.peer_addr().unwrap());
+        let ks = key(rs.local_addr().unwrap(), rs.peer_addr().unwrap());
+        Pair {
+            client,
+            rc,
+            rs,
+            server,
+            kc,
+            ks,
+        }
+    }
+
     /// Two TCP connections through a "router" whose two sockets are joined in the map: what
     /// the client writes reaches the server and back without the router reading anything.
     #[test]
     fn kernel_forwards_both_ways() {
         use std::io::{Read, Write};
-        use std::net::{TcpListener, TcpStream};
-        let m = match SockMap::load(16) {
-            Ok(m) => m,
-            Err(e) => {
-                eprintln!("skipped: cannot load the BPF program here: {e}");
-                return;
-            }
-        };
+        let Some(m) = loaded() else { return };
         eprintln!("attached as {}", m.attach);
-        let front = TcpListener::bind("127.0.0.1:0").unwrap();
-        let back = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = TcpStream::connect(front.local_addr().unwrap()).unwrap();
-        let (rc, _) = front.accept().unwrap();
-        let rs = TcpStream::connect(back.local_addr().unwrap()).unwrap();
-        let (mut server, _) = back.accept().unwrap();
-        let kc = key(rc.local_addr().unwrap(), rc.peer_addr().unwrap());
-        let ks = key(rs.local_addr().unwrap(), rs.peer_addr().unwrap());
+        let Pair {
+            mut client,
+            rc,
+            rs,
+            mut server,
+            kc,
+            ks,
+        } = pair();
         m.insert(&ks, rc.as_raw_fd()).unwrap();
         m.insert(&kc, rs.as_raw_fd()).unwrap();
         client.write_all(b"hello").unwrap();
@@ -930,22 +965,15 @@ mod tests {
     #[test]
     fn a_budget_holds_the_sender_back() {
         use std::io::{Read, Write};
-        use std::net::{TcpListener, TcpStream};
-        let m = match SockMap::load(16) {
-            Ok(m) => m,
-            Err(e) => {
-                eprintln!("skipped: cannot load the BPF program here: {e}");
-                return;
-            }
-        };
-        let front = TcpListener::bind("127.0.0.1:0").unwrap();
-        let back = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = TcpStream::connect(front.local_addr().unwrap()).unwrap();
-        let (rc, _) = front.accept().unwrap();
-        let rs = TcpStream::connect(back.local_addr().unwrap()).unwrap();
-        let (mut server, _) = back.accept().unwrap();
-        let kc = key(rc.local_addr().unwrap(), rc.peer_addr().unwrap());
-        let ks = key(rs.local_addr().unwrap(), rs.peer_addr().unwrap());
+        let Some(m) = loaded() else { return };
+        let Pair {
+            mut client,
+            rc,
+            rs,
+            mut server,
+            kc,
+            ks,
+        } = pair();
         let limit = 1 << 20;
         let bc = m.take_budget(&kc, limit).unwrap();
         let bs = m.take_budget(&ks, limit).unwrap();
@@ -1009,24 +1037,17 @@ mod tests {
     #[ignore]
     fn slow_receiver_experiment() {
         use std::io::Write;
-        use std::net::{TcpListener, TcpStream};
         let m = SockMap::load(16).unwrap();
-        let front = TcpListener::bind("127.0.0.1:0").unwrap();
-        let back = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = TcpStream::connect(front.local_addr().unwrap()).unwrap();
-        let (rc, _) = front.accept().unwrap();
-        let rs = TcpStream::connect(back.local_addr().unwrap()).unwrap();
-        let (_server, _) = back.accept().unwrap();
-        m.insert(
-            &key(rs.local_addr().unwrap(), rs.peer_addr().unwrap()),
-            rc.as_raw_fd(),
-        )
-        .unwrap();
-        m.insert(
-            &key(rc.local_addr().unwrap(), rc.peer_addr().unwrap()),
-            rs.as_raw_fd(),
-        )
-        .unwrap();
+        let Pair {
+            mut client,
+            rc,
+            rs,
+            server: _server,
+            kc,
+            ks,
+        } = pair();
+        m.insert(&ks, rc.as_raw_fd()).unwrap();
+        m.insert(&kc, rs.as_raw_fd()).unwrap();
         let sockstat = || std::fs::read_to_string("/proc/net/sockstat").unwrap();
         let slab = || {
             std::fs::read_to_string("/proc/meminfo")
