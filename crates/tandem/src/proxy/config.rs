@@ -340,7 +340,7 @@ fn parse_proxy(m: &Map<String, Value>, origin: &str) -> Result<ProxyConfig> {
     };
     let kernel_forwarding = match m.get("kernel_forwarding") {
         // Off by default. The kernel path now has backpressure (a receiver that falls behind
-        // pauses its direction into the router's copy loop), but one stress run out of ~1,000
+        // pauses its direction into the router's copy loop), but one stress run out of ~2,000
         // returned an echo with 93 KiB duplicated, not explained yet (docs/proxy.md): a
         // database session must never see that, so in-kernel forwarding stays opt-in.
         None | Some(Value::Null) => KernelForwarding::Off,
