@@ -99,6 +99,9 @@ pub struct ListenerStats {
     /// Directions of kernel-forwarded connections handed back to the router because their
     /// receiver fell [`KERNEL_BUDGET`] behind (backpressure).
     pub kernel_paused: AtomicU64,
+    /// Kernel-forwarded connections that ended cleanly with bytes unaccounted for (see
+    /// `KernelPair::accounting`): expected 0.
+    pub kernel_mismatches: AtomicU64,
 }
 
 pub struct ListenerShared {
@@ -540,6 +543,39 @@ impl KernelPair {
         let redirected = self.budgets[i].as_ref().map_or(0, |b| map.redirected(b));
         redirected.saturating_sub(self.kernel_written(1 - i))
     }
+    /// After both sides have ended: checks, per direction, that every byte received was
+    /// redirected by the program or read by the router, that the receiving side's socket took
+    /// exactly the redirected bytes plus those the router wrote, and that the router wrote what
+    /// it read. None if all hold, else what did not.
+    fn accounting(&self, map: &SockMap, to_client: u64) -> Option<String> {
+        let mut bad = Vec::new();
+        for i in 0..2 {
+            let o = 1 - i;
+            let redirected = self.budgets[i].as_ref().map_or(0, |b| map.redirected(b));
+            let claimed = self.consumed0[i] + redirected + self.user_read[i];
+            let received = self.received(i);
+            if claimed != received {
+                bad.push(format!(
+                    "side {i}: received {received}, redirected + read {claimed}"
+                ));
+            }
+            // Our FIN counts in the peer's acknowledged bytes.
+            let took = self.written(o);
+            let put = self.written0[o] + self.user_written[o] + redirected;
+            if took != put && took != put + 1 {
+                bad.push(format!("side {o}: took {took}, given {put}"));
+            }
+            let extra = if o == 0 { to_client } else { 0 };
+            if self.user_written[o] != self.user_read[i] + extra {
+                bad.push(format!(
+                    "router read {} from side {i}, wrote {} to side {o}",
+                    self.user_read[i],
+                    self.user_written[o] - extra
+                ));
+            }
+        }
+        (!bad.is_empty()).then(|| bad.join("; "))
+    }
     /// Adds the bytes received since the last report to the backend's counters.
     fn report(&mut self, stats: &BackendStats) {
         for (i, counter) in [&stats.bytes_from_client, &stats.bytes_from_server]
@@ -558,10 +594,21 @@ fn received(fd: std::os::fd::RawFd) -> u64 {
     sockmap::tcp_bytes(fd).map_or(0, |(r, _)| r)
 }
 
-/// Bytes written into a socket (acknowledged by the peer + still in its send queue).
+/// Bytes written into a socket (acknowledged by the peer + still in its send queue), from
+/// two readings of the acknowledged count that agree (an ACK between the two system calls
+/// would otherwise make the sum too small).
 fn written(fd: std::os::fd::RawFd) -> u64 {
-    let acked = sockmap::tcp_bytes(fd).map_or(0, |(_, a)| a);
-    acked + sockmap::unacked(fd).unwrap_or(0)
+    let acked = || sockmap::tcp_bytes(fd).map_or(0, |(_, a)| a);
+    let mut before = acked();
+    for _ in 0..8 {
+        let queued = sockmap::unacked(fd).unwrap_or(0);
+        let after = acked();
+        if after == before {
+            return after + queued;
+        }
+        before = after;
+    }
+    before + sockmap::unacked(fd).unwrap_or(0)
 }
 
 fn fionread(fd: std::os::fd::RawFd) -> u64 {
@@ -872,6 +919,15 @@ async fn kernel_splice(
         consumed0,
     };
     let end = kernel_wait(map, &mut pair, to_client, l, &slot.stats, fence).await;
+    if end == End::Done {
+        if let Some(why) = pair.accounting(map, to_client.len() as u64) {
+            l.stats.kernel_mismatches.fetch_add(1, Relaxed);
+            warn!(
+                "{} listener: kernel-forwarded connection to {} ended with bytes unaccounted for ({why}); please report it, and set proxy.kernel_forwarding: off",
+                l.cfg.role, slot.backend.name
+            );
+        }
+    }
     pair.report(&slot.stats);
     for k in &pair.keys {
         let _ = map.remove(k);
@@ -2003,6 +2059,7 @@ mod tests {
         assert_eq!(n, total);
         assert_eq!(h, expect, "the bytes arrived changed or out of order");
         assert_eq!(r.shared.stats.backlog_resets.load(Relaxed), 0);
+        assert_eq!(r.shared.stats.kernel_mismatches.load(Relaxed), 0);
         r
     }
 
@@ -2077,6 +2134,7 @@ mod tests {
         }
         assert_eq!(r.shared.stats.kernel_spliced.load(Relaxed), 8);
         assert_eq!(r.shared.stats.backlog_resets.load(Relaxed), 0);
+        assert_eq!(r.shared.stats.kernel_mismatches.load(Relaxed), 0);
         eprintln!(
             "directions paused into the router: {}",
             r.shared.stats.kernel_paused.load(Relaxed)

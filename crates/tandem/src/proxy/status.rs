@@ -128,6 +128,7 @@ impl StatusSources {
                     "user_space_forwarded": l.stats.user_spliced.load(Relaxed),
                     "backlog_resets": l.stats.backlog_resets.load(Relaxed),
                     "kernel_paused": l.stats.kernel_paused.load(Relaxed),
+                    "kernel_mismatches": l.stats.kernel_mismatches.load(Relaxed),
                     "backends": backends,
                     "reason": if routes.slots.is_empty() { Value::from(routes.reason.clone()) } else { Value::Null },
                 })
