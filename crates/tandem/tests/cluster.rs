@@ -9,7 +9,7 @@ use tandem::demo::healthy_roles;
 use tandem::lab::{http_get, wait_until, Lab, LabOptions};
 
 mod common;
-use common::{is_primary, Cluster};
+use common::{answers_200, is_primary, Cluster};
 
 /// Starts etcd and three agents; returns once one leader and two streaming replicas answer.
 fn start_cluster(tune: impl FnOnce(&mut LabOptions)) -> (Cluster, usize, Duration) {
@@ -18,14 +18,7 @@ fn start_cluster(tune: impl FnOnce(&mut LabOptions)) -> (Cluster, usize, Duratio
 }
 
 fn is_streaming_replica(lab: &Lab, i: usize) -> bool {
-    matches!(
-        http_get(
-            &format!("127.0.0.1:{}", lab.nodes[i].api_port),
-            "/replica?replication_state=streaming",
-            Duration::from_secs(1)
-        ),
-        Ok((200, _))
-    )
+    answers_200(lab, i, "/replica?replication_state=streaming")
 }
 
 /// Index of the node that accepts writes, if exactly one does among `candidates`.

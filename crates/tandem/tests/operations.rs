@@ -6,7 +6,7 @@ use tandem::demo::healthy_roles;
 use tandem::lab::{http_get, wait_until, Lab};
 
 mod common;
-use common::{dcs, Cluster};
+use common::{dcs, is_primary, Cluster};
 
 fn start() -> (Cluster, usize) {
     let s = Cluster::prepare("tandem-ops-", |_| {}).start();
@@ -15,16 +15,7 @@ fn start() -> (Cluster, usize) {
 
 fn primary(lab: &Lab) -> Option<usize> {
     let p: Vec<usize> = (0..lab.nodes.len())
-        .filter(|&i| {
-            matches!(
-                http_get(
-                    &format!("127.0.0.1:{}", lab.nodes[i].api_port),
-                    "/primary",
-                    Duration::from_secs(1)
-                ),
-                Ok((200, _))
-            )
-        })
+        .filter(|&i| is_primary(lab, i))
         .collect();
     (p.len() == 1).then(|| p[0])
 }

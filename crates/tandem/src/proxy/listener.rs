@@ -497,8 +497,6 @@ struct KernelPair {
     user_written: [u64; 2],
     /// Side `i` has sent FIN (and, for a user-space direction, the router has read up to it).
     eof: [bool; 2],
-    /// Socket `i` has received FIN.
-    fin: [bool; 2],
     /// Bytes arriving on side `i` now move through the router, once the kernel's queue for
     /// that direction is empty (`drained`): the program has stopped redirecting them for good,
     /// because their receiver fell behind (the budget), or at a FIN (the router passes FIN on
@@ -910,7 +908,6 @@ async fn kernel_splice(
         user_read: [0; 2],
         user_written: [0; 2],
         eof: [false; 2],
-        fin: [false; 2],
         user_dir: [false; 2],
         drained: [false; 2],
         pending: [Vec::new(), Vec::new()],
@@ -1052,7 +1049,6 @@ async fn kernel_wait(
                         // router reads what is left and the EOF once the kernel's queue is
                         // empty (above), then passes the FIN on after the last byte. (Data
                         // wakeups of router-copied directions just run the loop again.)
-                        pair.fin[i] = true;
                         to_router(map, &ep, pair, i);
                     }
                     if bits & libc::EPOLLOUT as u32 != 0 {

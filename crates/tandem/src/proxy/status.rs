@@ -7,12 +7,12 @@ use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::config::Role;
-use super::listener::{BackendStats, ListenerShared, StatsRegistry};
+use super::listener::{BackendStats, ListenerShared, ListenerStats, StatsRegistry};
 use super::router::RouterState;
 use super::routing::{Outcome, Probe, Source};
 
@@ -205,6 +205,22 @@ impl StatusSources {
                 .map(|(l, _)| (format!("listener=\"{}\"", l.cfg.role), f(l)))
                 .collect()
         };
+        // One series per listener and per named counter, under the label `label`.
+        type Named<'a> = Vec<(&'static str, &'a AtomicU64)>;
+        let per_listener_by = |label: &str,
+                               f: &dyn for<'a> Fn(&'a ListenerStats) -> Named<'a>|
+         -> Vec<(String, String)> {
+            ls.iter()
+                .flat_map(|(l, _)| {
+                    f(&l.stats).into_iter().map(move |(name, v)| {
+                        (
+                            format!("listener=\"{}\",{label}=\"{name}\"", l.cfg.role),
+                            v.load(Relaxed).to_string(),
+                        )
+                    })
+                })
+                .collect()
+        };
         family(
             "tandem_proxy_connections_active",
             "gauge",
@@ -223,23 +239,16 @@ impl StatusSources {
             "Client connections accepted.",
             per_listener(&|l| l.stats.accepted.load(Relaxed).to_string()),
         );
-        let mut forwarded = Vec::new();
-        for (l, _) in ls {
-            for (how, v) in [
-                ("kernel", &l.stats.kernel_spliced),
-                ("user_space", &l.stats.user_spliced),
-            ] {
-                forwarded.push((
-                    format!("listener=\"{}\",mode=\"{how}\"", l.cfg.role),
-                    v.load(Relaxed).to_string(),
-                ));
-            }
-        }
         family(
             "tandem_proxy_forwarded_total",
             "counter",
             "Connections handed to a backend, by how their bytes are forwarded.",
-            forwarded,
+            per_listener_by("mode", &|s| {
+                vec![
+                    ("kernel", &s.kernel_spliced),
+                    ("user_space", &s.user_spliced),
+                ]
+            }),
         );
         family(
             "tandem_proxy_backlog_resets_total",
@@ -253,24 +262,17 @@ impl StatusSources {
             "Directions of kernel-forwarded connections handed to the router's copy loop because their receiver fell 4 MiB behind (backpressure).",
             per_listener(&|l| l.stats.kernel_paused.load(Relaxed).to_string()),
         );
-        let mut refused = Vec::new();
-        for (l, _) in ls {
-            for (why, v) in [
-                ("max_connections", &l.stats.refused_full),
-                ("no_backend", &l.stats.refused_no_backend),
-                ("bad_client", &l.stats.bad_clients),
-            ] {
-                refused.push((
-                    format!("listener=\"{}\",reason=\"{why}\"", l.cfg.role),
-                    v.load(Relaxed).to_string(),
-                ));
-            }
-        }
         family(
             "tandem_proxy_refused_total",
             "counter",
             "Client connections refused (with an ErrorResponse, or closed when not PostgreSQL).",
-            refused,
+            per_listener_by("reason", &|s| {
+                vec![
+                    ("max_connections", &s.refused_full),
+                    ("no_backend", &s.refused_no_backend),
+                    ("bad_client", &s.bad_clients),
+                ]
+            }),
         );
         family(
             "tandem_proxy_held_total",

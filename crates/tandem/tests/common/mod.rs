@@ -20,16 +20,21 @@ pub fn dcs(lab: &Lab, rt: &tokio::runtime::Runtime) -> Dcs {
     .expect("etcd client")
 }
 
-/// Node `i`'s REST API answers 200 on `GET /primary`.
-pub fn is_primary(lab: &Lab, i: usize) -> bool {
+/// Node `i`'s REST API answers 200 on `GET path`.
+pub fn answers_200(lab: &Lab, i: usize, path: &str) -> bool {
     matches!(
         http_get(
             &format!("127.0.0.1:{}", lab.nodes[i].api_port),
-            "/primary",
+            path,
             Duration::from_secs(1)
         ),
         Ok((200, _))
     )
+}
+
+/// Node `i`'s REST API answers 200 on `GET /primary`.
+pub fn is_primary(lab: &Lab, i: usize) -> bool {
+    answers_200(lab, i, "/primary")
 }
 
 pub struct Cluster {
