@@ -2136,4 +2136,170 @@ mod tests {
             r.shared.stats.kernel_paused.load(Relaxed)
         );
     }
+
+    /// A blocking echo server on its own thread, PostgreSQL-shaped enough for the router
+    /// (AuthenticationOk + ReadyForQuery to the startup packet, then echo).
+    fn blocking_echo_server() -> SocketAddr {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let mut s = s.unwrap();
+                std::thread::spawn(move || {
+                    s.set_nodelay(true).unwrap();
+                    // (A readiness probe connects and closes without a startup packet.)
+                    let mut len = [0u8; 4];
+                    if s.read_exact(&mut len).is_err() {
+                        return;
+                    }
+                    let mut rest = vec![0u8; (u32::from_be_bytes(len) as usize).max(4) - 4];
+                    if s.read_exact(&mut rest).is_err()
+                        || s.write_all(b"R\0\0\0\x08\0\0\0\0Z\0\0\0\x05I").is_err()
+                    {
+                        return;
+                    }
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if s.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// Median round trip of `n` 64-byte ping-pongs over a fresh connection to `addr`.
+    fn ping_pong(addr: SocketAddr, n: usize) -> Duration {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        s.write_all(&startup()).unwrap();
+        let mut hello = [0u8; 15];
+        s.read_exact(&mut hello).unwrap();
+        let msg = [7u8; 64];
+        let mut back = [0u8; 64];
+        let mut times = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            s.write_all(&msg).unwrap();
+            s.read_exact(&mut back).unwrap();
+            times.push(t.elapsed());
+        }
+        times.sort();
+        times[n / 2]
+    }
+
+    /// Not a test: the round trip a router adds, without PostgreSQL or pgbench in the way:
+    /// a 64-byte ping-pong with an echo server, directly and through the router (user-space
+    /// copy, and kernel forwarding when loadable), each router alone on a single-threaded
+    /// runtime of its own as `tandem proxy` runs by default; rounds interleaved, and the added
+    /// time is the median over rounds of (through the router − direct) in the same round.
+    /// `bench/proxy-roundtrip` runs it with HAProxy and two minimal C forwarders alongside
+    /// (FORWARDERS="name=cmd {listen} {backend};...": each started with a free port and the
+    /// echo server's, stopped by PID at the end).
+    #[test]
+    #[ignore]
+    fn round_trip_experiment() {
+        let echo = blocking_echo_server();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("router".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let user = router_with(10, Duration::from_secs(5), None).await;
+                    route_to(&user, &[("a", echo)]);
+                    let kernel = match kernel_map() {
+                        Some(k) => {
+                            let r = router_with(10, Duration::from_secs(5), Some(k)).await;
+                            route_to(&r, &[("a", echo)]);
+                            Some(r)
+                        }
+                        None => None,
+                    };
+                    tx.send((user.addr, kernel.as_ref().map(|k| k.addr)))
+                        .unwrap();
+                    std::future::pending::<()>().await;
+                    drop((user, kernel));
+                });
+            })
+            .unwrap();
+        let (user, kernel) = rx.recv().unwrap();
+        let mut rows: Vec<(String, SocketAddr)> =
+            vec![("direct".into(), echo), ("tandem user".into(), user)];
+        if let Some(k) = kernel {
+            rows.push(("tandem kernel".into(), k));
+        }
+        let mut children = Vec::new();
+        for cmd in std::env::var("FORWARDERS")
+            .unwrap_or_default()
+            .split(';')
+            .filter(|c| !c.trim().is_empty())
+        {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let (name, cmd) = cmd.split_once('=').unwrap_or((cmd, cmd));
+            let cmd = cmd
+                .replace("{listen}", &port.to_string())
+                .replace("{backend}", &echo.port().to_string());
+            let mut words = cmd.split_whitespace();
+            children.push(
+                std::process::Command::new(words.next().unwrap())
+                    .args(words)
+                    .spawn()
+                    .unwrap(),
+            );
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while std::net::TcpStream::connect(addr).is_err() {
+                assert!(Instant::now() < deadline, "{cmd} does not listen");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            rows.push((name.trim().to_string(), addr));
+        }
+        let rounds: usize = std::env::var("ROUNDS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(5);
+        let mut times = vec![Vec::new(); rows.len()];
+        for _ in 0..rounds {
+            for (i, (_, addr)) in rows.iter().enumerate() {
+                times[i].push(ping_pong(*addr, 20_000).as_secs_f64() * 1e6);
+            }
+        }
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        for (i, (name, _)) in rows.iter().enumerate() {
+            let added: Vec<f64> = times[i].iter().zip(&times[0]).map(|(t, d)| t - d).collect();
+            eprintln!(
+                "{name:>24}: round trip median {:>5.1} µs, added {:>5.1} µs (rounds: {:?})",
+                median(times[i].clone()),
+                median(added),
+                times[i]
+                    .iter()
+                    .map(|t| t.round() as u64)
+                    .collect::<Vec<_>>()
+            );
+        }
+        for mut c in children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }

@@ -169,7 +169,24 @@ fn kernel_forwarding(proxy: &ProxyConfig) -> Result<Option<Arc<sockmap::SockMap>
     let sockets: usize = proxy.listeners.iter().map(|l| l.max_connections).sum();
     let max_entries = (sockets * 2 + 1024).min(u32::MAX as usize) as u32;
     let why = "it needs root (or CAP_BPF and CAP_NET_ADMIN) and a kernel with CONFIG_BPF_SYSCALL and CONFIG_NET_SOCK_MSG";
+    let fixed = sockmap::DUPLICATION_FIXED_IN;
+    let kernel = sockmap::kernel_version();
+    let kernel_name = kernel.map_or("of unknown version".to_string(), |(a, b)| format!("{a}.{b}"));
+    let old_kernel = kernel.is_none_or(|v| v < fixed);
+    let old_why = format!(
+        "kernel {kernel_name} predates {}.{}, whose sockmap fix (\"bpf, sockmap: fix duplicated data transmission\") stops a segment that the receiving socket took only in part from being sent again",
+        fixed.0, fixed.1
+    );
     match proxy.kernel_forwarding {
+        KernelForwarding::Auto if old_kernel => {
+            let msg = format!("forwarding in user space: {old_why}; set proxy.kernel_forwarding: on to forward in the kernel anyway (only where that fix was backported to this kernel)");
+            if proxy.kernel_forwarding_set {
+                tracing::warn!("{msg}");
+            } else {
+                info!("{msg}");
+            }
+            Ok(None)
+        }
         KernelForwarding::Off => {
             info!("forwarding in user space (proxy.kernel_forwarding: off)");
             Ok(None)
@@ -178,6 +195,9 @@ fn kernel_forwarding(proxy: &ProxyConfig) -> Result<Option<Arc<sockmap::SockMap>
             let m = sockmap::SockMap::load(max_entries).map_err(|e| {
                 anyhow!("proxy.kernel_forwarding is on but the BPF forwarding program cannot be loaded: {e}; {why}, or set proxy.kernel_forwarding: auto to fall back to copying in user space")
             })?;
+            if old_kernel {
+                tracing::warn!("proxy.kernel_forwarding is on although the {old_why}: make sure that fix was backported to this kernel, or the router may deliver some bytes twice under load");
+            }
             info!(
                 "forwarding in the kernel (BPF sockhash, attached as {})",
                 m.attach

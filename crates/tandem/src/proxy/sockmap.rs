@@ -782,8 +782,47 @@ pub fn unacked(fd: RawFd) -> io::Result<u64> {
     Ok(n.max(0) as u64)
 }
 
+/// The first mainline kernel with "bpf, sockmap: fix duplicated data transmission" (April
+/// 2025, Fixes: 405df89dd52c): before it, when the peer socket's send buffer took a redirected
+/// segment only in part, the retry sent the whole segment again — bytes delivered twice. The
+/// fix was also backported to some stable series, which a version number cannot tell.
+pub const DUPLICATION_FIXED_IN: (u32, u32) = (6, 15);
+
+/// The running kernel's major and minor version (uname(2)).
+pub fn kernel_version() -> Option<(u32, u32)> {
+    // SAFETY: uname fills the struct we own; release is NUL-terminated.
+    let release = unsafe {
+        let mut u: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut u) != 0 {
+            return None;
+        }
+        std::ffi::CStr::from_ptr(u.release.as_ptr())
+            .to_string_lossy()
+            .into_owned()
+    };
+    parse_release(&release)
+}
+
+/// "6.18.44-fc-v782" -> (6, 18).
+pub fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn kernel_releases_parse() {
+        assert_eq!(super::parse_release("6.18.44-fc-v782"), Some((6, 18)));
+        assert_eq!(super::parse_release("6.1.0-28-amd64"), Some((6, 1)));
+        assert_eq!(super::parse_release("5.10"), Some((5, 10)));
+        assert_eq!(super::parse_release("linux"), None);
+        assert_eq!(super::parse_release("6"), None);
+        assert!(super::kernel_version().is_some());
+    }
+
     use super::*;
 
     #[test]
