@@ -403,7 +403,7 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, l: &ListenerShared) {
                 slot.stats.active.fetch_add(1, Relaxed);
                 let _guard = ActiveGuard(&slot.stats.active);
                 let (client, server) = match (&l.kernel, quiet) {
-                    (Some(map), true) => {
+                    (Some(map), true) if !map.disabled() => {
                         match kernel_splice(map, client, server, &to_client, l, &slot, &mut fence)
                             .await
                         {
@@ -480,6 +480,9 @@ enum End {
     Fenced,
     /// A receiver fell more than [`BACKLOG_LIMIT`] behind.
     Overrun,
+    /// A socket received more from the kernel than the program redirected into it (bytes sent
+    /// twice): the stream is corrupt.
+    Duplicated(String),
 }
 
 /// A spliced connection whose bytes the kernel moves. Index 0 is the client side, 1 the
@@ -540,6 +543,21 @@ impl KernelPair {
     fn backlog(&self, map: &SockMap, i: usize) -> u64 {
         let redirected = self.budgets[i].as_ref().map_or(0, |b| map.redirected(b));
         redirected.saturating_sub(self.kernel_written(1 - i))
+    }
+    /// Bytes the kernel put into a socket beyond what the program redirected into it (they
+    /// would have been sent twice), with the side, if any. `shut[o]`: the router shut socket
+    /// `o`'s write side, whose FIN counts as one byte in what the socket took.
+    fn oversent(&self, map: &SockMap, shut: &[bool; 2]) -> Option<String> {
+        (0..2).find_map(|i| {
+            let o = 1 - i;
+            let redirected = self.budgets[i].as_ref().map_or(0, |b| map.redirected(b));
+            let sent = self.kernel_written(o);
+            (sent > redirected + u64::from(shut[o])).then(|| {
+                format!(
+                    "side {o} took {sent} bytes from the kernel, {redirected} were redirected into it"
+                )
+            })
+        })
     }
     /// After both sides have ended: checks, per direction, that every byte received was
     /// redirected by the program or read by the router, that the receiving side's socket took
@@ -947,6 +965,18 @@ async fn kernel_splice(
             linger_zero(pair.socks[0].as_raw_fd());
             linger_zero(pair.socks[1].as_raw_fd());
         }
+        End::Duplicated(why) => {
+            // Fail closed: this stream is corrupt, and the kernel is not trusted with new ones.
+            l.stats.kernel_mismatches.fetch_add(1, Relaxed);
+            map.disable();
+            tracing::error!(
+                "{} listener: connection to {} reset: the kernel delivered bytes twice on its forwarding path ({why}); kernel forwarding is off for new connections until the router restarts. Please report it with the kernel version, and set proxy.kernel_forwarding: off",
+                l.cfg.role,
+                slot.backend.name
+            );
+            linger_zero(pair.socks[0].as_raw_fd());
+            linger_zero(pair.socks[1].as_raw_fd());
+        }
         End::Done | End::Error => {}
     }
     None
@@ -1059,6 +1089,9 @@ async fn kernel_wait(
             }
             _ = async { let _ = fence.wait_for(|cut| *cut).await; } => return End::Fenced,
             _ = tokio::time::sleep_until(next.into()) => {
+                if let Some(why) = pair.oversent(map, &shut) {
+                    return End::Duplicated(why);
+                }
                 let now = [pair.received(0), pair.received(1)];
                 let backlog = pair.backlog(map, 0).max(pair.backlog(map, 1));
                 if backlog > BACKLOG_LIMIT {
@@ -2135,6 +2168,52 @@ mod tests {
             "directions paused into the router: {}",
             r.shared.stats.kernel_paused.load(Relaxed)
         );
+    }
+
+    /// The in-flight duplicate check: a socket that took more bytes than the program
+    /// redirected into it plus what the router wrote is caught (here the "kernel" bytes are
+    /// written by the test itself, without redirects, as a resend would add them).
+    #[test]
+    fn bytes_sent_twice_by_the_kernel_are_caught() {
+        use std::io::Write;
+        let Some(map) = kernel_map() else { return };
+        let connected = || {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let far = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            (l.accept().unwrap().0, far)
+        };
+        let ((client_side, _client), (backend_side, _backend)) = (connected(), connected());
+        let keys = [&client_side, &backend_side]
+            .map(|s| sockmap::key(s.local_addr().unwrap(), s.peer_addr().unwrap()));
+        let budgets = keys.map(|k| Some(map.take_budget(&k, 1 << 20).unwrap()));
+        let socks = [client_side, backend_side];
+        let mut pair = KernelPair {
+            written0: [written(socks[0].as_raw_fd()), written(socks[1].as_raw_fd())],
+            socks,
+            keys,
+            reported: [0; 2],
+            user_read: [0; 2],
+            user_written: [0; 2],
+            eof: [false; 2],
+            user_dir: [false; 2],
+            drained: [false; 2],
+            pending: [Vec::new(), Vec::new()],
+            budgets,
+            redirected_seen: [0; 2],
+            consumed0: [0; 2],
+        };
+        assert_eq!(pair.oversent(&map, &[false; 2]), None);
+        // What the router writes and counts is not a duplicate.
+        (&pair.socks[1]).write_all(&[1; 100]).unwrap();
+        pair.user_written[1] += 100;
+        assert_eq!(pair.oversent(&map, &[false; 2]), None);
+        // 50 bytes that neither the program nor the router put there are.
+        (&pair.socks[1]).write_all(&[2; 50]).unwrap();
+        let why = pair.oversent(&map, &[false; 2]).expect("a resend is caught");
+        assert!(why.contains("side 1 took 50 bytes"), "{why}");
+        for b in std::mem::take(&mut pair.budgets).into_iter().flatten() {
+            map.release_budget(b);
+        }
     }
 
     /// A blocking echo server on its own thread, PostgreSQL-shaped enough for the router

@@ -490,6 +490,9 @@ pub struct SockMap {
     _progs: Vec<OwnedFd>,
     /// How the program is attached: "sk_skb_verdict" or "stream_parser+stream_verdict".
     pub attach: &'static str,
+    /// Set when the kernel was seen delivering more than the program redirected: new
+    /// connections are then copied in user space.
+    disabled: std::sync::atomic::AtomicBool,
 }
 
 /// The budget array, mmap(2)ed: the router reads and writes its elements in place (a
@@ -597,6 +600,7 @@ impl SockMap {
                 budgets,
                 _progs: vec![verdict],
                 attach: "sk_skb_verdict",
+                disabled: Default::default(),
             });
         }
         // Before Linux 5.13: stream parser (one message per segment) + stream verdict.
@@ -611,7 +615,18 @@ impl SockMap {
             budgets,
             _progs: vec![verdict, parser],
             attach: "stream_parser+stream_verdict",
+            disabled: Default::default(),
         })
+    }
+
+    /// Stops kernel forwarding for connections set up from now on (those already in the map
+    /// go on).
+    pub fn disable(&self) {
+        self.disabled.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn disabled(&self) -> bool {
+        self.disabled.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stores `sock` under `key` (fails if the key is there already).
