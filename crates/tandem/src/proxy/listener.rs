@@ -519,6 +519,31 @@ struct KernelPair {
 }
 
 impl KernelPair {
+    /// A pair that has just joined the map, with the counters read before it did.
+    fn new(
+        socks: [std::net::TcpStream; 2],
+        keys: [[u8; sockmap::KEY_SIZE]; 2],
+        budgets: [Option<sockmap::Budget>; 2],
+        received0: [u64; 2],
+        written0: [u64; 2],
+        consumed0: [u64; 2],
+    ) -> KernelPair {
+        KernelPair {
+            socks,
+            keys,
+            reported: received0,
+            written0,
+            user_read: [0; 2],
+            user_written: [0; 2],
+            eof: [false; 2],
+            user_dir: [false; 2],
+            drained: [false; 2],
+            pending: [Vec::new(), Vec::new()],
+            budgets,
+            redirected_seen: [0; 2],
+            consumed0,
+        }
+    }
     /// Data bytes received on socket `i`.
     fn received(&self, i: usize) -> u64 {
         received(self.socks[i].as_raw_fd())
@@ -918,21 +943,7 @@ async fn kernel_splice(
         return Some((TcpStream::from_std(c).ok()?, TcpStream::from_std(s).ok()?));
     }
     l.stats.kernel_spliced.fetch_add(1, Relaxed);
-    let mut pair = KernelPair {
-        socks: [c, s],
-        keys,
-        reported: received0,
-        written0,
-        user_read: [0; 2],
-        user_written: [0; 2],
-        eof: [false; 2],
-        user_dir: [false; 2],
-        drained: [false; 2],
-        pending: [Vec::new(), Vec::new()],
-        budgets,
-        redirected_seen: [0; 2],
-        consumed0,
-    };
+    let mut pair = KernelPair::new([c, s], keys, budgets, received0, written0, consumed0);
     let end = kernel_wait(map, &mut pair, to_client, l, &slot.stats, fence).await;
     if end == End::Done {
         if let Some(why) = pair.accounting(map, to_client.len() as u64) {
@@ -2187,21 +2198,8 @@ mod tests {
             .map(|s| sockmap::key(s.local_addr().unwrap(), s.peer_addr().unwrap()));
         let budgets = keys.map(|k| Some(map.take_budget(&k, 1 << 20).unwrap()));
         let socks = [client_side, backend_side];
-        let mut pair = KernelPair {
-            written0: [written(socks[0].as_raw_fd()), written(socks[1].as_raw_fd())],
-            socks,
-            keys,
-            reported: [0; 2],
-            user_read: [0; 2],
-            user_written: [0; 2],
-            eof: [false; 2],
-            user_dir: [false; 2],
-            drained: [false; 2],
-            pending: [Vec::new(), Vec::new()],
-            budgets,
-            redirected_seen: [0; 2],
-            consumed0: [0; 2],
-        };
+        let written0 = [written(socks[0].as_raw_fd()), written(socks[1].as_raw_fd())];
+        let mut pair = KernelPair::new(socks, keys, budgets, [0; 2], written0, [0; 2]);
         assert_eq!(pair.oversent(&map, &[false; 2]), None);
         // What the router writes and counts is not a duplicate.
         (&pair.socks[1]).write_all(&[1; 100]).unwrap();
@@ -2209,7 +2207,9 @@ mod tests {
         assert_eq!(pair.oversent(&map, &[false; 2]), None);
         // 50 bytes that neither the program nor the router put there are.
         (&pair.socks[1]).write_all(&[2; 50]).unwrap();
-        let why = pair.oversent(&map, &[false; 2]).expect("a resend is caught");
+        let why = pair
+            .oversent(&map, &[false; 2])
+            .expect("a resend is caught");
         assert!(why.contains("side 1 took 50 bytes"), "{why}");
         for b in std::mem::take(&mut pair.budgets).into_iter().flatten() {
             map.release_budget(b);

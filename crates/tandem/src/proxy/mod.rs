@@ -171,7 +171,9 @@ fn kernel_forwarding(proxy: &ProxyConfig) -> Result<Option<Arc<sockmap::SockMap>
     let why = "it needs root (or CAP_BPF and CAP_NET_ADMIN) and a kernel with CONFIG_BPF_SYSCALL and CONFIG_NET_SOCK_MSG";
     let fixed = sockmap::DUPLICATION_FIXED_IN;
     let kernel = sockmap::kernel_version();
-    let kernel_name = kernel.map_or("of unknown version".to_string(), |(a, b)| format!("{a}.{b}"));
+    let kernel_name = kernel.map_or("of unknown version".to_string(), |(a, b)| {
+        format!("{a}.{b}")
+    });
     let old_kernel = kernel.is_none_or(|v| v < fixed);
     let old_why = format!(
         "kernel {kernel_name} predates {}.{}, whose sockmap fix (\"bpf, sockmap: fix duplicated data transmission\") stops a segment that the receiving socket took only in part from being sent again",

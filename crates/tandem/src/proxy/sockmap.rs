@@ -622,7 +622,8 @@ impl SockMap {
     /// Stops kernel forwarding for connections set up from now on (those already in the map
     /// go on).
     pub fn disable(&self) {
-        self.disabled.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.disabled
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn disabled(&self) -> bool {
