@@ -516,6 +516,9 @@ struct KernelPair {
     /// Bytes read from socket `i` before it joined the map (so every byte it receives later is
     /// redirected by the program or read by the router: see `unclaimed`).
     consumed0: [u64; 2],
+    /// What happened to this pair, with the byte counters at the time (kept only in tests,
+    /// printed with an accounting mismatch).
+    trace: Vec<String>,
 }
 
 impl KernelPair {
@@ -542,6 +545,7 @@ impl KernelPair {
             budgets,
             redirected_seen: [0; 2],
             consumed0,
+            trace: Vec::new(),
         }
     }
     /// Data bytes received on socket `i`.
@@ -550,6 +554,20 @@ impl KernelPair {
     }
     fn written(&self, i: usize) -> u64 {
         written(self.socks[i].as_raw_fd())
+    }
+    /// Notes an event with side `i`'s counters (tests only).
+    fn note(&mut self, map: &SockMap, i: usize, what: &str) {
+        if cfg!(test) && self.trace.len() < 400 {
+            let redirected = self.budgets[i].as_ref().map_or(0, |b| map.redirected(b));
+            // Memory reads only: a system call here takes the socket's lock and changes the
+            // timing being investigated.
+            let line = format!(
+                "{what} side {i}: redirected {redirected} user_read {} user_written other {}",
+                self.user_read[i],
+                self.user_written[1 - i],
+            );
+            self.trace.push(line);
+        }
     }
     /// Bytes received on socket `i` that neither the program nor the router has taken yet
     /// (exact, from the counters; `inq` may not see them yet).
@@ -569,10 +587,25 @@ impl KernelPair {
         let redirected = self.budgets[i].as_ref().map_or(0, |b| map.redirected(b));
         redirected.saturating_sub(self.kernel_written(1 - i))
     }
-    /// Bytes the kernel put into a socket beyond what the program redirected into it (they
-    /// would have been sent twice), with the side, if any. `shut[o]`: the router shut socket
-    /// `o`'s write side, whose FIN counts as one byte in what the socket took.
+    /// Signs of bytes moved twice, if any: more bytes taken from a socket (redirected by the
+    /// program + read by the router) than it received, or more put into a socket by the kernel
+    /// than the program redirected into it. `shut[o]`: the router shut socket `o`'s write
+    /// side, whose FIN counts as one byte in what the socket took.
     fn oversent(&self, map: &SockMap, shut: &[bool; 2]) -> Option<String> {
+        // Every byte taken from a socket (redirected by the program or read by the router) was
+        // received on it first: more taken than received means some were taken twice. The
+        // counter is read before what the socket received, so that bytes arriving in between
+        // only make the received count larger.
+        let overclaimed = (0..2).find_map(|i| {
+            let redirected = self.budgets[i].as_ref().map_or(0, |b| map.redirected(b));
+            let claimed = self.consumed0[i] + redirected + self.user_read[i];
+            let received = self.received(i);
+            (claimed > received)
+                .then(|| format!("{claimed} bytes taken from side {i}, which received {received}"))
+        });
+        if overclaimed.is_some() {
+            return overclaimed;
+        }
         (0..2).find_map(|i| {
             let o = 1 - i;
             // In this order: the program counts a segment before the kernel sends it, so a
@@ -617,6 +650,9 @@ impl KernelPair {
                     self.user_written[o] - extra
                 ));
             }
+        }
+        if !bad.is_empty() && cfg!(test) {
+            bad.push(format!("trace:\n{}", self.trace.join("\n")));
         }
         (!bad.is_empty()).then(|| bad.join("; "))
     }
@@ -748,7 +784,10 @@ fn pump(pair: &mut KernelPair, from: usize, map: &SockMap) -> io::Result<Pumped>
             // are still on their way to its queue (in the psock's work queue, behind segments
             // redirected to this socket; FIONREAD does not count them either): seen on Linux
             // 6.18, megabytes lost before this check. EOF only once every byte is claimed.
-            Ok(0) if pair.unclaimed(map, from) > 0 => return Ok(Pumped::Retry),
+            Ok(0) if pair.unclaimed(map, from) > 0 => {
+                pair.note(map, from, "read 0, retry");
+                return Ok(Pumped::Retry);
+            }
             Ok(0) => return Ok(Pumped::Eof),
             Ok(n) => {
                 pair.user_read[from] += n as u64;
@@ -814,6 +853,7 @@ fn to_router(
         };
     }
     pair.user_dir[i] = true;
+    pair.note(map, i, "to router");
     watch_data(ep, pair, i);
 }
 
@@ -947,6 +987,8 @@ async fn kernel_splice(
     }
     l.stats.kernel_spliced.fetch_add(1, Relaxed);
     let mut pair = KernelPair::new([c, s], keys, budgets, received0, written0, consumed0);
+    pair.note(map, 0, "joined");
+    pair.note(map, 1, "joined");
     let end = kernel_wait(map, &mut pair, to_client, l, &slot.stats, fence).await;
     if end == End::Done {
         if let Some(why) = pair.accounting(map, to_client.len() as u64) {
@@ -1033,10 +1075,12 @@ async fn kernel_wait(
             if pair.user_dir[i] && !pair.eof[i] {
                 if !pair.drained[i] && pair.backlog(map, i) == 0 {
                     pair.drained[i] = true;
+                    pair.note(map, i, "drained");
                 }
                 if pair.drained[i] {
                     match pump(pair, i, map) {
                         Ok(Pumped::Eof) => {
+                            pair.note(map, i, "eof");
                             // Side i has ended. Older kernels refuse to redirect into a socket
                             // that has received FIN (not ESTABLISHED), which would leave the
                             // other direction's bytes unclaimed: the router copies it too.
@@ -1122,18 +1166,20 @@ async fn kernel_wait(
                     if pair.user_dir[i] {
                         continue;
                     }
-                    if map.paused(b) {
-                        pair.user_dir[i] = true;
-                        l.stats.kernel_paused.fetch_add(1, Relaxed);
-                        debug!(
-                            "{} listener: a receiver fell {} KiB behind; the router copies that direction from now on",
-                            l.cfg.role,
-                            l.kernel_budget >> 10
-                        );
-                        watch_data(&ep, pair, i);
-                    } else {
+                    if !map.paused(b) {
                         map.set_limit(b, pair.kernel_written(1 - i) + l.kernel_budget);
+                        continue;
                     }
+                    pair.note(map, i, "paused by budget");
+                    // As at a FIN: the lock-taking peek in to_router makes sure no program run
+                    // on this socket is still in flight before the drain check.
+                    to_router(map, &ep, pair, i);
+                    l.stats.kernel_paused.fetch_add(1, Relaxed);
+                    debug!(
+                        "{} listener: a receiver fell {} KiB behind; the router copies that direction from now on",
+                        l.cfg.role,
+                        l.kernel_budget >> 10
+                    );
                 }
                 interval = if bulk {
                     CHECK_FAST
@@ -2188,11 +2234,12 @@ mod tests {
         );
     }
 
-    /// The in-flight duplicate check: a socket that took more bytes than the program
-    /// redirected into it plus what the router wrote is caught (here the "kernel" bytes are
-    /// written by the test itself, without redirects, as a resend would add them).
+    /// The in-flight duplicate check: bytes taken from a socket that never received them, and
+    /// a socket that took more bytes than the program redirected into it plus what the router
+    /// wrote (here the "kernel" bytes are written by the test itself, without redirects, as a
+    /// resend would add them), are caught.
     #[test]
-    fn bytes_sent_twice_by_the_kernel_are_caught() {
+    fn bytes_moved_twice_are_caught() {
         use std::io::Write;
         let Some(map) = kernel_map() else { return };
         let connected = || {
@@ -2208,6 +2255,13 @@ mod tests {
         let written0 = [written(socks[0].as_raw_fd()), written(socks[1].as_raw_fd())];
         let mut pair = KernelPair::new(socks, keys, budgets, [0; 2], written0, [0; 2]);
         assert_eq!(pair.oversent(&map, &[false; 2]), None);
+        // Bytes taken from a socket that never received them were taken twice.
+        pair.user_read[0] = 10;
+        let why = pair
+            .oversent(&map, &[false; 2])
+            .expect("an over-claim is caught");
+        assert!(why.contains("10 bytes taken from side 0"), "{why}");
+        pair.user_read[0] = 0;
         // What the router writes and counts is not a duplicate.
         (&pair.socks[1]).write_all(&[1; 100]).unwrap();
         pair.user_written[1] += 100;
