@@ -600,8 +600,19 @@ impl KernelPair {
             let redirected = self.budgets[i].as_ref().map_or(0, |b| map.redirected(b));
             let claimed = self.consumed0[i] + redirected + self.user_read[i];
             let received = self.received(i);
-            (claimed > received)
-                .then(|| format!("{claimed} bytes taken from side {i}, which received {received}"))
+            (claimed > received).then(|| {
+                let mut why =
+                    format!("{claimed} bytes taken from side {i}, which received {received}");
+                if cfg!(test) {
+                    why += &format!(
+                        " (consumed0 {}, redirected {redirected}, read by the router {}); trace:\n{}",
+                        self.consumed0[i],
+                        self.user_read[i],
+                        self.trace.join("\n")
+                    );
+                }
+                why
+            })
         });
         if overclaimed.is_some() {
             return overclaimed;
