@@ -1694,6 +1694,9 @@ mod tests {
     enum Fake {
         /// Answers the startup packet with AuthenticationOk, then echoes.
         Ok,
+        /// As `Ok`, but echoes every byte inverted: bytes of the server-to-client direction that
+        /// came back to the server would be told apart from the client's own.
+        Invert,
         /// AuthenticationOk, then reads nothing until the gate opens; then reads to EOF and
         /// answers with the byte count and an FNV-1a hash of what it read (8 + 8 bytes, BE).
         Sink(watch::Receiver<bool>),
@@ -1719,14 +1722,18 @@ mod tests {
                     }
                     assert!(matches!(p.kind, Packet::Startup(_)));
                     match how {
-                        Fake::Ok => {
+                        Fake::Ok | Fake::Invert => {
                             // AuthenticationOk, ReadyForQuery (idle), in one write as PostgreSQL.
                             s.write_all(b"R\0\0\0\x08\0\0\0\0Z\0\0\0\x05I")
                                 .await
                                 .unwrap();
+                            let invert = matches!(how, Fake::Invert);
                             let mut buf = [0u8; 1024];
                             loop {
                                 let n = s.read(&mut buf).await.unwrap_or(0);
+                                if invert {
+                                    buf[..n].iter_mut().for_each(|b| *b = !*b);
+                                }
                                 if n == 0 || s.write_all(&buf[..n]).await.is_err() {
                                     break;
                                 }
@@ -2175,7 +2182,9 @@ mod tests {
         let Some(k) = kernel_map() else { return };
         // A small budget, so that directions pause often.
         let r = router_with_budget(20, Duration::from_secs(5), Some(k), 64 << 10).await;
-        let ok = fake_server(Fake::Ok).await;
+        // The echo comes back inverted: a byte of the echo that reached the server again
+        // would come back to the client as it was sent (see the diagnosis below).
+        let ok = fake_server(Fake::Invert).await;
         route_to(&r, &[("a", ok)]);
         let mut tasks = Vec::new();
         for seed in 1..=8u64 {
@@ -2225,10 +2234,24 @@ mod tests {
                     }
                 }
                 writer.await.unwrap();
-                let first = got.iter().zip(&data).position(|(a, b)| a != b);
+                let want: Vec<u8> = data.iter().map(|b| !b).collect();
+                let first = got.iter().zip(&want).position(|(a, b)| a != b);
+                // Where the bytes after the first difference come from: the client's data
+                // inverted (the client-to-server direction duplicated or reordered), or the
+                // client's data as sent (server-to-client bytes fed back to the server, which
+                // inverted them once more).
+                let origin = first.map(|d| {
+                    let probe = &got[d..(d + 64).min(got.len())];
+                    let find = |hay: &[u8]| hay.windows(probe.len()).position(|w| w == probe);
+                    format!(
+                        "the 64 bytes there are at {:?} of the expected echo, at {:?} of the raw data",
+                        find(&want),
+                        find(&data)
+                    )
+                });
                 assert!(
-                    got == data,
-                    "connection {seed}: {} of {total} bytes back, first difference at {first:?}",
+                    got == want,
+                    "connection {seed}: {} of {total} bytes back, first difference at {first:?}: {origin:?}",
                     got.len()
                 );
             }));
