@@ -18,7 +18,7 @@ gcc -O2 -pthread -o "$tmp/fwd" bench/roundtrip/fwd.c
 cat > "$tmp/haproxy.sh" <<'SH'
 #!/bin/sh
 # HAProxy in TCP mode, one static server, in the foreground: haproxy.sh LISTEN BACKEND
-cfg=$(mktemp)
+cfg="$(dirname "$0")/haproxy-$1.cfg"   # in the run's temporary directory, removed with it
 printf 'global\n    maxconn 1000\ndefaults\n    mode tcp\n    timeout connect 4s\n    timeout client 30m\n    timeout server 30m\nlisten pg\n    bind 127.0.0.1:%s\n    server a 127.0.0.1:%s\n' "$1" "$2" > "$cfg"
 exec haproxy -db -f "$cfg"
 SH

@@ -957,6 +957,18 @@ mod tests {
         ks: [u8; KEY_SIZE],
     }
 
+    impl Pair {
+        /// The router's two sockets join the map, each key holding the other socket.
+        fn join(&self, m: &SockMap) {
+            m.insert(&self.ks, self.rc.as_raw_fd()).unwrap();
+            m.insert(&self.kc, self.rs.as_raw_fd()).unwrap();
+        }
+        fn leave(&self, m: &SockMap) {
+            m.remove(&self.kc).unwrap();
+            m.remove(&self.ks).unwrap();
+        }
+    }
+
     fn pair() -> Pair {
         use std::net::{TcpListener, TcpStream};
         let front = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -984,34 +996,23 @@ mod tests {
         use std::io::{Read, Write};
         let Some(m) = loaded() else { return };
         eprintln!("attached as {}", m.attach);
-        let Pair {
-            mut client,
-            rc,
-            rs,
-            mut server,
-            kc,
-            ks,
-        } = pair();
-        m.insert(&ks, rc.as_raw_fd()).unwrap();
-        m.insert(&kc, rs.as_raw_fd()).unwrap();
-        client.write_all(b"hello").unwrap();
+        let p = pair();
+        p.join(&m);
+        (&p.client).write_all(b"hello").unwrap();
         let mut b = [0u8; 5];
-        server.read_exact(&mut b).unwrap();
+        (&p.server).read_exact(&mut b).unwrap();
         assert_eq!(&b, b"hello");
         let big: Vec<u8> = (0..4_000_000u32).map(|i| (i % 251) as u8).collect();
         let big2 = big.clone();
-        let w = std::thread::spawn(move || {
-            server.write_all(&big2).unwrap();
-            server
-        });
+        let server = p.server.try_clone().unwrap();
+        let w = std::thread::spawn(move || (&server).write_all(&big2).unwrap());
         let mut got = vec![0u8; big.len()];
-        client.read_exact(&mut got).unwrap();
+        (&p.client).read_exact(&mut got).unwrap();
         assert!(got == big);
-        let _server = w.join().unwrap();
-        let (rx, _) = tcp_bytes(rs.as_raw_fd()).unwrap();
+        w.join().unwrap();
+        let (rx, _) = tcp_bytes(p.rs.as_raw_fd()).unwrap();
         assert_eq!(rx, big.len() as u64);
-        m.remove(&kc).unwrap();
-        m.remove(&ks).unwrap();
+        p.leave(&m);
     }
 
     /// With a budget, a receiver that reads nothing holds the sender back: the program redirects
@@ -1021,21 +1022,14 @@ mod tests {
     fn a_budget_holds_the_sender_back() {
         use std::io::{Read, Write};
         let Some(m) = loaded() else { return };
-        let Pair {
-            mut client,
-            rc,
-            rs,
-            mut server,
-            kc,
-            ks,
-        } = pair();
+        let p = pair();
+        let (mut client, mut server) = (&p.client, &p.server);
         let limit = 1 << 20;
-        let bc = m.take_budget(&kc, limit).unwrap();
-        let bs = m.take_budget(&ks, limit).unwrap();
-        m.insert(&ks, rc.as_raw_fd()).unwrap();
-        m.insert(&kc, rs.as_raw_fd()).unwrap();
+        let bc = m.take_budget(&p.kc, limit).unwrap();
+        let bs = m.take_budget(&p.ks, limit).unwrap();
+        p.join(&m);
         // Under the budget: forwarded and counted.
-        client.write_all(b"hello").unwrap();
+        (&p.client).write_all(b"hello").unwrap();
         let mut b = [0u8; 5];
         server.read_exact(&mut b).unwrap();
         assert_eq!(&b, b"hello");
@@ -1070,7 +1064,7 @@ mod tests {
             redirected <= limit,
             "redirected {redirected} > limit {limit}"
         );
-        let (rx, _) = tcp_bytes(rc.as_raw_fd()).unwrap();
+        let (rx, _) = tcp_bytes(p.rc.as_raw_fd()).unwrap();
         eprintln!(
             "sent {} KiB; redirected {} KiB; router's socket received {} KiB",
             sent >> 10,
@@ -1080,8 +1074,7 @@ mod tests {
         assert!(sent < 32 << 20, "the sender got {} MiB in", sent >> 20);
         // The other direction is untouched.
         assert!(!m.paused(&bs));
-        m.remove(&kc).unwrap();
-        m.remove(&ks).unwrap();
+        p.leave(&m);
         m.release_budget(bc);
         m.release_budget(bs);
     }
@@ -1093,16 +1086,9 @@ mod tests {
     fn slow_receiver_experiment() {
         use std::io::Write;
         let m = SockMap::load(16).unwrap();
-        let Pair {
-            mut client,
-            rc,
-            rs,
-            server: _server,
-            kc,
-            ks,
-        } = pair();
-        m.insert(&ks, rc.as_raw_fd()).unwrap();
-        m.insert(&kc, rs.as_raw_fd()).unwrap();
+        let p = pair();
+        p.join(&m);
+        let (mut client, rc, rs) = (&p.client, &p.rc, &p.rs);
         let sockstat = || std::fs::read_to_string("/proc/net/sockstat").unwrap();
         let slab = || {
             std::fs::read_to_string("/proc/meminfo")
