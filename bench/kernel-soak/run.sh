@@ -60,8 +60,10 @@ echo
 echo "| receive buffer | runs | failures | duplicates (\"bytes taken from side\" / \"unaccounted\") |"
 echo "| --- | --- | --- | --- |"
 for v in bounded autotuned; do
-    dup=$(grep -l 'bytes taken from side\|bytes unaccounted for' "$work"/fail-$v-*.log 2>/dev/null |
-        wc -l)
+    dup=0
+    for f in "$work"/fail-$v-*.log; do
+        [ -e "$f" ] && grep -q 'bytes taken from side\|bytes unaccounted for' "$f" && dup=$((dup + 1))
+    done
     echo "| $v | ${runs[$v]} | ${fails[$v]} | $dup |"
 done
 echo "logs of failed runs: $work"
