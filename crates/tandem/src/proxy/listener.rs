@@ -976,7 +976,12 @@ async fn kernel_splice(
     let rcvbuf = kernel_rcvbuf();
     if rcvbuf > 0 {
         for fd in [c.as_raw_fd(), s.as_raw_fd()] {
-            set_rcvbuf(fd, rcvbuf);
+            if let Err(e) = set_rcvbuf(fd, rcvbuf) {
+                debug!(
+                    "{} listener: could not bound a kernel-forwarded socket's receive buffer: {e}",
+                    l.cfg.role
+                );
+            }
         }
     }
     // Counted before the sockets join, when only the router reads and writes them.
@@ -1696,16 +1701,21 @@ fn kernel_rcvbuf() -> libc::c_int {
     KERNEL_RCVBUF
 }
 
-fn set_rcvbuf(fd: std::os::fd::RawFd, bytes: libc::c_int) {
+fn set_rcvbuf(fd: std::os::fd::RawFd, bytes: libc::c_int) -> io::Result<()> {
     // SAFETY: setsockopt with an int on a descriptor we own.
-    unsafe {
+    let r = unsafe {
         libc::setsockopt(
             fd,
             libc::SOL_SOCKET,
             libc::SO_RCVBUF,
             &bytes as *const libc::c_int as *const libc::c_void,
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
