@@ -2153,6 +2153,73 @@ mod tests {
         // The echo's tail, after the client's FIN, went through the router (see `user_dir`).
     }
 
+    /// Both of the router's sockets of a kernel-forwarded pair carry the bounded receive buffer
+    /// (the mitigation described at KERNEL_RCVBUF); a user-space pair keeps autotuning.
+    #[tokio::test]
+    async fn kernel_forwarded_sockets_have_a_bounded_receive_buffer() {
+        let Some(k) = kernel_map() else { return };
+        let r = router_with(10, Duration::from_secs(5), Some(k)).await;
+        let ok = fake_server(Fake::Ok).await;
+        route_to(&r, &[("a", ok)]);
+        let (mut s, _) = client(r.addr).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while r.shared.stats.kernel_spliced.load(Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "the pair never joined the map");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // Traffic first: a socket left to autotuning starts at the same size (tcp_rmem's
+        // default, 128 KiB) and grows with it, a bounded one does not.
+        // (In pieces the path's buffers surely hold, so that writing before reading cannot
+        // stall.)
+        let chunk = vec![7u8; 64 << 10];
+        let mut back = vec![0u8; 64 << 10];
+        for _ in 0..256 {
+            s.write_all(&chunk).await.unwrap();
+            s.read_exact(&mut back).await.unwrap();
+        }
+        // The router's sockets of this pair, found among this process's descriptors: the one
+        // whose peer is the client, and the one connected to the server.
+        let (me, server) = (s.local_addr().unwrap(), ok);
+        let mut found = Vec::new();
+        for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+            let Ok(fd) = e
+                .file_name()
+                .to_string_lossy()
+                .parse::<std::os::fd::RawFd>()
+            else {
+                continue;
+            };
+            // SAFETY: borrowed for the calls below only; the descriptor stays open (owned by
+            // the router), ManuallyDrop keeps it from being closed here.
+            let sock = std::mem::ManuallyDrop::new(unsafe {
+                <std::net::TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd)
+            });
+            let Ok(peer) = sock.peer_addr() else { continue };
+            if peer == me || (peer == server && sock.local_addr().ok() != Some(me)) {
+                let mut v: libc::c_int = 0;
+                let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+                // SAFETY: getsockopt into an int we own.
+                let rc = unsafe {
+                    libc::getsockopt(
+                        fd,
+                        libc::SOL_SOCKET,
+                        libc::SO_RCVBUF,
+                        &mut v as *mut libc::c_int as *mut libc::c_void,
+                        &mut len,
+                    )
+                };
+                assert_eq!(rc, 0);
+                found.push((peer, v));
+            }
+        }
+        // The fake server's own accepted socket has the router as its peer, not `server`.
+        assert_eq!(found.len(), 2, "router sockets of the pair: {found:?}");
+        for (peer, v) in found {
+            assert_eq!(v, 2 * KERNEL_RCVBUF, "socket to {peer}: SO_RCVBUF {v}");
+        }
+        drop(s);
+    }
+
     /// A server that stops reading holds the client back (the sender stalls well before all of
     /// its 64 MiB are in), nothing is reset, and when it reads again everything arrives in
     /// order. Through the kernel the program pauses the direction at KERNEL_BUDGET and the
