@@ -1702,21 +1702,7 @@ fn kernel_rcvbuf() -> libc::c_int {
 }
 
 fn set_rcvbuf(fd: std::os::fd::RawFd, bytes: libc::c_int) -> io::Result<()> {
-    // SAFETY: setsockopt with an int on a descriptor we own.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &bytes as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    tandem_vip::net::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &bytes)
 }
 
 /// Makes the next close send a reset instead of a FIN.
@@ -1725,16 +1711,7 @@ fn linger_zero(fd: std::os::fd::RawFd) {
         l_onoff: 1,
         l_linger: 0,
     };
-    // SAFETY: setsockopt with a properly sized linger struct on a descriptor we own.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &l as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
+    let _ = tandem_vip::net::setsockopt(fd, libc::SOL_SOCKET, libc::SO_LINGER, &l);
 }
 
 #[cfg(test)]
@@ -2154,7 +2131,7 @@ mod tests {
     }
 
     /// Both of the router's sockets of a kernel-forwarded pair carry the bounded receive buffer
-    /// (the mitigation described at KERNEL_RCVBUF); a user-space pair keeps autotuning.
+    /// (the mitigation described at KERNEL_RCVBUF).
     #[tokio::test]
     async fn kernel_forwarded_sockets_have_a_bounded_receive_buffer() {
         let Some(k) = kernel_map() else { return };
@@ -2196,19 +2173,9 @@ mod tests {
             });
             let Ok(peer) = sock.peer_addr() else { continue };
             if peer == me || (peer == server && sock.local_addr().ok() != Some(me)) {
-                let mut v: libc::c_int = 0;
-                let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-                // SAFETY: getsockopt into an int we own.
-                let rc = unsafe {
-                    libc::getsockopt(
-                        fd,
-                        libc::SOL_SOCKET,
-                        libc::SO_RCVBUF,
-                        &mut v as *mut libc::c_int as *mut libc::c_void,
-                        &mut len,
-                    )
-                };
-                assert_eq!(rc, 0);
+                // SAFETY: SO_RCVBUF is an int.
+                let v: libc::c_int =
+                    unsafe { sockmap::get_option(fd, libc::SOL_SOCKET, libc::SO_RCVBUF) }.unwrap();
                 found.push((peer, v));
             }
         }

@@ -753,27 +753,40 @@ pub fn key(local: SocketAddr, remote: SocketAddr) -> [u8; KEY_SIZE] {
     k
 }
 
-// ---- TCP_INFO -----------------------------------------------------------------------------------
+// ---- Socket options ------------------------------------------------------------------------------
 
-/// Data bytes this socket has received (`tcpi_bytes_received`, less the FIN) and bytes its peer
-/// has acknowledged (`tcpi_bytes_acked`, which includes our FIN once sent), since the
-/// connection began.
-pub fn tcp_bytes(fd: RawFd) -> io::Result<(u64, u64)> {
-    // SAFETY: an all-zero tcp_info is valid; getsockopt writes at most `len` bytes into it.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+/// getsockopt(2) of an option whose value is plain C data (an int, `tcp_info`).
+///
+/// # Safety
+/// `T` must be a C type for which all-zero bytes, and whatever the kernel writes for this
+/// option, are a valid value.
+pub unsafe fn get_option<T>(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<T> {
+    // SAFETY: valid when zeroed (the caller's promise); getsockopt writes at most `len` bytes.
+    let mut v: T = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
     let r = unsafe {
         libc::getsockopt(
             fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            &mut info as *mut libc::tcp_info as *mut libc::c_void,
+            level,
+            name,
+            &mut v as *mut T as *mut libc::c_void,
             &mut len,
         )
     };
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(v)
+}
+
+// ---- TCP_INFO -----------------------------------------------------------------------------------
+
+/// Data bytes this socket has received (`tcpi_bytes_received`, less the FIN) and bytes its peer
+/// has acknowledged (`tcpi_bytes_acked`, which includes our FIN once sent), since the
+/// connection began.
+pub fn tcp_bytes(fd: RawFd) -> io::Result<(u64, u64)> {
+    // SAFETY: tcp_info is plain integers; all-zero is valid.
+    let info: libc::tcp_info = unsafe { get_option(fd, libc::IPPROTO_TCP, libc::TCP_INFO)? };
     // `tcpi_bytes_received` counts the FIN's sequence number too: not a data byte.
     let fin_in = matches!(
         u32::from(info.tcpi_state),
@@ -1029,7 +1042,7 @@ mod tests {
         let bs = m.take_budget(&p.ks, limit).unwrap();
         p.join(&m);
         // Under the budget: forwarded and counted.
-        (&p.client).write_all(b"hello").unwrap();
+        client.write_all(b"hello").unwrap();
         let mut b = [0u8; 5];
         server.read_exact(&mut b).unwrap();
         assert_eq!(&b, b"hello");

@@ -18,7 +18,8 @@ pub(crate) fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-pub(crate) fn setsockopt<T>(
+/// setsockopt(2) with a value of plain C data (an int, a struct); tandem's router uses it too.
+pub fn setsockopt<T>(
     fd: libc::c_int,
     level: libc::c_int,
     name: libc::c_int,
