@@ -1,38 +1,64 @@
 #!/usr/bin/env bash
-# Installs what tandem's build, demo and tests need on a fresh Debian 12 machine:
-# protoc (etcd-client's build), etcd (server + etcdctl), PostgreSQL server binaries.
-# Idempotent; uses sudo when not root.
+# Installs every Debian package that tandem's build, demo and tests rely on, on a fresh Debian 12
+# machine. Each package is checked by name with dpkg-query (not by the presence of a command: a
+# command can be there while a package the build needs is not, as libprotobuf-dev's .proto files
+# were). Idempotent and quiet when everything is there; uses sudo when not root.
+#
+#   scripts/install-deps.sh            install what is missing
+#   scripts/install-deps.sh --list     print the package list, one per line
+#   scripts/install-deps.sh --check    exit 1 (naming them) if any package is missing
 set -euo pipefail
+
+PACKAGES=(
+  # build: etcd-client's build script runs protoc, which imports google/protobuf/*.proto
+  protobuf-compiler libprotobuf-dev build-essential pkg-config
+  # etcd server and etcdctl
+  etcd-server etcd-client
+  # PostgreSQL server binaries (/usr/lib/postgresql/15/bin) and psql
+  postgresql-15 postgresql-client-15
+  # the patronictl compatibility test: HAProxy (the seed's router), Patroni from PyPI in a venv,
+  # openssl for a throw-away CA
+  haproxy openssl python3 python3-venv ca-certificates
+  # multi-host tests: network namespaces, packet drops, VRRP peers
+  iproute2 nftables keepalived
+)
+
+installed() {
+  [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = "installed" ]
+}
+
+case "${1:-}" in
+  --list) printf '%s\n' "${PACKAGES[@]}"; exit 0 ;;
+  --check|"") ;;
+  *) echo "usage: $0 [--list|--check]" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  installed "$p" || missing+=("$p")
+done
+
+if [ "${1:-}" = "--check" ]; then
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "missing packages: ${missing[*]}" >&2
+    exit 1
+  fi
+  exit 0
+fi
+
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-need=()
-command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
-# protoc's well-known types (google/protobuf/*.proto), a recommendation of protobuf-compiler that
-# --no-install-recommends leaves out; etcd-client's build imports them.
-[ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
-command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
-command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
-  need+=(postgresql)
-fi
-command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
-command -v cc >/dev/null 2>&1 || need+=(build-essential)
-# The patronictl compatibility test: HAProxy (the seed's router), a Python venv for Patroni from
-# PyPI, openssl for a throw-away CA.
-[ -x /usr/sbin/haproxy ] || need+=(haproxy)
-command -v openssl >/dev/null 2>&1 || need+=(openssl)
-if ! /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
-  need+=(python3 python3-venv)
-fi
-command -v ip >/dev/null 2>&1 || need+=(iproute2)
-command -v keepalived >/dev/null 2>&1 || need+=(keepalived)
-# The partition test cuts a host off with nftables inside its network namespace.
-command -v nft >/dev/null 2>&1 || need+=(nftables)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing: ${need[*]}"
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -q
-  $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+  still=()
+  for p in "${missing[@]}"; do installed "$p" || still+=("$p"); done
+  if [ ${#still[@]} -gt 0 ]; then
+    echo "apt-get did not install: ${still[*]}" >&2
+    exit 1
+  fi
 fi
 # A system etcd started by the package would hold port 2379; tandem starts its own etcd.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
