@@ -69,11 +69,24 @@ pub struct Settings {
     pub loop_wait_ms: u64,
 }
 
+/// Where [`Observation::cluster`] came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViewSource {
+    /// A linearizable etcd read made in this cycle.
+    Fresh,
+    /// The watch-backed cache. It may be stale without knowing it: a watch on an etcd member cut
+    /// off by dropped packets goes silent, with no error, and keeps the last keys it saw.
+    Cache,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Observation {
     pub me: String,
     /// `None` when the DCS could not be read.
     pub cluster: Option<ClusterView>,
+    /// Whether `cluster` is a fresh read or the cache ([`needs_fresh_view`] says when the cache
+    /// is not enough).
+    pub source: ViewSource,
     /// My current lease id (0: none).
     pub lease_id: i64,
     /// Time left on my lease, from the send time of the last successful keepalive.
@@ -181,12 +194,35 @@ impl Decision {
     }
 }
 
+/// Whether this node must decide on a fresh etcd read rather than the watch cache: whenever the
+/// decision can make or keep it a writable primary (DESIGN §4 rules 1 and 2). That is when the
+/// cached leader key names me (I would promote, start as primary, stay primary or re-attach the
+/// key), or when my PostgreSQL may be running as a primary (its role unknown counts). A replica
+/// with a stale cache can at worst race for the key, and the race is an etcd transaction.
+pub fn needs_fresh_view(me: &str, cached: &ClusterView, pg: &LocalPg) -> bool {
+    cached.leader.as_ref().is_some_and(|l| l.name == me)
+        || (pg.running && pg.role != Some(PgRole::Replica))
+}
+
+/// Whether my lease can back a write to the leader key or a writable PostgreSQL: I have one, and
+/// its deadline (from the send time of the last successful keepalive) is more than the demotion
+/// margin away.
+fn lease_usable(obs: &Observation) -> bool {
+    obs.lease_id != 0 && !lease_low(obs)
+}
+
 /// What should this node do now?
 pub fn decide(obs: &Observation) -> Decision {
     let Some(cluster) = &obs.cluster else {
         return dcs_unreachable(obs);
     };
     let me = obs.me.as_str();
+    if obs.source == ViewSource::Cache && needs_fresh_view(me, cluster, &obs.pg) {
+        // The agent reads etcd in this case; a cached view must never make or keep a primary.
+        return Decision::none(
+            "my role depends on the leader key: waiting for a fresh read of etcd",
+        );
+    }
     let paused = cluster.paused();
     let leader = cluster.leader.as_ref();
     let i_hold_lock =
@@ -270,6 +306,11 @@ pub fn decide(obs: &Observation) -> Decision {
     }
 
     if my_stale_lock {
+        if !lease_usable(obs) {
+            return Decision::none(
+                "the leader key names me under an old lease: waiting for a valid lease of my own to re-attach it",
+            );
+        }
         return Decision::act(
             vec![Action::ReattachLeader],
             "the leader key names me under an old lease: re-attaching it to my lease",
@@ -296,6 +337,11 @@ pub fn decide(obs: &Observation) -> Decision {
                 ..
             }
         );
+        if i_hold_lock && !lease_usable(obs) {
+            return Decision::none(
+                "not starting PostgreSQL as primary: my leader lease is about to expire",
+            );
+        }
         if i_hold_lock {
             if was_primary {
                 return Decision::act(
@@ -366,6 +412,11 @@ pub fn decide(obs: &Observation) -> Decision {
                 "PAUSE: I hold the leader key but am not primary: releasing it",
             );
         }
+        if !lease_usable(obs) {
+            return Decision::none(
+                "not promoting: my leader lease is about to expire and could not be renewed",
+            );
+        }
         return Decision::act(vec![Action::Promote], "promoting: I hold the leader key");
     }
 
@@ -403,6 +454,20 @@ pub fn decide(obs: &Observation) -> Decision {
     }
 
     // No leader key.
+    if !lease_usable(obs) {
+        if role == PgRole::Primary && !paused {
+            return Decision::act(
+                vec![Action::Demote {
+                    mode: DemoteMode::Offline,
+                    then_follow: None,
+                }],
+                "demoting: the cluster has no leader and my etcd lease is not valid, so I cannot take the key",
+            );
+        }
+        return Decision::none(
+            "the cluster has no leader, but I have no valid etcd lease to take the key with: waiting for one",
+        );
+    }
     if paused {
         if role == PgRole::Primary {
             return Decision::act(

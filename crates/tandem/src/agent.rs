@@ -13,13 +13,14 @@ use tandem_core::cluster::{ClusterView, HistoryEntry, MemberValue, StatusValue};
 use tandem_core::dynamic::{merge_patch, DynamicConfig, Timing, TANDEM_DEFAULT_DCS};
 use tandem_core::ha::{
     self, Action, DataDir, DemoteMode, LocalPg, Observation, PeerStatus, PgRole, Settings,
+    ViewSource,
 };
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::control::{Reply, Request, RestartConditions};
-use crate::dcs::{Dcs, Lease};
+use crate::dcs::{Dcs, LeaderProof, Lease};
 use crate::peer::PeerClient;
 use crate::pg::{PgStatus, Postgres, Upstream};
 use crate::status::NodeStatus;
@@ -200,6 +201,20 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
             "PostgreSQL is already running on {}: adopting it",
             agent.pg.data_dir.display()
         );
+    }
+    // Nothing is decided before the first lease is granted: the leader key and the member key
+    // are bound to it, and a decision on lease 0 could write a key that never expires.
+    while agent.lease.info().id == 0 {
+        let granted = agent.lease.changed.clone();
+        tokio::select! {
+            _ = granted.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = shutdown.changed() => {
+                let _ = api_stop_tx.send(true);
+                api_task.abort();
+                return Ok(());
+            }
+        }
     }
     let mut changes = dcs.spawn_cache();
     let result = agent.main_loop(&mut changes, &mut shutdown).await;
@@ -556,9 +571,21 @@ impl Agent {
         cached: Option<(ClusterView, Vec<String>)>,
         cluster_changed: bool,
     ) -> Result<(bool, bool)> {
+        let quick = !self.force_read
+            && !cluster_changed
+            && self.last_full_observation.elapsed() < QUICK_CYCLE_MAX_AGE;
+        let pg = self.observe_pg_with(quick).await;
+        // The cache may be stale without knowing it (a watch on a cut-off etcd member just goes
+        // quiet): whatever can make or keep me a primary is decided on a fresh read.
+        let cached = cached.filter(|(c, _)| !ha::needs_fresh_view(&self.cfg.name, c, &pg));
+        let source = if cached.is_some() {
+            ViewSource::Cache
+        } else {
+            ViewSource::Fresh
+        };
         let read = match cached {
             Some(v) => Ok(v),
-            None => self.dcs.read_cluster().await,
+            None => self.bounded(self.dcs.read_cluster(), "read").await,
         };
         let cluster = match read {
             Ok((c, warnings)) => {
@@ -573,10 +600,6 @@ impl Agent {
                 None
             }
         };
-        let quick = !self.force_read
-            && !cluster_changed
-            && self.last_full_observation.elapsed() < QUICK_CYCLE_MAX_AGE;
-        let pg = self.observe_pg_with(quick).await;
         let lease = self.lease.info();
         let leaderless = cluster
             .as_ref()
@@ -596,6 +619,7 @@ impl Agent {
             failsafe,
             me: self.cfg.name.clone(),
             cluster: cluster.clone(),
+            source,
             lease_id: lease.id,
             lease_remaining_ms: self
                 .lease
@@ -638,7 +662,7 @@ impl Agent {
         let acted = !decision.actions.is_empty();
         let mut failed = false;
         for action in decision.actions {
-            if let Err(e) = self.execute(action, cluster.as_ref(), &obs).await {
+            if let Err(e) = self.execute(action, cluster.as_ref()).await {
                 if e.downcast_ref::<Fatal>().is_some() {
                     return Err(e);
                 }
@@ -651,7 +675,8 @@ impl Agent {
             if acted {
                 let _ = self.observe_pg().await;
             }
-            if let Err(e) = self.housekeeping(c).await {
+            let deadline = self.demotion_point();
+            if let Err(e) = bounded_at(deadline, self.housekeeping(c), "write").await {
                 warn!("{e:#}");
             }
         }
@@ -680,6 +705,31 @@ impl Agent {
         Ok((acted, failed))
     }
 
+    /// While my PostgreSQL may be writable, the instant at which my lease gets within the
+    /// demotion margin: no etcd request of the HA cycle may run past it, or a cut-off primary
+    /// would wait out request time-outs (up to one per endpoint) instead of demoting in time.
+    fn demotion_point(&self) -> Option<tokio::time::Instant> {
+        let may_be_primary = self.pg.is_running()
+            && self.last_pg.as_ref().is_none_or(|s| !s.in_recovery);
+        if !may_be_primary {
+            return None;
+        }
+        let left = self
+            .lease
+            .remaining(Instant::now())
+            .unwrap_or_default()
+            .saturating_sub(self.timing.demote_margin);
+        Some(tokio::time::Instant::now() + left)
+    }
+
+    async fn bounded<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T>>,
+        what: &str,
+    ) -> Result<T> {
+        bounded_at(self.demotion_point(), f, what).await
+    }
+
     async fn refresh_lease_now(&self) -> bool {
         let before = self.lease.info().deadline;
         self.lease.poke();
@@ -703,7 +753,6 @@ impl Agent {
         &mut self,
         action: Action,
         cluster: Option<&ClusterView>,
-        obs: &Observation,
     ) -> Result<()> {
         match action {
             Action::BootstrapRace => self.bootstrap().await,
@@ -746,8 +795,9 @@ impl Agent {
                 self.start_replica(Some(up)).await
             }
             Action::StartPrimary => {
+                let proof = self.prove_leadership("starting as primary").await?;
                 self.pg.write_config(&self.dynamic, None)?;
-                self.start().await
+                self.start_primary(&proof).await
             }
             Action::StartReplica { leader } => {
                 let up = leader
@@ -768,7 +818,12 @@ impl Agent {
                 Ok(())
             }
             Action::AcquireLeader => {
-                if self.dcs.take_leader(&self.cfg.name, obs.lease_id).await? {
+                if self
+                    .dcs
+                    .take_leader(&self.cfg.name, &self.lease.info())
+                    .await?
+                    .is_some()
+                {
                     info!("acquired the leader key");
                     if let Some(f) = cluster.and_then(|c| c.failover.as_ref()) {
                         if !f.value.is_empty() {
@@ -782,11 +837,14 @@ impl Agent {
             }
             Action::ReattachLeader => {
                 self.dcs
-                    .reattach_leader(&self.cfg.name, obs.lease_id)
+                    .reattach_leader(&self.cfg.name, &self.lease.info())
                     .await?;
                 Ok(())
             }
-            Action::Promote => self.promote(cluster).await,
+            Action::Promote => {
+                let proof = self.prove_leadership("promoting").await?;
+                self.promote(proof, cluster).await
+            }
             Action::Demote {
                 mode: DemoteMode::Graceful,
                 then_follow,
@@ -1076,6 +1134,18 @@ impl Agent {
         .unwrap_or_default()
     }
 
+    /// Starts PostgreSQL as a primary (writable): only with a fresh proof of the leader key.
+    async fn start_primary(&mut self, proof: &LeaderProof) -> Result<()> {
+        let left = proof.remaining(Instant::now());
+        if left <= self.timing.demote_margin {
+            return Err(anyhow!(
+                "not starting as primary: my lease has only {} ms left",
+                left.as_millis()
+            ));
+        }
+        self.start().await
+    }
+
     async fn start(&mut self) -> Result<()> {
         self.pg_state = "starting".into();
         self.publish(None);
@@ -1135,9 +1205,33 @@ impl Agent {
         }
     }
 
-    async fn promote(&mut self, cluster: Option<&ClusterView>) -> Result<()> {
+    /// DESIGN §4 rules 1 and 2, in one place: before PostgreSQL is made writable, an etcd
+    /// transaction made now must show the leader key naming me under my current lease, and that
+    /// lease must have more than the demotion margin left. Neither a cache nor an earlier read
+    /// counts; the returned proof is what `promote` and `start_primary` take.
+    async fn prove_leadership(&self, what: &str) -> Result<LeaderProof> {
+        let lease = self.lease.info();
+        let proof = self
+            .dcs
+            .confirm_leader(&self.cfg.name, &lease)
+            .await
+            .with_context(|| format!("not {what}: cannot confirm the leader key in etcd"))?
+            .ok_or_else(|| {
+                anyhow!("not {what}: etcd does not show the leader key under my lease any more")
+            })?;
+        let left = proof.remaining(Instant::now());
+        if left <= self.timing.demote_margin {
+            return Err(anyhow!(
+                "not {what}: my lease has only {} ms left",
+                left.as_millis()
+            ));
+        }
+        Ok(proof)
+    }
+
+    async fn promote(&mut self, proof: LeaderProof, cluster: Option<&ClusterView>) -> Result<()> {
         let started = Instant::now();
-        self.pg.promote().await?;
+        self.pg.promote(&proof).await?;
         info!(
             "promoted self to leader ({} ms)",
             started.elapsed().as_millis()
@@ -1233,8 +1327,12 @@ impl Agent {
             self.pg_state = "running".into();
             let _ = self.observe_pg().await;
             self.touch_member_now(None).await;
-            let lease = self.lease.info().id;
-            if !self.dcs.take_leader(&self.cfg.name, lease).await? {
+            if self
+                .dcs
+                .take_leader(&self.cfg.name, &self.lease.info())
+                .await?
+                .is_none()
+            {
                 return Err(anyhow!("could not take the leader key after bootstrap"));
             }
             Ok::<_, anyhow::Error>(sysid)
@@ -1343,7 +1441,12 @@ impl Agent {
             .await
         {
             Ok(()) => self.last_member = Some((text, lease)),
-            Err(e) => warn!("cannot update my member key: {e:#}"),
+            Err(e) => {
+                warn!("cannot update my member key: {e:#}");
+                if crate::dcs::is_lease_not_found(&e) {
+                    self.lease.lost(lease);
+                }
+            }
         }
     }
 
@@ -1510,6 +1613,22 @@ impl Agent {
         }
         self.lease.revoke(&self.dcs).await;
         info!("PostgreSQL stopped; agent exiting");
+    }
+}
+
+/// Runs `f`, giving up at `deadline` (see `Agent::demotion_point`).
+async fn bounded_at<T>(
+    deadline: Option<tokio::time::Instant>,
+    f: impl std::future::Future<Output = Result<T>>,
+    what: &str,
+) -> Result<T> {
+    match deadline {
+        None => f.await,
+        Some(d) => tokio::time::timeout_at(d, f).await.unwrap_or_else(|_| {
+            Err(anyhow!(
+                "etcd {what} abandoned: my lease reached its demotion margin first"
+            ))
+        }),
     }
 }
 

@@ -176,29 +176,44 @@ impl Dcs {
         Ok(resp.succeeded())
     }
 
-    /// Leader race: create `leader` only if it does not exist, bound to my lease.
-    pub async fn take_leader(&self, name: &str, lease: i64) -> Result<bool> {
+    /// Leader race: create `leader` only if it does not exist, bound to my lease. Refused without
+    /// a valid lease (a key written with lease 0 would never expire). On a win, the proof that I
+    /// hold the key.
+    pub async fn take_leader(&self, name: &str, lease: &LeaseInfo) -> Result<Option<LeaderProof>> {
+        let (id, deadline) = lease.usable(Instant::now())?;
         let k = self.key("leader");
         let t = Txn::new()
             .when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                k,
-                name,
-                Some(PutOptions::new().with_lease(lease)),
-            )]);
-        self.txn("leader race", t).await
+            .and_then([TxnOp::put(k, name, Some(PutOptions::new().with_lease(id)))]);
+        Ok(self
+            .txn("leader race", t)
+            .await?
+            .then_some(LeaderProof { lease: id, lease_deadline: deadline }))
     }
 
-    /// Re-binds a leader key that still names me to my current lease.
-    pub async fn reattach_leader(&self, name: &str, lease: i64) -> Result<bool> {
+    /// Proves, with a linearizable transaction made now, that the leader key names me and is bound
+    /// to my current lease; `None` when it does not. Promotion and a start as primary need this
+    /// proof: a cache, or a view read earlier, cannot give one.
+    pub async fn confirm_leader(&self, name: &str, lease: &LeaseInfo) -> Result<Option<LeaderProof>> {
+        let (id, deadline) = lease.usable(Instant::now())?;
+        let k = self.key("leader");
+        let t = Txn::new().when([
+            Compare::value(k.clone(), CompareOp::Equal, name),
+            Compare::lease(k, CompareOp::Equal, id),
+        ]);
+        Ok(self
+            .txn("leader confirmation", t)
+            .await?
+            .then_some(LeaderProof { lease: id, lease_deadline: deadline }))
+    }
+
+    /// Re-binds a leader key that still names me to my current lease (refused without a valid one).
+    pub async fn reattach_leader(&self, name: &str, lease: &LeaseInfo) -> Result<bool> {
+        let (id, _) = lease.usable(Instant::now())?;
         let k = self.key("leader");
         let t = Txn::new()
             .when([Compare::value(k.clone(), CompareOp::Equal, name)])
-            .and_then([TxnOp::put(
-                k,
-                name,
-                Some(PutOptions::new().with_lease(lease)),
-            )]);
+            .and_then([TxnOp::put(k, name, Some(PutOptions::new().with_lease(id)))]);
         self.txn("leader re-attach", t).await
     }
 
@@ -396,12 +411,55 @@ impl CacheState {
     }
 }
 
+/// Evidence that the leader key named this node under its current lease, from an etcd
+/// transaction that succeeded: made only by [`Dcs::take_leader`] and [`Dcs::confirm_leader`]
+/// (its fields are private to this module). Making PostgreSQL writable — a promotion or a start
+/// as primary — takes one, and checks that the lease it names still has time left (DESIGN §4
+/// rules 1 and 2): a view from a cache or an earlier read cannot make a primary.
+#[derive(Debug)]
+pub struct LeaderProof {
+    lease: i64,
+    /// The lease's deadline when the transaction was sent: the send time of the last successful
+    /// keepalive (or grant) + TTL. etcd keeps the lease at least that long.
+    lease_deadline: Instant,
+}
+
+impl LeaderProof {
+    pub fn lease(&self) -> i64 {
+        self.lease
+    }
+    /// Time left on the lease the key was proven under.
+    pub fn remaining(&self, now: Instant) -> Duration {
+        self.lease_deadline.saturating_duration_since(now)
+    }
+}
+
 /// The agent's lease, kept alive by its own task on its own schedule, apart from the HA loop.
 #[derive(Clone, Debug, Default)]
 pub struct LeaseInfo {
     pub id: i64,
     /// Send time of the last successful keepalive (or grant) + TTL.
     pub deadline: Option<Instant>,
+}
+
+impl LeaseInfo {
+    /// The lease id and deadline, if there is a lease and its deadline is still ahead of `now`;
+    /// an error saying why not otherwise.
+    pub fn usable(&self, now: Instant) -> Result<(i64, Instant)> {
+        match self.deadline {
+            Some(d) if self.id != 0 && d > now => Ok((self.id, d)),
+            _ if self.id == 0 => Err(anyhow!("I have no etcd lease (not granted yet, or lost)")),
+            _ => Err(anyhow!(
+                "my etcd lease {:x} has run out (no keepalive succeeded in time)",
+                self.id
+            )),
+        }
+    }
+}
+
+/// Whether an etcd error says the lease a request named does not exist (expired or revoked).
+pub fn is_lease_not_found(e: &anyhow::Error) -> bool {
+    format!("{e:#}").contains("lease not found")
 }
 
 #[derive(Clone)]
@@ -480,24 +538,42 @@ impl Lease {
                 .await
             {
                 Ok(pair) => pair,
+                Err(e) if is_lease_not_found(&e) => {
+                    // After a partition longer than the TTL, etcd has expired the lease; the
+                    // client reports it when the stream opens. Without a new lease the member
+                    // key can never be written again.
+                    tracing::warn!("etcd no longer knows lease {id:x} (it expired while I could not reach etcd): granting a new one");
+                    self.set(|s| {
+                        if s.id == id {
+                            s.id = 0;
+                            s.deadline = None;
+                        }
+                    });
+                    continue;
+                }
                 Err(e) => {
                     tracing::debug!("{e}");
-                    tokio::time::sleep(get(&interval).min(Duration::from_millis(500))).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(get(&interval).min(Duration::from_millis(500))) => {}
+                        _ = self.poke.notified() => {}
+                    }
                     continue;
                 }
             };
             // Keep this stream until it fails.
             loop {
-                let sent = Instant::now();
-                let ok = async {
-                    keeper.keep_alive().await.ok()?;
-                    let resp = tokio::time::timeout(dcs.timeout, stream.message())
-                        .await
-                        .ok()?
-                        .ok()??;
-                    Some(resp.ttl())
+                if self.info().id != id {
+                    break; // declared lost by a request that met "lease not found"
                 }
-                .await;
+                let sent = Instant::now();
+                let ok = tokio::time::timeout(dcs.timeout, async {
+                    keeper.keep_alive().await.ok()?;
+                    let resp = stream.message().await.ok()??;
+                    Some(resp.ttl())
+                })
+                .await
+                .ok()
+                .flatten();
                 match ok {
                     Some(t) if t > 0 => self.set(|s| {
                         if s.id == id {
@@ -528,6 +604,24 @@ impl Lease {
                     _ = self.poke.notified() => {}
                 }
             }
+        }
+    }
+
+    /// A request bound to lease `id` met "lease not found": etcd expired it (a partition longer
+    /// than the TTL). Forget it and have the keeper grant a new one at once, so the member key can
+    /// be written again (the keeper's own stream may not notice for a while).
+    pub fn lost(&self, id: i64) {
+        let mut forgot = false;
+        self.set(|s| {
+            if s.id == id && id != 0 {
+                s.id = 0;
+                s.deadline = None;
+                forgot = true;
+            }
+        });
+        if forgot {
+            tracing::warn!("etcd no longer knows lease {id:x}: granting a new one");
+            self.poke.notify_one();
         }
     }
 

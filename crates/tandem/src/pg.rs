@@ -475,7 +475,9 @@ impl Postgres {
 
     /// Ends recovery: `pg_promote(false)` then a 10 ms poll of `pg_is_in_recovery()` (pg_ctl and
     /// `pg_promote(true)` poll every 100 ms); falls back to `pg_ctl promote`.
-    pub async fn promote(&self) -> Result<()> {
+    /// Promotes the server; `_held` is the proof, from an etcd transaction made just before, that
+    /// this node holds the leader key under a live lease (there is no other way to promote).
+    pub async fn promote(&self, _held: &crate::dcs::LeaderProof) -> Result<()> {
         if let Ok(c) = self.client().await {
             if c.query_one("SELECT pg_promote(false)", &[]).await.is_ok() {
                 let deadline = std::time::Instant::now() + Duration::from_secs(60);
