@@ -3,12 +3,21 @@
 //! agent stalls. Every 100 ms step checks safety rule 1 (never two writable primaries); after the
 //! faults stop, the cluster must converge to exactly one primary. Each seed is reproducible:
 //! `SIM_SEED=1234 cargo test -p tandem-core --test simulation`.
+//!
+//! A partition is modelled as dropped packets, not refused connections: a cut-off node's watch
+//! cache goes quiet and keeps the last keys it saw (it does not know it is stale), requests time
+//! out instead of failing at once, and peers' REST probes get no answer. Every seed cuts the
+//! leader off once for longer than the TTL (the split brain of issue 18), besides the random
+//! faults. The node chooses between its cache and a fresh read with the production rule
+//! (`ha::needs_fresh_view`); promotion and a start as primary go through the production rule's
+//! model: an etcd transaction showing the leader key under the node's lease, with more than the
+//! demotion margin left on it.
 
 use std::collections::BTreeMap;
 use tandem_core::cluster::{ClusterView, LeaderKey, Member, MemberValue, StatusValue};
 use tandem_core::ha::{
-    decide, Action, DataDir, DemoteMode, LocalPg, Observation, PeerAnswer, PeerStatus, PgRole,
-    Settings,
+    decide, needs_fresh_view, Action, DataDir, DemoteMode, LocalPg, Observation, PeerAnswer,
+    PeerStatus, PgRole, Settings, ViewSource,
 };
 
 const TTL: u64 = 4000;
@@ -16,6 +25,11 @@ const KEEPALIVE: u64 = 1000;
 const MARGIN: u64 = 1000;
 const LOOP: u64 = 1000;
 const STEP: u64 = 100;
+/// A read that cannot reach etcd gives up after one time-out per endpoint (1 s × 3).
+const READ_TIMEOUT_TOTAL: u64 = 3000;
+/// The scheduled cut of the leader: when, and for how long (longer than the TTL).
+const LEADER_CUT_AT: u64 = 20_000;
+const LEADER_CUT_FOR: u64 = 2 * TTL + 1500;
 
 /// A small deterministic PRNG (xorshift64*), so runs need no external crate.
 struct Rng(u64);
@@ -59,6 +73,10 @@ struct Node {
     last_keepalive: u64,
     last_cycle: u64,
     seen_revision: u64,
+    /// The watch cache: the keys as last seen while etcd was reachable.
+    cache: Option<ClusterView>,
+    /// A fresh read that cannot reach etcd is under way: it fails at this time.
+    read_fails_at: Option<u64>,
 }
 
 struct Etcd {
@@ -152,6 +170,8 @@ fn run(seed: u64) {
             last_keepalive: 0,
             last_cycle: 0,
             seen_revision: 0,
+            cache: None,
+            read_fails_at: None,
         })
         .collect();
     // Start: n0 leads.
@@ -169,6 +189,19 @@ fn run(seed: u64) {
     while now < end {
         now += STEP;
         etcd.expire(now);
+        // The scheduled fault: the leader loses etcd and its peers for longer than the TTL.
+        if now == LEADER_CUT_AT {
+            if let Some((name, _)) = &etcd.leader {
+                let n = nodes.iter_mut().find(|n| &n.name == name).expect("leader");
+                if n.host_up {
+                    n.partitioned_until = now + LEADER_CUT_FOR;
+                    n.stalled_until = 0;
+                    if std::env::var("SIM_TRACE").is_ok() {
+                        eprintln!("t={now} {} (leader) cut off until {}", n.name, n.partitioned_until);
+                    }
+                }
+            }
+        }
         // Faults.
         if now < fault_end {
             for i in 0..nodes.len() {
@@ -185,10 +218,14 @@ fn run(seed: u64) {
                     n.deadline = None;
                     n.following = None;
                     n.stalled_until = 0;
+                    n.cache = None;
+                    n.read_fails_at = None;
                 }
                 // One fault at a time per node: a stalled agent cut off from etcd cannot demote
                 // (that combination needs a hardware watchdog, which tandem does not drive yet).
-                let quiet = n.partitioned_until <= now && n.stalled_until <= now;
+                // A fault starts only once the node has renewed its lease since the last one.
+                let quiet = n.partitioned_until + 2 * KEEPALIVE <= now
+                    && n.stalled_until + 2 * KEEPALIVE <= now;
                 if n.host_up && quiet && rng.chance(3) {
                     n.partitioned_until = now + 500 + rng.below(8000);
                     if std::env::var("SIM_TRACE").is_ok() {
@@ -198,7 +235,8 @@ fn run(seed: u64) {
                         );
                     }
                 }
-                let quiet = n.partitioned_until <= now && n.stalled_until <= now;
+                let quiet = n.partitioned_until + 2 * KEEPALIVE <= now
+                    && n.stalled_until + 2 * KEEPALIVE <= now;
                 if n.host_up && quiet && rng.chance(3) {
                     n.stalled_until = now + rng.below(2000); // stalls up to 2 s
                     if std::env::var("SIM_TRACE").is_ok() {
@@ -257,31 +295,85 @@ fn run(seed: u64) {
                     }
                 }
             }
+            // The watch delivers every change while etcd is reachable; cut off, it goes quiet.
+            if !cut {
+                nodes[i].cache = Some(etcd.view());
+            }
             // HA cycle: on a timer, on an etcd change, or when the lease gets low.
             let n = &nodes[i];
             let lease_low = n.deadline.is_some_and(|d| d.saturating_sub(now) < MARGIN);
-            let due = now - n.last_cycle >= LOOP
-                || (!cut && etcd.revision != n.seen_revision)
-                || lease_low;
+            let read_failed = n.read_fails_at.is_some_and(|t| t <= now);
+            let due = read_failed
+                || (n.read_fails_at.is_none()
+                    && (now - n.last_cycle >= LOOP
+                        || (!cut && etcd.revision != n.seen_revision)
+                        || lease_low));
             if !due {
                 continue;
             }
-            let cluster = (!cut).then(|| etcd.view());
+            let pg = LocalPg {
+                data: DataDir::Initialized {
+                    sysid: "7000000000000000001".into(),
+                    was_primary: n.was_primary,
+                },
+                running: n.pg != Pg::Stopped,
+                role: match n.pg {
+                    Pg::Primary => Some(PgRole::Primary),
+                    Pg::Replica => Some(PgRole::Replica),
+                    Pg::Stopped => None,
+                },
+                wal_position: Some(n.wal),
+                timeline: Some(n.timeline),
+                following: n.following.clone(),
+            };
+            // The production rule picks the cache or a fresh read; cut off, a fresh read times
+            // out, but never later than the lease's demotion point of a node that may be primary.
+            let cached = n
+                .cache
+                .clone()
+                .filter(|c| !needs_fresh_view(&n.name, c, &pg));
+            let (cluster, source) = match cached {
+                Some(c) => (Some(c), ViewSource::Cache),
+                None if !cut => (Some(etcd.view()), ViewSource::Fresh),
+                None if read_failed => (None, ViewSource::Fresh),
+                None => {
+                    let may_be_primary = n.pg == Pg::Primary;
+                    let mut fails_at = now + READ_TIMEOUT_TOTAL;
+                    if may_be_primary {
+                        let point = n.deadline.unwrap_or(now).saturating_sub(MARGIN);
+                        fails_at = fails_at.min(point.max(now));
+                    }
+                    if fails_at <= now {
+                        (None, ViewSource::Fresh)
+                    } else {
+                        nodes[i].read_fails_at = Some(fails_at);
+                        continue;
+                    }
+                }
+            };
+            nodes[i].read_fails_at = None;
+            let n = &nodes[i];
+            // REST probes: no answer across the cut (dropped packets), nor from a stalled agent.
             let peers: Vec<PeerStatus> = nodes
                 .iter()
                 .filter(|p| p.name != n.name)
                 .map(|p| PeerStatus {
                     name: p.name.clone(),
-                    answer: (p.host_up && p.stalled_until <= now).then(|| PeerAnswer {
-                        is_primary: p.pg == Pg::Primary,
-                        wal_position: p.wal,
-                        failover_priority: 1,
-                    }),
+                    answer: (p.host_up
+                        && p.stalled_until <= now
+                        && p.partitioned_until <= now
+                        && !cut)
+                        .then(|| PeerAnswer {
+                            is_primary: p.pg == Pg::Primary,
+                            wal_position: p.wal,
+                            failover_priority: 1,
+                        }),
                 })
                 .collect();
             let obs = Observation {
                 me: n.name.clone(),
                 cluster,
+                source,
                 lease_id: if cut {
                     n.lease
                 } else if etcd.leases.contains_key(&n.lease) {
@@ -290,21 +382,7 @@ fn run(seed: u64) {
                     0
                 },
                 lease_remaining_ms: n.deadline.map(|d| d.saturating_sub(now)),
-                pg: LocalPg {
-                    data: DataDir::Initialized {
-                        sysid: "7000000000000000001".into(),
-                        was_primary: n.was_primary,
-                    },
-                    running: n.pg != Pg::Stopped,
-                    role: match n.pg {
-                        Pg::Primary => Some(PgRole::Primary),
-                        Pg::Replica => Some(PgRole::Replica),
-                        Pg::Stopped => None,
-                    },
-                    wal_position: Some(n.wal),
-                    timeline: Some(n.timeline),
-                    following: n.following.clone(),
-                },
+                pg,
                 peers,
                 settings: Settings {
                     maximum_lag_on_failover: 1 << 20,
@@ -327,6 +405,15 @@ fn run(seed: u64) {
             }
             let me = nodes[i].name.clone();
             let my_lease = nodes[i].lease;
+            // What `Dcs::take_leader` / `LeaseInfo::usable` require: a lease with time left.
+            let lease_usable = my_lease != 0 && nodes[i].deadline.is_some_and(|d| d > now);
+            // What `Dcs::confirm_leader` and the agent's `prove_leadership` require before
+            // PostgreSQL is made writable: a transaction, now, showing the leader key under my
+            // lease, and more than the demotion margin left on that lease.
+            let proven = !cut
+                && etcd.leader == Some((me.clone(), my_lease))
+                && etcd.leases.contains_key(&my_lease)
+                && nodes[i].deadline.is_some_and(|d| d > now + MARGIN);
             nodes[i].last_cycle = now;
             if !cut {
                 nodes[i].seen_revision = etcd.revision;
@@ -334,24 +421,24 @@ fn run(seed: u64) {
             for a in d.actions {
                 let n = &mut nodes[i];
                 match a {
-                    Action::AcquireLeader if !cut => {
+                    Action::AcquireLeader if !cut && lease_usable => {
                         if etcd.leader.is_none() && etcd.leases.contains_key(&my_lease) {
                             etcd.leader = Some((me.clone(), my_lease));
                             etcd.revision += 1;
                         }
                     }
-                    Action::ReattachLeader if !cut => {
+                    Action::ReattachLeader if !cut && lease_usable => {
                         if etcd.leader.as_ref().is_some_and(|(l, _)| *l == me) {
                             etcd.leader = Some((me.clone(), my_lease));
                         }
                     }
-                    Action::Promote => {
+                    Action::Promote if proven => {
                         n.pg = Pg::Primary;
                         n.was_primary = true;
                         n.timeline += 1;
                         n.following = None;
                     }
-                    Action::StartPrimary => {
+                    Action::StartPrimary if proven => {
                         n.pg = Pg::Primary;
                     }
                     Action::Demote { mode, .. } => {
@@ -461,7 +548,12 @@ fn run(seed: u64) {
 fn random_crashes_partitions_and_stalls_never_give_two_primaries() {
     let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
         Ok(s) => vec![s.parse().expect("SIM_SEED must be an integer")],
-        Err(_) => (1..=300).collect(),
+        // SIM_SEEDS=N runs seeds 1..=N (300 by default).
+        Err(_) => (1..=std::env::var("SIM_SEEDS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(300))
+            .collect(),
     };
     for seed in seeds {
         run(seed);
