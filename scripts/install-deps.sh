@@ -21,6 +21,10 @@ PACKAGES=(
   haproxy openssl python3 python3-venv ca-certificates
   # multi-host tests: network namespaces, packet drops, VRRP peers
   iproute2 nftables keepalived
+  # the demo creates an unprivileged user to run PostgreSQL (useradd)
+  passwd
+  # CI's fresh-machine check (scripts/fresh-root-check.sh)
+  debootstrap
 )
 
 installed() {
