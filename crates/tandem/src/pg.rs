@@ -140,6 +140,15 @@ impl Postgres {
 
     async fn run(&self, tool: &str, args: &[String], timeout: Duration) -> Result<String> {
         let mut cmd = Command::new(self.bin(tool));
+        // libpq and the server read PG* variables (PGPASSWORD, PGHOST, PGPORT, PGSSLMODE,
+        // PGSERVICE, PGDATA, ...) and prefer some of them to our pgpass and arguments: a user's
+        // `export PGPASSWORD=...` must not reach the agent's children. Only the configuration
+        // decides how they connect.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("PG") {
+                cmd.env_remove(&name);
+            }
+        }
         cmd.args(args)
             .env("PGPASSFILE", &self.pgpass)
             .env("PGCONNECT_TIMEOUT", "3")

@@ -468,3 +468,41 @@ fn default_timing_rides_out_agent_stall_and_etcd_member_loss() {
         "the leader must not demote itself"
     );
 }
+
+/// libpq's variables in the shell that starts the agent (a habit after using `psql`) must not
+/// reach its children: with a wrong PGPASSWORD, a PGSSLMODE the servers cannot serve, a PGHOST and
+/// PGPORT that lead nowhere, the replicas still clone and stream, as the configuration says.
+#[test]
+fn inherited_libpq_variables_do_not_reach_the_agents_children() {
+    let s = Cluster::prepare("tandem-it-pgenv-", |o| {
+        o.agent_env = [
+            ("PGPASSWORD", "not-the-replication-password"),
+            ("PGSSLMODE", "require"),
+            ("PGHOST", "/nonexistent"),
+            ("PGPORT", "1"),
+            ("PGUSER", "nobody"),
+            ("PGDATABASE", "nowhere"),
+            ("PGSERVICE", "nothing"),
+            ("PGOPTIONS", "-c default_transaction_read_only=on"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    })
+    .start();
+    let c = s.cluster;
+    for &r in &s.replicas {
+        wait_until(Duration::from_secs(30), "a streaming replica", || {
+            is_streaming_replica(&c, r).then_some(())
+        })
+        .unwrap();
+        let log = log_of(&c, r);
+        assert!(
+            !log
+                .lines()
+                .any(|l| l.contains("cloning from") && l.contains("failed")),
+            "a clone failed: {log}"
+        );
+    }
+    assert_eq!(s.replicas.len(), 2);
+}
