@@ -19,6 +19,7 @@ mirror=$(sed -n 's/^URIs: *\([^ ]*debian\)$/\1/p' /etc/apt/sources.list.d/debian
 [ -n "$mirror" ] || { echo "fresh-root-check: cannot find the Debian mirror apt uses" >&2; exit 1; }
 
 root=$(mktemp -d /var/tmp/tandem-fresh-root.XXXXXX)
+chmod 755 "$root" # "/" of a real machine; mktemp made it 0700
 mounts=()
 cleanup() {
   rc=$?
