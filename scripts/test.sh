@@ -1,9 +1,28 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: unit tests of the pure core and the adapters, then the integration
-# tests on real etcd and real PostgreSQL (one at a time: each runs a three-node cluster).
+# Runs the whole test suite: unit tests of the pure core and the adapters (the decision table, the
+# simulation), then the integration tests on real etcd and real PostgreSQL 15 (one at a time: each
+# runs a three-node cluster; network-namespace tests included), then the core cases again on
+# PostgreSQL 18 (the seed's version), then — as root — README command 1 in a freshly
+# debootstrapped Debian 12 root (scripts/fresh-root-check.sh; TANDEM_SKIP_FRESH_ROOT=1 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+stage() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
 scripts/install-deps.sh
 cargo build --workspace --all-targets
+stage "unit tests, decision table, simulation"
 cargo test --workspace --lib --bins
+stage "integration tests (PostgreSQL 15)"
 cargo test --workspace --no-fail-fast --test '*' -- --test-threads=1
+
+stage "core cases on PostgreSQL 18"
+pg18=$(scripts/install-pg18.sh)
+TANDEM_TEST_PG_BIN="$pg18" cargo test -p tandem --test cluster --test operations -- --test-threads=1 \
+  bootstrap_replicate_failover_and_rejoin_with_rewind sigterm_of_the_leader_hands_over_within_seconds \
+  switchover_scheduled_switchover_pause_and_resume
+
+if [ "$(id -u)" = 0 ] && [ "${TANDEM_SKIP_FRESH_ROOT:-0}" != 1 ]; then
+  stage "fresh Debian 12 root: README command 1"
+  scripts/fresh-root-check.sh
+else
+  echo "fresh-root check skipped (needs root; TANDEM_SKIP_FRESH_ROOT=${TANDEM_SKIP_FRESH_ROOT:-0})"
+fi

@@ -80,6 +80,8 @@ impl Cluster {
             .expect("temp dir");
         let mut opts = LabOptions::new(dir.path());
         opts.tandem_exe = Some(env!("CARGO_BIN_EXE_tandem").into());
+        // scripts/test.sh runs the core cases again on PostgreSQL 18 (scripts/install-pg18.sh).
+        opts.pg_bin = std::env::var_os("TANDEM_TEST_PG_BIN").map(Into::into);
         tune(&mut opts);
         let lab = Lab::prepare(opts).expect("prepare lab");
         Cluster { lab, _dir: dir }
@@ -98,6 +100,21 @@ impl Cluster {
             || healthy_roles(&self.lab),
         )
         .expect("cluster forms");
+        // On a chosen PostgreSQL build, prove the cluster really runs it.
+        if std::env::var_os("TANDEM_TEST_PG_BIN").is_some() {
+            let out = std::process::Command::new(self.lab.pg_bin.join("postgres"))
+                .arg("--version")
+                .output()
+                .expect("postgres --version");
+            let want = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .last()
+                .unwrap_or_default()
+                .to_string();
+            let have = self.lab.psql(leader, "SHOW server_version").expect("version");
+            assert_eq!(have, want, "the cluster does not run {}", self.lab.pg_bin.display());
+            eprintln!("cluster runs PostgreSQL {have} from {}", self.lab.pg_bin.display());
+        }
         Started {
             cluster: self,
             leader,
