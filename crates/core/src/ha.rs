@@ -37,6 +37,10 @@ pub struct LocalPg {
     pub timeline: Option<u64>,
     /// The member this node's `primary_conninfo` points to, as last written by the agent.
     pub following: Option<String>,
+    /// This server was demoted from primary to read-only in place (its lease ran out) and has
+    /// not been rewound or re-cloned since: its WAL may go past the point where the new leader's
+    /// timeline forked, so it rejoins through pg_rewind, not by re-pointing its upstream.
+    pub former_primary: bool,
 }
 
 /// One peer's answer to `GET /patroni`, probed when the leader key is missing.
@@ -444,6 +448,12 @@ pub fn decide(obs: &Observation) -> Decision {
                 return Decision::none(format!(
                     "waiting for the new leader {l} to finish its promotion"
                 ));
+            }
+            if obs.pg.former_primary && obs.settings.use_pg_rewind {
+                return Decision::act(
+                    vec![Action::RewindAndFollow { leader: l.clone() }],
+                    format!("former primary rejoining: rewinding against {l}"),
+                );
             }
             return Decision::act(
                 vec![Action::Follow { leader: l.clone() }],

@@ -73,6 +73,8 @@ struct Node {
     last_keepalive: u64,
     last_cycle: u64,
     seen_revision: u64,
+    /// Demoted from primary to read-only in place, not rewound since.
+    former_primary: bool,
     /// The watch cache: the keys as last seen while etcd was reachable.
     cache: Option<ClusterView>,
     /// A fresh read that cannot reach etcd is under way: it fails at this time.
@@ -172,6 +174,7 @@ fn run(seed: u64) {
             seen_revision: 0,
             cache: None,
             read_fails_at: None,
+            former_primary: false,
         })
         .collect();
     // Start: n0 leads.
@@ -325,6 +328,7 @@ fn run(seed: u64) {
                 wal_position: Some(n.wal),
                 timeline: Some(n.timeline),
                 following: n.following.clone(),
+                former_primary: n.former_primary,
             };
             // The production rule picks the cache or a fresh read; cut off, a fresh read times
             // out, but never later than the lease's demotion point of a node that may be primary.
@@ -443,6 +447,7 @@ fn run(seed: u64) {
                     }
                     Action::Demote { mode, .. } => {
                         n.pg = if mode == DemoteMode::Offline {
+                            n.former_primary = true;
                             Pg::Replica
                         } else {
                             Pg::Stopped
@@ -461,7 +466,13 @@ fn run(seed: u64) {
                         n.was_primary = false;
                         n.following = leader;
                     }
-                    Action::RewindAndFollow { leader } | Action::Follow { leader } => {
+                    Action::RewindAndFollow { leader } => {
+                        n.former_primary = false;
+                        n.pg = Pg::Replica;
+                        n.was_primary = false;
+                        n.following = Some(leader);
+                    }
+                    Action::Follow { leader } => {
                         n.pg = Pg::Replica;
                         n.was_primary = false;
                         n.following = Some(leader);

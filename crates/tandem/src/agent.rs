@@ -71,6 +71,9 @@ struct Agent {
     last_seen_seq: u64,
     /// The cause of the last failed clone, logged once (not again on every retry).
     last_clone_error: Option<String>,
+    /// PostgreSQL was demoted from primary to read-only in place and not rewound or re-cloned
+    /// since (`LocalPg::former_primary`).
+    former_primary: bool,
 }
 
 /// Idle cycles reuse the last PostgreSQL status for at most this long.
@@ -194,6 +197,7 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
         last_full_observation: Instant::now(),
         last_seen_seq: 0,
         last_clone_error: None,
+        former_primary: false,
     };
     agent
         .pg
@@ -470,6 +474,7 @@ impl Agent {
             wal_position: status.as_ref().map(|s| s.wal_position),
             timeline: status.as_ref().and_then(|s| s.timeline),
             following: self.following.clone(),
+            former_primary: self.former_primary,
         };
         self.last_pg = status;
         local
@@ -803,6 +808,7 @@ impl Agent {
                     return Err(anyhow::Error::new(AlreadyLogged));
                 }
                 self.last_clone_error = None;
+                self.former_primary = false;
                 info!(
                     "cloned from {from} in {:.1} s",
                     started.elapsed().as_secs_f64()
@@ -878,6 +884,9 @@ impl Agent {
                 self.following = None;
                 self.pg_state = "stopped".into();
                 if mode == DemoteMode::Offline {
+                    // Its WAL may go past the fork of the next leader's timeline: the next
+                    // leader is joined through pg_rewind.
+                    self.former_primary = true;
                     self.start_replica(None).await?;
                 }
                 if let Some(l) = then_follow {
@@ -982,6 +991,7 @@ impl Agent {
                     return Reply::new(503, format!("reinitialize failed: {e:#}"));
                 }
                 self.following = None;
+                self.former_primary = false;
                 self.last_pg = None;
                 self.sysid = None;
                 self.pg_state = "stopped".into();
@@ -1183,6 +1193,14 @@ impl Agent {
     }
 
     async fn rewind_and_follow(&mut self, up: Upstream) -> Result<()> {
+        if self.pg.is_running() {
+            // A former primary running read-only: pg_rewind needs it cleanly shut down.
+            info!("stopping PostgreSQL to rewind it against {}", up.member);
+            self.pg_state = "stopping".into();
+            self.pg.stop("fast").await?;
+            self.following = None;
+            self.pg_state = "stopped".into();
+        }
         let cd = self.pg.controldata().await?;
         let state = cd
             .get("Database cluster state")
@@ -1206,11 +1224,13 @@ impl Agent {
                     "pg_rewind finished in {:.1} s",
                     started.elapsed().as_secs_f64()
                 );
+                self.former_primary = false;
                 self.start_replica(Some(up)).await
             }
             Err(e) => {
                 warn!("pg_rewind failed: {e:#}");
                 let aside = self.pg.move_data_aside()?;
+                self.former_primary = false;
                 warn!(
                     "moved the data directory aside to {} and will clone a fresh copy",
                     aside.display()

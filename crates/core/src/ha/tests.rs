@@ -33,6 +33,7 @@ fn running(role: PgRole, pos: u64) -> LocalPg {
         wal_position: Some(pos),
         timeline: Some(1),
         following: None,
+        former_primary: false,
     }
 }
 
@@ -236,6 +237,24 @@ fn no_leader_race_or_reattach_without_a_valid_lease() {
     assert_eq!(decide(&s).actions, vec![Action::ReattachLeader]);
     s.lease_id = 0;
     assert!(decide(&s).actions.is_empty());
+}
+
+#[test]
+fn a_primary_demoted_in_place_rejoins_the_new_leader_through_pg_rewind() {
+    // Cut off, it demoted to read-only when its lease ran out; back, it finds another leader.
+    let mut c = cluster(Some(("b", 9)));
+    let m = &mut c.members.get_mut("b").unwrap().value;
+    m.conn_url = "postgres://b:5432/postgres".into();
+    m.role = "primary".into();
+    let mut o = obs("a", Some(c), running(PgRole::Replica, 1000));
+    o.pg.former_primary = true;
+    assert_eq!(
+        decide(&o).actions,
+        vec![Action::RewindAndFollow { leader: "b".into() }]
+    );
+    // Without pg_rewind it can only re-point (and a diverged server will not stream).
+    o.settings.use_pg_rewind = false;
+    assert_eq!(decide(&o).actions, vec![Action::Follow { leader: "b".into() }]);
 }
 
 #[test]
