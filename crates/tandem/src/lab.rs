@@ -19,7 +19,13 @@
 //!
 //! Every process is started in its own session (`setsid`) and is stopped by the PID recorded
 //! here, after checking in `/proc` that the PID still belongs to this lab. Nothing is ever killed
-//! by name. Only 127.0.0.1 is used.
+//! by name. On loopback, only 127.0.0.1 is used.
+//!
+//! A lab can also be laid out on network namespaces that the caller made (`LabOptions::netns`,
+//! one host per namespace): node i and etcd member i then run inside host i's namespace at its
+//! address, on the usual ports (etcd 2379/2380, PostgreSQL 5432, REST 8008), and every check the
+//! lab makes itself (etcd health, `psql`, [`Lab::api_get`]) runs inside that namespace too. A lab
+//! address is never used from the caller's own namespace.
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -28,7 +34,8 @@ use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -55,6 +62,19 @@ const POSTMASTER_STOP_DEADLINE: Duration = Duration::from_secs(5);
 const KILL_DEADLINE: Duration = Duration::from_secs(5);
 const PSQL_DEADLINE: Duration = Duration::from_secs(30);
 const STD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Ports on a namespace layout, where every host has a port space of its own.
+const NETNS_ETCD_PORTS: (u16, u16) = (2379, 2380);
+const NETNS_PG_PORT: u16 = 5432;
+const NETNS_API_PORT: u16 = 8008;
+
+/// One host of a lab laid out on network namespaces.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetnsHost {
+    /// A named network namespace the caller made (`/run/netns/<netns>`), loopback up.
+    pub netns: String,
+    /// The host's address in it, reachable from the other hosts.
+    pub addr: Ipv4Addr,
+}
 
 /// What `Lab::prepare` builds.
 #[derive(Clone, Debug)]
@@ -80,6 +100,10 @@ pub struct LabOptions {
     pub agent_env: Vec<(String, String)>,
     /// Also prepare a `tandem proxy` (DIR/router.yml: primary, replicas and status listeners).
     pub router: bool,
+    /// Empty: everything on loopback. Otherwise node i and etcd member i run in `netns[i]`
+    /// (so at most as many nodes and etcd members as hosts); no router, no `base_port`. When
+    /// `dcs` has no `postgresql.pg_hba`, the hosts' addresses are allowed (scram-sha-256).
+    pub netns: Vec<NetnsHost>,
 }
 
 impl LabOptions {
@@ -95,6 +119,7 @@ impl LabOptions {
             pg_bin: None,
             agent_env: Vec::new(),
             router: false,
+            netns: Vec::new(),
         }
     }
 
@@ -115,10 +140,17 @@ pub struct EtcdMember {
     pub name: String,
     pub client_port: u16,
     pub peer_port: u16,
-    /// `http://127.0.0.1:<client_port>`
+    /// `http://<host>:<client_port>`
     pub client_url: String,
-    /// `http://127.0.0.1:<peer_port>`
+    /// `http://<host>:<peer_port>`
     pub peer_url: String,
+    /// The address it listens on: 127.0.0.1, or its host's address on a namespace layout (where
+    /// it also listens on 127.0.0.1 inside the namespace).
+    #[serde(default = "loopback")]
+    pub host: String,
+    /// The network namespace it runs in (namespace layout only).
+    #[serde(default)]
+    pub netns: Option<String>,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     pub pid: Option<u32>,
@@ -141,6 +173,17 @@ pub struct LabNode {
     /// DIR/logs/<name>.log
     pub log_path: PathBuf,
     pub agent_pid: Option<u32>,
+    /// The address PostgreSQL and the REST API listen on: 127.0.0.1, or the host's address on a
+    /// namespace layout.
+    #[serde(default = "loopback")]
+    pub host: String,
+    /// The network namespace the agent and its PostgreSQL run in (namespace layout only).
+    #[serde(default)]
+    pub netns: Option<String>,
+}
+
+fn loopback() -> String {
+    "127.0.0.1".into()
 }
 
 /// The lab's `tandem proxy`.
@@ -274,6 +317,7 @@ impl Lab {
         if opts.etcd_members == 0 {
             bail!("a lab needs at least one etcd member (etcd_members = 0)");
         }
+        check_netns_layout(&opts)?;
         let user = ensure_user()?;
         let pg_bin = find_pg_bin(opts.pg_bin.as_deref())?;
         let etcd_bin = find_etcd()?;
@@ -312,24 +356,41 @@ impl Lab {
         })?;
         fs::set_permissions(&tandem_bin, fs::Permissions::from_mode(0o755))?;
 
+        let on_netns = !opts.netns.is_empty();
         let router_ports = if opts.router { 3 } else { 0 };
-        let ports = pick_ports(
-            2 * opts.etcd_members + 2 * opts.members + router_ports,
-            opts.base_port,
-        )?;
+        let ports = if on_netns {
+            Vec::new()
+        } else {
+            pick_ports(
+                2 * opts.etcd_members + 2 * opts.members + router_ports,
+                opts.base_port,
+            )?
+        };
+        // Where slot k (etcd member k, node k) runs: its address and namespace.
+        let place = |k: usize| match opts.netns.get(k) {
+            Some(h) => (h.addr.to_string(), Some(h.netns.clone())),
+            None => (loopback(), None),
+        };
         let etcd: Vec<EtcdMember> = (0..opts.etcd_members)
             .map(|j| {
                 let name = format!("etcd{}", j + 1);
-                let (client_port, peer_port) = (ports[2 * j], ports[2 * j + 1]);
+                let (client_port, peer_port) = if on_netns {
+                    NETNS_ETCD_PORTS
+                } else {
+                    (ports[2 * j], ports[2 * j + 1])
+                };
+                let (host, netns) = place(j);
                 EtcdMember {
-                    client_url: format!("http://127.0.0.1:{client_port}"),
-                    peer_url: format!("http://127.0.0.1:{peer_port}"),
+                    client_url: format!("http://{host}:{client_port}"),
+                    peer_url: format!("http://{host}:{peer_port}"),
                     client_port,
                     peer_port,
                     data_dir: dir.join("etcd").join(&name),
                     log_path: dir.join("logs").join(format!("etcd-{name}.log")),
                     name,
                     pid: None,
+                    host,
+                    netns,
                 }
             })
             .collect();
@@ -338,16 +399,24 @@ impl Lab {
             .map(|i| {
                 let name = format!("node{}", i + 1);
                 let node_dir = dir.join(&name);
+                let (pg_port, api_port) = if on_netns {
+                    (NETNS_PG_PORT, NETNS_API_PORT)
+                } else {
+                    (ports[off + 2 * i], ports[off + 2 * i + 1])
+                };
+                let (host, netns) = place(i);
                 LabNode {
                     config_path: dir.join(format!("{name}.yml")),
-                    pg_port: ports[off + 2 * i],
-                    api_port: ports[off + 2 * i + 1],
+                    pg_port,
+                    api_port,
                     data_dir: node_dir.join("data"),
                     run_dir: node_dir.join("run"),
                     pgpass: node_dir.join("pgpass"),
                     log_path: dir.join("logs").join(format!("{name}.log")),
                     name,
                     agent_pid: None,
+                    host,
+                    netns,
                 }
             })
             .collect();
@@ -361,24 +430,17 @@ impl Lab {
             None,
         )?;
         let pgpass_path = dir.join("pgpass.demo");
-        let pgpass = format!(
-            "{}{}",
-            pgpass_line(
-                "127.0.0.1",
-                "*",
-                "*",
-                SUPERUSER,
-                &secrets.superuser.password
-            ),
-            pgpass_line(
-                "localhost",
-                "*",
-                "*",
-                SUPERUSER,
-                &secrets.superuser.password
-            )
-        );
+        let pgpass: String = ["127.0.0.1".to_string(), "localhost".to_string()]
+            .into_iter()
+            .chain(opts.netns.iter().map(|h| h.addr.to_string()))
+            .map(|host| pgpass_line(&host, "*", "*", SUPERUSER, &secrets.superuser.password))
+            .collect();
         write_file(&pgpass_path, pgpass.as_bytes(), 0o600, None)?;
+        let default_hba = if on_netns {
+            netns_pg_hba(&opts.netns)
+        } else {
+            lab_pg_hba()
+        };
 
         let etcd_hosts = etcd_hosts(&etcd);
         for node in &nodes {
@@ -386,7 +448,15 @@ impl Lab {
             mkdir_owned(node_dir, 0o700, &user)?;
             mkdir_owned(&node.data_dir, 0o700, &user)?;
             mkdir_owned(&node.run_dir, 0o700, &user)?;
-            let yaml = node_config_yaml(SCOPE, node, &etcd_hosts, &pg_bin, &secrets, &opts.dcs)?;
+            let yaml = node_config_yaml(
+                SCOPE,
+                node,
+                &etcd_hosts,
+                &pg_bin,
+                &secrets,
+                &opts.dcs,
+                &default_hba,
+            )?;
             write_file(&node.config_path, yaml.as_bytes(), 0o600, Some(&user))?;
         }
         let router = if opts.router {
@@ -494,14 +564,29 @@ impl Lab {
         &self.secrets
     }
 
-    /// `127.0.0.1:<client>,...`, the `etcd3.hosts` value.
+    /// `<host>:<client>,...`, the `etcd3.hosts` value.
     pub fn etcd_hosts(&self) -> String {
         etcd_hosts(&self.etcd)
     }
 
-    /// `http://127.0.0.1:<api_port>` of node `i`.
+    /// `http://<host>:<api_port>` of node `i`.
     pub fn api_url(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.nodes[i].api_port)
+        format!("http://{}:{}", self.nodes[i].host, self.nodes[i].api_port)
+    }
+
+    /// `GET path` on node `i`'s REST API (1 s timeout), from inside its network namespace on a
+    /// namespace layout: the status code and the body.
+    pub fn api_get(&self, i: usize, path: &str) -> Result<(u16, String)> {
+        let n = self.nodes.get(i).ok_or_else(|| anyhow!("no node {i}"))?;
+        let addr = format!("{}:{}", n.host, n.api_port);
+        http_get_in(n.netns.as_deref(), &addr, path, Duration::from_secs(1))
+    }
+
+    /// `GET path` on etcd member `i`'s client URL, from inside its namespace.
+    fn etcd_get(&self, i: usize, path: &str) -> Result<(u16, String)> {
+        let m = &self.etcd[i];
+        let addr = format!("{}:{}", m.host, m.client_port);
+        http_get_in(m.netns.as_deref(), &addr, path, Duration::from_secs(1))
     }
 
     /// Starts every etcd member that is not running and waits (20 s at most) until all say
@@ -565,9 +650,7 @@ impl Lab {
 
     /// Whether etcd member `i` answers `GET /health` with `"health":"true"`.
     pub fn etcd_healthy(&self, i: usize) -> bool {
-        let addr = format!("127.0.0.1:{}", self.etcd[i].client_port);
-        matches!(http_get(&addr, "/health", Duration::from_secs(1)),
-                 Ok((200, body)) if etcd_health_ok(&body))
+        matches!(self.etcd_get(i, "/health"), Ok((200, body)) if etcd_health_ok(&body))
     }
 
     fn spawn_etcd(&mut self, i: usize) -> Result<u32> {
@@ -583,12 +666,17 @@ impl Lab {
         } else {
             "new"
         };
+        // In a namespace, also on its loopback (for clients inside the host).
+        let listen_client = match m.netns {
+            Some(_) => format!("{},http://127.0.0.1:{}", m.client_url, m.client_port),
+            None => m.client_url.clone(),
+        };
         let mut cmd = Command::new(&self.etcd_bin);
         cmd.arg("--name")
             .arg(&m.name)
             .arg("--data-dir")
             .arg(&m.data_dir)
-            .args(["--listen-client-urls", &m.client_url])
+            .args(["--listen-client-urls", &listen_client])
             .args(["--advertise-client-urls", &m.client_url])
             .args(["--listen-peer-urls", &m.peer_url])
             .args(["--initial-advertise-peer-urls", &m.peer_url])
@@ -614,7 +702,8 @@ impl Lab {
             .env("HOME", &self.user.home)
             .env("USER", &self.user.name)
             .env("LOGNAME", &self.user.name);
-        self.spawn_as(cmd, &m.log_path, &format!("etcd member {}", m.name))
+        let what = format!("etcd member {}", m.name);
+        self.spawn_as(cmd, &m.log_path, &what, m.netns.as_deref())
     }
 
     /// Waits until each member in `which` answers /health (healthy if `healthy`), failing early
@@ -638,14 +727,17 @@ impl Lab {
                     );
                 }
                 let m = &self.etcd[i];
-                let addr = format!("127.0.0.1:{}", m.client_port);
+                let addr = format!("{}:{}", m.host, m.client_port);
                 // Without quorum, etcd's /health does not answer in time: then a listening
                 // client port is all we can wait for.
                 let ok = if healthy {
-                    matches!(http_get(&addr, "/health", Duration::from_secs(1)), Ok((_, body)) if etcd_health_ok(&body))
+                    matches!(self.etcd_get(i, "/health"), Ok((_, body)) if etcd_health_ok(&body))
                 } else {
                     addr.parse().ok().is_some_and(|sa| {
-                        std::net::TcpStream::connect_timeout(&sa, Duration::from_secs(1)).is_ok()
+                        in_netns(m.netns.as_deref(), || {
+                            TcpStream::connect_timeout(&sa, Duration::from_secs(1)).is_ok()
+                        })
+                        .unwrap_or(false)
                     })
                 };
                 ready &= ok;
@@ -695,7 +787,8 @@ impl Lab {
         for (k, v) in &self.agent_env {
             cmd.env(k, v);
         }
-        let pid = self.spawn_as(cmd, &node.log_path, &format!("agent {}", node.name))?;
+        let what = format!("agent {}", node.name);
+        let pid = self.spawn_as(cmd, &node.log_path, &what, node.netns.as_deref())?;
         self.nodes[i].agent_pid = Some(pid);
         self.save()?;
         Ok(pid)
@@ -718,7 +811,7 @@ impl Lab {
             .env("PATH", STD_PATH)
             .env("HOME", &self.user.home)
             .env("RUST_LOG", "info");
-        let pid = self.spawn_as(cmd, &r.log_path, "router")?;
+        let pid = self.spawn_as(cmd, &r.log_path, "router", None)?;
         if let Some(r) = &mut self.router {
             r.pid = Some(pid);
         }
@@ -871,28 +964,25 @@ impl Lab {
     }
 
     /// Runs `psql -X -A -t` as the current user against node `i` as the postgres superuser
-    /// (password from DIR/pgpass.demo). Returns trimmed stdout, or an error with stderr.
+    /// (password from DIR/pgpass.demo), inside the node's namespace on a namespace layout.
+    /// Returns trimmed stdout, or an error with stderr.
     pub fn psql(&self, i: usize, sql: &str) -> Result<String> {
         let node = self.nodes.get(i).ok_or_else(|| anyhow!("no node {i}"))?;
         let mut cmd = Command::new(self.pg_bin.join("psql"));
-        cmd.args([
-            "-X",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-p",
-        ])
-        .arg(node.pg_port.to_string())
-        .args(["-U", SUPERUSER, "-d", "postgres", "-c", sql])
-        .env("PGPASSFILE", &self.pgpass_path)
-        .env("PGCONNECT_TIMEOUT", "2")
-        .env_remove("PGPASSWORD")
-        .env_remove("PGSERVICE")
-        .env_remove("PGSERVICEFILE")
-        .env_remove("PGOPTIONS");
+        if let Some(ns) = &node.netns {
+            enter_netns_on_exec(&mut cmd, ns)?;
+        }
+        cmd.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(&node.host)
+            .arg("-p")
+            .arg(node.pg_port.to_string())
+            .args(["-U", SUPERUSER, "-d", "postgres", "-c", sql])
+            .env("PGPASSFILE", &self.pgpass_path)
+            .env("PGCONNECT_TIMEOUT", "2")
+            .env_remove("PGPASSWORD")
+            .env_remove("PGSERVICE")
+            .env_remove("PGSERVICEFILE")
+            .env_remove("PGOPTIONS");
         let out = run_with_timeout(cmd, PSQL_DEADLINE)
             .with_context(|| format!("psql on {} (port {})", node.name, node.pg_port))?;
         if !out.status.success() {
@@ -909,7 +999,18 @@ impl Lab {
 
     /// A command line a person can paste to connect to node `i`; prints no password.
     pub fn psql_line(&self, i: usize) -> String {
-        self.psql_line_port(self.nodes[i].pg_port)
+        let n = &self.nodes[i];
+        match &n.netns {
+            None => self.psql_line_port(n.pg_port),
+            Some(ns) => format!(
+                "ip netns exec {} env PGPASSFILE={} {} \"host={} port={} user={SUPERUSER} dbname=postgres\"",
+                shell_quote(ns),
+                shell_quote(&self.pgpass_path.to_string_lossy()),
+                shell_quote(&self.pg_bin.join("psql").to_string_lossy()),
+                n.host,
+                n.pg_port
+            ),
+        }
     }
 
     /// The `psql` command line for the superuser at 127.0.0.1:`port` (a node or the router).
@@ -928,9 +1029,15 @@ impl Lab {
 
     // --- processes --------------------------------------------------------------------------
 
-    /// Spawns `cmd` as the run-as user in a new session, cwd DIR, stdin /dev/null, stdout and
-    /// stderr appended to `log`.
-    fn spawn_as(&mut self, mut cmd: Command, log: &Path, what: &str) -> Result<u32> {
+    /// Spawns `cmd` as the run-as user in a new session (inside network namespace `netns` when
+    /// given), cwd DIR, stdin /dev/null, stdout and stderr appended to `log`.
+    fn spawn_as(
+        &mut self,
+        mut cmd: Command,
+        log: &Path,
+        what: &str,
+        netns: Option<&str>,
+    ) -> Result<u32> {
         let mut f = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -948,17 +1055,48 @@ impl Lab {
             .stdout(Stdio::from(f))
             .stderr(Stdio::from(err));
         cmd.current_dir(&self.dir);
-        if is_root() && self.user.uid != 0 {
-            cmd.uid(self.user.uid).gid(self.user.gid);
-        }
-        // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec here.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() == -1 {
-                    return Err(std::io::Error::last_os_error());
+        let drop_to = (is_root() && self.user.uid != 0).then_some((self.user.uid, self.user.gid));
+        match netns {
+            None => {
+                if let Some((uid, gid)) = drop_to {
+                    cmd.uid(uid).gid(gid);
                 }
-                Ok(())
-            });
+                // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
+                unsafe {
+                    cmd.pre_exec(|| {
+                        if libc::setsid() == -1 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+            }
+            // setns needs root, and std drops privileges before the pre_exec hooks run: so
+            // here one hook enters the namespace first and then drops them itself.
+            Some(ns) => {
+                let file = open_netns(ns)?;
+                // SAFETY: setsid, setns, setgroups, setgid and setuid are async-signal-safe
+                // system calls; `file` is owned by the closure, so its fd is open in the child.
+                unsafe {
+                    cmd.pre_exec(move || {
+                        let check = |rc: libc::c_int| {
+                            if rc == -1 {
+                                Err(std::io::Error::last_os_error())
+                            } else {
+                                Ok(())
+                            }
+                        };
+                        check(libc::setsid())?;
+                        check(libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET))?;
+                        if let Some((uid, gid)) = drop_to {
+                            check(libc::setgroups(0, std::ptr::null()))?;
+                            check(libc::setgid(gid))?;
+                            check(libc::setuid(uid))?;
+                        }
+                        Ok(())
+                    });
+                }
+            }
         }
         let child = cmd
             .spawn()
@@ -1039,13 +1177,25 @@ pub fn wait_until<T>(
 
 /// A minimal HTTP/1.0 GET to a loopback `ip:port`. Returns the status code and the body.
 pub fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<(u16, String)> {
+    http_get_in(None, addr, path, timeout)
+}
+
+/// [`http_get`] from inside network namespace `netns` (a thread that entered it), where any
+/// address is allowed; without a namespace, loopback addresses only.
+pub fn http_get_in(
+    netns: Option<&str>,
+    addr: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String)> {
     let sa: SocketAddr = addr
         .parse()
         .with_context(|| format!("{addr} is not an ip:port"))?;
-    if !sa.ip().is_loopback() {
+    if netns.is_none() && !sa.ip().is_loopback() {
         bail!("the lab only talks to loopback addresses, not {addr}");
     }
-    let mut s = TcpStream::connect_timeout(&sa, timeout)?;
+    let connect = || TcpStream::connect_timeout(&sa, timeout);
+    let mut s = in_netns(netns, connect)??;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
     let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
@@ -1074,9 +1224,84 @@ fn etcd_health_ok(body: &str) -> bool {
 
 fn etcd_hosts(etcd: &[EtcdMember]) -> String {
     etcd.iter()
-        .map(|m| format!("127.0.0.1:{}", m.client_port))
+        .map(|m| format!("{}:{}", m.host, m.client_port))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+// --- network namespaces -------------------------------------------------------------------------
+
+/// Opens `/run/netns/<name>` (a named network namespace).
+fn open_netns(name: &str) -> Result<fs::File> {
+    let path = Path::new("/run/netns").join(name);
+    fs::File::open(&path)
+        .with_context(|| format!("network namespace {name}: cannot open {}", path.display()))
+}
+
+/// Moves the calling thread into network namespace `name` (needs CAP_SYS_ADMIN): the sockets it
+/// creates from then on belong to that namespace; other threads are not affected.
+pub fn enter_netns(name: &str) -> Result<()> {
+    let file = open_netns(name)?;
+    // SAFETY: setns on the calling thread with an fd we hold open.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } == -1 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot enter network namespace {name}"));
+    }
+    Ok(())
+}
+
+/// Runs `f` in a thread that entered network namespace `netns`, or right here without one.
+pub fn in_netns<T: Send>(netns: Option<&str>, f: impl FnOnce() -> T + Send) -> Result<T> {
+    let Some(ns) = netns else { return Ok(f()) };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            enter_netns(ns)?;
+            Ok(f())
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Makes `cmd` enter network namespace `name` before it runs (the caller must be root).
+fn enter_netns_on_exec(cmd: &mut Command, name: &str) -> Result<()> {
+    let file = open_netns(name)?;
+    // SAFETY: setns is an async-signal-safe system call; the closure owns `file`.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// What a namespace layout needs: as many hosts as nodes and etcd members, namespaces that
+/// exist, no router or fixed port range (every host has the usual ports).
+fn check_netns_layout(opts: &LabOptions) -> Result<()> {
+    if opts.netns.is_empty() {
+        return Ok(());
+    }
+    let hosts = opts.netns.len();
+    if opts.members > hosts || opts.etcd_members > hosts {
+        bail!(
+            "{} nodes and {} etcd members do not fit on {hosts} namespace hosts (one of each per host)",
+            opts.members,
+            opts.etcd_members
+        );
+    }
+    if opts.router {
+        bail!("a lab on network namespaces has no router");
+    }
+    if opts.base_port.is_some() {
+        bail!("a lab on network namespaces uses the usual ports: base_port must be None");
+    }
+    for h in &opts.netns {
+        open_netns(&h.netns)?;
+    }
+    Ok(())
 }
 
 // --- configuration ----------------------------------------------------------------------------
@@ -1118,7 +1343,20 @@ fn router_config_yaml(scope: &str, etcd_hosts: &str, r: &LabRouter) -> String {
     )
 }
 
-/// One node's configuration file, Patroni format.
+/// The `pg_hba` of a namespace layout: the loopback lines and each host's address.
+fn netns_pg_hba(hosts: &[NetnsHost]) -> Vec<String> {
+    let mut hba = lab_pg_hba();
+    for h in hosts {
+        hba.push(format!(
+            "host replication {REPLICATION_USER} {}/32 scram-sha-256",
+            h.addr
+        ));
+        hba.push(format!("host all all {}/32 scram-sha-256", h.addr));
+    }
+    hba
+}
+
+/// One node's configuration file, Patroni format; `default_hba` when `dcs` has no `pg_hba`.
 fn node_config_yaml(
     scope: &str,
     node: &LabNode,
@@ -1126,6 +1364,7 @@ fn node_config_yaml(
     pg_bin: &Path,
     secrets: &Secrets,
     dcs: &Value,
+    default_hba: &[String],
 ) -> Result<String> {
     let mut dcs = if dcs.is_object() {
         dcs.clone()
@@ -1140,7 +1379,7 @@ fn node_config_yaml(
     pg.as_object_mut()
         .expect("object")
         .entry("pg_hba")
-        .or_insert_with(|| json!(lab_pg_hba()));
+        .or_insert_with(|| json!(default_hba));
     let dcs = serde_yaml::to_value(&dcs)?;
 
     let cred = |c: &Credentials| {
@@ -1150,8 +1389,8 @@ fn node_config_yaml(
         ])
     };
     let path = |p: &Path| ystr(p.to_string_lossy());
-    let api = format!("127.0.0.1:{}", node.api_port);
-    let pg_addr = format!("127.0.0.1:{}", node.pg_port);
+    let api = format!("{}:{}", node.host, node.api_port);
+    let pg_addr = format!("{}:{}", node.host, node.pg_port);
     let doc = ymap(vec![
         ("scope", ystr(scope)),
         ("namespace", ystr(NAMESPACE)),
@@ -1692,6 +1931,8 @@ mod tests {
             pgpass: dir.join("node2/pgpass"),
             log_path: dir.join("logs/node2.log"),
             agent_pid: None,
+            host: loopback(),
+            netns: None,
         }
     }
 
@@ -1755,6 +1996,7 @@ mod tests {
             Path::new("/usr/lib/postgresql/15/bin"),
             &sample_secrets(),
             &dcs,
+            &lab_pg_hba(),
         )
         .unwrap();
         let v: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
@@ -1864,6 +2106,7 @@ mod tests {
             dir,
             &sample_secrets(),
             &dcs,
+            &lab_pg_hba(),
         )
         .unwrap();
         let v: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
