@@ -363,12 +363,19 @@ impl ClusterView {
     pub fn last_leader_lsn(&self) -> Option<u64> {
         self.status.as_ref().and_then(|s| s.optime)
     }
-    pub fn paused(&self) -> bool {
+    /// The dynamic configuration, typed by the one parser every reader uses
+    /// (`DynamicConfig::from_json`); defaults when the `config` key is absent.
+    pub fn dynamic(&self) -> crate::dynamic::DynamicConfig {
         self.config
             .as_ref()
-            .and_then(|c| c.value.get("pause"))
-            .map(|v| v == &Value::Bool(true) || v == "true")
-            .unwrap_or(false)
+            .map(|c| crate::dynamic::DynamicConfig::from_json(&c.value).0)
+            .unwrap_or_default()
+    }
+
+    /// Maintenance mode, as the agent's own configuration reads it (`pause: on`, `"true"`, `yes`
+    /// and `true` all pause).
+    pub fn paused(&self) -> bool {
+        self.config.is_some() && self.dynamic().pause
     }
     pub fn failover_request(&self) -> Option<&FailoverValue> {
         self.failover
@@ -381,6 +388,29 @@ impl ClusterView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `pause` read by the same parser as every other reader: a string "on" (what
+    /// `edit-config -s pause=on` used to store) pauses the cluster, as the agent's own
+    /// configuration read it; before, `paused()` said no and `decide` failed over while paused.
+    #[test]
+    fn paused_agrees_with_the_dynamic_configuration() {
+        for (v, want) in [
+            (serde_json::json!(true), true),
+            (serde_json::json!("on"), true),
+            (serde_json::json!("true"), true),
+            (serde_json::json!("yes"), true),
+            (serde_json::json!("off"), false),
+            (serde_json::json!(false), false),
+        ] {
+            let (view, _) = ClusterView::from_keys(&[raw(
+                "config",
+                &serde_json::json!({ "pause": v }).to_string(),
+            )]);
+            assert_eq!(view.paused(), want, "{v}");
+            assert_eq!(view.dynamic().pause, want, "{v}");
+        }
+        assert!(!ClusterView::default().paused());
+    }
 
     fn raw(key: &str, value: &str) -> RawKey {
         RawKey {

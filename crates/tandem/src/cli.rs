@@ -1110,6 +1110,16 @@ fn yaml_to_json(text: &str, origin: &str) -> Result<Value> {
     serde_json::to_value(y).with_context(|| format!("{origin}: cannot be expressed as JSON"))
 }
 
+/// patronictl reads values with PyYAML (YAML 1.1), where these plain scalars are booleans;
+/// serde_yaml (YAML 1.2) would keep them as strings, so `-s pause=on` would store "on".
+fn yaml11_bool(s: &str) -> Option<bool> {
+    match s {
+        "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => Some(true),
+        "no" | "No" | "NO" | "false" | "False" | "FALSE" | "off" | "Off" | "OFF" => Some(false),
+        _ => None,
+    }
+}
+
 /// Applies `-s key.path=value` (value parsed as YAML; `null` removes the key).
 pub fn apply_set(config: &mut Value, pair: &str, pg: bool) -> Result<()> {
     let (path, value) = pair.split_once('=').ok_or_else(|| {
@@ -1121,6 +1131,8 @@ pub fn apply_set(config: &mut Value, pair: &str, pg: bool) -> Result<()> {
     }
     let value: Value = if value.trim().is_empty() {
         Value::Null
+    } else if let Some(b) = yaml11_bool(value.trim()) {
+        Value::Bool(b)
     } else {
         yaml_to_json(value, &format!("the value of {path}"))?
     };
@@ -1655,6 +1667,27 @@ mod tests {
         assert!(c.get("loop_wait").is_none());
         assert!(apply_set(&mut c, "novalue", false).is_err());
         assert!(apply_set(&mut c, "=1", false).is_err());
+    }
+
+    /// As patronictl (PyYAML, YAML 1.1): on/off/yes/no are booleans, numbers are numbers, and a
+    /// quoted value stays a string.
+    #[test]
+    fn set_values_are_typed_as_patronictl_types_them() {
+        let mut c = json!({});
+        for (pair, want) in [
+            ("pause=on", json!(true)),
+            ("pause=OFF", json!(false)),
+            ("pause=yes", json!(true)),
+            ("pause=No", json!(false)),
+            ("pause=true", json!(true)),
+            ("pause='on'", json!("on")),
+            ("ttl=6", json!(6)),
+            ("ttl=\"6\"", json!("6")),
+        ] {
+            apply_set(&mut c, pair, false).unwrap();
+            let key = pair.split('=').next().unwrap();
+            assert_eq!(c[key], want, "{pair}");
+        }
     }
 
     #[test]

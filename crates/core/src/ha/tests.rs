@@ -258,6 +258,22 @@ fn a_primary_demoted_in_place_rejoins_the_new_leader_through_pg_rewind() {
 }
 
 #[test]
+fn pause_stored_as_on_holds_the_cluster() {
+    // `edit-config -s pause=on` used to store the string "on": the leader's crash must still not
+    // be failed over while the cluster says it is paused.
+    let mut c = cluster(None);
+    c.config = Some(Versioned {
+        value: json!({"pause": "on"}),
+        mod_revision: 3,
+    });
+    let mut o = obs("b", Some(c), running(PgRole::Replica, 1000));
+    o.peers = vec![peer("a", false, 0), peer("c", false, 900)];
+    let d = decide(&o);
+    assert!(d.actions.is_empty(), "{d:?}");
+    assert!(d.reason.starts_with("PAUSE"), "{}", d.reason);
+}
+
+#[test]
 fn primary_without_lock_demotes_and_follows() {
     let d = decide(&obs(
         "a",
