@@ -608,6 +608,13 @@ impl Agent {
                 None
             }
         };
+        let current = self.lease.info();
+        if cluster.is_some() && current.id != 0 && current.ttl != self.timing.ttl {
+            let deadline = self.demotion_point();
+            if let Err(e) = bounded_at(deadline, self.switch_lease(), "lease switch").await {
+                warn!("cannot apply the new ttl yet (will retry): {e:#}");
+            }
+        }
         let lease = self.lease.info();
         let leaderless = cluster
             .as_ref()
@@ -1238,6 +1245,39 @@ impl Agent {
                 Ok(())
             }
         }
+    }
+
+    /// A changed `ttl` takes effect on a new lease: grant it, move the leader key (if mine) and
+    /// my member key onto it in one transaction, hand it to the keeper, then revoke the old one.
+    /// The leader key is never absent on the way: no race, no promotion, no session cut.
+    async fn switch_lease(&mut self) -> Result<()> {
+        let old = self.lease.info();
+        let ttl = self.timing.ttl;
+        let sent = Instant::now();
+        let new = self.dcs.grant_lease(ttl.as_secs().max(1) as i64).await?;
+        let member = serde_json::to_string(&self.member_value())?;
+        let moved = match self
+            .dcs
+            .move_to_lease(&self.cfg.name, old.id, new, &member)
+            .await
+        {
+            Ok(moved) => moved,
+            // Not revoked: if the transaction did apply and only its answer was lost, the
+            // leader key is on `new` now. Left alone, `new` expires after `ttl`, and the next
+            // fresh read shows the key under a lease that is not mine: it is re-attached.
+            Err(e) => return Err(e),
+        };
+        self.lease.adopt(new, sent, ttl);
+        self.last_member = Some((member, new));
+        if let Err(e) = self.dcs.revoke_lease(old.id).await {
+            warn!("cannot revoke my previous lease {:x} (it expires by itself): {e:#}", old.id);
+        }
+        info!(
+            "ttl changed from {:?} to {ttl:?}: my {}keys moved to a new lease",
+            old.ttl,
+            if moved { "leader and member " } else { "member " }
+        );
+        Ok(())
     }
 
     /// DESIGN §4 rules 1 and 2, in one place: before PostgreSQL is made writable, an etcd

@@ -207,6 +207,32 @@ impl Dcs {
             .then_some(LeaderProof { lease: id, lease_deadline: deadline }))
     }
 
+    /// Moves my keys from lease `old` to lease `new` in one transaction: the leader key if it
+    /// names me under `old` (true when it did), and my member key in any case. The leader key is
+    /// never absent on the way, so a `ttl` change moves no leadership.
+    pub async fn move_to_lease(
+        &self,
+        name: &str,
+        old: i64,
+        new: i64,
+        member_value: &str,
+    ) -> Result<bool> {
+        let leader = self.key("leader");
+        let member = self.key(&format!("members/{name}"));
+        let put_member = TxnOp::put(member, member_value, Some(PutOptions::new().with_lease(new)));
+        let t = Txn::new()
+            .when([
+                Compare::value(leader.clone(), CompareOp::Equal, name),
+                Compare::lease(leader.clone(), CompareOp::Equal, old),
+            ])
+            .and_then([
+                TxnOp::put(leader, name, Some(PutOptions::new().with_lease(new))),
+                put_member.clone(),
+            ])
+            .or_else([put_member]);
+        self.txn("lease switch", t).await
+    }
+
     /// Re-binds a leader key that still names me to my current lease (refused without a valid one).
     pub async fn reattach_leader(&self, name: &str, lease: &LeaseInfo) -> Result<bool> {
         let (id, _) = lease.usable(Instant::now())?;
@@ -440,6 +466,8 @@ pub struct LeaseInfo {
     pub id: i64,
     /// Send time of the last successful keepalive (or grant) + TTL.
     pub deadline: Option<Instant>,
+    /// The TTL the lease was granted with.
+    pub ttl: Duration,
 }
 
 impl LeaseInfo {
@@ -504,20 +532,19 @@ impl Lease {
 
     async fn run(self, dcs: Dcs, ttl: Arc<Mutex<Duration>>, interval: Arc<Mutex<Duration>>) {
         let get = |m: &Arc<Mutex<Duration>>| m.lock().map(|d| *d).unwrap_or(Duration::from_secs(1));
-        let mut granted_ttl = Duration::ZERO;
         loop {
             let want_ttl = get(&ttl);
             let id = self.info().id;
-            if id == 0 || want_ttl != granted_ttl {
+            // A changed ttl does not make the keeper replace a live lease: revoking it would
+            // delete the leader key under the leader's feet. The agent moves its keys to a new
+            // lease in one transaction and hands it over with `adopt`.
+            if id == 0 {
                 let sent = Instant::now();
                 match dcs.grant_lease(want_ttl.as_secs().max(1) as i64).await {
                     Ok(new_id) => {
-                        if id != 0 {
-                            let _ = dcs.revoke_lease(id).await;
-                        }
-                        granted_ttl = want_ttl;
                         self.set(|s| {
                             s.id = new_id;
+                            s.ttl = want_ttl;
                             s.deadline = Some(sent + want_ttl);
                         });
                         self.changed.notify_waiters();
@@ -577,8 +604,7 @@ impl Lease {
                 match ok {
                     Some(t) if t > 0 => self.set(|s| {
                         if s.id == id {
-                            s.deadline =
-                                Some(sent + Duration::from_secs(t as u64).min(granted_ttl));
+                            s.deadline = Some(sent + Duration::from_secs(t as u64).min(s.ttl));
                         }
                     }),
                     Some(_) => {
@@ -596,15 +622,24 @@ impl Lease {
                         break;
                     }
                 }
-                if get(&ttl) != granted_ttl {
-                    break;
-                }
                 tokio::select! {
                     _ = tokio::time::sleep(get(&interval)) => {}
                     _ = self.poke.notified() => {}
                 }
             }
         }
+    }
+
+    /// Makes `id` (granted with `ttl`, the grant sent at `sent`) the lease this keeper renews,
+    /// in place of the current one (which the caller revokes once nothing is bound to it).
+    pub fn adopt(&self, id: i64, sent: Instant, ttl: Duration) {
+        self.set(|s| {
+            s.id = id;
+            s.ttl = ttl;
+            s.deadline = Some(sent + ttl);
+        });
+        self.changed.notify_waiters();
+        self.poke.notify_one();
     }
 
     /// A request bound to lease `id` met "lease not found": etcd expired it (a partition longer

@@ -506,3 +506,85 @@ fn inherited_libpq_variables_do_not_reach_the_agents_children() {
     }
     assert_eq!(s.replicas.len(), 2);
 }
+
+/// Issue 12 point 1: `edit-config` of the timing values on a running cluster moves no
+/// leadership and cuts no session. Before, every agent revoked its lease for a new one, the
+/// leader key vanished with the leader's, a replica won the race and the session died.
+#[test]
+fn changing_ttl_loop_wait_and_retry_timeout_moves_no_leader_and_cuts_no_session() {
+    let s = Cluster::prepare("tandem-it-ttl-", |o| o.router = true).start();
+    let (mut c, leader) = (s.cluster, s.leader);
+    c.start_router().unwrap();
+    wait_until(Duration::from_secs(20), "the router routing the leader", || {
+        c.router_routes_primary().then_some(())
+    })
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dcs = common::dcs(&c, &rt);
+    let key = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(dcs.read_cluster())
+            .ok()
+            .and_then(|(v, _)| v.leader)
+            .map(|l| (l.name, l.lease))
+    };
+    let (name, lease_before) = key(&rt).expect("a leader key");
+    assert_eq!(name, c.nodes[leader].name);
+
+    // A session through the router that must survive the change.
+    let port = c.router.as_ref().unwrap().primary_port;
+    let (psql, pgpass) = (c.pg_bin.join("psql"), c.pgpass_path.clone());
+    let session = std::thread::spawn(move || {
+        Command::new(psql)
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(format!(
+                "host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout=10"
+            ))
+            .args(["-c", "select pg_sleep(6), 'survived'"])
+            .env("PGPASSFILE", pgpass)
+            .env_remove("PGPASSWORD")
+            .output()
+    });
+    wait_until(Duration::from_secs(10), "the session running", || {
+        c.psql(
+            leader,
+            "select count(*) from pg_stat_activity where query like 'select pg_sleep(6)%'",
+        )
+        .ok()
+        .filter(|n| n == "1")
+    })
+    .unwrap();
+
+    let out = Command::new(&c.tandem_bin)
+        .arg("-c")
+        .arg(&c.nodes[leader].config_path)
+        .args(["edit-config", "-s", "ttl=6", "-s", "loop_wait=2", "-s", "retry_timeout=3", "--force"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Sample the leader key every 50 ms for 7 s: it names the same node all along.
+    let t0 = Instant::now();
+    let mut lease_after = lease_before;
+    while t0.elapsed() < Duration::from_secs(7) {
+        match key(&rt) {
+            Some((n, l)) => {
+                assert_eq!(n, name, "the leader key moved to {n} after a ttl change");
+                lease_after = l;
+            }
+            None => panic!("the leader key vanished during a ttl change"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = session.join().unwrap().unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("survived"),
+        "the session through the router was cut: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(lease_after, lease_before, "the new ttl was not applied to the leader's lease");
+    assert!(log_of(&c, leader).contains("ttl changed"), "{}", log_of(&c, leader));
+    assert_eq!(writable(&c, &[0, 1, 2]), vec![leader]);
+}
