@@ -69,6 +69,8 @@ struct Agent {
     reinit_from_leader: bool,
     last_full_observation: Instant,
     last_seen_seq: u64,
+    /// Stops PostgreSQL on its own if it is still writable when the lease is about to end.
+    fence: crate::fence::Fence,
     /// The cause of the last failed clone, logged once (not again on every retry).
     last_clone_error: Option<String>,
     /// PostgreSQL was demoted from primary to read-only in place and not rewound or re-cloned
@@ -165,7 +167,9 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
         dcs.clone(),
     ));
 
+    let fence = crate::fence::Fence::start(lease.clone(), Postgres::new(&cfg).data_dir.clone());
     let mut agent = Agent {
+        fence,
         pg: Postgres::new(&cfg),
         cfg: cfg.clone(),
         dcs: dcs.clone(),
@@ -461,6 +465,8 @@ impl Agent {
                 }
             }
         };
+        self.last_pg = status.clone();
+        self.update_fence();
         let local = LocalPg {
             data,
             running,
@@ -1175,6 +1181,9 @@ impl Agent {
                 left.as_millis()
             ));
         }
+        if !self.dynamic.pause && !self.dynamic.failsafe_mode {
+            self.fence.arm(true, self.timing.demote_margin);
+        }
         self.start().await
     }
 
@@ -1304,8 +1313,19 @@ impl Agent {
         Ok(proof)
     }
 
+    /// Arms the lease fence while PostgreSQL may be writable (running and not known to be in
+    /// recovery), unless the cluster is paused or failsafe mode may keep a primary past its lease.
+    fn update_fence(&self) {
+        let writable = self.pg.is_running()
+            && self.last_pg.as_ref().is_none_or(|s| !s.in_recovery)
+            && !self.dynamic.pause
+            && !self.dynamic.failsafe_mode;
+        self.fence.arm(writable, self.timing.demote_margin);
+    }
+
     async fn promote(&mut self, proof: LeaderProof, cluster: Option<&ClusterView>) -> Result<()> {
         let started = Instant::now();
+        self.fence.arm(true, self.timing.demote_margin);
         self.pg.promote(&proof).await?;
         info!(
             "promoted self to leader ({} ms)",

@@ -512,6 +512,15 @@ impl Lease {
         self.poke.notify_one();
     }
 
+    /// A lease with no keeper task: it changes only through `adopt` and `lost` (tests).
+    pub fn detached(info: LeaseInfo) -> Lease {
+        Lease {
+            state: Arc::new(Mutex::new(info)),
+            changed: Arc::new(Notify::new()),
+            poke: Arc::new(Notify::new()),
+        }
+    }
+
     /// Starts the keeper task: grant a lease of `ttl` seconds and refresh it every `interval`.
     pub fn start(dcs: Dcs, ttl: Arc<Mutex<Duration>>, interval: Arc<Mutex<Duration>>) -> Lease {
         let lease = Lease {

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod dcs;
+pub mod fence;
 pub mod demo;
 pub mod lab;
 pub mod listing;

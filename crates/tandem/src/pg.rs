@@ -198,25 +198,7 @@ impl Postgres {
 
     /// PID of a live postmaster on this data directory, from postmaster.pid.
     pub fn postmaster_pid(&self) -> Option<i32> {
-        let text = std::fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
-        let mut lines = text.lines();
-        let pid: i32 = lines.next()?.trim().parse().ok()?;
-        let dir = lines.next()?.trim();
-        if pid <= 0
-            || Path::new(dir) != self.data_dir.as_path()
-                && std::fs::canonicalize(dir).ok() != std::fs::canonicalize(&self.data_dir).ok()
-        {
-            return None;
-        }
-        // kill(pid, 0): exists (EPERM also means it exists, under another user) — but a zombie
-        // (a dead postmaster nobody reaped yet) is not a running server.
-        let r = unsafe { libc::kill(pid, 0) };
-        let exists = r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        if exists && !is_zombie(pid) {
-            Some(pid)
-        } else {
-            None
-        }
+        postmaster_pid_of(&self.data_dir)
     }
 
     pub fn is_running(&self) -> bool {
@@ -875,5 +857,29 @@ mod tests {
         assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
         assert_eq!(quote_literal("it's"), "'it''s'");
         assert_eq!(hba_user("post-gres"), "\"post-gres\"");
+    }
+}
+
+/// PID of a live postmaster on `data_dir`, from its postmaster.pid (a zombie does not count).
+pub fn postmaster_pid_of(data_dir: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    let mut lines = text.lines();
+    let pid: i32 = lines.next()?.trim().parse().ok()?;
+    let dir = lines.next()?.trim();
+    if pid <= 0
+        || Path::new(dir) != data_dir
+            && std::fs::canonicalize(dir).ok() != std::fs::canonicalize(data_dir).ok()
+    {
+        return None;
+    }
+
+    // kill(pid, 0): exists (EPERM also means it exists, under another user) — but a zombie
+    // (a dead postmaster nobody reaped yet) is not a running server.
+    let r = unsafe { libc::kill(pid, 0) };
+    let exists = r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    if exists && !is_zombie(pid) {
+        Some(pid)
+    } else {
+        None
     }
 }
