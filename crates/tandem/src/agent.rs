@@ -589,6 +589,15 @@ impl Agent {
             && !cluster_changed
             && self.last_full_observation.elapsed() < QUICK_CYCLE_MAX_AGE;
         let pg = self.observe_pg_with(quick).await;
+        // After a stall of this process (or a slow cycle) the lease of a possible primary can be
+        // nearly out while etcd is fine: renew it before anything else, so that the fresh read
+        // below gets its time budget and no demotion follows needlessly.
+        if self
+            .demotion_point()
+            .is_some_and(|d| d <= tokio::time::Instant::now())
+        {
+            self.refresh_lease_now().await;
+        }
         // The cache may be stale without knowing it (a watch on a cut-off etcd member just goes
         // quiet): whatever can make or keep me a primary is decided on a fresh read.
         let cached = cached.filter(|(c, _)| !ha::needs_fresh_view(&self.cfg.name, c, &pg));
@@ -753,10 +762,18 @@ impl Agent {
         bounded_at(self.demotion_point(), f, what).await
     }
 
+    /// Asks the keeper for a keepalive now and waits for it, at most half the demotion margin
+    /// and never past the lease fence's point (deadline − margin/2).
     async fn refresh_lease_now(&self) -> bool {
         let before = self.lease.info().deadline;
         self.lease.poke();
-        let deadline = Instant::now() + self.timing.demote_margin / 2;
+        let mut deadline = Instant::now() + self.timing.demote_margin / 2;
+        if let Some(d) = before {
+            let fence_point = d
+                .checked_sub(self.timing.demote_margin / 2 + Duration::from_millis(50))
+                .unwrap_or(d);
+            deadline = deadline.min(fence_point);
+        }
         while Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
             if self.lease.info().deadline > before {
@@ -891,6 +908,8 @@ impl Agent {
                 Ok(())
             }
             Action::Demote { mode, then_follow } => {
+                // The loop demotes by itself: the fence must not hit the read-only restart.
+                self.fence.arm(false, self.timing.demote_margin);
                 let how = "immediate";
                 self.pg_state = "stopping".into();
                 self.pg.stop(how).await?;
@@ -1136,6 +1155,7 @@ impl Agent {
             tokio::time::sleep(grace).await;
         }
         self.pg_state = "stopping".into();
+        self.fence.arm(false, self.timing.demote_margin);
         self.pg.stop("fast").await?;
         self.following = None;
         self.pg_state = "stopped".into();
@@ -1203,6 +1223,8 @@ impl Agent {
     }
 
     async fn start_replica(&mut self, up: Option<Upstream>) -> Result<()> {
+        // A server started read-only is no business of the lease fence.
+        self.fence.arm(false, self.timing.demote_margin);
         self.pg.write_config(&self.dynamic, Some(up.as_ref()))?;
         self.following = up.map(|u| u.member);
         self.start().await
@@ -1751,7 +1773,7 @@ async fn bounded_at<T>(
         None => f.await,
         Some(d) => tokio::time::timeout_at(d, f).await.unwrap_or_else(|_| {
             Err(anyhow!(
-                "etcd {what} abandoned: my lease reached its demotion margin first"
+                "etcd {what} given up: my lease is too close to its end to wait any longer"
             ))
         }),
     }

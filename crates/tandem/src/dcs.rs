@@ -157,6 +157,16 @@ impl Dcs {
             .id())
     }
 
+    /// Seconds etcd still gives lease `id` (`None`: etcd does not know it).
+    pub async fn lease_time_to_live(&self, id: i64) -> Result<Option<i64>> {
+        let r = self
+            .call("lease time-to-live", |mut c| async move {
+                c.lease_time_to_live(id, None).await
+            })
+            .await?;
+        Ok((r.ttl() > 0).then_some(r.ttl()))
+    }
+
     pub async fn revoke_lease(&self, id: i64) -> Result<()> {
         self.call(
             "lease revoke",
@@ -602,14 +612,23 @@ impl Lease {
                     break; // declared lost by a request that met "lease not found"
                 }
                 let sent = Instant::now();
-                let ok = tokio::time::timeout(dcs.timeout, async {
-                    keeper.keep_alive().await.ok()?;
-                    let resp = stream.message().await.ok()??;
-                    Some(resp.ttl())
-                })
-                .await
-                .ok()
-                .flatten();
+                let ok = async {
+                    tokio::time::timeout(dcs.timeout, keeper.keep_alive())
+                        .await
+                        .ok()?
+                        .ok()?;
+                    let resp = match tokio::time::timeout(dcs.timeout, stream.message()).await {
+                        Ok(r) => r,
+                        // After a stall of this process the timer can fire before the I/O
+                        // driver has delivered an answer that is already here: one short
+                        // second chance before the stream is given up.
+                        Err(_) => tokio::time::timeout(Duration::from_millis(200), stream.message())
+                            .await
+                            .ok()?,
+                    };
+                    Some(resp.ok()??.ttl())
+                }
+                .await;
                 match ok {
                     Some(t) if t > 0 => self.set(|s| {
                         if s.id == id {

@@ -433,6 +433,25 @@ fn default_timing_rides_out_agent_stall_and_etcd_member_loss() {
     };
     let tl_before = timeline(&c);
 
+    // One fault at a time: before each, the leader's lease has been renewed (etcd gives it at
+    // least 3 of its 4 s), as it is in a steady cluster.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dcs = common::dcs(&c, &rt);
+    let renewed = |rt: &tokio::runtime::Runtime| {
+        wait_until(Duration::from_secs(20), "the leader's lease renewed", || {
+            rt.block_on(async {
+                let (view, _) = dcs.read_cluster().await.ok()?;
+                let lease = view.leader?.lease;
+                dcs.lease_time_to_live(lease).await.ok()?.filter(|&t| t >= 3)
+            })
+        })
+        .unwrap();
+    };
+    renewed(&rt);
+
     // A 2 s stall of the leader's agent (SIGSTOP/SIGCONT): no failover.
     c.signal_agent(leader, libc::SIGSTOP).unwrap();
     let stopped = Instant::now();
@@ -442,6 +461,7 @@ fn default_timing_rides_out_agent_stall_and_etcd_member_loss() {
         std::thread::sleep(Duration::from_millis(200));
     }
     c.signal_agent(leader, libc::SIGCONT).unwrap();
+    renewed(&rt);
 
     // Loss of one etcd member (kill each in turn, the etcd leader among them): no failover.
     for i in 0..c.etcd.len() {
@@ -456,6 +476,7 @@ fn default_timing_rides_out_agent_stall_and_etcd_member_loss() {
             (0..c.etcd.len()).all(|j| c.etcd_healthy(j)).then_some(())
         })
         .unwrap();
+        renewed(&rt);
     }
     assert_eq!(
         writable(&c, &[0, 1, 2]),
