@@ -4,20 +4,21 @@
 //! faults stop, the cluster must converge to exactly one primary. Each seed is reproducible:
 //! `SIM_SEED=1234 cargo test -p tandem-core --test simulation`.
 //!
-//! A partition is modelled as dropped packets, not refused connections: a cut-off node's watch
-//! cache goes quiet and keeps the last keys it saw (it does not know it is stale), requests time
-//! out instead of failing at once, and peers' REST probes get no answer. Every seed cuts the
-//! leader off once for longer than the TTL (the split brain of issue 18), besides the random
-//! faults. The node chooses between its cache and a fresh read with the production rule
-//! (`ha::needs_fresh_view`); promotion and a start as primary go through the production rule's
-//! model: an etcd transaction showing the leader key under the node's lease, with more than the
-//! demotion margin left on it.
+//! A partition is modelled as dropped packets, not refused connections: a cut-off node's reads
+//! time out instead of failing at once (one time-out per endpoint, cut short at the demotion
+//! point of a node that may be primary, as the agent's `bounded` read is), and peers' REST
+//! probes get no answer. Every seed cuts the leader off once for longer than the TTL (the split
+//! brain of issue 18), besides the random faults. As in the agent, every cycle decides on a fresh
+//! read (the watch only wakes it); promotion and a start as primary need what the agent's
+//! `prove_leadership` needs: an etcd transaction showing the leader key under the node's lease,
+//! with more than the demotion margin left on it. (This simulation models the agent's executor;
+//! it does not run it yet — the trust issue moves the executor where the simulation can drive it.)
 
 use std::collections::BTreeMap;
 use tandem_core::cluster::{ClusterView, LeaderKey, Member, MemberValue, StatusValue};
 use tandem_core::ha::{
-    decide, needs_fresh_view, Action, DataDir, DemoteMode, LocalPg, Observation, PeerAnswer,
-    PeerStatus, PgRole, Settings, ViewSource,
+    decide, Action, DataDir, DemoteMode, LocalPg, Observation, PeerAnswer, PeerStatus, PgRole,
+    Settings, ViewSource,
 };
 
 const TTL: u64 = 4000;
@@ -75,8 +76,6 @@ struct Node {
     seen_revision: u64,
     /// Demoted from primary to read-only in place, not rewound since.
     former_primary: bool,
-    /// The watch cache: the keys as last seen while etcd was reachable.
-    cache: Option<ClusterView>,
     /// A fresh read that cannot reach etcd is under way: it fails at this time.
     read_fails_at: Option<u64>,
 }
@@ -172,7 +171,6 @@ fn run(seed: u64) {
             last_keepalive: 0,
             last_cycle: 0,
             seen_revision: 0,
-            cache: None,
             read_fails_at: None,
             former_primary: false,
         })
@@ -221,7 +219,6 @@ fn run(seed: u64) {
                     n.deadline = None;
                     n.following = None;
                     n.stalled_until = 0;
-                    n.cache = None;
                     n.read_fails_at = None;
                 }
                 // One fault at a time per node: a stalled agent cut off from etcd cannot demote
@@ -298,10 +295,6 @@ fn run(seed: u64) {
                     }
                 }
             }
-            // The watch delivers every change while etcd is reachable; cut off, it goes quiet.
-            if !cut {
-                nodes[i].cache = Some(etcd.view());
-            }
             // HA cycle: on a timer, on an etcd change, or when the lease gets low.
             let n = &nodes[i];
             let lease_low = n.deadline.is_some_and(|d| d.saturating_sub(now) < MARGIN);
@@ -330,17 +323,12 @@ fn run(seed: u64) {
                 following: n.following.clone(),
                 former_primary: n.former_primary,
             };
-            // The production rule picks the cache or a fresh read; cut off, a fresh read times
-            // out, but never later than the lease's demotion point of a node that may be primary.
-            let cached = n
-                .cache
-                .clone()
-                .filter(|c| !needs_fresh_view(&n.name, c, &pg));
-            let (cluster, source) = match cached {
-                Some(c) => (Some(c), ViewSource::Cache),
-                None if !cut => (Some(etcd.view()), ViewSource::Fresh),
-                None if read_failed => (None, ViewSource::Fresh),
-                None => {
+            // A fresh read; cut off, it times out, but never later than the lease's demotion
+            // point of a node that may be primary.
+            let (cluster, source) = match () {
+                _ if !cut => (Some(etcd.view()), ViewSource::Fresh),
+                _ if read_failed => (None, ViewSource::Fresh),
+                _ => {
                     let may_be_primary = n.pg == Pg::Primary;
                     let mut fails_at = now + READ_TIMEOUT_TOTAL;
                     if may_be_primary {

@@ -270,16 +270,13 @@ impl Agent {
             if *shutdown.borrow() {
                 return Ok(());
             }
-            let (cached, changed) = {
+            let changed = {
                 let state = changes.borrow_and_update();
                 let changed = state.seq != self.last_seen_seq || !state.synced;
                 self.last_seen_seq = state.seq;
-                (
-                    (state.synced && !self.force_read).then(|| state.view()),
-                    changed,
-                )
+                changed
             };
-            let (acted, failed) = self.cycle(cached, changed).await?;
+            let (acted, failed) = self.cycle(changed).await?;
             self.force_read = acted;
             if acted && !failed {
                 continue;
@@ -580,11 +577,7 @@ impl Agent {
     }
 
     /// One HA cycle. Returns (acted, an action failed).
-    async fn cycle(
-        &mut self,
-        cached: Option<(ClusterView, Vec<String>)>,
-        cluster_changed: bool,
-    ) -> Result<(bool, bool)> {
+    async fn cycle(&mut self, cluster_changed: bool) -> Result<(bool, bool)> {
         let quick = !self.force_read
             && !cluster_changed
             && self.last_full_observation.elapsed() < QUICK_CYCLE_MAX_AGE;
@@ -598,18 +591,12 @@ impl Agent {
         {
             self.refresh_lease_now().await;
         }
-        // The cache may be stale without knowing it (a watch on a cut-off etcd member just goes
-        // quiet): whatever can make or keep me a primary is decided on a fresh read.
-        let cached = cached.filter(|(c, _)| !ha::needs_fresh_view(&self.cfg.name, c, &pg));
-        let source = if cached.is_some() {
-            ViewSource::Cache
-        } else {
-            ViewSource::Fresh
-        };
-        let read = match cached {
-            Some(v) => Ok(v),
-            None => self.bounded(self.dcs.read_cluster(), "read").await,
-        };
+        // Every cycle decides on a linearizable read. The watch cache only wakes the loop: a
+        // watch on an etcd member cut off by dropped packets goes quiet without an error and
+        // would keep showing a leader key that etcd expired long ago (seen: replicas waiting
+        // ~11 s to race, a cut-off leader promoting itself again from it).
+        let source = ViewSource::Fresh;
+        let read = self.bounded(self.dcs.read_cluster(), "read").await;
         let cluster = match read {
             Ok((c, warnings)) => {
                 for w in warnings {

@@ -684,6 +684,10 @@ impl Lab {
             .args(["--initial-cluster-token", &self.cluster_token])
             .args(["--initial-cluster-state", state])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            // A member back from a partition must not depose a healthy leader with the terms it
+            // ran up alone: each new etcd leader extends every lease by a full TTL, which would
+            // delay a failover under way (etcd 3.5 turns pre-vote on by default).
+            .arg("--pre-vote")
             .args([
                 "--auto-compaction-mode",
                 "periodic",
