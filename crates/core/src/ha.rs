@@ -171,6 +171,11 @@ pub enum Action {
     WriteInitialize {
         sysid: String,
     },
+    /// The leader overwrites an `initialize` that names another system identifier (`found`).
+    RepairInitialize {
+        sysid: String,
+        found: String,
+    },
     /// Stop the agent: continuing would risk the cluster. The reason says what to do.
     Refuse {
         reason: String,
@@ -281,6 +286,36 @@ pub fn decide(obs: &Observation) -> Decision {
 
     match cluster.initialize.as_deref() {
         Some(init) if !init.is_empty() && init != sysid => {
+            // The leader's data is the cluster: a wrong `initialize` is repaired, not obeyed.
+            if i_hold_lock && obs.pg.role == Some(PgRole::Primary) {
+                return Decision::act(
+                    vec![Action::RepairInitialize {
+                        sysid: sysid.clone(),
+                        found: init.to_string(),
+                    }],
+                    format!(
+                        "the initialize key says {init}, but I, the leader, run system identifier {sysid}: rewriting it"
+                    ),
+                );
+            }
+            // Never leave a writable server behind: stop writes before anything else.
+            if obs.pg.running && obs.pg.role != Some(PgRole::Replica) {
+                return Decision::act(
+                    vec![Action::Demote {
+                        mode: DemoteMode::Offline,
+                        then_follow: None,
+                    }],
+                    format!(
+                        "demoting: the initialize key says {init}, not my system identifier {sysid}, and I do not hold the leader key"
+                    ),
+                );
+            }
+            // A running replica shares its leader's system identifier: the leader repairs the key.
+            if obs.pg.running && other_leader.is_some() {
+                return Decision::none(format!(
+                    "the initialize key says {init}, not my system identifier {sysid}: read-only, waiting for the leader to repair it"
+                ));
+            }
             return Decision::act(
                 vec![Action::Refuse {
                     reason: format!(

@@ -921,6 +921,11 @@ impl Agent {
                 self.dcs.create("initialize", &sysid).await?;
                 Ok(())
             }
+            Action::RepairInitialize { sysid, found } => {
+                self.dcs.put("initialize", &sysid, None).await?;
+                warn!("the initialize key said {found}; rewrote it with this cluster's system identifier {sysid}");
+                Ok(())
+            }
             Action::Refuse { reason } => Err(anyhow::Error::new(Fatal(reason))),
         }
     }

@@ -609,3 +609,28 @@ fn changing_ttl_loop_wait_and_retry_timeout_moves_no_leader_and_cuts_no_session(
     assert!(log_of(&c, leader).contains("ttl changed"), "{}", log_of(&c, leader));
     assert_eq!(writable(&c, &[0, 1, 2]), vec![leader]);
 }
+
+/// Issue 16 point 2: a wrong `initialize` written into etcd made every agent exit and left the
+/// primary writable with no agent. The leader now rewrites the key; nobody exits.
+#[test]
+fn a_wrong_initialize_key_is_repaired_and_no_agent_exits() {
+    let (mut c, leader, _) = start_cluster(|_| {});
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dcs = common::dcs(&c, &rt);
+    let init = || rt.block_on(dcs.read_cluster()).ok().and_then(|(v, _)| v.initialize);
+    let sysid = init().expect("initialize");
+    rt.block_on(dcs.put("initialize", "7000000000000000001", None))
+        .unwrap();
+    wait_until(Duration::from_secs(15), "initialize repaired", || {
+        (init().as_deref() == Some(sysid.as_str())).then_some(())
+    })
+    .unwrap();
+    for i in 0..3 {
+        assert!(c.agent_running(i), "agent {i} exited: {}", log_of(&c, i));
+    }
+    assert_eq!(writable(&c, &[0, 1, 2]), vec![leader]);
+    assert!(log_of(&c, leader).contains("rewrote it"), "{}", log_of(&c, leader));
+}

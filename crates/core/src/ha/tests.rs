@@ -273,6 +273,41 @@ fn pause_stored_as_on_holds_the_cluster() {
     assert!(d.reason.starts_with("PAUSE"), "{}", d.reason);
 }
 
+/// Issue 16 point 2: a changed `initialize` made every agent exit and left the primary
+/// writable with no agent. Now the leader repairs the key, a primary without the key stops
+/// writing first, a running replica waits read-only, and only a stopped node refuses.
+#[test]
+fn a_wrong_initialize_is_repaired_by_the_leader_and_never_leaves_a_writable_primary() {
+    let mut c = cluster(Some(("a", LEASE)));
+    c.initialize = Some("7000000000000000099".into());
+    let o = obs("a", Some(c.clone()), running(PgRole::Primary, 1000));
+    assert_eq!(
+        decide(&o).actions,
+        vec![Action::RepairInitialize {
+            sysid: "7000000000000000001".into(),
+            found: "7000000000000000099".into()
+        }]
+    );
+    // A primary that does not hold the key: stop writing.
+    let mut other = c.clone();
+    other.leader = Some(LeaderKey { name: "b".into(), lease: 9, mod_revision: 1 });
+    let o = obs("a", Some(other.clone()), running(PgRole::Primary, 1000));
+    assert!(matches!(
+        decide(&o).actions[..],
+        [Action::Demote { mode: DemoteMode::Offline, .. }]
+    ));
+    // A running replica waits for the leader's repair.
+    let o = obs("c", Some(other.clone()), running(PgRole::Replica, 1000));
+    let d = decide(&o);
+    assert!(d.actions.is_empty() && d.reason.contains("waiting for the leader to repair"), "{d:?}");
+    // A stopped node with data of another system refuses, as before.
+    let mut stopped = running(PgRole::Replica, 1000);
+    stopped.running = false;
+    stopped.role = None;
+    let o = obs("c", Some(other), stopped);
+    assert!(matches!(decide(&o).actions[..], [Action::Refuse { .. }]));
+}
+
 #[test]
 fn primary_without_lock_demotes_and_follows() {
     let d = decide(&obs(
@@ -496,7 +531,12 @@ fn empty_node_clones_from_leader_or_clonefrom_member() {
 fn sysid_mismatch_is_refused() {
     let mut c = cluster(Some(("a", 9)));
     c.initialize = Some("7999999999999999999".into());
-    let d = decide(&obs("b", Some(c), running(PgRole::Replica, 1)));
+    // A node whose PostgreSQL is not running, with data of another system (a running replica
+    // waits for the leader to repair the key instead: see below).
+    let mut pg = running(PgRole::Replica, 1);
+    pg.running = false;
+    pg.role = None;
+    let d = decide(&obs("b", Some(c), pg));
     assert!(
         matches!(&d.actions[..], [Action::Refuse { reason }] if reason.contains("7999999999999999999") && reason.contains("move the data directory"))
     );
