@@ -749,17 +749,18 @@ impl Agent {
         bounded_at(self.demotion_point(), f, what).await
     }
 
-    /// Asks the keeper for a keepalive now and waits for it, at most half the demotion margin
-    /// and never past the lease fence's point (deadline − margin/2).
+    /// Asks the keeper for a keepalive now and waits for it: at most half the demotion margin,
+    /// and never later than a quarter margin before the lease fence's point (deadline −
+    /// margin/2), so that a demotion that follows still comes before the fence's backstop.
     async fn refresh_lease_now(&self) -> bool {
         let before = self.lease.info().deadline;
         self.lease.poke();
         let mut deadline = Instant::now() + self.timing.demote_margin / 2;
         if let Some(d) = before {
-            let fence_point = d
-                .checked_sub(self.timing.demote_margin / 2 + Duration::from_millis(50))
+            let latest = d
+                .checked_sub(self.timing.demote_margin * 3 / 4)
                 .unwrap_or(d);
-            deadline = deadline.min(fence_point);
+            deadline = deadline.min(latest);
         }
         while Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
