@@ -799,7 +799,8 @@ impl Agent {
                     self.upstream(cluster, &leader),
                 ) else {
                     info!("waiting for {from}'s member key before cloning");
-                    return Ok(());
+                    // Nothing was done: wait for the next change or loop_wait, not spin.
+                    return Err(anyhow::Error::new(AlreadyLogged));
                 };
                 self.pg_state = "creating replica".into();
                 self.publish(cluster.cloned());
@@ -1030,6 +1031,16 @@ impl Agent {
         if let Some(path) = &self.config_path {
             match Config::load(path) {
                 Ok(cfg) => {
+                    let refused = self.cfg.restart_required_changes(&cfg);
+                    if !refused.is_empty() {
+                        let why = format!(
+                            "reload refused, keeping the running configuration: {}; restart the agent to apply {}",
+                            refused.join("; "),
+                            if refused.len() == 1 { "it" } else { "them" }
+                        );
+                        error!("{why}");
+                        return Reply::new(503, why);
+                    }
                     for w in &cfg.warnings {
                         warn!("{w}");
                     }

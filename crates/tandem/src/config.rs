@@ -370,6 +370,52 @@ impl Config {
         build(tree, env, origin, true)
     }
 
+    /// The settings of `new` that a reload cannot apply to a running agent, one sentence each:
+    /// what identifies the node (`name`, `scope`, `namespace`, `postgresql.data_dir`, the
+    /// PostgreSQL address others use) or what the agent bound at start (`etcd3`, `restapi.listen`).
+    /// A reload that changes any of them is refused; the running configuration stays.
+    pub fn restart_required_changes(&self, new: &Config) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |key: &str, old: String, new: String| {
+            if old != new {
+                out.push(format!("{key} changed ({old} -> {new})"));
+            }
+        };
+        check("name", self.name.clone(), new.name.clone());
+        check("scope", self.scope.clone(), new.scope.clone());
+        check("namespace", self.base_path(), new.base_path());
+        check(
+            "postgresql.data_dir",
+            self.postgresql.data_dir.display().to_string(),
+            new.postgresql.data_dir.display().to_string(),
+        );
+        check(
+            "postgresql.listen",
+            self.postgresql.listen.clone(),
+            new.postgresql.listen.clone(),
+        );
+        check(
+            "postgresql.connect_address",
+            self.postgresql.connect_address.clone(),
+            new.postgresql.connect_address.clone(),
+        );
+        check(
+            "restapi.listen",
+            self.restapi.listen.clone(),
+            new.restapi.listen.clone(),
+        );
+        let etcd = |c: &Config| {
+            let e = &c.etcd3;
+            let password = e.password.as_ref().map(|p| p.expose().to_string());
+            (e.protocol.clone(), e.hosts.clone(), e.cacert.clone(), e.cert.clone(), e.key.clone(), e.username.clone(), password)
+        };
+        // (No value is shown: the etcd password is among them.)
+        if etcd(self) != etcd(new) {
+            out.push("etcd3 changed (the etcd client is made at start)".into());
+        }
+        out
+    }
+
     /// `/<namespace>/<scope>/` with duplicate slashes collapsed, e.g. `/service/batman/`.
     pub fn base_path(&self) -> String {
         let raw = format!("/{}/{}/", self.namespace, self.scope);
@@ -2171,6 +2217,26 @@ fn ctl_section(ex: &mut Ex, top: Obj) -> Result<CtlConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 16 point 4 / trust issue point 7: a reload may not change what identifies the node.
+    #[test]
+    fn reload_refuses_identity_changes() {
+        let load = |y: &str| Config::from_yaml_str(y, &BTreeMap::new(), "test").unwrap();
+        let base = "scope: demo\nname: node3\netcd3:\n  hosts: 127.0.0.1:2379\nrestapi:\n  listen: 127.0.0.1:8008\n  connect_address: 127.0.0.1:8008\npostgresql:\n  listen: 127.0.0.1:5432\n  connect_address: 127.0.0.1:5432\n  data_dir: /tmp/d3\n  authentication:\n    superuser: {username: postgres, password: a}\n    replication: {username: rep, password: b}\n";
+        let old = load(base);
+        assert!(old.restart_required_changes(&load(base)).is_empty());
+        let changed = load(&base.replace("name: node3", "name: node2").replace("/tmp/d3", "/tmp/d2"));
+        let why = old.restart_required_changes(&changed).join("; ");
+        assert!(why.contains("name changed (node3 -> node2)"), "{why}");
+        assert!(why.contains("postgresql.data_dir changed"), "{why}");
+        let why = old
+            .restart_required_changes(&load(&base.replace("127.0.0.1:2379", "127.0.0.1:2479")))
+            .join("; ");
+        assert!(why.contains("etcd3 changed"), "{why}");
+        // Tags and parameters are what a reload is for.
+        let tags = load(&format!("{base}tags:\n  nofailover: true\n"));
+        assert!(old.restart_required_changes(&tags).is_empty());
+    }
 
     #[test]
     fn dcs_url_forms() {
