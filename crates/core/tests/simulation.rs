@@ -198,7 +198,10 @@ fn run(seed: u64) {
                     n.partitioned_until = now + LEADER_CUT_FOR;
                     n.stalled_until = 0;
                     if std::env::var("SIM_TRACE").is_ok() {
-                        eprintln!("t={now} {} (leader) cut off until {}", n.name, n.partitioned_until);
+                        eprintln!(
+                            "t={now} {} (leader) cut off until {}",
+                            n.name, n.partitioned_until
+                        );
                     }
                 }
             }

@@ -728,8 +728,8 @@ impl Agent {
     /// demotion margin: no etcd request of the HA cycle may run past it, or a cut-off primary
     /// would wait out request time-outs (up to one per endpoint) instead of demoting in time.
     fn demotion_point(&self) -> Option<tokio::time::Instant> {
-        let may_be_primary = self.pg.is_running()
-            && self.last_pg.as_ref().is_none_or(|s| !s.in_recovery);
+        let may_be_primary =
+            self.pg.is_running() && self.last_pg.as_ref().is_none_or(|s| !s.in_recovery);
         if !may_be_primary {
             return None;
         }
@@ -777,11 +777,7 @@ impl Agent {
             .ok_or_else(|| anyhow!("member {member} has no usable conn_url in etcd"))
     }
 
-    async fn execute(
-        &mut self,
-        action: Action,
-        cluster: Option<&ClusterView>,
-    ) -> Result<()> {
+    async fn execute(&mut self, action: Action, cluster: Option<&ClusterView>) -> Result<()> {
         match action {
             Action::BootstrapRace => self.bootstrap().await,
             Action::Clone { from } => {
@@ -1305,12 +1301,19 @@ impl Agent {
         self.lease.adopt(new, sent, ttl);
         self.last_member = Some((member, new));
         if let Err(e) = self.dcs.revoke_lease(old.id).await {
-            warn!("cannot revoke my previous lease {:x} (it expires by itself): {e:#}", old.id);
+            warn!(
+                "cannot revoke my previous lease {:x} (it expires by itself): {e:#}",
+                old.id
+            );
         }
         info!(
             "ttl changed from {:?} to {ttl:?}: my {}keys moved to a new lease",
             old.ttl,
-            if moved { "leader and member " } else { "member " }
+            if moved {
+                "leader and member "
+            } else {
+                "member "
+            }
         );
         Ok(())
     }

@@ -407,7 +407,15 @@ impl Config {
         let etcd = |c: &Config| {
             let e = &c.etcd3;
             let password = e.password.as_ref().map(|p| p.expose().to_string());
-            (e.protocol.clone(), e.hosts.clone(), e.cacert.clone(), e.cert.clone(), e.key.clone(), e.username.clone(), password)
+            (
+                e.protocol.clone(),
+                e.hosts.clone(),
+                e.cacert.clone(),
+                e.cert.clone(),
+                e.key.clone(),
+                e.username.clone(),
+                password,
+            )
         };
         // (No value is shown: the etcd password is among them.)
         if etcd(self) != etcd(new) {
@@ -2225,7 +2233,11 @@ mod tests {
         let base = "scope: demo\nname: node3\netcd3:\n  hosts: 127.0.0.1:2379\nrestapi:\n  listen: 127.0.0.1:8008\n  connect_address: 127.0.0.1:8008\npostgresql:\n  listen: 127.0.0.1:5432\n  connect_address: 127.0.0.1:5432\n  data_dir: /tmp/d3\n  authentication:\n    superuser: {username: postgres, password: a}\n    replication: {username: rep, password: b}\n";
         let old = load(base);
         assert!(old.restart_required_changes(&load(base)).is_empty());
-        let changed = load(&base.replace("name: node3", "name: node2").replace("/tmp/d3", "/tmp/d2"));
+        let changed = load(
+            &base
+                .replace("name: node3", "name: node2")
+                .replace("/tmp/d3", "/tmp/d2"),
+        );
         let why = old.restart_required_changes(&changed).join("; ");
         assert!(why.contains("name changed (node3 -> node2)"), "{why}");
         assert!(why.contains("postgresql.data_dir changed"), "{why}");

@@ -197,16 +197,20 @@ impl Dcs {
         let t = Txn::new()
             .when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(k, name, Some(PutOptions::new().with_lease(id)))]);
-        Ok(self
-            .txn("leader race", t)
-            .await?
-            .then_some(LeaderProof { lease: id, lease_deadline: deadline }))
+        Ok(self.txn("leader race", t).await?.then_some(LeaderProof {
+            lease: id,
+            lease_deadline: deadline,
+        }))
     }
 
     /// Proves, with a linearizable transaction made now, that the leader key names me and is bound
     /// to my current lease; `None` when it does not. Promotion and a start as primary need this
     /// proof: a cache, or a view read earlier, cannot give one.
-    pub async fn confirm_leader(&self, name: &str, lease: &LeaseInfo) -> Result<Option<LeaderProof>> {
+    pub async fn confirm_leader(
+        &self,
+        name: &str,
+        lease: &LeaseInfo,
+    ) -> Result<Option<LeaderProof>> {
         let (id, deadline) = lease.usable(Instant::now())?;
         let k = self.key("leader");
         let t = Txn::new().when([
@@ -216,7 +220,10 @@ impl Dcs {
         Ok(self
             .txn("leader confirmation", t)
             .await?
-            .then_some(LeaderProof { lease: id, lease_deadline: deadline }))
+            .then_some(LeaderProof {
+                lease: id,
+                lease_deadline: deadline,
+            }))
     }
 
     /// Moves my keys from lease `old` to lease `new` in one transaction: the leader key if it
@@ -231,7 +238,11 @@ impl Dcs {
     ) -> Result<bool> {
         let leader = self.key("leader");
         let member = self.key(&format!("members/{name}"));
-        let put_member = TxnOp::put(member, member_value, Some(PutOptions::new().with_lease(new)));
+        let put_member = TxnOp::put(
+            member,
+            member_value,
+            Some(PutOptions::new().with_lease(new)),
+        );
         let t = Txn::new()
             .when([
                 Compare::value(leader.clone(), CompareOp::Equal, name),
@@ -624,9 +635,11 @@ impl Lease {
                         // After a stall of this process the timer can fire before the I/O
                         // driver has delivered an answer that is already here: one short
                         // second chance before the stream is given up.
-                        Err(_) => tokio::time::timeout(Duration::from_millis(200), stream.message())
-                            .await
-                            .ok()?,
+                        Err(_) => {
+                            tokio::time::timeout(Duration::from_millis(200), stream.message())
+                                .await
+                                .ok()?
+                        }
                     };
                     Some(resp.ok()??.ttl())
                 }

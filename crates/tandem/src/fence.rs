@@ -195,7 +195,10 @@ mod tests {
         let fence = Fence::start(lease, dir.path().to_path_buf());
         let t0 = Instant::now();
         fence.arm(true, Duration::from_millis(400)); // acts 200 ms before the deadline
-        assert!(exited_within(&mut pm, Duration::from_secs(3)), "postmaster still runs");
+        assert!(
+            exited_within(&mut pm, Duration::from_secs(3)),
+            "postmaster still runs"
+        );
         let took = t0.elapsed();
         assert!(
             took >= Duration::from_millis(350) && took < Duration::from_millis(600),
@@ -210,16 +213,25 @@ mod tests {
         let lease = lease_for(Duration::from_millis(300));
         let fence = Fence::start(lease.clone(), dir.path().to_path_buf());
         fence.arm(false, Duration::from_millis(200));
-        assert!(!exited_within(&mut pm, Duration::from_millis(600)), "disarmed, yet it acted");
+        assert!(
+            !exited_within(&mut pm, Duration::from_millis(600)),
+            "disarmed, yet it acted"
+        );
         // Armed, with the lease renewed every 100 ms: nothing happens.
         lease.adopt(7, Instant::now(), Duration::from_millis(500));
         fence.arm(true, Duration::from_millis(200));
         for _ in 0..8 {
             lease.adopt(7, Instant::now(), Duration::from_millis(500));
-            assert!(!exited_within(&mut pm, Duration::from_millis(100)), "renewed, yet it acted");
+            assert!(
+                !exited_within(&mut pm, Duration::from_millis(100)),
+                "renewed, yet it acted"
+            );
         }
         // The renewals stop: it acts.
-        assert!(exited_within(&mut pm, Duration::from_secs(2)), "postmaster still runs");
+        assert!(
+            exited_within(&mut pm, Duration::from_secs(2)),
+            "postmaster still runs"
+        );
     }
 
     #[test]
@@ -231,6 +243,9 @@ mod tests {
         fence.arm(true, Duration::from_millis(200));
         assert!(!exited_within(&mut pm, Duration::from_millis(300)));
         lease.lost(7);
-        assert!(exited_within(&mut pm, Duration::from_secs(1)), "postmaster still runs");
+        assert!(
+            exited_within(&mut pm, Duration::from_secs(1)),
+            "postmaster still runs"
+        );
     }
 }

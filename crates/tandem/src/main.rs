@@ -376,7 +376,14 @@ impl Cli {
             Command::Demo {
                 action: DemoAction::Up { na: sub, .. } | DemoAction::Down { na: sub, .. },
                 na,
-            } => ("demo", if sub.insecure || sub.group.is_some() { sub } else { na }),
+            } => (
+                "demo",
+                if sub.insecure || sub.group.is_some() {
+                    sub
+                } else {
+                    na
+                },
+            ),
             _ => return Ok(()),
         };
         if self.insecure || na.insecure {
@@ -447,10 +454,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Proxy { action, config, .. } => match action {
             None => tandem::proxy::main_entry(&config_path(&cli.config, config)?),
-            Some(ProxyAction::Status { config: own, .. }) => tandem::proxy::status_entry(&config_path(
-                &cli.config,
-                &own.clone().or(config.clone()),
-            )?),
+            Some(ProxyAction::Status { config: own, .. }) => tandem::proxy::status_entry(
+                &config_path(&cli.config, &own.clone().or(config.clone()))?,
+            ),
         },
         Command::Version { cluster: None, .. } if cli.config.is_none() => {
             runtime()?.block_on(tandem::cli::version(None, &[]))
@@ -722,11 +728,17 @@ mod tests {
         ];
         for path in none {
             let h = help(path);
-            assert!(!h.contains("--insecure") && !h.contains("--group"), "{path:?}: {h}");
+            assert!(
+                !h.contains("--insecure") && !h.contains("--group"),
+                "{path:?}: {h}"
+            );
         }
         for path in [&["list"][..], &["switchover"], &["query"]] {
             let h = help(path);
-            assert!(h.contains("--insecure") && h.contains("--group"), "{path:?}: {h}");
+            assert!(
+                h.contains("--insecure") && h.contains("--group"),
+                "{path:?}: {h}"
+            );
         }
     }
 
@@ -741,7 +753,10 @@ mod tests {
                 .map(|e| e.to_string())
         };
         let e = refused(&["tandem", "demo", "up", "-k"]).expect("refused");
-        assert!(e.contains("--insecure does not apply to `tandem demo`"), "{e}");
+        assert!(
+            e.contains("--insecure does not apply to `tandem demo`"),
+            "{e}"
+        );
         assert!(refused(&["tandem", "-k", "demo", "down"]).is_some());
         assert!(refused(&["tandem", "agent", "--group", "1"]).is_some());
         assert!(refused(&["tandem", "proxy", "status", "--insecure"]).is_some());

@@ -846,20 +846,6 @@ pub fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quoting() {
-        assert_eq!(quote_conn("127.0.0.1"), "127.0.0.1");
-        assert_eq!(quote_conn("a b'c"), "'a b\\'c'");
-        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
-        assert_eq!(quote_literal("it's"), "'it''s'");
-        assert_eq!(hba_user("post-gres"), "\"post-gres\"");
-    }
-}
-
 /// PID of a live postmaster on `data_dir`, from its postmaster.pid (a zombie does not count).
 pub fn postmaster_pid_of(data_dir: &Path) -> Option<i32> {
     let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
@@ -881,5 +867,19 @@ pub fn postmaster_pid_of(data_dir: &Path) -> Option<i32> {
         Some(pid)
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_conn("127.0.0.1"), "127.0.0.1");
+        assert_eq!(quote_conn("a b'c"), "'a b\\'c'");
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(hba_user("post-gres"), "\"post-gres\"");
     }
 }

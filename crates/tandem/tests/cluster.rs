@@ -441,13 +441,20 @@ fn default_timing_rides_out_agent_stall_and_etcd_member_loss() {
         .unwrap();
     let dcs = common::dcs(&c, &rt);
     let renewed = |rt: &tokio::runtime::Runtime| {
-        wait_until(Duration::from_secs(20), "the leader's lease renewed", || {
-            rt.block_on(async {
-                let (view, _) = dcs.read_cluster().await.ok()?;
-                let lease = view.leader?.lease;
-                dcs.lease_time_to_live(lease).await.ok()?.filter(|&t| t >= 3)
-            })
-        })
+        wait_until(
+            Duration::from_secs(20),
+            "the leader's lease renewed",
+            || {
+                rt.block_on(async {
+                    let (view, _) = dcs.read_cluster().await.ok()?;
+                    let lease = view.leader?.lease;
+                    dcs.lease_time_to_live(lease)
+                        .await
+                        .ok()?
+                        .filter(|&t| t >= 3)
+                })
+            },
+        )
         .unwrap();
     };
     renewed(&rt);
@@ -519,8 +526,7 @@ fn inherited_libpq_variables_do_not_reach_the_agents_children() {
         .unwrap();
         let log = log_of(&c, r);
         assert!(
-            !log
-                .lines()
+            !log.lines()
                 .any(|l| l.contains("cloning from") && l.contains("failed")),
             "a clone failed: {log}"
         );
@@ -536,9 +542,11 @@ fn changing_ttl_loop_wait_and_retry_timeout_moves_no_leader_and_cuts_no_session(
     let s = Cluster::prepare("tandem-it-ttl-", |o| o.router = true).start();
     let (mut c, leader) = (s.cluster, s.leader);
     c.start_router().unwrap();
-    wait_until(Duration::from_secs(20), "the router routing the leader", || {
-        c.router_routes_primary().then_some(())
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "the router routing the leader",
+        || c.router_routes_primary().then_some(()),
+    )
     .unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -581,10 +589,23 @@ fn changing_ttl_loop_wait_and_retry_timeout_moves_no_leader_and_cuts_no_session(
     let out = Command::new(&c.tandem_bin)
         .arg("-c")
         .arg(&c.nodes[leader].config_path)
-        .args(["edit-config", "-s", "ttl=6", "-s", "loop_wait=2", "-s", "retry_timeout=3", "--force"])
+        .args([
+            "edit-config",
+            "-s",
+            "ttl=6",
+            "-s",
+            "loop_wait=2",
+            "-s",
+            "retry_timeout=3",
+            "--force",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Sample the leader key every 50 ms for 7 s: it names the same node all along.
     let t0 = Instant::now();
@@ -605,8 +626,15 @@ fn changing_ttl_loop_wait_and_retry_timeout_moves_no_leader_and_cuts_no_session(
         "the session through the router was cut: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_ne!(lease_after, lease_before, "the new ttl was not applied to the leader's lease");
-    assert!(log_of(&c, leader).contains("ttl changed"), "{}", log_of(&c, leader));
+    assert_ne!(
+        lease_after, lease_before,
+        "the new ttl was not applied to the leader's lease"
+    );
+    assert!(
+        log_of(&c, leader).contains("ttl changed"),
+        "{}",
+        log_of(&c, leader)
+    );
     assert_eq!(writable(&c, &[0, 1, 2]), vec![leader]);
 }
 
@@ -620,7 +648,11 @@ fn a_wrong_initialize_key_is_repaired_and_no_agent_exits() {
         .build()
         .unwrap();
     let dcs = common::dcs(&c, &rt);
-    let init = || rt.block_on(dcs.read_cluster()).ok().and_then(|(v, _)| v.initialize);
+    let init = || {
+        rt.block_on(dcs.read_cluster())
+            .ok()
+            .and_then(|(v, _)| v.initialize)
+    };
     let sysid = init().expect("initialize");
     rt.block_on(dcs.put("initialize", "7000000000000000001", None))
         .unwrap();
@@ -632,5 +664,9 @@ fn a_wrong_initialize_key_is_repaired_and_no_agent_exits() {
         assert!(c.agent_running(i), "agent {i} exited: {}", log_of(&c, i));
     }
     assert_eq!(writable(&c, &[0, 1, 2]), vec![leader]);
-    assert!(log_of(&c, leader).contains("rewrote it"), "{}", log_of(&c, leader));
+    assert!(
+        log_of(&c, leader).contains("rewrote it"),
+        "{}",
+        log_of(&c, leader)
+    );
 }

@@ -185,7 +185,11 @@ fn a_cached_view_naming_me_leader_never_promotes_or_keeps_a_primary() {
     assert!(needs_fresh_view("b", &c, &running(PgRole::Replica, 1)));
     // A replica under another leader may use the cache: at worst it races, by transaction.
     assert!(!needs_fresh_view("b", &other, &running(PgRole::Replica, 1)));
-    assert!(!needs_fresh_view("b", &cluster(None), &running(PgRole::Replica, 1)));
+    assert!(!needs_fresh_view(
+        "b",
+        &cluster(None),
+        &running(PgRole::Replica, 1)
+    ));
     // The same observation, freshly read, promotes.
     let o = obs("b", Some(c), running(PgRole::Replica, 1000));
     assert_eq!(decide(&o).actions, vec![Action::Promote]);
@@ -233,7 +237,11 @@ fn no_leader_race_or_reattach_without_a_valid_lease() {
         }]
     );
     // The leader key under my old lease: re-attached only to a valid lease.
-    let mut s = obs("a", Some(cluster(Some(("a", 5)))), running(PgRole::Primary, 1000));
+    let mut s = obs(
+        "a",
+        Some(cluster(Some(("a", 5)))),
+        running(PgRole::Primary, 1000),
+    );
     assert_eq!(decide(&s).actions, vec![Action::ReattachLeader]);
     s.lease_id = 0;
     assert!(decide(&s).actions.is_empty());
@@ -254,7 +262,10 @@ fn a_primary_demoted_in_place_rejoins_the_new_leader_through_pg_rewind() {
     );
     // Without pg_rewind it can only re-point (and a diverged server will not stream).
     o.settings.use_pg_rewind = false;
-    assert_eq!(decide(&o).actions, vec![Action::Follow { leader: "b".into() }]);
+    assert_eq!(
+        decide(&o).actions,
+        vec![Action::Follow { leader: "b".into() }]
+    );
 }
 
 #[test]
@@ -290,16 +301,26 @@ fn a_wrong_initialize_is_repaired_by_the_leader_and_never_leaves_a_writable_prim
     );
     // A primary that does not hold the key: stop writing.
     let mut other = c.clone();
-    other.leader = Some(LeaderKey { name: "b".into(), lease: 9, mod_revision: 1 });
+    other.leader = Some(LeaderKey {
+        name: "b".into(),
+        lease: 9,
+        mod_revision: 1,
+    });
     let o = obs("a", Some(other.clone()), running(PgRole::Primary, 1000));
     assert!(matches!(
         decide(&o).actions[..],
-        [Action::Demote { mode: DemoteMode::Offline, .. }]
+        [Action::Demote {
+            mode: DemoteMode::Offline,
+            ..
+        }]
     ));
     // A running replica waits for the leader's repair.
     let o = obs("c", Some(other.clone()), running(PgRole::Replica, 1000));
     let d = decide(&o);
-    assert!(d.actions.is_empty() && d.reason.contains("waiting for the leader to repair"), "{d:?}");
+    assert!(
+        d.actions.is_empty() && d.reason.contains("waiting for the leader to repair"),
+        "{d:?}"
+    );
     // A stopped node with data of another system refuses, as before.
     let mut stopped = running(PgRole::Replica, 1000);
     stopped.running = false;

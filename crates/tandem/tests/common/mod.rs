@@ -111,9 +111,20 @@ impl Cluster {
                 .last()
                 .unwrap_or_default()
                 .to_string();
-            let have = self.lab.psql(leader, "SHOW server_version").expect("version");
-            assert_eq!(have, want, "the cluster does not run {}", self.lab.pg_bin.display());
-            eprintln!("cluster runs PostgreSQL {have} from {}", self.lab.pg_bin.display());
+            let have = self
+                .lab
+                .psql(leader, "SHOW server_version")
+                .expect("version");
+            assert_eq!(
+                have,
+                want,
+                "the cluster does not run {}",
+                self.lab.pg_bin.display()
+            );
+            eprintln!(
+                "cluster runs PostgreSQL {have} from {}",
+                self.lab.pg_bin.display()
+            );
         }
         Started {
             cluster: self,
