@@ -65,6 +65,44 @@ pub struct DynamicConfig {
     pub raw: Value,
 }
 
+impl DynamicConfig {
+    /// Settings this document asks for that tandem does not carry out yet: one error each, naming
+    /// the key and the fix. A user who asks for synchronous replication must not believe they
+    /// have it, so such a document is refused, never silently run asynchronously.
+    pub fn unimplemented(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.synchronous_mode {
+            out.push("synchronous_mode: tandem does not implement synchronous replication yet; set synchronous_mode: false (replication would otherwise be asynchronous while you believe it synchronous)".to_string());
+        }
+        if self.synchronous_mode_strict {
+            out.push("synchronous_mode_strict: tandem does not implement synchronous replication yet; set synchronous_mode_strict: false".to_string());
+        }
+        out
+    }
+
+    /// The refusals of `new` that `old` did not have already: what a change introduces (a change
+    /// to one key is not refused for a problem it did not make).
+    pub fn new_refusals(old: &Value, new: &Value) -> Vec<String> {
+        let before = DynamicConfig::refusals(old);
+        DynamicConfig::refusals(new)
+            .into_iter()
+            .filter(|r| !before.contains(r))
+            .collect()
+    }
+
+    /// Every reason to refuse `doc` as the cluster's dynamic configuration: invalid values (named
+    /// by key, with what was expected) and settings tandem does not implement.
+    pub fn refusals(doc: &Value) -> Vec<String> {
+        if !doc.is_object() {
+            return vec!["the dynamic configuration must be a JSON object".to_string()];
+        }
+        let (cfg, mut out) = DynamicConfig::from_json(doc);
+        out.retain(|w| !w.contains("quorum mode is not supported"));
+        out.extend(cfg.unimplemented());
+        out
+    }
+}
+
 impl Default for DynamicConfig {
     fn default() -> Self {
         DynamicConfig {
@@ -744,5 +782,44 @@ mod tests {
             merge_patch(&mut target, &patch);
             assert_eq!(target, want, "{before} + {patch}");
         }
+    }
+
+    /// A key tandem accepts does what it says or is refused: synchronous replication is not
+    /// implemented yet, so asking for it is an error, not a silently asynchronous cluster; and
+    /// an invalid value is refused naming the key instead of falling back to a default.
+    #[test]
+    fn refusals_name_the_key_and_the_fix() {
+        assert!(DynamicConfig::refusals(&json!({"ttl": 10, "loop_wait": 2})).is_empty());
+        let r = DynamicConfig::refusals(&json!({"synchronous_mode": true}));
+        assert!(
+            r.len() == 1
+                && r[0].starts_with("synchronous_mode:")
+                && r[0].contains("set synchronous_mode: false"),
+            "{r:?}"
+        );
+        assert_eq!(
+            DynamicConfig::refusals(&json!({"synchronous_mode": "quorum"})).len(),
+            1
+        );
+        assert_eq!(
+            DynamicConfig::refusals(&json!({"synchronous_mode_strict": "on"})).len(),
+            1
+        );
+        assert!(DynamicConfig::refusals(&json!({"synchronous_mode": "off"})).is_empty());
+        for bad in [json!("abc"), json!(-5), json!(true), json!(1e30)] {
+            let r = DynamicConfig::refusals(&json!({ "ttl": bad }));
+            assert!(r.iter().any(|e| e.contains("ttl")), "{bad}: {r:?}");
+        }
+        assert!(!DynamicConfig::refusals(&json!([1])).is_empty());
+        // Only what a change introduces is refused.
+        let old = json!({"ttl": "abc"});
+        assert!(
+            DynamicConfig::new_refusals(&old, &json!({"ttl": "abc", "loop_wait": 2})).is_empty()
+        );
+        assert_eq!(
+            DynamicConfig::new_refusals(&old, &json!({"ttl": "abc", "synchronous_mode": true}))
+                .len(),
+            1
+        );
     }
 }

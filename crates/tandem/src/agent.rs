@@ -113,6 +113,9 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
     for w in warnings {
         warn!("bootstrap.dcs: {w}");
     }
+    if let Some(e) = dynamic.unimplemented().first() {
+        return Err(anyhow!("bootstrap.dcs.{e}"));
+    }
     let timing = dynamic.timing();
     let dcs = Dcs::connect(&cfg.etcd3, &cfg.base_path(), timing.request_timeout).await?;
     let mut shutdown = shutdown_signal();
@@ -130,6 +133,11 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
             }
         }
     };
+    if let Some(e) = cluster.dynamic().unimplemented().first() {
+        return Err(anyhow!(
+            "the cluster's dynamic configuration in etcd asks for what tandem does not do: {e} (tandem edit-config -s synchronous_mode=false)"
+        ));
+    }
     let peer = PeerClient::for_daemon(&cfg)?;
     // Unique name: refuse to start when a live agent already uses my name.
     if let Some(m) = cluster.members.get(&cfg.name) {
@@ -355,6 +363,9 @@ impl Agent {
         let (d, warnings) = DynamicConfig::from_json(&c.value);
         for w in warnings {
             warn!("cluster configuration: {w}");
+        }
+        for e in d.unimplemented() {
+            error!("cluster configuration: {e}");
         }
         let first = self.dynamic_revision < 0;
         self.dynamic_revision = c.mod_revision;

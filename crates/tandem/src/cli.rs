@@ -1341,6 +1341,10 @@ pub async fn edit_config(
         }
         return Ok(());
     }
+    let refused = tandem_core::dynamic::DynamicConfig::new_refusals(&config.value, &changed);
+    if !refused.is_empty() {
+        bail!("the configuration was not changed: {}", refused.join("; "));
+    }
     let after = config_yaml(&changed);
     if !quiet {
         print!("{}", unified_diff(&before, &after));

@@ -431,6 +431,9 @@ fn run(cli: Cli) -> Result<()> {
             for w in warnings {
                 println!("warning: bootstrap.dcs: {w}");
             }
+            if let Some(e) = d.unimplemented().first() {
+                anyhow::bail!("{}: bootstrap.dcs.{e}", path.display());
+            }
             let t = d.timing();
             println!(
                 "{}: configuration is valid (ttl {:?}, loop_wait {:?}, keepalive every {:?}, leader demotes {:?} before its lease expires)",

@@ -542,6 +542,10 @@ impl Ops {
         };
         let mut data = config.value.clone();
         merge_patch(&mut data, &Value::Object(patch));
+        let refused = tandem_core::dynamic::DynamicConfig::new_refusals(&config.value, &data);
+        if !refused.is_empty() {
+            return text(400, refused.join("; "));
+        }
         if data != config.value {
             let value = serde_json::to_string(&data).unwrap_or_default();
             match dcs.cas("config", &value, config.mod_revision).await {
@@ -565,6 +569,15 @@ impl Ops {
             Err(r) => return r,
         };
         let new = Value::Object(body);
+        let old = view
+            .config
+            .as_ref()
+            .map(|c| c.value.clone())
+            .unwrap_or(Value::Null);
+        let refused = tandem_core::dynamic::DynamicConfig::new_refusals(&old, &new);
+        if !refused.is_empty() {
+            return text(400, refused.join("; "));
+        }
         if view.config.as_ref().map(|c| &c.value) != Some(&new) {
             let value = serde_json::to_string(&new).unwrap_or_default();
             if let Err(e) = dcs.put("config", &value, None).await {
