@@ -69,6 +69,9 @@ struct Agent {
     reinit_from_leader: bool,
     last_full_observation: Instant,
     last_seen_seq: u64,
+    /// When the cycle's etcd view was read, and when my member key was last written.
+    view_read_at: Instant,
+    last_member_at: Option<Instant>,
     /// Stops PostgreSQL on its own if it is still writable when the lease is about to end.
     fence: crate::fence::Fence,
     /// The cause of the last failed clone, logged once (not again on every retry).
@@ -177,6 +180,8 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
 
     let fence = crate::fence::Fence::start(lease.clone(), Postgres::new(&cfg).data_dir.clone());
     let mut agent = Agent {
+        view_read_at: Instant::now(),
+        last_member_at: None,
         fence,
         pg: Postgres::new(&cfg),
         cfg: cfg.clone(),
@@ -607,6 +612,7 @@ impl Agent {
         // would keep showing a leader key that etcd expired long ago (seen: replicas waiting
         // ~11 s to race, a cut-off leader promoting itself again from it).
         let source = ViewSource::Fresh;
+        self.view_read_at = Instant::now();
         let read = self.bounded(self.dcs.read_cluster(), "read").await;
         let cluster = match read {
             Ok((c, warnings)) => {
@@ -1561,13 +1567,34 @@ impl Agent {
         v
     }
 
-    async fn touch_member_now(&mut self, _cluster: Option<&ClusterView>) {
+    /// Writes my member key when it changed, or when etcd no longer holds what I last wrote
+    /// (deleted, overwritten, garbage, or on another lease): a damaged member key would hide me
+    /// from `list`, the routers and the failover candidates.
+    async fn touch_member_now(&mut self, cluster: Option<&ClusterView>) {
         let lease = self.lease.info().id;
         if lease == 0 {
             return;
         }
         let text = serde_json::to_string(&self.member_value()).unwrap_or_default();
-        if self.last_member.as_ref() == Some(&(text.clone(), lease)) {
+        // As etcd readers decode them: what I write now, and what I wrote last.
+        let decoded = |t: &str| serde_json::from_str::<MemberValue>(t).ok();
+        let (now, last) = (
+            decoded(&text),
+            self.last_member.as_ref().and_then(|(t, _)| decoded(t)),
+        );
+        // A view read before my last write cannot tell whether etcd holds it.
+        let view_after_my_write = self
+            .last_member_at
+            .is_none_or(|w| w < self.view_read_at);
+        let damaged = view_after_my_write && cluster.is_some_and(|c| {
+            c.members.get(&self.cfg.name).is_none_or(|m| {
+                m.lease != lease || (Some(&m.value) != now.as_ref() && Some(&m.value) != last.as_ref())
+            })
+        });
+        if damaged && self.last_member.as_ref().map(|(_, l)| *l) == Some(lease) {
+            info!("my member key in etcd is missing or not what I wrote: writing it again");
+        }
+        if !damaged && self.last_member.as_ref() == Some(&(text.clone(), lease)) {
             return;
         }
         match self
@@ -1575,7 +1602,10 @@ impl Agent {
             .put(&format!("members/{}", self.cfg.name), &text, Some(lease))
             .await
         {
-            Ok(()) => self.last_member = Some((text, lease)),
+            Ok(()) => {
+                self.last_member = Some((text, lease));
+                self.last_member_at = Some(Instant::now());
+            }
             Err(e) => {
                 warn!("cannot update my member key: {e:#}");
                 if crate::dcs::is_lease_not_found(&e) {

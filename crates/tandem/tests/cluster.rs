@@ -670,3 +670,48 @@ fn a_wrong_initialize_key_is_repaired_and_no_agent_exits() {
         log_of(&c, leader)
     );
 }
+
+/// Issue 16 point 3: member keys are repaired. Garbage in the leader's key made the router
+/// answer "no primary available" for 107 s; a deleted replica key hid it from `list`, the read
+/// pool and the candidates. Each agent now writes its key again when etcd does not hold what it
+/// wrote; in a steady cluster it never needs to.
+#[test]
+fn damaged_member_keys_are_written_again() {
+    let (c, leader, _) = start_cluster(|_| {});
+    let replica = (0..3).find(|&i| i != leader).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dcs = common::dcs(&c, &rt);
+    let member_ok = |i: usize| {
+        rt.block_on(dcs.read_cluster())
+            .ok()
+            .and_then(|(v, _)| v.members.get(&c.nodes[i].name).cloned())
+            .is_some_and(|m| !m.value.conn_url.is_empty())
+    };
+    // Steady: a few cycles, no repair needed.
+    let t0 = Instant::now();
+    wait_until(Duration::from_secs(10), "3 s of steady cluster", || {
+        (t0.elapsed() >= Duration::from_secs(3)).then_some(())
+    })
+    .unwrap();
+    const REPAIR: &str = "not what I wrote: writing it again";
+    for i in 0..3 {
+        assert!(!log_of(&c, i).contains(REPAIR), "{}", log_of(&c, i));
+    }
+    let leader_key = format!("members/{}", c.nodes[leader].name);
+    rt.block_on(dcs.put(&leader_key, "{garbage", None)).unwrap();
+    wait_until(Duration::from_secs(10), "the leader's member key repaired", || {
+        member_ok(leader).then_some(())
+    })
+    .unwrap();
+    rt.block_on(dcs.delete(&format!("members/{}", c.nodes[replica].name)))
+        .unwrap();
+    wait_until(Duration::from_secs(10), "the replica's member key repaired", || {
+        member_ok(replica).then_some(())
+    })
+    .unwrap();
+    assert!(log_of(&c, leader).contains(REPAIR));
+    assert!(log_of(&c, replica).contains(REPAIR));
+}
