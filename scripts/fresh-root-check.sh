@@ -27,8 +27,18 @@ cleanup() {
   for p in /proc/[0-9]*; do
     if [ "$(readlink "$p/root" 2>/dev/null)" = "$root" ]; then kill -KILL "${p#/proc/}" 2>/dev/null || true; fi
   done
-  for ((i=${#mounts[@]}-1; i>=0; i--)); do umount -l "${mounts[$i]}" 2>/dev/null || true; done
-  if [ "${KEEP_ROOT:-0}" = 1 ]; then echo "fresh root kept at $root"; else rm -rf --one-file-system "$root"; fi
+  for ((i=${#mounts[@]}-1; i>=0; i--)); do
+    if mountpoint -q "${mounts[$i]}"; then umount -l "${mounts[$i]}" || echo "cannot unmount ${mounts[$i]}" >&2; fi
+  done
+  rm -f "$root.debootstrap.log"
+  # Never remove while anything is still mounted below the root (the toolchain is bind-mounted).
+  if awk -v r="$root/" 'index($5 "/", r) == 1 {found=1} END {exit !found}' /proc/self/mountinfo; then
+    echo "fresh-root-check: mounts remain under $root; not removing it" >&2
+  elif [ "${KEEP_ROOT:-0}" = 1 ]; then
+    echo "fresh root kept at $root"
+  else
+    rm -rf --one-file-system "$root"
+  fi
   exit $rc
 }
 trap cleanup EXIT INT TERM
@@ -43,18 +53,22 @@ stage "debootstrap (minbase, $mirror)" $((SECONDS - t0))
 # The same package sources as this machine (updates and security included); no policy-rc.d
 # of ours: package scripts may try to start services and must not break the install.
 rm -f "$root/etc/apt/sources.list"
-cp /etc/apt/sources.list.d/*.sources "$root/etc/apt/sources.list.d/" 2>/dev/null || cp /etc/apt/sources.list "$root/etc/apt/"
+if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+  cp /etc/apt/sources.list.d/debian.sources "$root/etc/apt/sources.list.d/"
+else
+  printf 'deb %s bookworm main\ndeb %s bookworm-updates main\n' "$mirror" "$mirror" > "$root/etc/apt/sources.list"
+fi
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"; chmod 755 "$root/usr/sbin/policy-rc.d"
 
 mkdir -p "$root/root/.cargo" "$root/root/.rustup" "$root/src"
 for m in proc sys dev; do
-  mount --rbind "/$m" "$root/$m"; mount --make-rslave "$root/$m"; mounts+=("$root/$m")
+  mounts+=("$root/$m"); mount --rbind "/$m" "$root/$m"; mount --make-rslave "$root/$m"
 done
-mount --bind "$HOME/.rustup" "$root/root/.rustup"; mounts+=("$root/root/.rustup")
-mount --bind "$HOME/.cargo" "$root/root/.cargo"; mounts+=("$root/root/.cargo")
+mounts+=("$root/root/.rustup"); mount --bind "$HOME/.rustup" "$root/root/.rustup"
+mounts+=("$root/root/.cargo"); mount --bind "$HOME/.cargo" "$root/root/.cargo"
 # The committed tree, as a fresh clone would have it.
-git -C "$repo" archive --format=tar HEAD | tar -x -C "$root/src" 
+git -c safe.directory="$repo" -C "$repo" archive --format=tar HEAD | tar -x -C "$root/src" 
 
 in_root() {
   chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb \

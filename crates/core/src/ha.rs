@@ -394,7 +394,7 @@ pub fn decide(obs: &Observation) -> Decision {
             );
         }
         if let Some(l) = other_leader {
-            if was_primary && obs.settings.use_pg_rewind {
+            if (was_primary || obs.pg.former_primary) && obs.settings.use_pg_rewind {
                 return Decision::act(
                     vec![Action::RewindAndFollow { leader: l.clone() }],
                     format!("former primary rejoining: rewinding against {l}"),

@@ -69,6 +69,8 @@ struct Agent {
     reinit_from_leader: bool,
     last_full_observation: Instant,
     last_seen_seq: u64,
+    /// A lease switch whose answer was lost: (new lease, grant sent at, its ttl).
+    unresolved_switch: Option<(i64, Instant, Duration)>,
     /// When the cycle's etcd view was read, and when my member key was last written.
     view_read_at: Instant,
     last_member_at: Option<Instant>,
@@ -93,6 +95,8 @@ struct ScheduledRestart {
 }
 
 const MEMBER_SLOTS_TTL: Duration = Duration::from_secs(1800);
+/// In the data directory: this server was demoted from primary in place (`set_former_primary`).
+const FORMER_PRIMARY_MARKER: &str = "tandem.former_primary";
 
 /// Bootstrap dynamic configuration: tandem's defaults with `bootstrap.dcs` on top.
 pub fn bootstrap_dynamic(cfg: &Config) -> Value {
@@ -180,6 +184,7 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
 
     let fence = crate::fence::Fence::start(lease.clone(), Postgres::new(&cfg).data_dir.clone());
     let mut agent = Agent {
+        unresolved_switch: None,
         view_read_at: Instant::now(),
         last_member_at: None,
         fence,
@@ -216,6 +221,7 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
         last_clone_error: None,
         former_primary: false,
     };
+    agent.former_primary = agent.pg.data_dir.join(FORMER_PRIMARY_MARKER).exists();
     agent
         .pg
         .write_pgpass(&[])
@@ -627,11 +633,29 @@ impl Agent {
                 None
             }
         };
+        if let (Some(c), Some((new, sent, ttl))) = (&cluster, self.unresolved_switch) {
+            self.resolve_switch(c, new, sent, ttl).await;
+        }
         let current = self.lease.info();
-        if cluster.is_some() && current.id != 0 && current.ttl != self.timing.ttl {
+        let mut cluster = cluster;
+        if cluster.is_some()
+            && self.unresolved_switch.is_none()
+            && current.id != 0
+            && current.ttl != self.timing.ttl
+        {
             let deadline = self.demotion_point();
-            if let Err(e) = bounded_at(deadline, self.switch_lease(), "lease switch").await {
-                warn!("cannot apply the new ttl yet (will retry): {e:#}");
+            match bounded_at(deadline, self.switch_lease(), "lease switch").await {
+                // Decide on a view that shows the keys on their new lease.
+                Ok(()) => {
+                    cluster = match self.bounded(self.dcs.read_cluster(), "read").await {
+                        Ok((c, _)) => Some(c),
+                        Err(e) => {
+                            warn!("{e:#}");
+                            None
+                        }
+                    }
+                }
+                Err(e) => warn!("cannot apply the new ttl yet (will retry): {e:#}"),
             }
         }
         let lease = self.lease.info();
@@ -840,7 +864,7 @@ impl Agent {
                     return Err(anyhow::Error::new(AlreadyLogged));
                 }
                 self.last_clone_error = None;
-                self.former_primary = false;
+                self.set_former_primary(false);
                 info!(
                     "cloned from {from} in {:.1} s",
                     started.elapsed().as_secs_f64()
@@ -920,7 +944,7 @@ impl Agent {
                 if mode == DemoteMode::Offline {
                     // Its WAL may go past the fork of the next leader's timeline: the next
                     // leader is joined through pg_rewind.
-                    self.former_primary = true;
+                    self.set_former_primary(true);
                     self.start_replica(None).await?;
                 }
                 if let Some(l) = then_follow {
@@ -1030,7 +1054,7 @@ impl Agent {
                     return Reply::new(503, format!("reinitialize failed: {e:#}"));
                 }
                 self.following = None;
-                self.former_primary = false;
+                self.set_former_primary(false);
                 self.last_pg = None;
                 self.sysid = None;
                 self.pg_state = "stopped".into();
@@ -1122,8 +1146,27 @@ impl Agent {
             self.pg_state = "restart failed".into();
             return Reply::new(503, format!("restart failed: {e:#}"));
         }
-        let up = if role == "primary" {
+        // A primary comes back writable only with a fresh proof of the leader key (DESIGN §4
+        // rule 1), as any start as primary; without one it comes back read-only and the HA loop
+        // decides.
+        let proof = if role == "primary" && !self.dynamic.pause {
+            match self.prove_leadership("restarting as primary").await {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    warn!("{e:#}: restarting read-only");
+                    None
+                }
+            }
+        } else {
             None
+        };
+        let up = if role == "primary" && (proof.is_some() || self.dynamic.pause) {
+            if proof.is_some() && !self.dynamic.failsafe_mode {
+                self.fence.arm(true, self.timing.demote_margin);
+            }
+            None
+        } else if role == "primary" {
+            Some(None)
         } else {
             let cluster = self.dcs.read_cluster().await.ok().map(|(c, _)| c);
             Some(
@@ -1221,6 +1264,7 @@ impl Agent {
         if !self.dynamic.pause && !self.dynamic.failsafe_mode {
             self.fence.arm(true, self.timing.demote_margin);
         }
+        self.set_former_primary(false);
         self.start().await
     }
 
@@ -1279,13 +1323,13 @@ impl Agent {
                     "pg_rewind finished in {:.1} s",
                     started.elapsed().as_secs_f64()
                 );
-                self.former_primary = false;
+                self.set_former_primary(false);
                 self.start_replica(Some(up)).await
             }
             Err(e) => {
                 warn!("pg_rewind failed: {e:#}");
                 let aside = self.pg.move_data_aside()?;
-                self.former_primary = false;
+                self.set_former_primary(false);
                 warn!(
                     "moved the data directory aside to {} and will clone a fresh copy",
                     aside.display()
@@ -1310,10 +1354,14 @@ impl Agent {
             .await
         {
             Ok(moved) => moved,
-            // Not revoked: if the transaction did apply and only its answer was lost, the
-            // leader key is on `new` now. Left alone, `new` expires after `ttl`, and the next
-            // fresh read shows the key under a lease that is not mine: it is re-attached.
-            Err(e) => return Err(e),
+            Err(e) => {
+                // Outcome unknown: if the transaction applied and only its answer was lost, the
+                // leader key is bound to `new`, which nobody renews and etcd ends at sent + ttl.
+                // Until a fresh read tells, my lease counts as ending then too.
+                self.lease.set_cap(Some(sent + ttl));
+                self.unresolved_switch = Some((new, sent, ttl));
+                return Err(e);
+            }
         };
         self.lease.adopt(new, sent, ttl);
         self.last_member = Some((member, new));
@@ -1333,6 +1381,32 @@ impl Agent {
             }
         );
         Ok(())
+    }
+
+    /// After a lease switch whose answer was lost, a fresh view tells where the leader key went:
+    /// on the new lease, adopt it; anywhere else, the new lease is not needed.
+    async fn resolve_switch(
+        &mut self,
+        cluster: &ClusterView,
+        new: i64,
+        sent: Instant,
+        ttl: Duration,
+    ) {
+        self.unresolved_switch = None;
+        let on_new = cluster
+            .leader
+            .as_ref()
+            .is_some_and(|l| l.name == self.cfg.name && l.lease == new);
+        if on_new {
+            let old = self.lease.info().id;
+            self.lease.adopt(new, sent, ttl);
+            self.last_member = None;
+            let _ = self.dcs.revoke_lease(old).await;
+            info!("the lost lease switch had applied: now on lease {new:x} (ttl {ttl:?})");
+        } else {
+            self.lease.set_cap(None);
+            let _ = self.dcs.revoke_lease(new).await;
+        }
     }
 
     /// DESIGN §4 rules 1 and 2, in one place: before PostgreSQL is made writable, an etcd
@@ -1359,6 +1433,32 @@ impl Agent {
         Ok(proof)
     }
 
+    /// Records (in memory and as a marker file in the data directory, so that an agent restart
+    /// does not forget it) that this server was demoted from primary in place and must rejoin
+    /// through pg_rewind; cleared by a rewind, a fresh clone, or a promotion.
+    fn set_former_primary(&mut self, on: bool) {
+        self.former_primary = on;
+        let marker = self.pg.data_dir.join(FORMER_PRIMARY_MARKER);
+        let r = if on {
+            std::fs::write(
+                &marker,
+                b"demoted from primary in place: rejoin through pg_rewind\n",
+            )
+        } else {
+            match std::fs::remove_file(&marker) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                r => r,
+            }
+        };
+        if let Err(e) = r {
+            warn!(
+                "cannot {} {}: {e}",
+                if on { "write" } else { "remove" },
+                marker.display()
+            );
+        }
+    }
+
     /// Arms the lease fence while PostgreSQL may be writable (running and not known to be in
     /// recovery), unless the cluster is paused or failsafe mode may keep a primary past its lease.
     fn update_fence(&self) {
@@ -1371,6 +1471,7 @@ impl Agent {
 
     async fn promote(&mut self, proof: LeaderProof, cluster: Option<&ClusterView>) -> Result<()> {
         let started = Instant::now();
+        self.set_former_primary(false);
         self.fence.arm(true, self.timing.demote_margin);
         self.pg.promote(&proof).await?;
         info!(
@@ -1583,14 +1684,14 @@ impl Agent {
             self.last_member.as_ref().and_then(|(t, _)| decoded(t)),
         );
         // A view read before my last write cannot tell whether etcd holds it.
-        let view_after_my_write = self
-            .last_member_at
-            .is_none_or(|w| w < self.view_read_at);
-        let damaged = view_after_my_write && cluster.is_some_and(|c| {
-            c.members.get(&self.cfg.name).is_none_or(|m| {
-                m.lease != lease || (Some(&m.value) != now.as_ref() && Some(&m.value) != last.as_ref())
-            })
-        });
+        let view_after_my_write = self.last_member_at.is_none_or(|w| w < self.view_read_at);
+        let damaged = view_after_my_write
+            && cluster.is_some_and(|c| {
+                c.members.get(&self.cfg.name).is_none_or(|m| {
+                    m.lease != lease
+                        || (Some(&m.value) != now.as_ref() && Some(&m.value) != last.as_ref())
+                })
+            });
         if damaged && self.last_member.as_ref().map(|(_, l)| *l) == Some(lease) {
             info!("my member key in etcd is missing or not what I wrote: writing it again");
         }

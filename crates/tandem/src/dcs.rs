@@ -491,13 +491,25 @@ pub struct LeaseInfo {
     pub deadline: Option<Instant>,
     /// The TTL the lease was granted with.
     pub ttl: Duration,
+    /// Set while the leader key may be bound to another lease that nobody renews and that etcd
+    /// ends at this instant (a lease switch whose answer was lost): the lease counts as ending
+    /// then, for every decision, the demotion point and the fence.
+    pub cap: Option<Instant>,
 }
 
 impl LeaseInfo {
     /// The lease id and deadline, if there is a lease and its deadline is still ahead of `now`;
     /// an error saying why not otherwise.
+    /// The deadline every decision uses: the keepalive deadline, or the cap if sooner.
+    pub fn effective_deadline(&self) -> Option<Instant> {
+        match (self.deadline, self.cap) {
+            (Some(d), Some(c)) => Some(d.min(c)),
+            (d, _) => d,
+        }
+    }
+
     pub fn usable(&self, now: Instant) -> Result<(i64, Instant)> {
-        match self.deadline {
+        match self.effective_deadline() {
             Some(d) if self.id != 0 && d > now => Ok((self.id, d)),
             _ if self.id == 0 => Err(anyhow!("I have no etcd lease (not granted yet, or lost)")),
             _ => Err(anyhow!(
@@ -528,8 +540,13 @@ impl Lease {
     }
     pub fn remaining(&self, now: Instant) -> Option<Duration> {
         self.info()
-            .deadline
+            .effective_deadline()
             .map(|d| d.saturating_duration_since(now))
+    }
+
+    /// Sets or clears [`LeaseInfo::cap`].
+    pub fn set_cap(&self, cap: Option<Instant>) {
+        self.set(|s| s.cap = cap);
     }
     pub fn poke(&self) {
         self.poke.notify_one();
@@ -574,13 +591,22 @@ impl Lease {
                 let sent = Instant::now();
                 match dcs.grant_lease(want_ttl.as_secs().max(1) as i64).await {
                     Ok(new_id) => {
+                        let mut taken = false;
                         self.set(|s| {
-                            s.id = new_id;
-                            s.ttl = want_ttl;
-                            s.deadline = Some(sent + want_ttl);
+                            // Unless a lease was adopted meanwhile.
+                            if s.id == 0 {
+                                s.id = new_id;
+                                s.ttl = want_ttl;
+                                s.deadline = Some(sent + want_ttl);
+                                taken = true;
+                            }
                         });
-                        self.changed.notify_waiters();
-                        self.changed.notify_one();
+                        if taken {
+                            self.changed.notify_waiters();
+                            self.changed.notify_one();
+                        } else {
+                            let _ = dcs.revoke_lease(new_id).await;
+                        }
                     }
                     Err(e) => {
                         tracing::warn!("cannot grant an etcd lease: {e}");
@@ -651,11 +677,21 @@ impl Lease {
                         }
                     }),
                     Some(_) => {
-                        tracing::warn!("etcd says lease {id:x} has expired: granting a new one");
+                        // Only if it is still the lease in use: the agent may have adopted
+                        // another one meanwhile (a ttl switch revokes the old lease).
+                        let mut forgot = false;
                         self.set(|s| {
-                            s.id = 0;
-                            s.deadline = None;
+                            if s.id == id {
+                                s.id = 0;
+                                s.deadline = None;
+                                forgot = true;
+                            }
                         });
+                        if forgot {
+                            tracing::warn!(
+                                "etcd says lease {id:x} has expired: granting a new one"
+                            );
+                        }
                         break;
                     }
                     None => {
@@ -680,6 +716,7 @@ impl Lease {
             s.id = id;
             s.ttl = ttl;
             s.deadline = Some(sent + ttl);
+            s.cap = None;
         });
         self.changed.notify_waiters();
         self.poke.notify_one();

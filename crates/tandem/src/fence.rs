@@ -86,7 +86,8 @@ fn fence_point(lease: &Lease, before: Duration) -> Option<Instant> {
     if info.id == 0 {
         return None;
     }
-    info.deadline.map(|d| d.checked_sub(before).unwrap_or(d))
+    info.effective_deadline()
+        .map(|d| d.checked_sub(before).unwrap_or(d))
 }
 
 fn watch(state: Arc<(Mutex<State>, Condvar)>, lease: Lease, data_dir: PathBuf) {
@@ -117,14 +118,21 @@ fn watch(state: Arc<(Mutex<State>, Condvar)>, lease: Lease, data_dir: PathBuf) {
             };
             continue;
         }
-        // Armed and due: stop PostgreSQL now.
-        s.armed = false;
+        // Armed and due: stop PostgreSQL now. It stays armed (the agent disarms it once it
+        // sees PostgreSQL stopped or read-only): a postmaster that outlives the signal, or one
+        // started meanwhile, gets it again at the next poll.
         drop(s);
         stop_postgres(&data_dir, &lease);
         s = match m.lock() {
             Ok(g) => g,
             Err(_) => return,
         };
+        if s.armed && !s.stopped {
+            s = match cv.wait_timeout(s, POLL) {
+                Ok((g, _)) => g,
+                Err(_) => return,
+            };
+        }
     }
 }
 
@@ -132,9 +140,14 @@ fn stop_postgres(data_dir: &std::path::Path, lease: &Lease) {
     let Some(pid) = crate::pg::postmaster_pid_of(data_dir) else {
         return;
     };
+    // A standby (read-only restart, or one that never was promoted) is not writable;
+    // PostgreSQL removes standby.signal when it is promoted.
+    if data_dir.join("standby.signal").exists() {
+        return;
+    }
     let left = lease
         .info()
-        .deadline
+        .effective_deadline()
         .map(|d| d.saturating_duration_since(Instant::now()).as_millis());
     // SAFETY: kill(2) with a PID read from postmaster.pid and checked to be that postmaster.
     let r = unsafe { libc::kill(pid, libc::SIGQUIT) };
@@ -157,18 +170,37 @@ mod tests {
     use crate::dcs::LeaseInfo;
     use std::process::{Child, Command};
 
-    /// A stand-in postmaster: a child process named in DIR/postmaster.pid.
-    fn fake_postmaster(dir: &std::path::Path) -> Child {
+    /// A stand-in postmaster: a child process named in DIR/postmaster.pid, killed when dropped.
+    struct Pm(Child);
+    impl Drop for Pm {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    impl std::ops::Deref for Pm {
+        type Target = Child;
+        fn deref(&self) -> &Child {
+            &self.0
+        }
+    }
+    impl std::ops::DerefMut for Pm {
+        fn deref_mut(&mut self) -> &mut Child {
+            &mut self.0
+        }
+    }
+
+    fn fake_postmaster(dir: &std::path::Path) -> Pm {
         let child = Command::new("sleep").arg("30").spawn().expect("sleep");
         std::fs::write(
             dir.join("postmaster.pid"),
             format!("{}\n{}\n", child.id(), dir.display()),
         )
         .unwrap();
-        child
+        Pm(child)
     }
 
-    fn exited_within(child: &mut Child, limit: Duration) -> bool {
+    fn exited_within(child: &mut Pm, limit: Duration) -> bool {
         let t0 = Instant::now();
         while t0.elapsed() < limit {
             if child.try_wait().unwrap().is_some() {
@@ -184,6 +216,7 @@ mod tests {
             id: 7,
             deadline: Some(Instant::now() + left),
             ttl: Duration::from_secs(4),
+            cap: None,
         })
     }
 
@@ -231,6 +264,22 @@ mod tests {
         assert!(
             exited_within(&mut pm, Duration::from_secs(2)),
             "postmaster still runs"
+        );
+    }
+
+    #[test]
+    fn a_standby_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pm = fake_postmaster(dir.path());
+        std::fs::write(dir.path().join("standby.signal"), b"").unwrap();
+        let fence = Fence::start(
+            lease_for(Duration::from_millis(100)),
+            dir.path().to_path_buf(),
+        );
+        fence.arm(true, Duration::from_millis(50));
+        assert!(
+            !exited_within(&mut pm, Duration::from_millis(500)),
+            "a standby was stopped"
         );
     }
 

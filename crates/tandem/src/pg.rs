@@ -144,8 +144,10 @@ impl Postgres {
         // PGSERVICE, PGDATA, ...) and prefer some of them to our pgpass and arguments: a user's
         // `export PGPASSWORD=...` must not reach the agent's children. Only the configuration
         // decides how they connect.
+        // (PG_OOM_ADJUST_FILE / _VALUE, set by service managers for the postmaster, stay.)
         for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("PG") {
+            let n = name.to_string_lossy();
+            if n.starts_with("PG") && !n.starts_with("PG_") {
                 cmd.env_remove(&name);
             }
         }

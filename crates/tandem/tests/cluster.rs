@@ -702,15 +702,19 @@ fn damaged_member_keys_are_written_again() {
     }
     let leader_key = format!("members/{}", c.nodes[leader].name);
     rt.block_on(dcs.put(&leader_key, "{garbage", None)).unwrap();
-    wait_until(Duration::from_secs(10), "the leader's member key repaired", || {
-        member_ok(leader).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "the leader's member key repaired",
+        || member_ok(leader).then_some(()),
+    )
     .unwrap();
     rt.block_on(dcs.delete(&format!("members/{}", c.nodes[replica].name)))
         .unwrap();
-    wait_until(Duration::from_secs(10), "the replica's member key repaired", || {
-        member_ok(replica).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "the replica's member key repaired",
+        || member_ok(replica).then_some(()),
+    )
     .unwrap();
     assert!(log_of(&c, leader).contains(REPAIR));
     assert!(log_of(&c, replica).contains(REPAIR));

@@ -266,6 +266,19 @@ fn a_primary_demoted_in_place_rejoins_the_new_leader_through_pg_rewind() {
         decide(&o).actions,
         vec![Action::Follow { leader: "b".into() }]
     );
+    // Stopped meanwhile (its read-only restart left standby.signal, so pg_control no longer
+    // says primary): still through pg_rewind.
+    o.settings.use_pg_rewind = true;
+    o.pg.running = false;
+    o.pg.role = None;
+    o.pg.data = DataDir::Initialized {
+        sysid: "7000000000000000001".into(),
+        was_primary: false,
+    };
+    assert_eq!(
+        decide(&o).actions,
+        vec![Action::RewindAndFollow { leader: "b".into() }]
+    );
 }
 
 #[test]
