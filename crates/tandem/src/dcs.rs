@@ -15,11 +15,20 @@ use tokio::sync::{watch, Notify};
 
 use crate::config::EtcdConfig;
 
+/// One etcd endpoint and its client; the client is replaced by a new one (a new connection)
+/// after a request on it timed out.
+struct Endpoint {
+    url: String,
+    client: Mutex<Client>,
+    renewing: std::sync::atomic::AtomicBool,
+}
+
 #[derive(Clone)]
 pub struct Dcs {
     /// One client per etcd endpoint: a request that fails moves on to the next endpoint at once
     /// (a balanced channel keeps picking a dead member for a while).
-    clients: Arc<Vec<Client>>,
+    clients: Arc<Vec<Endpoint>>,
+    opts: ConnectOptions,
     current: Arc<AtomicUsize>,
     /// `/<namespace>/<scope>/`
     prefix: String,
@@ -67,14 +76,58 @@ impl Dcs {
             .await
             .map_err(|_| anyhow!("timed out connecting to etcd at {e}"))?
             .with_context(|| format!("cannot connect to etcd at {e}"))?;
-            clients.push(c);
+            clients.push(Endpoint {
+                url: e.clone(),
+                client: Mutex::new(c),
+                renewing: std::sync::atomic::AtomicBool::new(false),
+            });
         }
         Ok(Dcs {
             clients: Arc::new(clients),
+            opts,
             current: Arc::new(AtomicUsize::new(0)),
             prefix: prefix.to_string(),
             timeout,
         })
+    }
+
+    fn client(&self, i: usize) -> Client {
+        let e = &self.clients[i];
+        e.client
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// A request on endpoint `i` timed out: its connection may be half-dead (packets dropped,
+    /// TCP waiting out its retransmission back-off, which after a long partition takes seconds
+    /// to notice the network is back). Replace its client, so the next request there opens a
+    /// new connection at once. In the background; one at a time per endpoint.
+    fn renew_connection(&self, i: usize) {
+        let e = &self.clients[i];
+        if e.renewing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let dcs = self.clone();
+        tokio::spawn(async move {
+            let e = &dcs.clients[i];
+            let fresh = tokio::time::timeout(
+                dcs.timeout * 2,
+                Client::connect([e.url.clone()], Some(dcs.opts.clone())),
+            )
+            .await;
+            match fresh {
+                Ok(Ok(c)) => {
+                    if let Ok(mut slot) = e.client.lock() {
+                        *slot = c;
+                    }
+                    tracing::debug!("etcd {}: new connection after a time-out", e.url);
+                }
+                Ok(Err(err)) => tracing::debug!("etcd {}: cannot reconnect: {err}", e.url),
+                Err(_) => tracing::debug!("etcd {}: reconnect timed out", e.url),
+            }
+            e.renewing.store(false, Ordering::SeqCst);
+        });
     }
 
     pub fn prefix(&self) -> &str {
@@ -107,10 +160,13 @@ impl Dcs {
         let mut last = None;
         for _ in 0..self.clients.len() {
             let i = self.current();
-            match tokio::time::timeout(self.timeout, f(self.clients[i].clone())).await {
+            match tokio::time::timeout(self.timeout, f(self.client(i))).await {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) => last = Some(anyhow!("etcd {what} failed: {e}")),
-                Err(_) => last = Some(anyhow!("etcd {what} timed out after {:?}", self.timeout)),
+                Err(_) => {
+                    last = Some(anyhow!("etcd {what} timed out after {:?}", self.timeout));
+                    self.renew_connection(i);
+                }
             }
             self.rotate(i);
         }
