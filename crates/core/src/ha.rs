@@ -284,6 +284,20 @@ pub fn decide(obs: &Observation) -> Decision {
         DataDir::Initialized { sysid, .. } => sysid.clone(),
     };
 
+    // Before the initialize check: a leader whose key is under an old lease (agent restart) must
+    // not take itself for a stranger.
+    if my_stale_lock {
+        if !lease_usable(obs) {
+            return Decision::none(
+                "the leader key names me under an old lease: waiting for a valid lease of my own to re-attach it",
+            );
+        }
+        return Decision::act(
+            vec![Action::ReattachLeader],
+            "the leader key names me under an old lease: re-attaching it to my lease",
+        );
+    }
+
     match cluster.initialize.as_deref() {
         Some(init) if !init.is_empty() && init != sysid => {
             // The leader's data is the cluster: a wrong `initialize` is repaired, not obeyed.
@@ -298,8 +312,9 @@ pub fn decide(obs: &Observation) -> Decision {
                     ),
                 );
             }
-            // Never leave a writable server behind: stop writes before anything else.
-            if obs.pg.running && obs.pg.role != Some(PgRole::Replica) {
+            // Never leave a writable server behind: stop writes before anything else (unless
+            // paused: maintenance mode leaves PostgreSQL as it is).
+            if obs.pg.running && obs.pg.role != Some(PgRole::Replica) && !paused {
                 return Decision::act(
                     vec![Action::Demote {
                         mode: DemoteMode::Offline,
@@ -309,6 +324,11 @@ pub fn decide(obs: &Observation) -> Decision {
                         "demoting: the initialize key says {init}, not my system identifier {sysid}, and I do not hold the leader key"
                     ),
                 );
+            }
+            if obs.pg.running && paused {
+                return Decision::none(format!(
+                    "PAUSE: the initialize key says {init}, not my system identifier {sysid}: leaving PostgreSQL as it is"
+                ));
             }
             // A running replica shares its leader's system identifier: the leader repairs the key.
             if obs.pg.running && other_leader.is_some() {
@@ -342,18 +362,6 @@ pub fn decide(obs: &Observation) -> Decision {
             );
         }
         _ => {}
-    }
-
-    if my_stale_lock {
-        if !lease_usable(obs) {
-            return Decision::none(
-                "the leader key names me under an old lease: waiting for a valid lease of my own to re-attach it",
-            );
-        }
-        return Decision::act(
-            vec![Action::ReattachLeader],
-            "the leader key names me under an old lease: re-attaching it to my lease",
-        );
     }
 
     // PostgreSQL is not running.

@@ -165,6 +165,13 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
         }
     }
 
+    // The lease is granted with the cluster's ttl when it has one (else the next cycle would
+    // switch to it at once), the bootstrap ttl otherwise.
+    let timing = if cluster.config.is_some() {
+        cluster.dynamic().timing()
+    } else {
+        timing
+    };
     let lease_ttl = Arc::new(Mutex::new(timing.ttl));
     let lease_interval = Arc::new(Mutex::new(timing.keepalive_interval));
     let lease = Lease::start(dcs.clone(), lease_ttl.clone(), lease_interval.clone());
