@@ -23,8 +23,8 @@ PACKAGES=(
   iproute2 nftables keepalived
   # the demo creates an unprivileged user to run PostgreSQL (useradd)
   passwd
-  # CI's fresh-machine check (scripts/fresh-root-check.sh)
-  debootstrap
+  # CI's fresh-machine check (scripts/fresh-root-check.sh: debootstrap, git archive)
+  debootstrap git
 )
 
 installed() {

@@ -73,24 +73,13 @@ pub struct Settings {
     pub loop_wait_ms: u64,
 }
 
-/// Where [`Observation::cluster`] came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ViewSource {
-    /// A linearizable etcd read made in this cycle.
-    Fresh,
-    /// The watch-backed cache. It may be stale without knowing it: a watch on an etcd member cut
-    /// off by dropped packets goes silent, with no error, and keeps the last keys it saw.
-    Cache,
-}
-
 #[derive(Clone, Debug, PartialEq)]
 pub struct Observation {
     pub me: String,
-    /// `None` when the DCS could not be read.
+    /// A linearizable etcd read made in this cycle (never a watch cache: a watch on an etcd
+    /// member cut off by dropped packets goes quiet and keeps stale keys); `None` when etcd could
+    /// not be read.
     pub cluster: Option<ClusterView>,
-    /// Whether `cluster` is a fresh read or the cache ([`needs_fresh_view`] says when the cache
-    /// is not enough).
-    pub source: ViewSource,
     /// My current lease id (0: none).
     pub lease_id: i64,
     /// Time left on my lease, from the send time of the last successful keepalive.
@@ -203,16 +192,6 @@ impl Decision {
     }
 }
 
-/// Whether this node must decide on a fresh etcd read rather than the watch cache: whenever the
-/// decision can make or keep it a writable primary (DESIGN §4 rules 1 and 2). That is when the
-/// cached leader key names me (I would promote, start as primary, stay primary or re-attach the
-/// key), or when my PostgreSQL may be running as a primary (its role unknown counts). A replica
-/// with a stale cache can at worst race for the key, and the race is an etcd transaction.
-pub fn needs_fresh_view(me: &str, cached: &ClusterView, pg: &LocalPg) -> bool {
-    cached.leader.as_ref().is_some_and(|l| l.name == me)
-        || (pg.running && pg.role != Some(PgRole::Replica))
-}
-
 /// Whether my lease can back a write to the leader key or a writable PostgreSQL: I have one, and
 /// its deadline (from the send time of the last successful keepalive) is more than the demotion
 /// margin away.
@@ -226,12 +205,6 @@ pub fn decide(obs: &Observation) -> Decision {
         return dcs_unreachable(obs);
     };
     let me = obs.me.as_str();
-    if obs.source == ViewSource::Cache && needs_fresh_view(me, cluster, &obs.pg) {
-        // The agent reads etcd in this case; a cached view must never make or keep a primary.
-        return Decision::none(
-            "my role depends on the leader key: waiting for a fresh read of etcd",
-        );
-    }
     let paused = cluster.paused();
     let leader = cluster.leader.as_ref();
     let i_hold_lock =

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use tandem_core::cluster::{ClusterView, LeaderKey, Member, MemberValue, StatusValue};
 use tandem_core::ha::{
     decide, Action, DataDir, DemoteMode, LocalPg, Observation, PeerAnswer, PeerStatus, PgRole,
-    Settings, ViewSource,
+    Settings,
 };
 
 const TTL: u64 = 4000;
@@ -328,9 +328,9 @@ fn run(seed: u64) {
             };
             // A fresh read; cut off, it times out, but never later than the lease's demotion
             // point of a node that may be primary.
-            let (cluster, source) = match () {
-                _ if !cut => (Some(etcd.view()), ViewSource::Fresh),
-                _ if read_failed => (None, ViewSource::Fresh),
+            let cluster = match () {
+                _ if !cut => Some(etcd.view()),
+                _ if read_failed => None,
                 _ => {
                     let may_be_primary = n.pg == Pg::Primary;
                     let mut fails_at = now + READ_TIMEOUT_TOTAL;
@@ -339,7 +339,7 @@ fn run(seed: u64) {
                         fails_at = fails_at.min(point.max(now));
                     }
                     if fails_at <= now {
-                        (None, ViewSource::Fresh)
+                        None
                     } else {
                         nodes[i].read_fails_at = Some(fails_at);
                         continue;
@@ -368,7 +368,6 @@ fn run(seed: u64) {
             let obs = Observation {
                 me: n.name.clone(),
                 cluster,
-                source,
                 lease_id: if cut {
                     n.lease
                 } else if etcd.leases.contains_key(&n.lease) {
@@ -551,10 +550,13 @@ fn random_crashes_partitions_and_stalls_never_give_two_primaries() {
     let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
         Ok(s) => vec![s.parse().expect("SIM_SEED must be an integer")],
         // SIM_SEEDS=N runs seeds 1..=N (300 by default).
-        Err(_) => (1..=std::env::var("SIM_SEEDS")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(300))
+        Err(_) => (1..=match std::env::var("SIM_SEEDS") {
+            Ok(n) => n
+                .trim()
+                .parse::<u64>()
+                .unwrap_or_else(|_| panic!("SIM_SEEDS={n:?} is not a number")),
+            Err(_) => 300,
+        })
             .collect(),
     };
     for seed in seeds {

@@ -13,7 +13,6 @@ use tandem_core::cluster::{ClusterView, HistoryEntry, MemberValue, StatusValue};
 use tandem_core::dynamic::{merge_patch, DynamicConfig, Timing, TANDEM_DEFAULT_DCS};
 use tandem_core::ha::{
     self, Action, DataDir, DemoteMode, LocalPg, Observation, PeerStatus, PgRole, Settings,
-    ViewSource,
 };
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -624,7 +623,6 @@ impl Agent {
         // watch on an etcd member cut off by dropped packets goes quiet without an error and
         // would keep showing a leader key that etcd expired long ago (seen: replicas waiting
         // ~11 s to race, a cut-off leader promoting itself again from it).
-        let source = ViewSource::Fresh;
         self.view_read_at = Instant::now();
         let read = self.bounded(self.dcs.read_cluster(), "read").await;
         let cluster = match read {
@@ -684,7 +682,6 @@ impl Agent {
             failsafe,
             me: self.cfg.name.clone(),
             cluster: cluster.clone(),
-            source,
             lease_id: lease.id,
             lease_remaining_ms: self
                 .lease

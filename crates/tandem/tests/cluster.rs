@@ -435,10 +435,7 @@ fn default_timing_rides_out_agent_stall_and_etcd_member_loss() {
 
     // One fault at a time: before each, the leader's lease has been renewed (etcd gives it at
     // least 3 of its 4 s), as it is in a steady cluster.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let dcs = common::dcs(&c, &rt);
     let renewed = |rt: &tokio::runtime::Runtime| {
         wait_until(
@@ -548,10 +545,7 @@ fn changing_ttl_loop_wait_and_retry_timeout_moves_no_leader_and_cuts_no_session(
         || c.router_routes_primary().then_some(()),
     )
     .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let dcs = common::dcs(&c, &rt);
     let key = |rt: &tokio::runtime::Runtime| {
         rt.block_on(dcs.read_cluster())
@@ -643,10 +637,7 @@ fn changing_ttl_loop_wait_and_retry_timeout_moves_no_leader_and_cuts_no_session(
 #[test]
 fn a_wrong_initialize_key_is_repaired_and_no_agent_exits() {
     let (mut c, leader, _) = start_cluster(|_| {});
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let dcs = common::dcs(&c, &rt);
     let init = || {
         rt.block_on(dcs.read_cluster())
@@ -679,10 +670,7 @@ fn a_wrong_initialize_key_is_repaired_and_no_agent_exits() {
 fn damaged_member_keys_are_written_again() {
     let (c, leader, _) = start_cluster(|_| {});
     let replica = (0..3).find(|&i| i != leader).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let dcs = common::dcs(&c, &rt);
     let member_ok = |i: usize| {
         rt.block_on(dcs.read_cluster())

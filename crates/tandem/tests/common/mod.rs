@@ -9,6 +9,14 @@ use tandem::dcs::Dcs;
 use tandem::demo::healthy_roles;
 use tandem::lab::{http_get, wait_until, Lab, LabOptions};
 
+/// A current-thread runtime for a test's own etcd client.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 /// A client of the lab's etcd under the cluster's prefix, as node1's configuration names it.
 pub fn dcs(lab: &Lab, rt: &tokio::runtime::Runtime) -> Dcs {
     let cfg = Config::load(&lab.nodes[0].config_path).expect("node1's configuration");
