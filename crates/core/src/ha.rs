@@ -41,6 +41,10 @@ pub struct LocalPg {
     /// not been rewound or re-cloned since: its WAL may go past the point where the new leader's
     /// timeline forked, so it rejoins through pg_rewind, not by re-pointing its upstream.
     pub former_primary: bool,
+    /// How long PostgreSQL has been continuously down — not running, or running but not
+    /// answering queries — as measured by the agent (`None`: it answers). A leader compares it with
+    /// `primary_start_timeout`.
+    pub down_ms: Option<u64>,
 }
 
 /// One peer's answer to `GET /patroni`, probed when the leader key is missing.
@@ -71,6 +75,10 @@ pub struct Settings {
     /// The leader demotes when its lease has less than this left.
     pub demote_margin_ms: u64,
     pub loop_wait_ms: u64,
+    /// `primary_start_timeout`: how long a leader whose PostgreSQL is down (crashed and not
+    /// starting, or starting without answering) keeps the leader key before handing it to a
+    /// healthy replica. 0: at once.
+    pub primary_start_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -152,6 +160,10 @@ pub enum Action {
     },
     /// Delete my leader key (value-guarded).
     ReleaseLeader,
+    /// A leader whose PostgreSQL stayed down past `primary_start_timeout`: stop PostgreSQL
+    /// (immediate) if it runs, then release the leader key so a healthy replica takes over. The
+    /// key is released only once PostgreSQL is stopped.
+    StepDown,
     /// Clear the `failover` key (write `{}` with compare-and-set); the reason is logged.
     ClearFailover {
         reason: String,
@@ -363,6 +375,9 @@ pub fn decide(obs: &Observation) -> Decision {
             );
         }
         if i_hold_lock {
+            if let Some(d) = primary_start_overdue(obs, cluster) {
+                return d;
+            }
             if was_primary {
                 return Decision::act(
                     vec![Action::StartPrimary],
@@ -400,6 +415,11 @@ pub fn decide(obs: &Observation) -> Decision {
                 vec![Action::Demote { mode: DemoteMode::Offline, then_follow: None }],
                 "stopping PostgreSQL: my leader lease is about to expire and PostgreSQL does not answer",
             );
+        }
+        if i_hold_lock && !paused {
+            if let Some(d) = primary_start_overdue(obs, cluster) {
+                return d;
+            }
         }
         return Decision::none("PostgreSQL is running but does not answer queries yet: waiting");
     };
@@ -535,6 +555,48 @@ pub fn decide(obs: &Observation) -> Decision {
             }
         }
     }
+}
+
+/// Spec §2.2 steps 5–6: a leader whose PostgreSQL has been down longer than
+/// `primary_start_timeout` steps down when a failover is possible (some other member could take
+/// over); otherwise it keeps the key and keeps trying, as Patroni does.
+fn primary_start_overdue(obs: &Observation, cluster: &ClusterView) -> Option<Decision> {
+    let down = obs.pg.down_ms?;
+    let limit = obs.settings.primary_start_timeout_ms;
+    if down < limit {
+        return None;
+    }
+    let target = failover_target(obs, cluster)?;
+    Some(Decision::act(
+        vec![Action::StepDown],
+        format!(
+            "stepping down: PostgreSQL has been down for {} s, past primary_start_timeout ({} s), and {target} can take over",
+            down / 1000,
+            limit / 1000
+        ),
+    ))
+}
+
+/// A member other than me that could take over as leader, judged from the member keys: a
+/// running replica that may fail over and is within `maximum_lag_on_failover` of the last
+/// known leader position.
+fn failover_target(obs: &Observation, cluster: &ClusterView) -> Option<String> {
+    let last = cluster.last_leader_lsn();
+    cluster
+        .members
+        .values()
+        .filter(|m| m.name != obs.me)
+        .filter(|m| {
+            !m.value.is_primary() && matches!(m.value.state.as_str(), "running" | "streaming")
+        })
+        .filter(|m| m.value.failover_priority() > 0)
+        .filter(|m| {
+            last.is_none_or(|l| {
+                l.saturating_sub(m.value.wal_position()) <= obs.settings.maximum_lag_on_failover
+            })
+        })
+        .map(|m| m.name.clone())
+        .next()
 }
 
 fn lease_low(obs: &Observation) -> bool {

@@ -26,6 +26,8 @@ const KEEPALIVE: u64 = 1000;
 const MARGIN: u64 = 1000;
 const LOOP: u64 = 1000;
 const STEP: u64 = 100;
+/// `primary_start_timeout` in the simulation (the default, 300 s, would outlast the run).
+const PRIMARY_START_TIMEOUT: u64 = 5000;
 /// A read that cannot reach etcd gives up after one time-out per endpoint (1 s × 3).
 const READ_TIMEOUT_TOTAL: u64 = 3000;
 /// The scheduled cut of the leader: when, and for how long (longer than the TTL).
@@ -78,6 +80,10 @@ struct Node {
     former_primary: bool,
     /// A fresh read that cannot reach etcd is under way: it fails at this time.
     read_fails_at: Option<u64>,
+    /// PostgreSQL alone crashed and fails to start until this time (the agent lives on).
+    pg_broken_until: u64,
+    /// Since when PostgreSQL has been down (`LocalPg::down_ms`).
+    down_since: Option<u64>,
 }
 
 struct Etcd {
@@ -173,6 +179,8 @@ fn run(seed: u64) {
             seen_revision: 0,
             read_fails_at: None,
             former_primary: false,
+            pg_broken_until: 0,
+            down_since: None,
         })
         .collect();
     // Start: n0 leads.
@@ -235,6 +243,18 @@ fn run(seed: u64) {
                         eprintln!(
                             "t={now} {} partitioned until {}",
                             n.name, n.partitioned_until
+                        );
+                    }
+                }
+                // PostgreSQL alone crashes and will not start for a while (a full disk, a
+                // broken configuration): primary_start_timeout decides when the key moves.
+                if n.host_up && n.pg != Pg::Stopped && rng.chance(1) {
+                    n.pg = Pg::Stopped;
+                    n.pg_broken_until = now + rng.below(3 * PRIMARY_START_TIMEOUT);
+                    if std::env::var("SIM_TRACE").is_ok() {
+                        eprintln!(
+                            "t={now} {} PostgreSQL crashed until {}",
+                            n.name, n.pg_broken_until
                         );
                     }
                 }
@@ -325,6 +345,7 @@ fn run(seed: u64) {
                 timeline: Some(n.timeline),
                 following: n.following.clone(),
                 former_primary: n.former_primary,
+                down_ms: n.down_since.map(|t| now - t),
             };
             // A fresh read; cut off, it times out, but never later than the lease's demotion
             // point of a node that may be primary.
@@ -386,6 +407,7 @@ fn run(seed: u64) {
                     failover_priority: 1,
                     demote_margin_ms: MARGIN,
                     loop_wait_ms: LOOP,
+                    primary_start_timeout_ms: PRIMARY_START_TIMEOUT,
                 },
                 now_ms: 1_700_000_000_000 + now as i64,
                 failsafe: Default::default(),
@@ -412,6 +434,7 @@ fn run(seed: u64) {
             if !cut {
                 nodes[i].seen_revision = etcd.revision;
             }
+            let pg_starts = nodes[i].pg_broken_until <= now;
             for a in d.actions {
                 let n = &mut nodes[i];
                 match a {
@@ -431,6 +454,19 @@ fn run(seed: u64) {
                         n.was_primary = true;
                         n.timeline += 1;
                         n.following = None;
+                    }
+                    Action::StartPrimary
+                    | Action::StartReplica { .. }
+                    | Action::RewindAndFollow { .. }
+                        if !pg_starts => {}
+                    Action::StepDown => {
+                        n.pg = Pg::Stopped;
+                        n.former_primary = true;
+                        n.following = None;
+                        if !cut && etcd.leader.as_ref().is_some_and(|(l, _)| *l == me) {
+                            etcd.leader = None;
+                            etcd.revision += 1;
+                        }
                     }
                     Action::StartPrimary if proven => {
                         n.pg = Pg::Primary;
@@ -476,13 +512,24 @@ fn run(seed: u64) {
                     _ => {}
                 }
             }
+            let n = &mut nodes[i];
+            if n.pg == Pg::Stopped {
+                n.down_since.get_or_insert(now);
+            } else {
+                n.down_since = None;
+            }
             // Member key (on the lease).
             if !cut && etcd.leases.contains_key(&nodes[i].lease) {
                 let n = &nodes[i];
                 let v = MemberValue {
                     conn_url: format!("postgres://{}:5432/postgres", n.name),
                     api_url: format!("http://{}:8008/patroni", n.name),
-                    state: "running".into(),
+                    state: if n.pg == Pg::Stopped {
+                        "stopped"
+                    } else {
+                        "running"
+                    }
+                    .into(),
                     role: if n.pg == Pg::Primary {
                         "primary".into()
                     } else {
@@ -494,8 +541,8 @@ fn run(seed: u64) {
                 if etcd
                     .members
                     .get(&n.name)
-                    .map(|(mv, l)| (mv.role.clone(), *l))
-                    != Some((v.role.clone(), n.lease))
+                    .map(|(mv, l)| (mv.role.clone(), mv.state.clone(), *l))
+                    != Some((v.role.clone(), v.state.clone(), n.lease))
                 {
                     etcd.revision += 1;
                 }

@@ -80,6 +80,11 @@ struct Agent {
     /// PostgreSQL was demoted from primary to read-only in place and not rewound or re-cloned
     /// since (`LocalPg::former_primary`).
     former_primary: bool,
+    /// Since when PostgreSQL has been continuously down: not running, or running without
+    /// answering queries (`LocalPg::down_ms`).
+    pg_down_since: Option<Instant>,
+    /// A restart request's `timeout`: replaces `primary_start_timeout` until PostgreSQL answers.
+    start_timeout_override: Option<Duration>,
 }
 
 /// Idle cycles reuse the last PostgreSQL status for at most this long.
@@ -226,6 +231,8 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
         last_seen_seq: 0,
         last_clone_error: None,
         former_primary: false,
+        pg_down_since: None,
+        start_timeout_override: None,
     };
     agent.former_primary = agent.pg.data_dir.join(FORMER_PRIMARY_MARKER).exists();
     agent
@@ -369,6 +376,10 @@ impl Agent {
             },
             demote_margin_ms: self.timing.demote_margin.as_millis() as u64,
             loop_wait_ms: self.timing.loop_wait.as_millis() as u64,
+            primary_start_timeout_ms: self
+                .start_timeout_override
+                .unwrap_or(Duration::from_secs(self.dynamic.primary_start_timeout))
+                .as_millis() as u64,
         }
     }
 
@@ -506,7 +517,16 @@ impl Agent {
             timeline: status.as_ref().and_then(|s| s.timeline),
             following: self.following.clone(),
             former_primary: self.former_primary,
+            down_ms: None,
         };
+        let mut local = local;
+        if local.role.is_some() {
+            self.pg_down_since = None;
+            self.start_timeout_override = None;
+        } else {
+            let since = *self.pg_down_since.get_or_insert_with(Instant::now);
+            local.down_ms = Some(since.elapsed().as_millis() as u64);
+        }
         self.last_pg = status;
         local
     }
@@ -956,6 +976,22 @@ impl Agent {
                 }
                 Ok(())
             }
+            Action::StepDown => {
+                // Writes stop before the key goes: a server that was merely slow to answer
+                // must not come back writable beside the next leader.
+                self.fence.arm(false, self.timing.demote_margin);
+                if self.pg.is_running() {
+                    self.pg_state = "stopping".into();
+                    self.pg.stop("immediate").await?;
+                }
+                self.following = None;
+                self.pg_state = "stopped".into();
+                // Its WAL may go past the next leader's fork point: rejoin through pg_rewind.
+                self.set_former_primary(true);
+                self.dcs.delete_leader(&self.cfg.name).await?;
+                warn!("released the leader key: PostgreSQL did not come up as primary in time");
+                Ok(())
+            }
             Action::ReleaseLeader => {
                 self.dcs.delete_leader(&self.cfg.name).await?;
                 Ok(())
@@ -1144,6 +1180,7 @@ impl Agent {
             return Reply::new(503, "restart conditions are not satisfied");
         }
         info!("restarting PostgreSQL ({role})");
+        self.start_timeout_override = c.timeout.map(Duration::from_secs);
         self.pg_state = "restarting".into();
         self.publish(None);
         if let Err(e) = self.pg.stop("fast").await {

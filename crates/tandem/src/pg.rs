@@ -71,6 +71,8 @@ pub struct Postgres {
     pub local_parameters: Map<String, Value>,
     pub local_hba: Vec<String>,
     pub initdb_args: Vec<String>,
+    /// `postgresql.basebackup`: extra pg_basebackup options, after tandem's own (so they win).
+    pub basebackup_args: Vec<String>,
     client: tokio::sync::Mutex<Option<std::sync::Arc<tokio_postgres::Client>>>,
 }
 
@@ -127,6 +129,7 @@ impl Postgres {
             local_parameters: pg.parameters.clone(),
             local_hba: pg.pg_hba.clone(),
             initdb_args: cfg.bootstrap.initdb_args.clone(),
+            basebackup_args: pg.basebackup_args.clone(),
             client: tokio::sync::Mutex::new(None),
         }
     }
@@ -504,7 +507,16 @@ impl Postgres {
     }
 
     /// Crash recovery in single-user mode, so pg_rewind finds a cleanly shut down cluster.
+    /// A standby's signal file must go first: a single-user server refuses standby mode (the
+    /// next start as a replica writes it again).
     pub async fn single_user_recovery(&self) -> Result<()> {
+        for signal in ["standby.signal", "recovery.signal"] {
+            match std::fs::remove_file(self.data_dir.join(signal)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(anyhow::anyhow!("cannot remove {signal}: {e}")),
+            }
+        }
         let args = vec![
             "--single".to_string(),
             "-F".into(),
@@ -536,6 +548,7 @@ impl Postgres {
             "--checkpoint=fast".into(),
             format!("--dbname={dsn}"),
         ];
+        let args = [args, self.basebackup_args.clone()].concat();
         let r = self
             .run("pg_basebackup", &args, Duration::from_secs(24 * 3600))
             .await;

@@ -317,3 +317,78 @@ fn reinitialize_repairs_a_broken_replica() {
     })
     .unwrap();
 }
+
+/// Trust issue point 6: a leader whose PostgreSQL crashed and cannot start again (here a broken
+/// `postgresql.auto.conf`, as an `ALTER SYSTEM` gone wrong leaves it) hands the leader key to a
+/// healthy replica once `primary_start_timeout` has passed, instead of keeping it for ever while
+/// its lease is renewed. Once repaired, it rejoins as a replica.
+#[test]
+fn leader_whose_postgres_cannot_start_steps_down_after_primary_start_timeout() {
+    let rt = common::runtime();
+    let (mut c, leader) = start();
+    let d = dcs(&c.lab, &rt);
+    let out = std::process::Command::new(&c.lab.tandem_bin)
+        .arg("-c")
+        .arg(&c.lab.nodes[leader].config_path)
+        .args(["edit-config", "-s", "primary_start_timeout=3", "--force"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    wait_until(
+        Duration::from_secs(10),
+        "the leader applying primary_start_timeout=3",
+        || {
+            let (code, body) = c.lab.api_get(leader, "/config").ok()?;
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (code == 200 && v["primary_start_timeout"] == 3).then_some(())
+        },
+    )
+    .unwrap();
+
+    let auto = c.lab.nodes[leader].data_dir.join("postgresql.auto.conf");
+    let original = std::fs::read_to_string(&auto).unwrap();
+    std::fs::write(&auto, format!("{original}shared_buffers = 'not-a-size'\n")).unwrap();
+    let pid = c
+        .lab
+        .postmaster_pid(leader)
+        .expect("the leader's postmaster");
+    let crashed = Instant::now();
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+
+    // Until the timeout the key stays (PostgreSQL might still come back); after it, a replica
+    // takes over. Never two writers.
+    let new_leader = wait_until(Duration::from_secs(40), "a replica taking over", || {
+        let w = writable(&c.lab);
+        assert!(w.len() <= 1, "two writable nodes: {w:?}");
+        match w.as_slice() {
+            [n] if *n != leader => Some(*n),
+            _ => None,
+        }
+    })
+    .unwrap();
+    let took = crashed.elapsed();
+    eprintln!("a replica took over {took:?} after the crash");
+    assert!(
+        took >= Duration::from_secs(3),
+        "the key moved before primary_start_timeout ({took:?})"
+    );
+    let (view, _) = rt.block_on(d.read_cluster()).unwrap();
+    assert_eq!(view.leader_name(), Some(name(&c.lab, new_leader).as_str()));
+    let log = std::fs::read_to_string(&c.lab.nodes[leader].log_path).unwrap();
+    assert!(
+        log.contains("past primary_start_timeout"),
+        "no step-down in the log"
+    );
+
+    // Repaired, the former leader rejoins as a replica of the new one.
+    std::fs::write(&auto, original).unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the former leader streaming from the new one",
+        || match healthy_roles(&c.lab) {
+            Some((l, r)) if l == new_leader && r.contains(&leader) => Some(()),
+            _ => None,
+        },
+    )
+    .unwrap();
+}

@@ -19,6 +19,7 @@ fn settings() -> Settings {
         failover_priority: 1,
         demote_margin_ms: 1000,
         loop_wait_ms: 1000,
+        primary_start_timeout_ms: 300_000,
     }
 }
 
@@ -34,6 +35,7 @@ fn running(role: PgRole, pos: u64) -> LocalPg {
         timeline: Some(1),
         following: None,
         former_primary: false,
+        down_ms: None,
     }
 }
 
@@ -907,4 +909,61 @@ fn failsafe_replica_pinged_by_a_live_primary_does_not_race() {
     // A ping that names myself proves nothing.
     o.failsafe.pinged_by = Some("b".into());
     assert_eq!(decide(&o).actions, vec![Action::AcquireLeader]);
+}
+
+/// Spec §2.2 steps 5–6 (trust issue point 6): a leader whose PostgreSQL stays down past
+/// `primary_start_timeout` hands the key over when a replica can take it, and only then.
+#[test]
+fn leader_whose_postgres_stays_down_past_primary_start_timeout_steps_down() {
+    let mut pg = running(PgRole::Primary, 1000);
+    pg.running = false;
+    pg.role = None;
+    pg.down_ms = Some(299_000);
+    let c = || Some(cluster(Some(("a", LEASE))));
+    // Within the timeout: keep trying to start.
+    assert_eq!(
+        decide(&obs("a", c(), pg.clone())).actions,
+        vec![Action::StartPrimary]
+    );
+    // Past it, with healthy replicas: step down.
+    pg.down_ms = Some(300_000);
+    let d = decide(&obs("a", c(), pg.clone()));
+    assert_eq!(d.actions, vec![Action::StepDown], "{d:?}");
+    assert!(d.reason.contains("primary_start_timeout"), "{}", d.reason);
+    // Running but not answering queries counts as down too.
+    let mut hung = pg.clone();
+    hung.running = true;
+    assert_eq!(
+        decide(&obs("a", c(), hung.clone())).actions,
+        vec![Action::StepDown]
+    );
+    // primary_start_timeout 0: at once.
+    let mut o = obs("a", c(), pg.clone());
+    o.pg.down_ms = Some(0);
+    o.settings.primary_start_timeout_ms = 0;
+    assert_eq!(decide(&o).actions, vec![Action::StepDown]);
+    // No replica that could take over (nofailover everywhere, or too far behind): keep the key.
+    let mut lonely = cluster(Some(("a", LEASE)));
+    for m in lonely.members.values_mut().filter(|m| m.name != "a") {
+        m.value
+            .tags
+            .insert("nofailover".into(), serde_json::Value::Bool(true));
+    }
+    assert_eq!(
+        decide(&obs("a", Some(lonely), pg.clone())).actions,
+        vec![Action::StartPrimary]
+    );
+    let mut behind = cluster(Some(("a", LEASE)));
+    behind.status = Some(StatusValue {
+        optime: Some(1 << 30),
+        ..Default::default()
+    });
+    assert_eq!(
+        decide(&obs("a", Some(behind), pg.clone())).actions,
+        vec![Action::StartPrimary]
+    );
+    // Paused: PostgreSQL is left alone (the key is released as before, never a step-down).
+    let mut o = obs("a", Some(paused(cluster(Some(("a", LEASE))))), hung);
+    o.pg.down_ms = Some(900_000);
+    assert!(!decide(&o).actions.contains(&Action::StepDown));
 }
