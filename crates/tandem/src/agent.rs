@@ -17,6 +17,7 @@ use tandem_core::ha::{
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::callbacks::Event;
 use crate::config::Config;
 use crate::control::{Reply, Request, RestartConditions};
 use crate::dcs::{Dcs, LeaderProof, Lease};
@@ -85,6 +86,10 @@ struct Agent {
     pg_down_since: Option<Instant>,
     /// A restart request's `timeout`: replaces `primary_start_timeout` until PostgreSQL answers.
     start_timeout_override: Option<Duration>,
+    /// `postgresql.callbacks`.
+    callbacks: crate::callbacks::Callbacks,
+    /// PostgreSQL was running when the agent started: `on_start` fires once it answers.
+    adopted_running: bool,
 }
 
 /// Idle cycles reuse the last PostgreSQL status for at most this long.
@@ -194,6 +199,7 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
     ));
 
     let fence = crate::fence::Fence::start(lease.clone(), Postgres::new(&cfg).data_dir.clone());
+    let (cfg_callbacks, cfg_scope) = (cfg.postgresql.callbacks.clone(), cfg.scope.clone());
     let mut agent = Agent {
         unresolved_switch: None,
         view_read_at: Instant::now(),
@@ -233,6 +239,8 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
         former_primary: false,
         pg_down_since: None,
         start_timeout_override: None,
+        callbacks: crate::callbacks::Callbacks::new(&cfg_callbacks, &cfg_scope),
+        adopted_running: false,
     };
     agent.former_primary = agent.pg.data_dir.join(FORMER_PRIMARY_MARKER).exists();
     agent
@@ -244,6 +252,7 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
             "PostgreSQL is already running on {}: adopting it",
             agent.pg.data_dir.display()
         );
+        agent.adopted_running = true;
     }
     // Nothing is decided before the first lease is granted: the leader key and the member key
     // are bound to it, and a decision on lease 0 could write a key that never expires.
@@ -408,8 +417,9 @@ impl Agent {
             if let Err(e) = self.pg.write_config(&d, upstream_ref) {
                 warn!("{e:#}");
             }
-            if let Err(e) = self.pg.reload().await {
-                warn!("{e:#}");
+            match self.pg.reload().await {
+                Ok(()) => self.fire_reload(),
+                Err(e) => warn!("{e:#}"),
             }
         }
         if let Ok(mut t) = self.lease_ttl.lock() {
@@ -420,6 +430,14 @@ impl Agent {
         }
         self.timing = timing;
         self.dynamic = d;
+    }
+
+    fn fire_reload(&self) {
+        let role = match self.last_pg.as_ref().map(|s| s.in_recovery) {
+            Some(false) => "primary",
+            _ => "replica",
+        };
+        self.callbacks.fire(Event::OnReload, role);
     }
 
     /// Upstream for write_config: None = primary, Some(None) = standby without upstream.
@@ -520,6 +538,12 @@ impl Agent {
             down_ms: None,
         };
         let mut local = local;
+        if self.adopted_running {
+            if let Some(role) = local.role {
+                self.adopted_running = false;
+                self.callbacks.fire(Event::OnStart, role_name(role));
+            }
+        }
         if local.role.is_some() {
             self.pg_down_since = None;
             self.start_timeout_override = None;
@@ -893,22 +917,39 @@ impl Agent {
                     "cloned from {from} in {:.1} s",
                     started.elapsed().as_secs_f64()
                 );
-                self.start_replica(Some(up)).await
+                self.start_replica(Some(up)).await?;
+                self.callbacks.fire(Event::OnStart, "replica");
+                Ok(())
             }
             Action::StartPrimary => {
                 let proof = self.prove_leadership("starting as primary").await?;
                 self.pg.write_config(&self.dynamic, None)?;
-                self.start_primary(&proof).await
+                self.start_primary(&proof).await?;
+                self.callbacks.fire(Event::OnStart, "primary");
+                Ok(())
             }
             Action::StartReplica { leader } => {
                 let up = leader
                     .as_deref()
                     .and_then(|l| cluster.and_then(|c| upstream_of(c, l)));
-                self.start_replica(up).await
+                self.start_replica(up).await?;
+                self.callbacks.fire(Event::OnStart, "replica");
+                Ok(())
             }
             Action::RewindAndFollow { leader } => {
                 let up = self.upstream(cluster, &leader)?;
-                self.rewind_and_follow(up).await
+                let was_running = self.pg.is_running();
+                self.rewind_and_follow(up).await?;
+                if self.pg.is_running() {
+                    // A running former primary changed role; a stopped one started.
+                    let event = if was_running {
+                        Event::OnRoleChange
+                    } else {
+                        Event::OnStart
+                    };
+                    self.callbacks.fire(event, "replica");
+                }
+                Ok(())
             }
             Action::Follow { leader } => {
                 let up = self.upstream(cluster, &leader)?;
@@ -969,7 +1010,18 @@ impl Agent {
                     // Its WAL may go past the fork of the next leader's timeline: the next
                     // leader is joined through pg_rewind.
                     self.set_former_primary(true);
-                    self.start_replica(None).await?;
+                    let started = self.start_replica(None).await;
+                    self.callbacks.fire(
+                        Event::OnRoleChange,
+                        if started.is_ok() {
+                            "replica"
+                        } else {
+                            "demoted"
+                        },
+                    );
+                    started?;
+                } else {
+                    self.callbacks.fire(Event::OnRoleChange, "demoted");
                 }
                 if let Some(l) = then_follow {
                     info!("demoted; will rejoin as a replica of {l}");
@@ -988,6 +1040,7 @@ impl Agent {
                 self.pg_state = "stopped".into();
                 // Its WAL may go past the next leader's fork point: rejoin through pg_rewind.
                 self.set_former_primary(true);
+                self.callbacks.fire(Event::OnRoleChange, "demoted");
                 self.dcs.delete_leader(&self.cfg.name).await?;
                 warn!("released the leader key: PostgreSQL did not come up as primary in time");
                 Ok(())
@@ -1151,6 +1204,7 @@ impl Agent {
             if let Err(e) = self.pg.reload().await {
                 return Reply::new(503, format!("reload failed: {e:#}"));
             }
+            self.fire_reload();
         }
         info!("reloaded the configuration");
         Reply::new(202, "reload scheduled")
@@ -1227,6 +1281,7 @@ impl Agent {
             Ok(()) => {
                 self.pg_state = "running".into();
                 let _ = self.observe_pg().await;
+                self.callbacks.fire(Event::OnRestart, role);
                 Reply::new(200, "restarted successfully")
             }
             Err(e) => {
@@ -1270,7 +1325,16 @@ impl Agent {
             started.elapsed().as_millis()
         );
         self.last_pg = None;
-        self.start_replica(None).await
+        let started = self.start_replica(None).await;
+        self.callbacks.fire(
+            Event::OnRoleChange,
+            if started.is_ok() {
+                "replica"
+            } else {
+                "demoted"
+            },
+        );
+        started
     }
 
     /// The `status` value a leader publishes as it releases the key after a clean stop: the
@@ -1519,6 +1583,7 @@ impl Agent {
             "promoted self to leader ({} ms)",
             started.elapsed().as_millis()
         );
+        self.callbacks.fire(Event::OnRoleChange, "primary");
         self.following = None;
         // Drop the standby settings from postgresql.conf (they would resurface on a restart).
         if let Err(e) = self.pg.write_config(&self.dynamic, None) {
@@ -1629,6 +1694,7 @@ impl Agent {
                     "bootstrapped the cluster in {:.1} s",
                     started.elapsed().as_secs_f64()
                 );
+                self.callbacks.fire(Event::OnStart, "primary");
                 Ok(())
             }
             Err(e) => {
@@ -1904,6 +1970,10 @@ impl Agent {
             error!("cannot stop PostgreSQL: {e:#}; keeping the leader key");
             return;
         }
+        self.callbacks.fire(
+            Event::OnStop,
+            if was_leader { "primary" } else { "replica" },
+        );
         if was_leader {
             let status = self.stopped_status().await;
             match self
@@ -1920,6 +1990,14 @@ impl Agent {
         }
         self.lease.revoke(&self.dcs).await;
         info!("PostgreSQL stopped; agent exiting");
+    }
+}
+
+/// The role name callbacks get (Patroni's).
+fn role_name(role: PgRole) -> &'static str {
+    match role {
+        PgRole::Primary => "primary",
+        PgRole::Replica => "replica",
     }
 }
 

@@ -325,7 +325,53 @@ fn reinitialize_repairs_a_broken_replica() {
 #[test]
 fn leader_whose_postgres_cannot_start_steps_down_after_primary_start_timeout() {
     let rt = common::runtime();
-    let (mut c, leader) = start();
+    // postgresql.callbacks, checked along the way: every call is one line in `calls`.
+    let c = Cluster::prepare("tandem-ops-", |_| {});
+    let cb_dir = c.lab.dir.join("callbacks");
+    std::fs::create_dir_all(&cb_dir).unwrap();
+    let calls = cb_dir.join("calls");
+    let script = cb_dir.join("cb.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$*\" >> {}\n", calls.display()),
+    )
+    .unwrap();
+    std::fs::write(&calls, "").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cb_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&calls, std::fs::Permissions::from_mode(0o666)).unwrap();
+    for node in &c.lab.nodes {
+        let text = std::fs::read_to_string(&node.config_path).unwrap();
+        let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let cbs: serde_yaml::Value = serde_yaml::from_str(&format!(
+            "{{on_start: '{0}', on_role_change: '{0}', on_stop: '{0}'}}",
+            script.display()
+        ))
+        .unwrap();
+        doc["postgresql"]["callbacks"] = cbs;
+        std::fs::write(&node.config_path, serde_yaml::to_string(&doc).unwrap()).unwrap();
+    }
+    let s = c.start();
+    let (mut c, leader) = (s.cluster, s.leader);
+    let scope = c.lab.scope.clone();
+    let called = |line: &str| {
+        std::fs::read_to_string(&calls)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| *l == line)
+            .count()
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "on_start callbacks of the cluster",
+        || {
+            (called(&format!("on_start primary {scope}")) == 1
+                && called(&format!("on_start replica {scope}")) == 2)
+                .then_some(())
+        },
+    )
+    .unwrap();
     let d = dcs(&c.lab, &rt);
     let out = std::process::Command::new(&c.lab.tandem_bin)
         .arg("-c")
@@ -379,6 +425,12 @@ fn leader_whose_postgres_cannot_start_steps_down_after_primary_start_timeout() {
         log.contains("past primary_start_timeout"),
         "no step-down in the log"
     );
+    wait_until(Duration::from_secs(10), "role-change callbacks", || {
+        (called(&format!("on_role_change demoted {scope}")) == 1
+            && called(&format!("on_role_change primary {scope}")) == 1)
+            .then_some(())
+    })
+    .unwrap();
 
     // Repaired, the former leader rejoins as a replica of the new one.
     std::fs::write(&auto, original).unwrap();
