@@ -353,7 +353,7 @@ fn leader_whose_postgres_cannot_start_steps_down_after_primary_start_timeout() {
         std::fs::write(&node.config_path, serde_yaml::to_string(&doc).unwrap()).unwrap();
     }
     let s = c.start();
-    let (mut c, leader) = (s.cluster, s.leader);
+    let (c, leader) = (s.cluster, s.leader);
     let scope = c.lab.scope.clone();
     let called = |line: &str| {
         std::fs::read_to_string(&calls)
