@@ -1143,7 +1143,7 @@ impl Agent {
                         format!("reinitialize failed: cannot stop PostgreSQL: {e:#}"),
                     );
                 }
-                if let Err(e) = self.pg.wipe_data() {
+                if let Err(e) = self.pg.wipe_data().await {
                     return Reply::new(503, format!("reinitialize failed: {e:#}"));
                 }
                 self.following = None;

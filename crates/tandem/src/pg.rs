@@ -76,6 +76,19 @@ pub struct Postgres {
     client: tokio::sync::Mutex<Option<std::sync::Arc<tokio_postgres::Client>>>,
 }
 
+/// `remove_dir_all` on the blocking pool, so the runtime's thread goes on (keepalives).
+async fn remove_dir_off_runtime(dir: PathBuf) -> Result<()> {
+    tokio::task::spawn_blocking(move || {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("cannot remove {}", dir.display()))?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| anyhow!("removing the data directory: {e}"))?
+}
+
 fn secret(p: &Option<crate::config::Secret>) -> String {
     p.as_ref()
         .map(|s| s.expose().to_string())
@@ -532,7 +545,7 @@ impl Postgres {
     }
 
     pub async fn basebackup(&self, from: &Upstream) -> Result<()> {
-        self.wipe_data()?;
+        self.wipe_data().await?;
         let dsn = format!(
             "host={} port={} user={} dbname={} application_name={}",
             quote_conn(&from.host),
@@ -553,7 +566,7 @@ impl Postgres {
             .run("pg_basebackup", &args, Duration::from_secs(24 * 3600))
             .await;
         if r.is_err() {
-            let _ = self.wipe_data();
+            let _ = self.wipe_data().await;
         }
         r.map(|_| ())
     }
@@ -575,13 +588,11 @@ impl Postgres {
             .map(|_| ())
     }
 
-    /// Removes the data directory (before a clone, or after a failed rewind).
-    pub fn wipe_data(&self) -> Result<()> {
-        if self.data_dir.exists() {
-            std::fs::remove_dir_all(&self.data_dir)
-                .with_context(|| format!("cannot remove {}", self.data_dir.display()))?;
-        }
-        Ok(())
+    /// Removes the data directory (before a clone, or after a failed rewind). On the blocking
+    /// pool: removing a large data directory takes seconds, and the agent's runtime (one thread)
+    /// also runs the lease keepalive.
+    pub async fn wipe_data(&self) -> Result<()> {
+        remove_dir_off_runtime(self.data_dir.clone()).await
     }
 
     /// Moves a broken data directory aside instead of deleting it.
@@ -887,6 +898,54 @@ pub fn postmaster_pid_of(data_dir: &Path) -> Option<i32> {
 
 #[cfg(test)]
 mod tests {
+
+    /// Trust issue point 9: removing a large data directory must not stop the agent's
+    /// single-threaded runtime, which also sends the lease keepalives.
+    #[test]
+    fn removing_a_data_directory_leaves_the_runtime_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        for d in 0..40 {
+            let sub = data.join(format!("base/{d}"));
+            std::fs::create_dir_all(&sub).unwrap();
+            for f in 0..1500 {
+                std::fs::write(sub.join(f.to_string()), b"x").unwrap();
+            }
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (took, worst_gap) = rt.block_on(async {
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let ticker = {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let mut worst = Duration::ZERO;
+                    let mut last = std::time::Instant::now();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        worst = worst.max(last.elapsed());
+                        last = std::time::Instant::now();
+                    }
+                    worst
+                })
+            };
+            tokio::task::yield_now().await;
+            let t0 = std::time::Instant::now();
+            remove_dir_off_runtime(data.clone()).await.unwrap();
+            let took = t0.elapsed();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            (took, ticker.await.unwrap())
+        });
+        assert!(!data.exists());
+        // The removal itself takes far longer than the ticker's worst gap: the thread was free.
+        assert!(
+            worst_gap < Duration::from_millis(250) || worst_gap < took / 3,
+            "the runtime stalled {worst_gap:?} during a {took:?} removal"
+        );
+    }
+
     use super::*;
 
     #[test]
