@@ -90,6 +90,8 @@ struct Agent {
     callbacks: crate::callbacks::Callbacks,
     /// PostgreSQL was running when the agent started: `on_start` fires once it answers.
     adopted_running: bool,
+    /// A reinitialize runs (wiped, clone not finished): shared with the REST server.
+    reinitializing: crate::control::Reinitializing,
 }
 
 /// Idle cycles reuse the last PostgreSQL status for at most this long.
@@ -187,6 +189,7 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
     let (status_tx, status_rx) = watch::channel(NodeStatus::default());
     let (control, inbox) = crate::control::channel();
     let failsafe_pings = control.failsafe_pings();
+    let reinitializing = control.reinitializing();
     let (api_stop_tx, api_stop_rx) = watch::channel(false);
     let listener = crate::api::bind(&cfg).await?;
     let api_task = tokio::spawn(crate::api::serve(
@@ -241,6 +244,7 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
         start_timeout_override: None,
         callbacks: crate::callbacks::Callbacks::new(&cfg_callbacks, &cfg_scope),
         adopted_running: false,
+        reinitializing,
     };
     agent.former_primary = agent.pg.data_dir.join(FORMER_PRIMARY_MARKER).exists();
     agent
@@ -898,6 +902,8 @@ impl Agent {
                     tokio::time::sleep(Duration::from_secs(5)).await;
                     result = self.pg.basebackup(&src).await;
                 }
+                // A reinitialize is over once its clone has run, whatever came of it.
+                self.reinitializing.set(false);
                 if let Err(e) = result {
                     self.pg_state = "stopped".into();
                     let cause = format!("{e:#}");
@@ -1126,6 +1132,9 @@ impl Agent {
                 force: _,
                 from_leader,
             } => {
+                if self.reinitializing.get() {
+                    return Reply::new(503, crate::control::REINIT_IN_PROGRESS);
+                }
                 let cluster = match self.dcs.read_cluster().await {
                     Ok((c, _)) => c,
                     Err(e) => return Reply::new(503, format!("DCS is not accessible: {e}")),
@@ -1143,7 +1152,9 @@ impl Agent {
                         format!("reinitialize failed: cannot stop PostgreSQL: {e:#}"),
                     );
                 }
+                self.reinitializing.set(true);
                 if let Err(e) = self.pg.wipe_data().await {
+                    self.reinitializing.set(false);
                     return Reply::new(503, format!("reinitialize failed: {e:#}"));
                 }
                 self.following = None;

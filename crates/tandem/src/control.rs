@@ -57,7 +57,26 @@ pub struct Control {
     tx: mpsc::Sender<(Request, oneshot::Sender<Reply>)>,
     /// The last `POST /failsafe` this node accepted: the sender's name and when.
     pings: FailsafePings,
+    reinit: Reinitializing,
 }
+
+/// Set by the agent from the moment a reinitialize wipes the data directory until the new clone
+/// has finished (or failed): a second `POST /reinitialize` meanwhile is answered at once, without
+/// waiting in the queue behind the clone, and never wipes a fresh copy again.
+#[derive(Clone, Debug, Default)]
+pub struct Reinitializing(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Reinitializing {
+    pub fn set(&self, on: bool) {
+        self.0.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+    pub fn get(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Patroni's answer to a reinitialize while one runs.
+pub const REINIT_IN_PROGRESS: &str = "reinitialize already in progress";
 
 /// Shared between the REST server (which records `POST /failsafe`) and the HA loop (which reads
 /// it): no request/answer round trip, so a busy loop never delays the primary's probe.
@@ -88,6 +107,7 @@ pub fn channel() -> (Control, Inbox) {
         Control {
             tx,
             pings: FailsafePings::default(),
+            reinit: Reinitializing::default(),
         },
         rx,
     )
@@ -98,9 +118,16 @@ impl Control {
         self.pings.clone()
     }
 
+    pub fn reinitializing(&self) -> Reinitializing {
+        self.reinit.clone()
+    }
+
     /// Sends a request and waits for the agent's answer (503 when the agent is gone or busy for
     /// longer than `wait`).
     pub async fn request(&self, req: Request, wait: std::time::Duration) -> Reply {
+        if matches!(req, Request::Reinitialize { .. }) && self.reinit.get() {
+            return Reply::new(503, REINIT_IN_PROGRESS);
+        }
         let (tx, rx) = oneshot::channel();
         if self.tx.send((req, tx)).await.is_err() {
             return Reply::new(503, "the agent is not running");

@@ -280,6 +280,14 @@ fn reinitialize_repairs_a_broken_replica() {
     })
     .unwrap();
     std::fs::remove_dir_all(c.lab.nodes[broken].data_dir.join("base")).unwrap();
+    // Its clones are throttled by postgresql.basebackup (pg_basebackup --max-rate), which
+    // proves the option reaches pg_basebackup and keeps the reinitialize running long enough
+    // to be asked for twice.
+    let path = &c.lab.nodes[broken].config_path;
+    let mut doc: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    doc["postgresql"]["basebackup"] = serde_yaml::from_str("[{max-rate: 4M}]").unwrap();
+    std::fs::write(path, serde_yaml::to_string(&doc).unwrap()).unwrap();
     c.lab.start_agent(broken).unwrap();
     // PostgreSQL cannot serve from this data (it fails to start, or starts and cannot open the
     // database): the node is not healthy.
@@ -306,6 +314,13 @@ fn reinitialize_repairs_a_broken_replica() {
         r#"{"force": true, "from_leader": true}"#,
     );
     assert_eq!(code, 200, "{body}");
+    // Issue 16 point 7: while it runs, more requests are refused, not queued behind it to wipe
+    // the fresh copy again.
+    for _ in 0..2 {
+        let (code, body) = http_post(&api, "/reinitialize", r#"{"force": true}"#);
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains("reinitialize already in progress"), "{body}");
+    }
     wait_until(
         Duration::from_secs(60),
         "the reinitialized replica streams again",
@@ -316,6 +331,26 @@ fn reinitialize_repairs_a_broken_replica() {
         (c.lab.psql(broken, "SELECT count(*) FROM t").ok()? == "2").then_some(())
     })
     .unwrap();
+    let log = std::fs::read_to_string(&c.lab.nodes[broken].log_path).unwrap();
+    let after = log
+        .split("reinitializing: stopping PostgreSQL")
+        .nth(1)
+        .expect("the reinitialize in the log");
+    let clones: Vec<f64> = after
+        .lines()
+        .filter_map(|l| l.split(" cloned from ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().nth(2)?.parse().ok())
+        .collect();
+    assert_eq!(
+        clones.len(),
+        1,
+        "one clone after the reinitialize: {clones:?}"
+    );
+    assert!(
+        clones[0] >= 2.0,
+        "a clone at --max-rate=4M took {} s: the option did not reach pg_basebackup",
+        clones[0]
+    );
 }
 
 /// Trust issue point 6: a leader whose PostgreSQL crashed and cannot start again (here a broken
