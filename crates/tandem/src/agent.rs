@@ -90,6 +90,8 @@ struct Agent {
     callbacks: crate::callbacks::Callbacks,
     /// PostgreSQL was running when the agent started: `on_start` fires once it answers.
     adopted_running: bool,
+    /// The timeline whose `history` this agent wrote last.
+    history_written: Option<u64>,
     /// A reinitialize runs (wiped, clone not finished): shared with the REST server.
     reinitializing: crate::control::Reinitializing,
 }
@@ -244,6 +246,7 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
         start_timeout_override: None,
         callbacks: crate::callbacks::Callbacks::new(&cfg_callbacks, &cfg_scope),
         adopted_running: false,
+        history_written: None,
         reinitializing,
     };
     agent.former_primary = agent.pg.data_dir.join(FORMER_PRIMARY_MARKER).exists();
@@ -1614,7 +1617,7 @@ impl Agent {
             self.last_slots = Some(names);
             self.touch_member_now(Some(c)).await;
             if let Some(tl) = self.last_pg.as_ref().and_then(|s| s.timeline) {
-                self.write_history(c, tl).await;
+                self.write_history(c, tl, true).await;
             }
         }
         // Checkpoint so that pg_rewind on the old primary sees the new timeline.
@@ -1626,7 +1629,11 @@ impl Agent {
         Ok(())
     }
 
-    async fn write_history(&self, cluster: &ClusterView, timeline: u64) {
+    /// Completes `history` from PostgreSQL's timeline history files, keeping every entry that is
+    /// there. Only a promotion this agent just made (`promoted`) gets a time and a leader: an
+    /// entry repaired later (after `history` was lost or damaged) has them unknown (left out, as
+    /// Patroni's three-field entries), never invented.
+    async fn write_history(&mut self, cluster: &ClusterView, timeline: u64, promoted: bool) {
         if timeline <= 1 {
             return;
         }
@@ -1637,7 +1644,7 @@ impl Agent {
             .unwrap_or_default();
         for (tli, lsn, reason) in self.pg.timeline_history(timeline) {
             if !entries.iter().any(|e| e.timeline == tli) {
-                let last = tli == timeline - 1;
+                let last = promoted && tli == timeline - 1;
                 entries.push(HistoryEntry {
                     timeline: tli,
                     lsn,
@@ -1653,8 +1660,9 @@ impl Agent {
         }
         entries.sort_by_key(|e| e.timeline);
         let json = Value::Array(entries.iter().map(|e| e.to_json()).collect()).to_string();
-        if let Err(e) = self.dcs.put("history", &json, None).await {
-            warn!("cannot write history: {e:#}");
+        match self.dcs.put("history", &json, None).await {
+            Ok(_) => self.history_written = Some(timeline),
+            Err(e) => warn!("cannot write history: {e:#}"),
         }
     }
 
@@ -1911,8 +1919,9 @@ impl Agent {
         }
         if let Some(tl) = st.timeline {
             let recorded = cluster.timeline();
-            if tl > 1 && recorded < tl {
-                self.write_history(cluster, tl).await;
+            // Not right after my own promotion wrote it (this view was read before).
+            if tl > 1 && recorded < tl && self.history_written != Some(tl) {
+                self.write_history(cluster, tl, false).await;
             }
         }
         Ok(())
