@@ -78,10 +78,14 @@ fn member(name: &str, role: &str) -> Result<Member, String> {
 
 /// A healthy three-node cluster: node1 leads (primary), node2 and node3 are replicas.
 fn baseline_cluster() -> ClusterView {
-    let members = [("node1", "primary"), ("node2", "replica"), ("node3", "replica")]
-        .into_iter()
-        .map(|(n, r)| (n.to_string(), member(n, r).expect("baseline names")))
-        .collect();
+    let members = [
+        ("node1", "primary"),
+        ("node2", "replica"),
+        ("node3", "replica"),
+    ]
+    .into_iter()
+    .map(|(n, r)| (n.to_string(), member(n, r).expect("baseline names")))
+    .collect();
     ClusterView {
         initialize: Some(SYSID.into()),
         leader: Some(LeaderKey {
@@ -186,9 +190,9 @@ fn num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, String> {
 
 /// A duration in milliseconds, written `1500ms`.
 fn millis(key: &str, v: &str) -> Result<u64, String> {
-    let n = v
-        .strip_suffix("ms")
-        .ok_or_else(|| format!("{key}={v}: write milliseconds with their unit, e.g. {key}=1500ms"))?;
+    let n = v.strip_suffix("ms").ok_or_else(|| {
+        format!("{key}={v}: write milliseconds with their unit, e.g. {key}=1500ms")
+    })?;
     num(key, n)
 }
 
@@ -226,9 +230,9 @@ fn timestamp(text: &str) -> Result<i64, String> {
 }
 
 fn cluster_mut(obs: &mut Observation) -> Result<&mut ClusterView, String> {
-    obs.cluster
-        .as_mut()
-        .ok_or_else(|| "this case made the DCS unreachable: there is no cluster view to edit".into())
+    obs.cluster.as_mut().ok_or_else(|| {
+        "this case made the DCS unreachable: there is no cluster view to edit".into()
+    })
 }
 
 const KEYWORDS: &[&str] = &[
@@ -329,15 +333,26 @@ fn apply(obs: &mut Observation, line: &str) -> Result<(), String> {
             }
             let m = &mut c.members.get_mut(name).expect("inserted").value;
             const KNOWN: &[&str] = &[
-                "absent", "role", "state", "conn_url", "api_url", "wal", "tl", "tag.<name>",
+                "absent",
+                "role",
+                "state",
+                "conn_url",
+                "api_url",
+                "wal",
+                "tl",
+                "tag.<name>",
             ];
             for w in args {
                 let (k, v) = split(w);
                 match k {
                     "role" => m.role = need(k, v)?.into(),
                     "state" => m.state = need(k, v)?.into(),
-                    "conn_url" => m.conn_url = opt(need(k, v)?, |s| Ok(s.to_string()))?.unwrap_or_default(),
-                    "api_url" => m.api_url = opt(need(k, v)?, |s| Ok(s.to_string()))?.unwrap_or_default(),
+                    "conn_url" => {
+                        m.conn_url = opt(need(k, v)?, |s| Ok(s.to_string()))?.unwrap_or_default()
+                    }
+                    "api_url" => {
+                        m.api_url = opt(need(k, v)?, |s| Ok(s.to_string()))?.unwrap_or_default()
+                    }
                     "wal" => m.xlog_location = opt(need(k, v)?, |s| num(k, s))?,
                     "tl" => m.timeline = opt(need(k, v)?, |s| num(k, s))?,
                     _ => match k.strip_prefix("tag.") {
@@ -443,8 +458,16 @@ fn apply(obs: &mut Observation, line: &str) -> Result<(), String> {
         "pg" => {
             let pg = &mut obs.pg;
             const KNOWN: &[&str] = &[
-                "running", "stopped", "empty", "former_primary", "role", "wal", "tl", "following",
-                "sysid", "control",
+                "running",
+                "stopped",
+                "empty",
+                "former_primary",
+                "role",
+                "wal",
+                "tl",
+                "following",
+                "sysid",
+                "control",
             ];
             for w in &words {
                 let (k, v) = split(w);
@@ -462,7 +485,11 @@ fn apply(obs: &mut Observation, line: &str) -> Result<(), String> {
                             "primary" => Some(PgRole::Primary),
                             "replica" => Some(PgRole::Replica),
                             "unknown" => None,
-                            _ => return Err(format!("role={v}: expected primary, replica or unknown")),
+                            _ => {
+                                return Err(format!(
+                                    "role={v}: expected primary, replica or unknown"
+                                ))
+                            }
                         }
                     }
                     ("wal", Some(v)) => pg.wal_position = opt(v, |s| num(k, s))?,
@@ -470,7 +497,9 @@ fn apply(obs: &mut Observation, line: &str) -> Result<(), String> {
                     ("following", Some(v)) => pg.following = opt(v, |s| Ok(s.to_string()))?,
                     ("sysid" | "control", Some(v)) => {
                         let (mut sysid, mut was_primary) = match &pg.data {
-                            DataDir::Initialized { sysid, was_primary } => (sysid.clone(), *was_primary),
+                            DataDir::Initialized { sysid, was_primary } => {
+                                (sysid.clone(), *was_primary)
+                            }
                             DataDir::Empty => (SYSID.to_string(), false),
                         };
                         if k == "sysid" {
@@ -479,7 +508,9 @@ fn apply(obs: &mut Observation, line: &str) -> Result<(), String> {
                             was_primary = match v {
                                 "primary" => true,
                                 "replica" => false,
-                                _ => return Err(format!("control={v}: expected primary or replica")),
+                                _ => {
+                                    return Err(format!("control={v}: expected primary or replica"))
+                                }
                             };
                         }
                         pg.data = DataDir::Initialized { sysid, was_primary };
@@ -522,7 +553,9 @@ fn apply(obs: &mut Observation, line: &str) -> Result<(), String> {
                         "primary" => a.is_primary = boolean(k, v)?,
                         "wal" => a.wal_position = num(k, v)?,
                         "priority" => a.failover_priority = num(k, v)?,
-                        _ => return Err(unknown(k, &["unreachable", "primary", "wal", "priority"])),
+                        _ => {
+                            return Err(unknown(k, &["unreachable", "primary", "wal", "priority"]))
+                        }
                     }
                 }
                 Some(a)
@@ -603,7 +636,10 @@ fn render_action(a: &Action) -> String {
                 DemoteMode::ImmediateNoLock => "immediate-nolock",
                 DemoteMode::Graceful => "graceful",
             };
-            format!("demote mode={mode} then_follow={}", name_or_none(then_follow))
+            format!(
+                "demote mode={mode} then_follow={}",
+                name_or_none(then_follow)
+            )
         }
         Action::ReleaseLeader => "release_leader".into(),
         Action::ClearFailover { reason } => format!("clear_failover reason={reason:?}"),
@@ -658,7 +694,10 @@ fn parse_file(text: &str) -> Result<Vec<Case>, Vec<String>> {
         let block = start..i;
         let sep = block.clone().find(|&j| lines[j].trim() == "----");
         let Some(sep) = sep else {
-            if let Some(j) = block.clone().find(|&j| !lines[j].trim_start().starts_with('#')) {
+            if let Some(j) = block
+                .clone()
+                .find(|&j| !lines[j].trim_start().starts_with('#'))
+            {
                 errors.push(format!(
                     "{}: input lines without a `----` line (a case ends with `----` and its expected answer; a note is `#` lines only)",
                     j + 1
@@ -725,7 +764,11 @@ fn decision_table() {
         .filter(|p| p.extension().is_some_and(|e| e == "txt"))
         .collect();
     files.sort();
-    assert!(!files.is_empty(), "no scenario files in {}", testdata().display());
+    assert!(
+        !files.is_empty(),
+        "no scenario files in {}",
+        testdata().display()
+    );
 
     let mut failures = Vec::new();
     let mut ran = 0;
@@ -758,7 +801,10 @@ fn decision_table() {
             };
             ran += 1;
             let actual = render(&decide(&obs));
-            let expected: Vec<&str> = lines[case.expected.clone()].iter().map(|l| l.trim()).collect();
+            let expected: Vec<&str> = lines[case.expected.clone()]
+                .iter()
+                .map(|l| l.trim())
+                .collect();
             if expected != actual {
                 if !rewrite {
                     let mut msg = format!("{shown}:{}: {}\n  expected:\n", case.line, case.title);
@@ -784,7 +830,10 @@ fn decision_table() {
             }
             out.extend(lines[next..].iter().map(|l| l.to_string()));
             std::fs::write(path, out.join("\n") + "\n").expect("writable scenario file");
-            eprintln!("REWRITE: {} expected block(s) rewritten in {shown}", replace.len());
+            eprintln!(
+                "REWRITE: {} expected block(s) rewritten in {shown}",
+                replace.len()
+            );
         }
     }
     eprintln!("decision table: {ran} cases in {} files", files.len());
