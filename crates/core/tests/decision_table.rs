@@ -121,6 +121,7 @@ fn baseline_pg(me: &str) -> LocalPg {
         timeline: Some(1),
         following: (!primary).then(|| "node1".to_string()),
         former_primary: false,
+        down_ms: None,
     }
 }
 
@@ -133,6 +134,7 @@ fn baseline_settings() -> Settings {
         failover_priority: 1,
         demote_margin_ms: 1000,
         loop_wait_ms: 1000,
+        primary_start_timeout_ms: 300_000,
     }
 }
 
@@ -468,6 +470,7 @@ fn apply(obs: &mut Observation, line: &str) -> Result<(), String> {
                 "following",
                 "sysid",
                 "control",
+                "down_for",
             ];
             for w in &words {
                 let (k, v) = split(w);
@@ -492,6 +495,7 @@ fn apply(obs: &mut Observation, line: &str) -> Result<(), String> {
                             }
                         }
                     }
+                    ("down_for", Some(v)) => pg.down_ms = opt(v, |s| millis(k, s))?,
                     ("wal", Some(v)) => pg.wal_position = opt(v, |s| num(k, s))?,
                     ("tl", Some(v)) => pg.timeline = opt(v, |s| num(k, s))?,
                     ("following", Some(v)) => pg.following = opt(v, |s| Ok(s.to_string()))?,
@@ -578,6 +582,7 @@ fn apply(obs: &mut Observation, line: &str) -> Result<(), String> {
                     "failover_priority" => s.failover_priority = num(k, v)?,
                     "demote_margin" => s.demote_margin_ms = millis(k, v)?,
                     "loop_wait" => s.loop_wait_ms = millis(k, v)?,
+                    "primary_start_timeout" => s.primary_start_timeout_ms = millis(k, v)?,
                     _ => {
                         return Err(unknown(
                             k,
@@ -589,6 +594,7 @@ fn apply(obs: &mut Observation, line: &str) -> Result<(), String> {
                                 "failover_priority",
                                 "demote_margin",
                                 "loop_wait",
+                                "primary_start_timeout",
                             ],
                         ))
                     }
@@ -642,6 +648,7 @@ fn render_action(a: &Action) -> String {
             )
         }
         Action::ReleaseLeader => "release_leader".into(),
+        Action::StepDown => "step_down".into(),
         Action::ClearFailover { reason } => format!("clear_failover reason={reason:?}"),
         Action::WriteInitialize { sysid } => format!("write_initialize sysid={sysid}"),
         Action::RepairInitialize { sysid, found } => {
