@@ -446,10 +446,17 @@ pub fn decide(obs: &Observation) -> Decision {
                 "{prefix}no action: I am ({me}) the leader with the lock"
             ));
         }
-        if paused {
+        let candidate = cluster.failover_request().and_then(|f| f.member.as_deref()) == Some(me);
+        if paused && !(candidate && lease_usable(obs)) {
             return Decision::act(
                 vec![Action::ReleaseLeader],
                 "PAUSE: I hold the leader key but am not primary: releasing it",
+            );
+        }
+        if paused {
+            return Decision::act(
+                vec![Action::Promote],
+                "PAUSE: promoting: I am the requested failover candidate and hold the leader key",
             );
         }
         if !lease_usable(obs) {
@@ -522,9 +529,11 @@ pub fn decide(obs: &Observation) -> Decision {
             );
         }
         if cluster.failover_request().and_then(|f| f.member.as_deref()) == Some(me) {
+            // Promoted in the same cycle: the key's taking clears the request, and a paused
+            // holder that is not primary would otherwise release the key again.
             return Decision::act(
-                vec![Action::AcquireLeader],
-                "PAUSE: I am the requested failover candidate",
+                vec![Action::AcquireLeader, Action::Promote],
+                "PAUSE: I am the requested failover candidate: taking the leader key and promoting",
             );
         }
         return Decision::none("PAUSE: no leader; not racing while paused");
@@ -661,6 +670,20 @@ fn healthiest(obs: &Observation, cluster: &ClusterView, role: PgRole) -> Result<
         }
         return Ok("I am already running as primary".into());
     }
+    // Spec §2.4: nofailover (step 5) comes before the manual-failover rules (step 6).
+    if obs.settings.failover_priority <= 0 {
+        return Err("I am not allowed to promote (nofailover)".into());
+    }
+    // Step 8: with failsafe mode on, a node missing from a non-empty `/failsafe` list was not
+    // part of the cluster the last leader knew: it does not race.
+    if cluster.dynamic().failsafe_mode
+        && cluster
+            .failsafe
+            .as_ref()
+            .is_some_and(|l| !l.is_empty() && !l.contains_key(me))
+    {
+        return Err("failsafe mode: I am not in the /failsafe member list".into());
+    }
     if let Some(candidate) = &manual {
         if candidate == me {
             return Ok("I am the requested failover candidate".into());
@@ -672,9 +695,6 @@ fn healthiest(obs: &Observation, cluster: &ClusterView, role: PgRole) -> Result<
         if healthy {
             return Err(format!("{candidate} is the requested failover candidate"));
         }
-    }
-    if obs.settings.failover_priority <= 0 {
-        return Err("I am not allowed to promote (nofailover)".into());
     }
     if cluster.failover_request().and_then(|f| f.leader.as_deref()) == Some(me)
         && obs

@@ -225,7 +225,25 @@ fn switchover_scheduled_switchover_pause_and_resume() {
     }
     assert!(primary(&c.lab).is_none());
 
-    // Resume: a replica takes over.
+    // While paused, a manual failover to a named replica promotes it (and it keeps the key: a
+    // paused holder that is not primary would otherwise release it and leave no leader).
+    let named = (0..3).find(|&i| i != leader).unwrap();
+    rt.block_on(d.put(
+        "failover",
+        &format!(r#"{{"member":"{}"}}"#, name(&c.lab, named)),
+        None,
+    ))
+    .unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the named replica promoted while paused",
+        || (writable(&c.lab) == vec![named]).then_some(()),
+    )
+    .unwrap();
+    let (view, _) = rt.block_on(d.read_cluster()).unwrap();
+    assert_eq!(view.leader_name(), Some(name(&c.lab, named).as_str()));
+
+    // Resume: a replica leads (here the one named above).
     let (view, _) = rt.block_on(d.read_cluster()).unwrap();
     let mut config = view.config.clone().unwrap();
     config.value.as_object_mut().unwrap().remove("pause");

@@ -836,7 +836,18 @@ fn paused_switchover_needs_a_candidate_and_only_it_may_take_the_lock() {
     let c = paused(with_failover(cluster(None), Some("a"), Some("b"), None));
     assert_eq!(
         decide(&obs("b", Some(c.clone()), running(PgRole::Replica, 1000))).actions,
-        vec![Action::AcquireLeader]
+        vec![Action::AcquireLeader, Action::Promote]
+    );
+    // Holding the key as a replica, the candidate promotes (it does not release the key).
+    let mut held = c.clone();
+    held.leader = Some(LeaderKey {
+        name: "b".into(),
+        lease: LEASE,
+        mod_revision: 2,
+    });
+    assert_eq!(
+        decide(&obs("b", Some(held), running(PgRole::Replica, 1000))).actions,
+        vec![Action::Promote]
     );
     assert!(decide(&obs("c", Some(c), running(PgRole::Replica, 1000)))
         .actions
