@@ -1447,12 +1447,20 @@ impl Agent {
             }
             Err(e) => {
                 warn!("pg_rewind failed: {e:#}");
-                let aside = self.pg.move_data_aside()?;
-                self.set_former_primary(false);
-                warn!(
-                    "moved the data directory aside to {} and will clone a fresh copy",
-                    aside.display()
-                );
+                // postgresql.remove_data_directory_on_rewind_failure: remove it; otherwise keep
+                // it aside for inspection. Either way a fresh copy is cloned.
+                if self.cfg.postgresql.remove_data_directory_on_rewind_failure {
+                    self.pg.wipe_data().await?;
+                    self.set_former_primary(false);
+                    warn!("removed the data directory (remove_data_directory_on_rewind_failure) and will clone a fresh copy");
+                } else {
+                    let aside = self.pg.move_data_aside()?;
+                    self.set_former_primary(false);
+                    warn!(
+                        "moved the data directory aside to {} and will clone a fresh copy (remove_data_directory_on_rewind_failure: true would remove it instead)",
+                        aside.display()
+                    );
+                }
                 Ok(())
             }
         }
