@@ -955,3 +955,47 @@ fn bad_clients_floods_and_hanging_backends_do_not_stall_others() {
         c.nodes[leader].pg_port.to_string()
     );
 }
+
+/// Issue 16 point 10: a connection that arrives while the router process is stopped (SIGSTOP;
+/// the kernel completes the handshake and queues it) is routed once the router runs again, not
+/// reset.
+#[test]
+fn a_connection_made_while_the_router_was_stopped_is_routed_when_it_resumes() {
+    let (mut c, leader, _) = start_cluster(|o| o.router = true);
+    let pid = c.start_router().unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the router routing the leader",
+        || c.router_routes_primary().then_some(()),
+    )
+    .unwrap();
+    let port = c.router.as_ref().unwrap().primary_port;
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+    let (pg_bin, pgpass) = (c.pg_bin.clone(), c.pgpass_path.clone());
+    let client =
+        std::thread::spawn(move || psql_at(&pg_bin, &pgpass, port, "SELECT inet_server_port()"));
+    // The handshake completes in the kernel while the router is stopped.
+    let queued = |port: u16| {
+        let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        text.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(&format!(":{port:04X}")) && f[3] == "01"
+            // ESTABLISHED
+        })
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "the connection queued in the kernel",
+        || queued(port).then_some(()),
+    )
+    .unwrap();
+    // The fault: the router stays stopped for a while (its view of the cluster goes stale).
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGCONT) }, 0);
+    let out = client.join().unwrap();
+    assert_eq!(
+        out,
+        Ok(c.nodes[leader].pg_port.to_string()),
+        "the connection made during the stop was not routed"
+    );
+}
