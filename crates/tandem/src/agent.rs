@@ -899,12 +899,9 @@ impl Agent {
                 self.touch_member_now(cluster).await;
                 info!("cloning from {from} with pg_basebackup");
                 let started = Instant::now();
-                let mut result = self.pg.basebackup(&src).await;
-                if let Err(e) = &result {
-                    tracing::debug!("clone attempt failed: {e:#}; retrying in 5 s");
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    result = self.pg.basebackup(&src).await;
-                }
+                // A failed clone is not retried here: the data directory stays empty, so the
+                // next cycle decides again (after loop_wait or the next change), with a fresh view.
+                let result = self.pg.basebackup(&src).await;
                 // A reinitialize is over once its clone has run, whatever came of it.
                 self.reinitializing.set(false);
                 if let Err(e) = result {
