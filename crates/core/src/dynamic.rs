@@ -4,6 +4,16 @@
 //! Parsing is lenient: a value of the wrong type never fails the whole document; it produces a
 //! warning that names the key path and the default used instead. The document is kept verbatim in
 //! [`DynamicConfig::raw`] so that keys tandem does not interpret survive a read-modify-write.
+//!
+//! Two defaults: a key that is *absent* takes Patroni's default (a document written for Patroni
+//! means what Patroni reads in it); a key whose value is *invalid* takes tandem's documented
+//! default (`ttl` 4, `loop_wait` 1, `retry_timeout` 2: [`TANDEM_DEFAULT_DCS`], docs/timing.md),
+//! which is what a tandem cluster runs with, so a bad write to the `config` key does not move the
+//! cluster's timing. Writers refuse such values in the first place ([`DynamicConfig::refusals`]).
+//!
+//! A setting tandem does not carry out is never silently ignored: [`DynamicConfig::unimplemented`]
+//! names each one, and the agent refuses to start with it, `PATCH /config` and `edit-config`
+//! refuse to write it.
 
 use serde_json::{Map, Value};
 use std::time::Duration;
@@ -13,12 +23,20 @@ use std::time::Duration;
 /// [`check_timing`]), pg_rewind on, slots on.
 pub const TANDEM_DEFAULT_DCS: &str = r#"{"ttl":4,"loop_wait":1,"retry_timeout":2,"maximum_lag_on_failover":1048576,"postgresql":{"use_pg_rewind":true,"use_slots":true,"parameters":{"wal_log_hints":"on"}}}"#;
 
+/// tandem's documented defaults (docs/timing.md), the values of [`TANDEM_DEFAULT_DCS`]: used in
+/// place of an invalid value.
+pub const TANDEM_TTL: u64 = 4;
+pub const TANDEM_LOOP_WAIT: u64 = 1;
+pub const TANDEM_RETRY_TIMEOUT: u64 = 2;
+
 /// Patroni's defaults for keys absent from the DCS document.
 pub const DEFAULT_TTL: u64 = 30;
 pub const DEFAULT_LOOP_WAIT: u64 = 10;
 pub const DEFAULT_RETRY_TIMEOUT: u64 = 10;
 pub const DEFAULT_MAXIMUM_LAG_ON_FAILOVER: u64 = 1_048_576;
 pub const DEFAULT_PRIMARY_START_TIMEOUT: u64 = 300;
+/// `member_slots_ttl`: how long the slot of a member that left is kept (Patroni: `30min`).
+pub const DEFAULT_MEMBER_SLOTS_TTL: u64 = 1800;
 
 /// Smallest lease tandem accepts, in seconds. An etcd leader election takes about 1-2 s; the
 /// leader's lease must outlive one election plus one keepalive interval.
@@ -53,11 +71,15 @@ pub struct DynamicConfig {
     pub synchronous_mode_strict: bool,
     /// `synchronous_node_count`, default 1.
     pub synchronous_node_count: u64,
+    /// `member_slots_ttl` in seconds, default 1800 (Patroni's `30min`); 0 drops the slot of a
+    /// member that left at once. Given as seconds or as a duration with a unit (`"30min"`).
+    pub member_slots_ttl: u64,
     /// `postgresql.use_pg_rewind`, default false.
     pub use_pg_rewind: bool,
     /// `postgresql.use_slots`, default true.
     pub use_slots: bool,
-    /// `postgresql.parameters`.
+    /// `postgresql.parameters`, without the values PostgreSQL would refuse (each dropped one has
+    /// a warning; see [`crate::pgparams`]) and without null values.
     pub parameters: Map<String, Value>,
     /// `postgresql.pg_hba`.
     pub pg_hba: Vec<String>,
@@ -68,7 +90,11 @@ pub struct DynamicConfig {
 impl DynamicConfig {
     /// Settings this document asks for that tandem does not carry out yet: one error each, naming
     /// the key and the fix. A user who asks for synchronous replication must not believe they
-    /// have it, so such a document is refused, never silently run asynchronously.
+    /// have it, so such a document is refused, never silently run asynchronously; the same holds
+    /// for every other setting below. Settings that only matter in synchronous mode
+    /// (`synchronous_node_count`, `maximum_lag_on_syncnode`, `primary_stop_timeout`) are
+    /// accepted: Patroni ignores them too without it, and synchronous mode itself is refused.
+    /// Keys given an empty value (`slots: {}`, `standby_cluster:`) ask for nothing.
     pub fn unimplemented(&self) -> Vec<String> {
         let mut out = Vec::new();
         if self.synchronous_mode {
@@ -76,6 +102,81 @@ impl DynamicConfig {
         }
         if self.synchronous_mode_strict {
             out.push("synchronous_mode_strict: tandem does not implement synchronous replication yet; set synchronous_mode_strict: false".to_string());
+        }
+        let Value::Object(top) = &self.raw else {
+            return out;
+        };
+        let set = |m: &Map<String, Value>, key: &str| m.get(key).filter(|v| !is_empty(v)).is_some();
+        if set(top, "standby_cluster") {
+            out.push("standby_cluster: tandem does not run standby clusters yet (this cluster would run as an ordinary primary cluster); remove standby_cluster".to_string());
+        }
+        for key in ["slots", "permanent_slots", "permanent_replication_slots"] {
+            if set(top, key) {
+                out.push(format!("{key}: tandem does not create permanent replication slots yet (and drops inactive slots it does not manage); remove {key} and create the slots yourself only where no agent manages slots"));
+            }
+        }
+        if set(top, "ignore_slots") {
+            out.push("ignore_slots: tandem does not implement ignore_slots yet (it drops every inactive physical slot that is not a member's); remove ignore_slots".to_string());
+        }
+        for (key, fix) in [
+            (
+                "primary_race_backoff",
+                "tandem does not implement the leader race back-off yet; set primary_race_backoff: 0",
+            ),
+            (
+                "max_timelines_history",
+                "tandem keeps the whole timeline history; set max_timelines_history: 0",
+            ),
+        ] {
+            if let Some(v) = top.get(key).filter(|v| !v.is_null()) {
+                if parse_uint(v) != Some(0) {
+                    out.push(format!("{key}: {fix}"));
+                }
+            }
+        }
+        if let Some(Value::Object(pg)) = top.get("postgresql") {
+            for key in [
+                "parameters_primary",
+                "parameters_replica",
+                "parameters_standby_leader",
+                "pg_hba_primary",
+                "pg_hba_replica",
+                "pg_hba_standby_leader",
+            ] {
+                if set(pg, key) {
+                    let base = key.split('_').next().unwrap_or_default();
+                    let base = if base == "pg" { "pg_hba" } else { base };
+                    out.push(format!("postgresql.{key}: tandem does not apply per-role settings yet; put what every node needs in postgresql.{base} and remove postgresql.{key}"));
+                }
+            }
+            for key in [
+                "pg_ident",
+                "pg_ident_primary",
+                "pg_ident_replica",
+                "pg_ident_standby_leader",
+            ] {
+                if set(pg, key) {
+                    out.push(format!("postgresql.{key}: tandem does not write pg_ident.conf yet; remove postgresql.{key} (and any map= option that needs it)"));
+                }
+            }
+            if set(pg, "recovery_conf") {
+                out.push("postgresql.recovery_conf: tandem does not apply extra recovery settings yet; remove postgresql.recovery_conf (restore_command and friends can go in postgresql.parameters)".to_string());
+            }
+            for key in ["pg_ctl_timeout", "rewind"] {
+                if set(pg, key) {
+                    out.push(format!("postgresql.{key}: tandem reads it from each node's own configuration file only; move it there and remove it from the dynamic configuration"));
+                }
+            }
+            if let Some(methods) = pg.get("create_replica_methods").filter(|v| !is_empty(v)) {
+                let only_basebackup = match methods {
+                    Value::Array(items) => items.iter().all(|m| m.as_str() == Some("basebackup")),
+                    Value::String(s) => s == "basebackup",
+                    _ => false,
+                };
+                if !only_basebackup {
+                    out.push("postgresql.create_replica_methods: tandem creates replicas with pg_basebackup only; set create_replica_methods: [basebackup] or remove it".to_string());
+                }
+            }
         }
         out
     }
@@ -101,6 +202,33 @@ impl DynamicConfig {
         out.extend(cfg.unimplemented());
         out
     }
+
+    /// [`DynamicConfig::refusals`] of a document found at `prefix` (e.g. `bootstrap.dcs` of a
+    /// local file): every key path starts with `prefix`.
+    pub fn refusals_at(doc: &Value, prefix: &str) -> Vec<String> {
+        if !doc.is_object() {
+            return vec![format!("{prefix}: expected a mapping of dynamic settings")];
+        }
+        let (cfg, mut out) = DynamicConfig::from_json_at(doc, prefix);
+        out.retain(|w| !w.contains("quorum mode is not supported"));
+        out.extend(
+            cfg.unimplemented()
+                .into_iter()
+                .map(|e| format!("{prefix}.{e}")),
+        );
+        out
+    }
+}
+
+/// A value that asks for nothing: null, `false`, an empty string, list or mapping.
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null | Value::Bool(false) => true,
+        Value::String(s) => s.trim().is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::Number(_) | Value::Bool(true) => false,
+    }
 }
 
 impl Default for DynamicConfig {
@@ -117,6 +245,7 @@ impl Default for DynamicConfig {
             synchronous_mode: false,
             synchronous_mode_strict: false,
             synchronous_node_count: 1,
+            member_slots_ttl: DEFAULT_MEMBER_SLOTS_TTL,
             use_pg_rewind: false,
             use_slots: true,
             parameters: Map::new(),
@@ -150,8 +279,21 @@ impl Reader<'_> {
     }
 
     fn uint(&mut self, obj: &Map<String, Value>, key: &str, what: &str, default: u64) -> u64 {
+        self.uint_or(obj, key, what, default, default)
+    }
+
+    /// `absent` when the key is missing or null, `invalid` (with a warning) when its value is
+    /// not a non-negative integer.
+    fn uint_or(
+        &mut self,
+        obj: &Map<String, Value>,
+        key: &str,
+        what: &str,
+        absent: u64,
+        invalid: u64,
+    ) -> u64 {
         match obj.get(key) {
-            None | Some(Value::Null) => default,
+            None | Some(Value::Null) => absent,
             Some(v) => match parse_uint(v) {
                 Some(n) => n,
                 None => {
@@ -159,9 +301,9 @@ impl Reader<'_> {
                         key,
                         &format!("an integer number of {what}"),
                         v,
-                        &default.to_string(),
+                        &invalid.to_string(),
                     );
-                    default
+                    invalid
                 }
             },
         }
@@ -210,6 +352,30 @@ pub fn parse_uint(v: &Value) -> Option<u64> {
         Value::String(s) => s.trim().parse::<u64>().ok(),
         _ => None,
     }
+}
+
+/// A duration in seconds: an integer (JSON number or numeric string, seconds) or a string with
+/// one of PostgreSQL's time units, as Patroni reads `member_slots_ttl`: `"30min"`, `"1h"`,
+/// `"90s"`, `"1d"`, `"500ms"` (rounded to the nearest second). Units are case-sensitive.
+pub fn parse_duration_secs(v: &Value) -> Option<u64> {
+    if let Some(n) = parse_uint(v) {
+        return Some(n);
+    }
+    let Value::String(s) = v else { return None };
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let ms_per_unit: u64 = match unit.trim_start() {
+        "ms" => 1,
+        "s" => 1000,
+        "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    let ms = n.checked_mul(ms_per_unit)?;
+    Some(ms / 1000 + u64::from(ms % 1000 >= 500))
 }
 
 /// A boolean given as JSON true/false, 0/1, or one of the strings Patroni accepts
@@ -267,9 +433,21 @@ impl DynamicConfig {
             }
         };
 
-        let ttl = r.uint(obj, "ttl", "seconds", DEFAULT_TTL);
-        let loop_wait = r.uint(obj, "loop_wait", "seconds", DEFAULT_LOOP_WAIT);
-        let retry_timeout = r.uint(obj, "retry_timeout", "seconds", DEFAULT_RETRY_TIMEOUT);
+        let ttl = r.uint_or(obj, "ttl", "seconds", DEFAULT_TTL, TANDEM_TTL);
+        let loop_wait = r.uint_or(
+            obj,
+            "loop_wait",
+            "seconds",
+            DEFAULT_LOOP_WAIT,
+            TANDEM_LOOP_WAIT,
+        );
+        let retry_timeout = r.uint_or(
+            obj,
+            "retry_timeout",
+            "seconds",
+            DEFAULT_RETRY_TIMEOUT,
+            TANDEM_RETRY_TIMEOUT,
+        );
         let (timing, tw) = check_timing(ttl, loop_wait, retry_timeout);
         for w in tw {
             r.warnings.push(format!(
@@ -333,6 +511,18 @@ impl DynamicConfig {
                 .push(format!("{path}: must be at least 1; using 1"));
             cfg.synchronous_node_count = 1;
         }
+        cfg.member_slots_ttl = match obj.get("member_slots_ttl") {
+            None | Some(Value::Null) => DEFAULT_MEMBER_SLOTS_TTL,
+            Some(v) => parse_duration_secs(v).unwrap_or_else(|| {
+                r.warn(
+                    "member_slots_ttl",
+                    "seconds or a duration such as \"30min\" (units ms, s, min, h, d)",
+                    v,
+                    &DEFAULT_MEMBER_SLOTS_TTL.to_string(),
+                );
+                DEFAULT_MEMBER_SLOTS_TTL
+            }),
+        };
 
         match obj.get("postgresql") {
             None | Some(Value::Null) => {}
@@ -346,7 +536,25 @@ impl DynamicConfig {
                 cfg.use_slots = pr.boolean(pg, "use_slots", true);
                 match pg.get("parameters") {
                     None | Some(Value::Null) => {}
-                    Some(Value::Object(p)) => cfg.parameters = p.clone(),
+                    Some(Value::Object(p)) => {
+                        for (name, value) in p {
+                            if value.is_null() {
+                                continue;
+                            }
+                            match crate::pgparams::check(name, value) {
+                                Ok(()) => {
+                                    cfg.parameters.insert(name.clone(), value.clone());
+                                }
+                                Err(expected) => {
+                                    let path = pr.path(&format!("parameters.{name}"));
+                                    pr.warnings.push(format!(
+                                        "{path}: expected {expected}, got {}; parameter dropped (PostgreSQL would refuse to start with it; the default applies)",
+                                        short(value)
+                                    ));
+                                }
+                            }
+                        }
+                    }
                     Some(other) => pr.warn(
                         "parameters",
                         "a mapping of parameter names to values",
@@ -546,19 +754,21 @@ mod tests {
             (json!("40"), 40, ""),
             (json!(" 40 "), 40, ""),
             (json!(40.0), 40, ""),
+            // An invalid value takes tandem's documented default (4), not Patroni's (30).
             (
                 json!("abc"),
-                30,
-                "config.ttl: expected an integer number of seconds, got \"abc\"; using 30",
+                4,
+                "config.ttl: expected an integer number of seconds, got \"abc\"; using 4",
             ),
             (
                 json!(-5),
-                30,
-                "config.ttl: expected an integer number of seconds, got -5; using 30",
+                4,
+                "config.ttl: expected an integer number of seconds, got -5; using 4",
             ),
-            (json!(2.5), 30, "got 2.5; using 30"),
-            (json!(true), 30, "got true; using 30"),
-            (json!({"a": 1}), 30, "got {\"a\":1}"),
+            (json!(2.5), 4, "got 2.5; using 4"),
+            (json!(true), 4, "got true; using 4"),
+            (json!(1e30), 4, "got 1e+30; using 4"),
+            (json!({"a": 1}), 4, "got {\"a\":1}"),
             (json!(1), 3, "ttl=1 is below tandem's minimum of 3 s"),
             (Value::Null, 30, ""),
         ];
@@ -821,5 +1031,273 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    /// Issue 16 point 11: an invalid `ttl`, `loop_wait` or `retry_timeout` falls back to tandem's
+    /// documented default (docs/timing.md: 4, 1, 2), one warning each; an absent one to
+    /// Patroni's (30, 10, 10), as Patroni reads a document without it.
+    #[test]
+    fn invalid_timing_falls_back_to_tandems_defaults_once() {
+        let (c, w) =
+            DynamicConfig::from_json(&json!({"ttl": "abc", "loop_wait": -1, "retry_timeout": [2]}));
+        assert_eq!((c.ttl, c.loop_wait, c.retry_timeout), (4, 1, 2));
+        assert_eq!(w.len(), 3, "one warning per key: {w:?}");
+        assert_eq!(w.iter().filter(|x| x.contains("config.ttl")).count(), 1);
+        let v: Value = serde_json::from_str(TANDEM_DEFAULT_DCS).unwrap();
+        assert_eq!(
+            (
+                v["ttl"].as_u64(),
+                v["loop_wait"].as_u64(),
+                v["retry_timeout"].as_u64()
+            ),
+            (
+                Some(TANDEM_TTL),
+                Some(TANDEM_LOOP_WAIT),
+                Some(TANDEM_RETRY_TIMEOUT)
+            )
+        );
+        let (c, w) = DynamicConfig::from_json(&json!({"loop_wait": 2}));
+        assert!(w.is_empty());
+        assert_eq!(
+            (c.ttl, c.retry_timeout),
+            (DEFAULT_TTL, DEFAULT_RETRY_TIMEOUT)
+        );
+    }
+
+    /// Every setting tandem does not carry out is refused, naming the key and the fix; an empty
+    /// value asks for nothing; settings tandem carries out are accepted.
+    #[test]
+    fn unimplemented_settings_are_refused() {
+        let cases: &[(Value, &str)] = &[
+            (json!({"standby_cluster": {"host": "10.0.0.9", "port": 5432}}), "standby_cluster: tandem does not run standby clusters"),
+            (json!({"slots": {"s1": {"type": "physical"}}}), "slots: tandem does not create permanent replication slots"),
+            (json!({"permanent_slots": {"s1": null}}), "permanent_slots: "),
+            (json!({"permanent_replication_slots": {"s1": null}}), "permanent_replication_slots: "),
+            (json!({"ignore_slots": [{"name": "x"}]}), "ignore_slots: "),
+            (json!({"primary_race_backoff": 5}), "set primary_race_backoff: 0"),
+            (json!({"primary_race_backoff": "x"}), "primary_race_backoff: "),
+            (json!({"max_timelines_history": 10}), "set max_timelines_history: 0"),
+            (json!({"postgresql": {"parameters_primary": {"work_mem": "8MB"}}}), "postgresql.parameters_primary: tandem does not apply per-role settings yet; put what every node needs in postgresql.parameters"),
+            (json!({"postgresql": {"parameters_replica": {"a": 1}}}), "postgresql.parameters_replica: "),
+            (json!({"postgresql": {"parameters_standby_leader": {"a": 1}}}), "postgresql.parameters_standby_leader: "),
+            (json!({"postgresql": {"pg_hba_primary": ["x"]}}), "in postgresql.pg_hba and remove postgresql.pg_hba_primary"),
+            (json!({"postgresql": {"pg_hba_replica": ["x"]}}), "postgresql.pg_hba_replica: "),
+            (json!({"postgresql": {"pg_hba_standby_leader": ["x"]}}), "postgresql.pg_hba_standby_leader: "),
+            (json!({"postgresql": {"pg_ident": ["m u u"]}}), "postgresql.pg_ident: tandem does not write pg_ident.conf"),
+            (json!({"postgresql": {"pg_ident_replica": ["m u u"]}}), "postgresql.pg_ident_replica: "),
+            (json!({"postgresql": {"recovery_conf": {"restore_command": "cp"}}}), "postgresql.recovery_conf: "),
+            (json!({"postgresql": {"pg_ctl_timeout": 30}}), "postgresql.pg_ctl_timeout: tandem reads it from each node's own configuration file"),
+            (json!({"postgresql": {"rewind": {"x": 1}}}), "postgresql.rewind: "),
+            (json!({"postgresql": {"create_replica_methods": ["wal_g", "basebackup"]}}), "postgresql.create_replica_methods: tandem creates replicas with pg_basebackup only"),
+        ];
+        for (doc, want) in cases {
+            let (c, _) = DynamicConfig::from_json(doc);
+            let u = c.unimplemented();
+            assert_eq!(u.len(), 1, "{doc}: {u:?}");
+            assert!(
+                u[0].starts_with(want) || u[0].contains(want),
+                "{doc}: {u:?}"
+            );
+            let r = DynamicConfig::refusals(doc);
+            assert!(r.contains(&u[0]), "{doc}: {r:?}");
+        }
+        // Empty values, zeros and what tandem does carry out.
+        for doc in [
+            json!({"standby_cluster": null, "slots": {}, "permanent_slots": null, "ignore_slots": [],
+                   "primary_race_backoff": 0, "max_timelines_history": "0"}),
+            json!({"postgresql": {"parameters_primary": {}, "pg_ident": [], "recovery_conf": null,
+                   "create_replica_methods": ["basebackup"], "use_pg_rewind": true, "use_slots": true,
+                   "parameters": {"max_connections": 200}, "pg_hba": ["host all all 0.0.0.0/0 md5"]}}),
+            json!({"check_timeline": true, "failsafe_mode": true, "pause": true,
+                   "maximum_lag_on_failover": 1, "maximum_lag_on_syncnode": 5,
+                   "synchronous_node_count": 2, "primary_stop_timeout": 3, "member_slots_ttl": "1h"}),
+        ] {
+            assert!(
+                DynamicConfig::refusals(&doc).is_empty(),
+                "{doc}: {:?}",
+                DynamicConfig::refusals(&doc)
+            );
+        }
+        // Under a prefix (a local file's bootstrap.dcs), every path carries it.
+        let r =
+            DynamicConfig::refusals_at(&json!({"slots": {"a": {}}, "ttl": "x"}), "bootstrap.dcs");
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert!(r.iter().all(|e| e.starts_with("bootstrap.dcs.")), "{r:?}");
+    }
+
+    #[test]
+    fn member_slots_ttl_forms() {
+        let cases: &[(Value, Option<u64>)] = &[
+            (Value::Null, Some(1800)),
+            (json!(0), Some(0)),
+            (json!(600), Some(600)),
+            (json!("600"), Some(600)),
+            (json!("30min"), Some(1800)),
+            (json!("30 min"), Some(1800)),
+            (json!("2h"), Some(7200)),
+            (json!("1d"), Some(86_400)),
+            (json!("90s"), Some(90)),
+            (json!("1500ms"), Some(2)),
+            (json!("30MIN"), None),
+            (json!("abc"), None),
+            (json!("-5min"), None),
+            (json!(-5), None),
+            (json!(true), None),
+            (json!("99999999999999999999d"), None),
+        ];
+        for (v, want) in cases {
+            let (c, w) = DynamicConfig::from_json(&json!({ "member_slots_ttl": v }));
+            match want {
+                Some(secs) => {
+                    assert_eq!(c.member_slots_ttl, *secs, "{v}");
+                    assert!(w.is_empty(), "{v}: {w:?}");
+                }
+                None => {
+                    assert_eq!(c.member_slots_ttl, 1800, "{v}");
+                    let r = DynamicConfig::refusals(&json!({ "member_slots_ttl": v }));
+                    assert!(
+                        r.len() == 1
+                            && r[0].starts_with(
+                                "config.member_slots_ttl: expected seconds or a duration"
+                            ),
+                        "{v}: {r:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Issue 16 point 11: `max_connections: "abc"` in the dynamic configuration reached the
+    /// postmaster, and the replica ended in "start failed". A value PostgreSQL would refuse is
+    /// dropped with a warning naming the parameter, the value and the expected type (as Patroni
+    /// does), and `PATCH /config` / `edit-config` refuse it.
+    #[test]
+    fn invalid_parameter_values_are_dropped_and_refused() {
+        let doc = json!({"postgresql": {"parameters": {
+            "max_connections": "abc", "shared_buffers": "256MB", "wal_level": "minimal",
+            "work_mem": "4MB", "wal_log_hints": "maybe", "application_name": "x", "nothing": null,
+            "checkpoint_timeout": {"a": 1}
+        }}});
+        let (c, w) = DynamicConfig::from_json(&doc);
+        let mut kept: Vec<&str> = c.parameters.keys().map(String::as_str).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, ["application_name", "shared_buffers", "work_mem"]);
+        assert_eq!(w.len(), 4, "{w:?}");
+        assert!(
+            w.iter().any(|x| x.starts_with(
+                "config.postgresql.parameters.max_connections: expected an integer from 25 to 262143"
+            ) && x.contains("got \"abc\"; parameter dropped")),
+            "{w:?}"
+        );
+        assert!(
+            w.iter()
+                .any(|x| x.contains("parameters.wal_level: expected one of replica")),
+            "{w:?}"
+        );
+        assert!(
+            w.iter()
+                .any(|x| x.contains("parameters.checkpoint_timeout: expected a single value")),
+            "{w:?}"
+        );
+        // The raw document is untouched, so a read-modify-write keeps what the user wrote.
+        assert_eq!(c.raw, doc);
+        let r = DynamicConfig::refusals(
+            &json!({"postgresql": {"parameters": {"max_connections": "abc"}}}),
+        );
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(DynamicConfig::refusals(
+            &json!({"postgresql": {"parameters": {"max_connections": 500}}})
+        )
+        .is_empty());
+    }
+
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let key = prop_oneof![
+            Just("ttl".to_string()),
+            Just("loop_wait".to_string()),
+            Just("retry_timeout".to_string()),
+            Just("postgresql".to_string()),
+            Just("parameters".to_string()),
+            Just("max_connections".to_string()),
+            Just("shared_buffers".to_string()),
+            Just("wal_level".to_string()),
+            Just("slots".to_string()),
+            Just("standby_cluster".to_string()),
+            Just("member_slots_ttl".to_string()),
+            Just("synchronous_mode".to_string()),
+            Just("create_replica_methods".to_string()),
+            Just("pg_hba".to_string()),
+            Just("primary_race_backoff".to_string()),
+            "[a-z_]{0,12}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            ".{0,16}".prop_map(Value::String),
+            "[0-9]{1,25}(\\.[0-9]{0,3})?( ?(kB|MB|GB|TB|B|ms|us|s|min|h|d|x))?"
+                .prop_map(Value::String),
+            "(0x|0)[0-9a-fA-F]{0,20}".prop_map(Value::String),
+            "(on|off|of|o|t|tr|true|yes|no|n|1|0|replica|minimal|basebackup)"
+                .prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(key.clone(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Any JSON gives a value or clear refusals, never a panic; the effective values keep
+        /// their invariants whatever the input.
+        #[test]
+        fn from_json_and_refusals_never_panic(doc in any_json()) {
+            let (c, warnings) = DynamicConfig::from_json(&doc);
+            proptest::prop_assert!(c.ttl >= MIN_TTL && c.loop_wait >= MIN_LOOP_WAIT);
+            proptest::prop_assert!(c.retry_timeout >= MIN_RETRY_TIMEOUT && c.synchronous_node_count >= 1);
+            proptest::prop_assert_eq!(&c.raw, &doc);
+            for (name, value) in &c.parameters {
+                proptest::prop_assert!(crate::pgparams::check(name, value).is_ok(), "{} = {}", name, value);
+            }
+            for w in &warnings {
+                proptest::prop_assert!(w.starts_with("config"), "{}", w);
+            }
+            let refusals = DynamicConfig::refusals(&doc);
+            if doc.is_object() {
+                // Every warning but quorum mode's is a refusal, and every unimplemented setting.
+                for w in warnings.iter().filter(|w| !w.contains("quorum mode")) {
+                    proptest::prop_assert!(refusals.contains(w), "{}", w);
+                }
+                for u in c.unimplemented() {
+                    proptest::prop_assert!(refusals.contains(&u), "{}", u);
+                }
+            } else {
+                proptest::prop_assert_eq!(refusals.len(), 1);
+            }
+            let _ = DynamicConfig::refusals_at(&doc, "bootstrap.dcs");
+            let _ = DynamicConfig::new_refusals(&Value::Null, &doc);
+            let _ = c.timing();
+        }
+
+        /// Parameter values of every shape: checking never panics.
+        #[test]
+        fn parameter_check_never_panics(name in "[a-z_]{1,30}", value in any_json()) {
+            let _ = crate::pgparams::check(&name, &value);
+            for p in crate::pgparams::TABLE {
+                let _ = crate::pgparams::check(p.name, &value);
+                if let Value::String(s) = &value {
+                    let _ = crate::pgparams::parse_int(s, crate::pgparams::Unit::Blocks8k);
+                    let _ = crate::pgparams::parse_real(s, crate::pgparams::Unit::Ms);
+                    let _ = crate::pgparams::parse_bool(s);
+                }
+            }
+        }
     }
 }

@@ -8,4 +8,5 @@ pub mod cluster;
 pub mod dynamic;
 pub mod ha;
 pub mod lsn;
+pub mod pgparams;
 pub mod time;

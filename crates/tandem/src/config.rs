@@ -4,6 +4,16 @@
 //! in sorted order) → `PATRONI_*` environment variables written onto that tree → typed extraction.
 //! Because the environment is overlaid on the tree, one validation path serves both sources, and
 //! every error names the key path it is about.
+//!
+//! A key tandem accepts does what its documentation says, or it is refused. Unknown keys (typos,
+//! settings of a newer Patroni) get a warning with a "did you mean". Known keys that tandem does
+//! not carry out are *refusals*: the agent does not start (a reload is refused) with one, each
+//! message naming the key and the fix, because a setting that is silently ignored is worse than
+//! none (a `pre_promote` fencing script that never runs, a `watchdog.mode: required` with no
+//! watchdog). A refusal concerns either the agent (`postgresql`, `bootstrap`, `watchdog`, ...),
+//! the command-line tools (`ctl`), or both (`etcd3`, `citus`); loading for the other purpose only
+//! warns about it. Settings whose job tandem does another way (Patroni's Python thread pool sizes)
+//! are accepted with a warning that they have no effect.
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{Map, Value};
@@ -53,6 +63,32 @@ pub enum VerifyClient {
     None,
     Optional,
     Required,
+}
+
+/// What a configuration is loaded for: which refusals stop the load (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    /// `tandem agent`, `tandem validate`, `tandem proxy`: the node's own settings must hold.
+    Agent,
+    /// The patronictl-style verbs: only what they use must hold.
+    Ctl,
+}
+
+/// Whom a refused setting concerns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    Agent,
+    Ctl,
+    Both,
+}
+
+impl Who {
+    fn stops(self, purpose: Purpose) -> bool {
+        matches!(
+            (self, purpose),
+            (Who::Both, _) | (Who::Agent, Purpose::Agent) | (Who::Ctl, Purpose::Ctl)
+        )
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -269,7 +305,7 @@ impl Config {
                 .with_context(|| format!("cannot read configuration file {origin}"))?;
             parse_yaml(&text, &origin)?
         };
-        build(tree, &env, &origin, true)
+        build(tree, &env, &origin, true, Purpose::Agent)
     }
 
     /// For the CLI: also accepts a patronictl-style file (`scope`, `namespace`, `etcd3`, `ctl`,
@@ -333,7 +369,7 @@ impl Config {
                 );
             }
         }
-        let mut cfg = build(tree, &env, &origin, true)?;
+        let mut cfg = build(tree, &env, &origin, true, Purpose::Ctl)?;
         if path.is_none() {
             cfg.scope.clear();
         }
@@ -354,9 +390,15 @@ impl Config {
         match env.get("PATRONI_CONFIGURATION") {
             Some(text) => {
                 let tree = parse_yaml(text, "PATRONI_CONFIGURATION")?;
-                build(tree, env, "PATRONI_CONFIGURATION", false)
+                build(tree, env, "PATRONI_CONFIGURATION", false, Purpose::Agent)
             }
-            None => build(Value::Object(Map::new()), env, "environment", true),
+            None => build(
+                Value::Object(Map::new()),
+                env,
+                "environment",
+                true,
+                Purpose::Agent,
+            ),
         }
     }
 
@@ -367,7 +409,7 @@ impl Config {
         origin: &str,
     ) -> Result<Config> {
         let tree = parse_yaml(yaml, origin)?;
-        build(tree, env, origin, true)
+        build(tree, env, origin, true, Purpose::Agent)
     }
 
     /// The settings of `new` that a reload cannot apply to a running agent, one sentence each:
@@ -513,13 +555,26 @@ fn deep_merge(base: &mut Value, overlay: Value) {
 
 /// YAML text → JSON tree; the top level must be a mapping (an empty document counts as `{}`).
 fn parse_yaml(text: &str, origin: &str) -> Result<Value> {
-    let y: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| match e.location() {
-        Some(loc) => anyhow!(
+    let y: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
+        let Some(loc) = e.location() else {
+            return anyhow!("{origin}: invalid YAML: {e}");
+        };
+        // serde_yaml places a duplicate key at the start of its mapping; point at the duplicate.
+        let msg = e.to_string();
+        if let Some(key) = duplicate_key(&msg) {
+            if let Some((first, dup, col)) =
+                locate_duplicate(text, loc.line(), loc.column(), &key)
+            {
+                return anyhow!(
+                    "{origin}: invalid YAML at line {dup}, column {col}: duplicate key '{key}' (first given at line {first}); keep one of them"
+                );
+            }
+        }
+        anyhow!(
             "{origin}: invalid YAML at line {}, column {}: {e}",
             loc.line(),
             loc.column()
-        ),
-        None => anyhow!("{origin}: invalid YAML: {e}"),
+        )
     })?;
     let v = yaml_to_json(y, "").map_err(|m| anyhow!("{origin}: {m}"))?;
     match v {
@@ -530,6 +585,98 @@ fn parse_yaml(text: &str, origin: &str) -> Result<Value> {
             short(&other)
         ),
     }
+}
+
+/// The key of serde_yaml's "duplicate entry with key \"name\"" message (string keys, written
+/// with Rust's string escapes, and numbers).
+fn duplicate_key(msg: &str) -> Option<String> {
+    let rest = msg.split("duplicate entry with key ").nth(1)?;
+    if let Some(quoted) = rest.strip_prefix('"') {
+        let mut key = String::new();
+        let mut chars = quoted.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => return Some(key),
+                '\\' => key.push(chars.next()?),
+                c => key.push(c),
+            }
+        }
+        None
+    } else {
+        let end = rest.find([' ', ',']).unwrap_or(rest.len());
+        Some(rest[..end].to_string()).filter(|k| !k.is_empty())
+    }
+}
+
+/// Where the duplicate `key` of the block mapping starting at `line`/`column` (1-based, as
+/// serde_yaml reports it) is: (line of the first occurrence, line and column of the second).
+/// Looks at the keys written at the mapping's own indentation until the mapping ends; None when
+/// the mapping is not a plain block mapping (flow style, anchors), so the caller keeps
+/// serde_yaml's location.
+fn locate_duplicate(
+    text: &str,
+    line: usize,
+    column: usize,
+    key: &str,
+) -> Option<(usize, usize, usize)> {
+    let indent = column.checked_sub(1)?;
+    let mut first = None;
+    for (i, l) in text.lines().enumerate().skip(line.checked_sub(1)?) {
+        let n = i + 1;
+        let (at, body) = if n == line {
+            // The mapping may start after a `- ` on its first line.
+            (indent, l.get(indent..)?)
+        } else {
+            let trimmed = l.trim_start_matches(' ');
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let at = l.len() - trimmed.len();
+            if at < indent {
+                break;
+            }
+            if at > indent {
+                continue;
+            }
+            (at, trimmed)
+        };
+        if line_key(body).as_deref() == Some(key) {
+            match first {
+                None => first = Some(n),
+                Some(f) => return Some((f, n, at + 1)),
+            }
+        }
+    }
+    None
+}
+
+/// The key of a block-mapping line (`name: x`, `"a b": 1`, `'k': 2`, `k:`), if it has one.
+fn line_key(body: &str) -> Option<String> {
+    let quoted = |q: char| -> Option<String> {
+        let rest = body.strip_prefix(q)?;
+        let end = rest.find(q)?;
+        rest[end + 1..]
+            .trim_start()
+            .starts_with(':')
+            .then(|| rest[..end].to_string())
+    };
+    if body.starts_with('"') {
+        return quoted('"');
+    }
+    if body.starts_with('\'') {
+        return quoted('\'');
+    }
+    let colon = body
+        .char_indices()
+        .find(|&(i, c)| {
+            c == ':'
+                && body[i + 1..]
+                    .chars()
+                    .next()
+                    .is_none_or(|n| n == ' ' || n == '\t')
+        })?
+        .0;
+    Some(body[..colon].trim_end().to_string())
 }
 
 fn yaml_to_json(y: serde_yaml::Value, path: &str) -> std::result::Result<Value, String> {
@@ -861,6 +1008,8 @@ fn get<'v>(m: Option<&'v Map<String, Value>>, key: &str) -> Option<&'v Value> {
 struct Ex<'a> {
     origin: &'a str,
     warnings: Vec<String>,
+    /// Settings tandem does not carry out, one sentence each naming the key and the fix.
+    refusals: Vec<(Who, String)>,
 }
 
 type Obj<'v> = Option<&'v Map<String, Value>>;
@@ -876,6 +1025,10 @@ impl Ex<'_> {
 
     fn warn(&mut self, msg: String) {
         self.warnings.push(msg);
+    }
+
+    fn refuse(&mut self, who: Who, path: &str, why_and_fix: impl fmt::Display) {
+        self.refusals.push((who, format!("{path}: {why_and_fix}")));
     }
 
     fn missing(&self, m: Obj, sect: &str, key: &str, hint: &str) -> anyhow::Error {
@@ -1010,24 +1163,30 @@ impl Ex<'_> {
         Ok(out)
     }
 
-    /// Warn about keys of `m` that are neither `known` nor `unsupported`; say that `unsupported`
-    /// ones present are ignored.
-    fn check_keys(&mut self, m: Obj, sect: &str, known: &[&str], unsupported: &[&str]) {
+    /// Warn about keys of `m` that are neither `known` nor `unsupported`; refuse the `unsupported`
+    /// ones that are set (`(key, why and fix)`; a null or empty value asks for nothing).
+    fn check_keys(
+        &mut self,
+        m: Obj,
+        sect: &str,
+        known: &[&str],
+        unsupported: &[(&str, &str)],
+        who: Who,
+    ) {
         let Some(m) = m else { return };
-        for k in m.keys() {
+        for (k, v) in m {
             if known.contains(&k.as_str()) {
                 continue;
             }
-            if unsupported.contains(&k.as_str()) {
-                self.warn(format!(
-                    "'{}' is not supported by tandem yet (ignored)",
-                    jp(sect, k)
-                ));
+            if let Some((_, fix)) = unsupported.iter().find(|(u, _)| u == k) {
+                if !is_empty_setting(v) {
+                    self.refuse(who, &jp(sect, k), fix);
+                }
                 continue;
             }
             let hint = known
                 .iter()
-                .chain(unsupported.iter())
+                .chain(unsupported.iter().map(|(u, _)| u))
                 .find(|c| close(k, c))
                 .map(|c| format!("; did you mean '{c}'?"))
                 .unwrap_or_default();
@@ -1058,34 +1217,63 @@ impl Ex<'_> {
     }
 }
 
+/// A value that asks for nothing: null, an empty string, list or mapping.
+fn is_empty_setting(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.trim().is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
 fn is_wildcard(host: &str) -> bool {
     matches!(host.trim(), "" | "0.0.0.0" | "*" | "::" | "[::]")
 }
 
-/// `host:port` or `[v6]:port` → (host without brackets, port). Port 1..=65535.
-fn split_host_port(s: &str) -> Option<(String, u16)> {
+/// `host:port` or `[v6]:port` → (host without brackets, port), or what is wrong with `s` (for
+/// the error message). Port 1..=65535.
+fn host_port(s: &str) -> std::result::Result<(String, u16), String> {
     let s = s.trim();
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (h, p) = rest.split_once("]:")?;
-        (h.to_string(), p)
+    let split = if let Some(rest) = s.strip_prefix('[') {
+        rest.split_once("]:").map(|(h, p)| (h.to_string(), p))
     } else {
-        let (h, p) = s.rsplit_once(':')?;
-        (h.to_string(), p)
+        s.rsplit_once(':').map(|(h, p)| (h.to_string(), p))
     };
-    let port: u16 = port.trim().parse().ok()?;
-    if port == 0 || host.contains(',') || host.contains(char::is_whitespace) {
-        return None;
+    let Some((host, port)) = split else {
+        return Err("no port given".to_string());
+    };
+    let port = parse_port(port)?;
+    if host.contains(',') || host.contains(char::is_whitespace) {
+        return Err(format!(
+            "'{host}' is not one host (no commas or spaces here)"
+        ));
     }
-    Some((host, port))
+    Ok((host, port))
+}
+
+/// A port 1..=65535, or why not. Port 0 asks the system for any free port, which nobody else
+/// could then find: every address tandem reads is one others connect to.
+fn parse_port(p: &str) -> std::result::Result<u16, String> {
+    match p.trim().parse::<u32>() {
+        Ok(0) => Err("port 0 is not allowed: it would pick a random free port that the other nodes and clients cannot know; use a fixed port".to_string()),
+        Ok(n) if n <= 65535 => Ok(n as u16),
+        _ => Err(format!("'{}' is not a port number (1-65535)", p.trim())),
+    }
 }
 
 /// `a,b:port` (PostgreSQL's listen_addresses plus a port) → (hosts, port).
 fn split_listen(s: &str) -> Option<(Vec<String>, u16)> {
-    let (hosts, port) = s.trim().rsplit_once(':')?;
-    let port: u16 = port.trim().parse().ok()?;
-    if port == 0 {
-        return None;
-    }
+    listen_parts(s).ok()
+}
+
+/// [`split_listen`], or what is wrong with `s`.
+fn listen_parts(s: &str) -> std::result::Result<(Vec<String>, u16), String> {
+    let Some((hosts, port)) = s.trim().rsplit_once(':') else {
+        return Err("no port given".to_string());
+    };
+    let port = parse_port(port)?;
     let hosts: Vec<String> = hosts
         .split(',')
         .map(|h| {
@@ -1095,10 +1283,18 @@ fn split_listen(s: &str) -> Option<(Vec<String>, u16)> {
                 .to_string()
         })
         .collect();
-    if hosts.iter().any(|h| h.contains(char::is_whitespace)) {
-        return None;
+    if let Some(h) = hosts.iter().find(|h| h.contains(char::is_whitespace)) {
+        return Err(format!("'{h}' is not a host name or address"));
     }
-    Some((hosts, port))
+    Ok((hosts, port))
+}
+
+/// `path: expected "host:port", got "…": <reason>`.
+fn bad_address(ex: &Ex, path: &str, what: &str, got: &str, reason: &str) -> anyhow::Error {
+    ex.err(
+        path,
+        format!("expected {what}, got {}: {reason}", Value::from(got)),
+    )
 }
 
 fn host_for_url(host: &str) -> String {
@@ -1205,7 +1401,12 @@ const TOP_KNOWN: &[&str] = &[
     "thread_pool_size",
     "thread_stack_size",
 ];
-const TOP_UNSUPPORTED: &[&str] = &["watchdog", "citus"];
+const TOP_UNSUPPORTED: &[(&str, &str)] = &[(
+    "citus",
+    "tandem does not manage Citus clusters; remove the citus section",
+)];
+/// Patroni's Python thread settings: tandem runs on an async runtime and has no such pools.
+const THREAD_KEYS: &[&str] = &["thread_pool_size", "thread_stack_size"];
 const OTHER_DCS: &[&str] = &["consul", "zookeeper", "exhibitor", "kubernetes", "raft"];
 /// Dynamic settings that Patroni only reads from the DCS; at the top level of the local file they
 /// have no effect.
@@ -1345,10 +1546,12 @@ fn build(
     env: &BTreeMap<String, String>,
     origin: &str,
     use_env: bool,
+    purpose: Purpose,
 ) -> Result<Config> {
     let mut ex = Ex {
         origin,
         warnings: Vec::new(),
+        refusals: Vec::new(),
     };
     if use_env {
         if env.contains_key("PATRONI_CONFIGURATION") && origin != "environment" {
@@ -1375,7 +1578,17 @@ fn build(
     }
     let mut known_top_all = known_top.clone();
     known_top_all.extend_from_slice(DYNAMIC_KEYS);
-    ex.check_keys(top, "", &known_top_all, TOP_UNSUPPORTED);
+    known_top_all.push("watchdog");
+    ex.check_keys(top, "", &known_top_all, TOP_UNSUPPORTED, Who::Both);
+    for k in THREAD_KEYS {
+        if get(top, k).is_some() {
+            ex.warn(format!(
+                "'{k}' has no effect in tandem (a setting of Patroni's Python threads; tandem has none)"
+            ));
+        }
+    }
+    log_section(&mut ex, top)?;
+    watchdog_section(&mut ex, top)?;
 
     let name = ex.req_string(
         top,
@@ -1405,36 +1618,32 @@ fn build(
         .string(top, "", "namespace")?
         .unwrap_or_else(|| "/service".to_string());
 
-    if let Some(w) = get(top, "watchdog") {
-        // Only `mode: off` (or `watchdog: false`) needs no warning.
-        let off = match w {
-            Value::Bool(false) => true,
-            Value::Object(o) => o
-                .get("mode")
-                .map(|m| match m {
-                    Value::Bool(false) => true,
-                    Value::String(s) => matches!(
-                        s.to_ascii_lowercase().as_str(),
-                        "off" | "disable" | "disabled"
-                    ),
-                    _ => false,
-                })
-                .unwrap_or(false),
-            _ => false,
-        };
-        if off {
-            // Remove the "not supported" warning check_keys added: watchdog off is what tandem does.
-            ex.warnings
-                .retain(|w| !w.starts_with("'watchdog' is not supported"));
-        }
-    }
-
     let etcd3 = etcd_section(&mut ex, top)?;
     let restapi = restapi_section(&mut ex, top)?;
     let bootstrap = bootstrap_section(&mut ex, top)?;
     let postgresql = postgresql_section(&mut ex, top, env)?;
     let tags = tags_section(&mut ex, top)?;
     let ctl = ctl_section(&mut ex, top)?;
+
+    let mut refused = Vec::new();
+    for (who, r) in std::mem::take(&mut ex.refusals) {
+        if who.stops(purpose) {
+            refused.push(r);
+        } else if purpose == Purpose::Ctl {
+            ex.warn(format!("{r} (`tandem agent` refuses to start with it)"));
+        } else {
+            ex.warn(format!("{r} (the command-line tools refuse it)"));
+        }
+    }
+    match refused.as_slice() {
+        [] => {}
+        [one] => bail!("{origin}: {one}"),
+        many => bail!(
+            "{origin}: {} settings that tandem does not carry out (it refuses them rather than ignore them):\n  {}",
+            many.len(),
+            many.join("\n  ")
+        ),
+    }
 
     Ok(Config {
         scope,
@@ -1450,13 +1659,84 @@ fn build(
     })
 }
 
+/// `log`: tandem logs to standard error, at the level `RUST_LOG` sets. `log.dir` (log files) is
+/// refused, since the logs a user expects there would never appear; the other keys only shape
+/// Patroni's Python logging and have no effect (a warning says so).
+fn log_section(ex: &mut Ex, top: Obj) -> Result<()> {
+    let Some(m) = ex.section(top, "", "log")? else {
+        return Ok(());
+    };
+    for (k, v) in m {
+        if v.is_null() {
+            continue;
+        }
+        if k == "dir" {
+            ex.refuse(
+                Who::Both,
+                "log.dir",
+                "tandem does not write log files: it logs to standard error (the systemd journal, or a redirect, keeps them); remove log.dir",
+            );
+        } else {
+            ex.warn(format!(
+                "log.{k} has no effect: tandem logs to standard error, at the level set by RUST_LOG (e.g. RUST_LOG=debug)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `watchdog` (spec §8.1), read as Patroni reads `mode`: `false`, `off`, `disable(d)` → off;
+/// `auto(matic)` (the default when the section is present without a mode) → use one if
+/// available; `require(d)` → never lead without one; anything else → off, with a warning.
+/// tandem does not drive a watchdog, so `required` is refused. `automatic` only warns: Patroni
+/// itself goes on without a watchdog in automatic mode when none is usable, which is what
+/// tandem does; the safety of a leader that loses etcd rests on the demotion before its lease
+/// expires (docs/timing.md), not on a watchdog.
+fn watchdog_section(ex: &mut Ex, top: Obj) -> Result<()> {
+    let mode = match get(top, "watchdog") {
+        None | Some(Value::Bool(false)) => return Ok(()),
+        Some(Value::Object(o)) => {
+            ex.check_keys(
+                Some(o),
+                "watchdog",
+                &["mode", "device", "safety_margin"],
+                &[],
+                Who::Agent,
+            );
+            match o.get("mode") {
+                None | Some(Value::Null) => "automatic".to_string(),
+                Some(Value::Bool(false)) => "off".to_string(),
+                Some(Value::String(s)) => s.trim().to_ascii_lowercase(),
+                Some(other) => other.to_string().to_ascii_lowercase(),
+            }
+        }
+        Some(other) => return Err(ex.expected("watchdog", "a mapping such as {mode: off}", other)),
+    };
+    match mode.as_str() {
+        "off" | "disable" | "disabled" => {}
+        "require" | "required" => ex.refuse(
+            Who::Agent,
+            "watchdog.mode",
+            format!("'{mode}': tandem does not drive a watchdog (a node would lead without the watchdog you require); set watchdog.mode: off (a leader that cannot renew its lease demotes itself before the lease expires: docs/timing.md)"),
+        ),
+        "auto" | "automatic" => ex.warn(format!(
+            "watchdog.mode: {mode}: tandem does not drive a watchdog and runs without one, as Patroni does in automatic mode when no watchdog is usable; set watchdog.mode: off to silence this"
+        )),
+        other => ex.warn(format!(
+            "watchdog.mode: '{other}' is not off, automatic or required; Patroni then runs without a watchdog, and so does tandem"
+        )),
+    }
+    Ok(())
+}
+
 fn etcd_section(ex: &mut Ex, top: Obj) -> Result<EtcdConfig> {
     let present = |k: &str| get(top, k).is_some();
     let sect = if present("etcd3") {
         if present("etcd") {
-            ex.warn(
-                "both 'etcd3' and 'etcd' are set: tandem uses 'etcd3' and ignores 'etcd'"
-                    .to_string(),
+            ex.refuse(
+                Who::Both,
+                "etcd",
+                "both 'etcd3' and 'etcd' are set, and a configuration names one DCS (Patroni would not use both); tandem uses 'etcd3': remove the 'etcd' section",
             );
         }
         "etcd3"
@@ -1487,20 +1767,41 @@ fn etcd_section(ex: &mut Ex, top: Obj) -> Result<EtcdConfig> {
     };
     for other in OTHER_DCS {
         if present(other) {
-            ex.warn(format!(
-                "'{other}' is not supported by tandem (ignored; using '{sect}')"
-            ));
+            ex.refuse(
+                Who::Both,
+                other,
+                format!("both '{sect}' and '{other}' are set, and a configuration names one DCS (Patroni would not use both); tandem talks to etcd only: remove the '{other}' section"),
+            );
         }
     }
     let m = ex.section(top, "", sect)?;
+    let srv = format!(
+        "tandem does not discover etcd through DNS SRV records; list the etcd members in {sect}.hosts and remove {sect}.srv and {sect}.srv_suffix"
+    );
     ex.check_keys(
         m,
         sect,
         &[
             "host", "hosts", "url", "urls", "protocol", "cacert", "cert", "key", "username",
             "password", "user",
+            // tandem talks to exactly the endpoints listed, never to members it would discover:
+            // what `use_proxies: true` asks for. With `false` (Patroni's default) Patroni would
+            // also learn other members from etcd; list every member in `hosts`.
+            "use_proxies",
         ],
-        &["proxy", "srv", "srv_suffix", "use_proxies", "retry_timeout"],
+        &[
+            (
+                "proxy",
+                &format!("tandem does not reach etcd through an HTTP proxy; list the etcd members in {sect}.hosts and remove {sect}.proxy"),
+            ),
+            ("srv", &srv),
+            ("srv_suffix", &srv),
+            (
+                "retry_timeout",
+                &format!("tandem's etcd request budget comes from the dynamic retry_timeout (docs/timing.md); remove {sect}.retry_timeout"),
+            ),
+        ],
+        Who::Both,
     );
 
     let mut url_scheme: Option<String> = None;
@@ -1518,13 +1819,18 @@ fn etcd_section(ex: &mut Ex, top: Obj) -> Result<EtcdConfig> {
             url_scheme = Some(scheme);
             e = rest.split('/').next().unwrap_or_default();
         }
-        let hp = if split_host_port(e).is_some() {
-            e.to_string()
-        } else if (!e.is_empty() && !e.contains(':')) || (e.starts_with('[') && e.ends_with(']')) {
+        let hp = match host_port(e) {
+            Ok(_) => e.to_string(),
             // A host (or bracketed IPv6 address) without a port: etcd's client port.
-            format!("{e}:2379")
-        } else {
-            return Err(ex.err(path, format!("expected \"host:port\", got {entry:?}")));
+            Err(_)
+                if (!e.is_empty() && !e.contains(':'))
+                    || (e.starts_with('[') && e.ends_with(']')) =>
+            {
+                format!("{e}:2379")
+            }
+            Err(reason) => {
+                return Err(bad_address(ex, path, "\"host:port\"", entry, &reason));
+            }
         };
         hosts.push(hp);
         Ok(())
@@ -1642,7 +1948,6 @@ fn restapi_section(ex: &mut Ex, top: Obj) -> Result<RestApiConfig> {
             "connect_address",
             "certfile",
             "keyfile",
-            "keyfile_password",
             "cafile",
             "verify_client",
             "authentication",
@@ -1654,27 +1959,58 @@ fn restapi_section(ex: &mut Ex, top: Obj) -> Result<RestApiConfig> {
             "thread_pool_size",
             "server_tokens",
         ],
-        &["ciphers", "crlfile"],
+        &[
+            (
+                "ciphers",
+                "tandem does not take a cipher list (its TLS library offers TLS 1.2 and 1.3 with modern AEAD ciphers only); remove restapi.ciphers",
+            ),
+            (
+                "crlfile",
+                "tandem does not check client certificates against a revocation list yet; remove restapi.crlfile (to revoke, issue new certificates from a new CA)",
+            ),
+            (
+                "keyfile_password",
+                "tandem cannot read an encrypted private key yet; decrypt it (openssl pkey -in key.pem -out key-plain.pem), point restapi.keyfile at the result and remove restapi.keyfile_password",
+            ),
+        ],
+        Who::Agent,
     );
+    for k in ["request_queue_size", "thread_pool_size"] {
+        if get(m, k).is_some() {
+            ex.warn(format!(
+                "restapi.{k} has no effect in tandem (a setting of Patroni's Python HTTP server)"
+            ));
+        }
+    }
+    if let Some(t) = ex.string(m, s, "server_tokens")? {
+        if !t.trim().eq_ignore_ascii_case("original") {
+            ex.refuse(
+                Who::Agent,
+                "restapi.server_tokens",
+                format!("'{t}': tandem always sends `Server: tandem/<version>`; remove restapi.server_tokens or set it to original"),
+            );
+        }
+    }
     let listen = ex.req_string(
         m,
         s,
         "listen",
         "set it to the REST API address as host:port, e.g. 0.0.0.0:8008",
     )?;
-    let Some((lhost, lport)) = split_host_port(&listen) else {
-        return Err(ex.expected("restapi.listen", "\"host:port\"", &Value::String(listen)));
-    };
+    let (lhost, lport) = host_port(&listen)
+        .map_err(|reason| bad_address(ex, "restapi.listen", "\"host:port\"", &listen, &reason))?;
     let connect_address = match ex
         .string(m, s, "connect_address")?
         .filter(|c| !c.trim().is_empty())
     {
         Some(c) => {
-            if split_host_port(&c).is_none() {
-                return Err(ex.expected(
+            if let Err(reason) = host_port(&c) {
+                return Err(bad_address(
+                    ex,
                     "restapi.connect_address",
                     "\"host:port\"",
-                    &Value::String(c),
+                    &c,
+                    &reason,
                 ));
             }
             c
@@ -1732,6 +2068,7 @@ fn restapi_section(ex: &mut Ex, top: Obj) -> Result<RestApiConfig> {
         connect_address,
         certfile,
         keyfile,
+        // Refused above when set; kept so that a future reader of encrypted keys has it.
         keyfile_password: ex.secret(m, s, "keyfile_password")?,
         cafile,
         verify_client,
@@ -1757,15 +2094,26 @@ fn bootstrap_section(ex: &mut Ex, top: Obj) -> Result<BootstrapConfig> {
     ex.check_keys(
         m,
         s,
+        &["dcs", "method", "initdb"],
         &[
-            "dcs",
-            "method",
-            "initdb",
-            "pg_hba",
-            "post_bootstrap",
-            "post_init",
+            (
+                "users",
+                "tandem does not create users at bootstrap (Patroni 4 dropped this too); create them once the cluster runs and remove bootstrap.users",
+            ),
+            (
+                "pg_hba",
+                "tandem does not read bootstrap.pg_hba; move the lines to bootstrap.dcs.postgresql.pg_hba (or to postgresql.pg_hba)",
+            ),
+            (
+                "post_bootstrap",
+                "tandem does not run a post-bootstrap script yet (it creates the replication user itself); run the script once yourself after the first start and remove bootstrap.post_bootstrap",
+            ),
+            (
+                "post_init",
+                "tandem does not run a post-bootstrap script yet (it creates the replication user itself); run the script once yourself after the first start and remove bootstrap.post_init",
+            ),
         ],
-        &["users"],
+        Who::Agent,
     );
 
     let dcs = match get(m, "dcs") {
@@ -1782,7 +2130,7 @@ fn bootstrap_section(ex: &mut Ex, top: Obj) -> Result<BootstrapConfig> {
     let dm = dcs.as_object();
     let mut known_dcs = DYNAMIC_KEYS.to_vec();
     known_dcs.push("postgresql");
-    ex.check_keys(dm, "bootstrap.dcs", &known_dcs, &[]);
+    ex.check_keys(dm, "bootstrap.dcs", &known_dcs, &[], Who::Agent);
     if let Some(Value::Object(pg)) = get(dm, "postgresql") {
         let mut pg_known = DCS_PG_KEYS.to_vec();
         // Local-only keys are ignored in the DCS copy; name them so the warning says so.
@@ -1802,10 +2150,20 @@ fn bootstrap_section(ex: &mut Ex, top: Obj) -> Result<BootstrapConfig> {
             }
             pg_known.push(local);
         }
-        ex.check_keys(Some(pg), "bootstrap.dcs.postgresql", &pg_known, &[]);
+        ex.check_keys(
+            Some(pg),
+            "bootstrap.dcs.postgresql",
+            &pg_known,
+            &[],
+            Who::Agent,
+        );
     }
-    let (_, dcs_warnings) = DynamicConfig::from_json_at(&dcs, "bootstrap.dcs");
-    ex.warnings.extend(dcs_warnings);
+    // The document a first start writes to the DCS passes the check `PATCH /config` applies:
+    // an invalid value or a setting tandem does not carry out refuses the file (once, here; the
+    // agent used to print the same warnings a second time when it parsed bootstrap.dcs again).
+    for r in DynamicConfig::refusals_at(&dcs, "bootstrap.dcs") {
+        ex.refusals.push((Who::Agent, r));
+    }
 
     let initdb_args = user_options(
         ex,
@@ -1850,7 +2208,36 @@ fn pg_credentials(ex: &mut Ex, auth: Obj, role: &str, hint: &str) -> Result<Opti
         "sslpassword",
     ];
     known.extend_from_slice(&extra_keys);
-    ex.check_keys(Some(c), &path, &known, &[]);
+    ex.check_keys(Some(c), &path, &known, &[], Who::Agent);
+    // tandem connects to the local server over the Unix socket and to other nodes with
+    // `sslmode=prefer gssencmode=prefer channel_binding=prefer` and no client certificate: a
+    // role's TLS settings are not passed on yet, so asking for more is refused (a
+    // `sslmode: verify-full` that silently became `prefer` would drop the server check).
+    for k in [
+        "sslmode",
+        "gssencmode",
+        "channel_binding",
+        "sslcert",
+        "sslkey",
+        "sslrootcert",
+        "sslpassword",
+        "sslcrl",
+        "sslcrldir",
+        "sslnegotiation",
+    ] {
+        let Some(v) = get(Some(c), k).filter(|v| !is_empty_setting(v)) else {
+            continue;
+        };
+        let prefer = matches!(k, "sslmode" | "gssencmode" | "channel_binding")
+            && v.as_str().is_some_and(|x| x.trim() == "prefer");
+        if !prefer {
+            ex.refuse(
+                Who::Agent,
+                &jp(&path, k),
+                "tandem does not pass a role's TLS settings to its connections yet (it uses sslmode=prefer without a client certificate); remove it",
+            );
+        }
+    }
     let username = ex.req_string(Some(c), &path, "username", hint)?;
     let mut extra = BTreeMap::new();
     for k in extra_keys {
@@ -1896,44 +2283,67 @@ fn postgresql_section(
         "basebackup",
         "callbacks",
         "create_replica_methods",
+        // tandem's own connections to the local server always go through the Unix socket
+        // (what `use_unix_socket: true` asks for); with `false` Patroni would use TCP to
+        // `postgresql.listen`, which the same pg_hba lines must allow anyway.
         "use_unix_socket",
         "use_unix_socket_repl",
         "use_slots",
         "retry_timeout",
+        "config_base_name",
     ];
     for cm in &create_methods {
         known.push(cm.as_str());
     }
+    let per_role = "tandem does not apply per-role settings yet; put what every node needs in postgresql.parameters or postgresql.pg_hba and remove it";
+    let pg_ident = "tandem does not write pg_ident.conf yet; remove it (and any map= option of pg_hba that needs it)";
     ex.check_keys(
         m,
         s,
         &known,
         &[
-            "proxy_address",
-            "bin_name",
-            "rewind",
-            "parameters_primary",
-            "parameters_replica",
-            "parameters_standby_leader",
-            "pg_hba_primary",
-            "pg_hba_replica",
-            "pg_hba_standby_leader",
-            "pg_ident",
-            "recovery_conf",
-            "custom_conf",
-            "config_base_name",
-            "pre_promote",
-            "before_stop",
+            ("proxy_address", "tandem does not publish a proxy address (the member key's proxy_url) yet; remove postgresql.proxy_address"),
+            ("bin_name", "tandem runs the standard program names (pg_ctl, initdb, pg_basebackup, ...) from postgresql.bin_dir; remove postgresql.bin_name (a directory of symlinks can serve as bin_dir)"),
+            ("rewind", "tandem does not pass extra options to pg_rewind yet; remove postgresql.rewind"),
+            ("parameters_primary", per_role),
+            ("parameters_replica", per_role),
+            ("parameters_standby_leader", per_role),
+            ("pg_hba_primary", per_role),
+            ("pg_hba_replica", per_role),
+            ("pg_hba_standby_leader", per_role),
+            ("pg_ident", pg_ident),
+            ("pg_ident_primary", pg_ident),
+            ("pg_ident_replica", pg_ident),
+            ("pg_ident_standby_leader", pg_ident),
+            ("recovery_conf", "tandem does not apply extra recovery settings yet; remove postgresql.recovery_conf (restore_command can go in postgresql.parameters)"),
+            ("custom_conf", "tandem writes postgresql.conf itself (over the server's own file, kept as postgresql.base.conf) and does not read a custom_conf yet; move its settings into postgresql.parameters and remove postgresql.custom_conf"),
+            ("pre_promote", "tandem does not run a pre-promote (fencing) script yet, so a promotion would go ahead without it; remove postgresql.pre_promote"),
+            ("before_stop", "tandem does not run a before_stop script yet; remove postgresql.before_stop"),
         ],
+        Who::Agent,
     );
     if get(m, "use_slots").is_some() {
         ex.warn("'postgresql.use_slots' is read only from the dynamic configuration; set it in bootstrap.dcs.postgresql".to_string());
     }
-    for cm in &create_methods {
-        if cm != "basebackup" {
-            ex.warn(format!(
-                "postgresql.create_replica_methods: '{cm}' is not supported by tandem yet; replicas are created with pg_basebackup"
-            ));
+    let others: Vec<&str> = create_methods
+        .iter()
+        .map(String::as_str)
+        .filter(|cm| *cm != "basebackup")
+        .collect();
+    if !others.is_empty() {
+        ex.refuse(
+            Who::Agent,
+            "postgresql.create_replica_methods",
+            format!("tandem creates replicas with pg_basebackup only, not with {}; set create_replica_methods: [basebackup] or remove it", others.join(", ")),
+        );
+    }
+    if let Some(base) = ex.string(m, s, "config_base_name")? {
+        if base.trim() != "postgresql" {
+            ex.refuse(
+                Who::Agent,
+                "postgresql.config_base_name",
+                format!("'{base}': tandem writes postgresql.conf; remove postgresql.config_base_name or set it to postgresql"),
+            );
         }
     }
 
@@ -1943,23 +2353,27 @@ fn postgresql_section(
         "listen",
         "set it to PostgreSQL's listen address as host:port, e.g. 0.0.0.0:5432",
     )?;
-    let Some((lhosts, lport)) = split_listen(&listen) else {
-        return Err(ex.expected(
+    let (lhosts, lport) = listen_parts(&listen).map_err(|reason| {
+        bad_address(
+            ex,
             "postgresql.listen",
             "\"host:port\" (hosts may be a comma-separated list)",
-            &Value::String(listen),
-        ));
-    };
+            &listen,
+            &reason,
+        )
+    })?;
     let connect_address = match ex
         .string(m, s, "connect_address")?
         .filter(|c| !c.trim().is_empty())
     {
         Some(c) => {
-            if split_host_port(&c).is_none() {
-                return Err(ex.expected(
+            if let Err(reason) = host_port(&c) {
+                return Err(bad_address(
+                    ex,
                     "postgresql.connect_address",
                     "\"host:port\"",
-                    &Value::String(c),
+                    &c,
+                    &reason,
                 ));
             }
             c
@@ -1975,6 +2389,16 @@ fn postgresql_section(
         "data_dir",
         "set it to the PostgreSQL data directory, e.g. /var/lib/postgresql/data",
     )?);
+    let config_dir = ex.path(m, s, "config_dir")?;
+    if let Some(dir) = &config_dir {
+        if dir.components().ne(data_dir.components()) {
+            ex.refuse(
+                Who::Agent,
+                "postgresql.config_dir",
+                format!("tandem writes postgresql.conf and pg_hba.conf in the data directory ({}), not in {}; remove postgresql.config_dir (or set it to data_dir)", data_dir.display(), dir.display()),
+            );
+        }
+    }
 
     let home = env
         .get("HOME")
@@ -2018,6 +2442,7 @@ fn postgresql_section(
         "postgresql.authentication",
         &["superuser", "replication", "rewind"],
         &[],
+        Who::Agent,
     );
     let superuser = match pg_credentials(
         ex,
@@ -2081,13 +2506,22 @@ fn postgresql_section(
                     "postgresql.parameters.{k} is taken only from the dynamic configuration (bootstrap.dcs.postgresql.parameters or `tandem edit-config`); the local value is ignored"
                 ));
             }
+            // As Patroni does: a value PostgreSQL would refuse is dropped, with a warning, rather
+            // than stopping the postmaster from starting.
+            if let Err(expected) = tandem_core::pgparams::check(k, v) {
+                ex.warn(format!(
+                    "postgresql.parameters.{k}: expected {expected}, got {}; parameter dropped (PostgreSQL would refuse to start with it)",
+                    short(v)
+                ));
+                continue;
+            }
             parameters.insert(k.clone(), v.clone());
         }
     }
 
     let mut callbacks = BTreeMap::new();
     let cb = ex.section(m, s, "callbacks")?;
-    ex.check_keys(cb, "postgresql.callbacks", CALLBACKS, &[]);
+    ex.check_keys(cb, "postgresql.callbacks", CALLBACKS, &[], Who::Agent);
     for name in CALLBACKS {
         if let Some(cmd) = ex.string(cb, "postgresql.callbacks", name)? {
             callbacks.insert(name.to_string(), cmd);
@@ -2098,7 +2532,7 @@ fn postgresql_section(
         listen,
         connect_address,
         data_dir,
-        config_dir: ex.path(m, s, "config_dir")?,
+        config_dir,
         bin_dir: ex.path(m, s, "bin_dir")?,
         pgpass,
         database: ex
@@ -2211,7 +2645,11 @@ fn ctl_section(ex: &mut Ex, top: Obj) -> Result<CtlConfig> {
             "keyfile",
             "authentication",
         ],
-        &["keyfile_password"],
+        &[(
+            "keyfile_password",
+            "tandem cannot read an encrypted private key yet; decrypt it (openssl pkey -in key.pem -out key-plain.pem), point ctl.keyfile at the result and remove ctl.keyfile_password",
+        )],
+        Who::Ctl,
     );
     Ok(CtlConfig {
         insecure: ex.boolean(m, s, "insecure")?.unwrap_or(false),
@@ -2686,46 +3124,460 @@ postgresql:
     fn unknown_key_warnings() {
         let y = edit(
             "name: n1",
-            "name: n1\nfoo: 1\nttl: 5\nlog: {level: INFO}\nwatchdog: {mode: required}",
+            "name: n1\nfoo: 1\nttl: 5\nlog: {level: INFO}\nwatchdog: {mode: automatic}\nthread_pool_size: 5",
         )
-        .replacen("restapi: {", "restapi: {lisen_x: 1, ciphers: X, ", 1)
-        .replacen(
-            "  data_dir: /data",
-            "  data_dir: /data\n  dta_dir: /x\n  bin_name: {pg_ctl: pgc}",
-            1,
-        );
+        .replacen("restapi: {", "restapi: {lisen_x: 1, request_queue_size: 5, ", 1)
+        .replacen("  data_dir: /data", "  data_dir: /data\n  dta_dir: /x", 1);
         let c = load(&y).expect("loads");
         let w = c.warnings.join("\n");
         for want in [
             "unknown key 'foo' (ignored)",
             "'ttl' at the top level has no effect",
             "unknown key 'restapi.lisen_x' (ignored)",
-            "'restapi.ciphers' is not supported by tandem yet (ignored)",
             "unknown key 'postgresql.dta_dir' (ignored; did you mean 'data_dir'?)",
-            "'postgresql.bin_name' is not supported by tandem yet",
-            "'watchdog' is not supported by tandem yet",
+            "watchdog.mode: automatic: tandem does not drive a watchdog and runs without one, as Patroni does in automatic mode",
+            "log.level has no effect: tandem logs to standard error, at the level set by RUST_LOG",
+            "'thread_pool_size' has no effect in tandem",
+            "restapi.request_queue_size has no effect in tandem",
         ] {
             assert!(w.contains(want), "missing {want:?} in:\n{w}");
         }
-        assert!(!w.contains("'log'"), "{w}");
         assert!(!w.contains("unknown key 'ttl'"), "{w}");
+        assert!(!w.contains("unknown key 'log'"), "{w}");
 
         let c = load(&edit("name: n1", "name: n1\nwatchdog: {mode: 'off'}")).expect("loads");
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 
         let c = load(&edit(
             "name: n1",
-            "name: n1\nbootstrap: {dcs: {ttl: 1, loop_wiat: 3, postgresql: {data_dir: /x}}}",
+            "name: n1\nbootstrap: {dcs: {ttl: 10, loop_wiat: 3, postgresql: {data_dir: /x}}}",
         ))
         .expect("loads");
         let w = c.warnings.join("\n");
         for want in [
             "unknown key 'bootstrap.dcs.loop_wiat' (ignored; did you mean 'loop_wait'?)",
-            "bootstrap.dcs: ttl=1 is below tandem's minimum",
             "'bootstrap.dcs.postgresql.data_dir' is ignored: it is a local setting",
         ] {
             assert!(w.contains(want), "missing {want:?} in:\n{w}");
         }
+    }
+
+    /// MINIMAL with `line` added under `section` (a top-level key, indented two spaces), or at
+    /// the top level (replacing MINIMAL's line of the same key, if any).
+    fn with(section: &str, line: &str) -> String {
+        if section.is_empty() {
+            let key = format!("{}:", line.split(':').next().unwrap_or_default());
+            return match MINIMAL.lines().find(|l| l.starts_with(&key)) {
+                Some(old) => MINIMAL.replacen(old, line, 1),
+                None => format!("{MINIMAL}{line}\n"),
+            };
+        }
+        let head = format!("\n{section}:\n");
+        if MINIMAL.contains(&head) {
+            MINIMAL.replacen(&head, &format!("{head}  {line}\n"), 1)
+        } else {
+            format!("{MINIMAL}{section}:\n  {line}\n")
+        }
+    }
+
+    /// A key that tandem knows but does not carry out refuses the file, naming the key and the
+    /// fix; before, each of these was a warning ("not supported by tandem yet (ignored)") or
+    /// nothing at all, and the agent ran without what the file asked for.
+    #[test]
+    fn known_but_unimplemented_keys_are_refused() {
+        // (section, line, key path the error names, words of the fix)
+        let cases: &[(&str, &str, &str, &str)] = &[
+            ("", "watchdog: {mode: required}", "watchdog.mode", "set watchdog.mode: off"),
+            ("", "watchdog: {mode: require, device: /dev/watchdog}", "watchdog.mode", "does not drive a watchdog"),
+            ("", "citus: {group: 0, database: citus}", "citus", "remove the citus section"),
+            ("", "log: {dir: /var/log/patroni}", "log.dir", "remove log.dir"),
+            ("", "consul: {host: 'c:8500'}", "consul", "remove the 'consul' section"),
+            ("", "etcd: {host: 'b:2379'}", "etcd", "remove the 'etcd' section"),
+            ("", "etcd3: {hosts: 'a:2379', srv: example.org}", "etcd3.srv", "list the etcd members in etcd3.hosts"),
+            ("", "etcd3: {hosts: 'a:2379', proxy: 'http://p:3128'}", "etcd3.proxy", "remove etcd3.proxy"),
+            ("", "etcd3: {hosts: 'a:2379', retry_timeout: 5}", "etcd3.retry_timeout", "remove etcd3.retry_timeout"),
+            ("", "restapi: {listen: '127.0.0.1:8008', connect_address: '10.0.0.1:8008', ciphers: 'ECDHE'}", "restapi.ciphers", "remove restapi.ciphers"),
+            ("", "restapi: {listen: '127.0.0.1:8008', connect_address: '10.0.0.1:8008', crlfile: /crl.pem}", "restapi.crlfile", "remove restapi.crlfile"),
+            ("", "restapi: {listen: '127.0.0.1:8008', connect_address: '10.0.0.1:8008', keyfile_password: hunter2}", "restapi.keyfile_password", "decrypt it"),
+            ("", "restapi: {listen: '127.0.0.1:8008', connect_address: '10.0.0.1:8008', server_tokens: minimal}", "restapi.server_tokens", "set it to original"),
+            ("", "bootstrap: {users: {admin: {password: x}}}", "bootstrap.users", "remove bootstrap.users"),
+            ("", "bootstrap: {pg_hba: ['host all all 0.0.0.0/0 md5']}", "bootstrap.pg_hba", "bootstrap.dcs.postgresql.pg_hba"),
+            ("", "bootstrap: {post_bootstrap: /usr/local/bin/setup.sh}", "bootstrap.post_bootstrap", "remove bootstrap.post_bootstrap"),
+            ("", "bootstrap: {post_init: /usr/local/bin/setup.sh}", "bootstrap.post_init", "remove bootstrap.post_init"),
+            ("", "bootstrap: {dcs: {synchronous_mode: true}}", "bootstrap.dcs.synchronous_mode", "set synchronous_mode: false"),
+            ("", "bootstrap: {dcs: {standby_cluster: {host: 10.0.0.9}}}", "bootstrap.dcs.standby_cluster", "remove standby_cluster"),
+            ("", "bootstrap: {dcs: {slots: {s1: {type: physical}}}}", "bootstrap.dcs.slots", "remove slots"),
+            ("", "bootstrap: {dcs: {ignore_slots: [{name: x}]}}", "bootstrap.dcs.ignore_slots", "remove ignore_slots"),
+            ("", "bootstrap: {dcs: {postgresql: {pg_ident: ['m a b']}}}", "bootstrap.dcs.postgresql.pg_ident", "pg_ident.conf"),
+            ("", "bootstrap: {dcs: {ttl: abc}}", "bootstrap.dcs.ttl", "expected an integer number of seconds"),
+            ("", "bootstrap: {dcs: {member_slots_ttl: soon}}", "bootstrap.dcs.member_slots_ttl", "such as \"30min\""),
+            ("", "bootstrap: {dcs: {postgresql: {parameters: {max_connections: abc}}}}", "bootstrap.dcs.postgresql.parameters.max_connections", "expected an integer from 25"),
+            ("postgresql", "proxy_address: '10.0.0.1:6432'", "postgresql.proxy_address", "remove postgresql.proxy_address"),
+            ("postgresql", "bin_name: {pg_ctl: pg_ctl15}", "postgresql.bin_name", "remove postgresql.bin_name"),
+            ("postgresql", "rewind: [{checkpoint: fast}]", "postgresql.rewind", "remove postgresql.rewind"),
+            ("postgresql", "parameters_primary: {work_mem: 8MB}", "postgresql.parameters_primary", "per-role"),
+            ("postgresql", "parameters_replica: {work_mem: 8MB}", "postgresql.parameters_replica", "per-role"),
+            ("postgresql", "parameters_standby_leader: {work_mem: 8MB}", "postgresql.parameters_standby_leader", "per-role"),
+            ("postgresql", "pg_hba_primary: ['host all all 0.0.0.0/0 md5']", "postgresql.pg_hba_primary", "per-role"),
+            ("postgresql", "pg_hba_replica: ['host all all 0.0.0.0/0 md5']", "postgresql.pg_hba_replica", "per-role"),
+            ("postgresql", "pg_hba_standby_leader: ['x']", "postgresql.pg_hba_standby_leader", "per-role"),
+            ("postgresql", "pg_ident: ['m a b']", "postgresql.pg_ident", "pg_ident.conf"),
+            ("postgresql", "pg_ident_replica: ['m a b']", "postgresql.pg_ident_replica", "pg_ident.conf"),
+            ("postgresql", "recovery_conf: {restore_command: 'cp %f %p'}", "postgresql.recovery_conf", "remove postgresql.recovery_conf"),
+            ("postgresql", "custom_conf: /etc/pg/custom.conf", "postgresql.custom_conf", "remove postgresql.custom_conf"),
+            ("postgresql", "config_base_name: pg", "postgresql.config_base_name", "set it to postgresql"),
+            ("postgresql", "pre_promote: /usr/local/bin/fence.sh", "postgresql.pre_promote", "remove postgresql.pre_promote"),
+            ("postgresql", "before_stop: /usr/local/bin/stop.sh", "postgresql.before_stop", "remove postgresql.before_stop"),
+            ("postgresql", "config_dir: /etc/postgresql", "postgresql.config_dir", "remove postgresql.config_dir"),
+            ("postgresql", "create_replica_methods: [wal_e, basebackup]\n  wal_e: {command: x}", "postgresql.create_replica_methods", "not with wal_e"),
+        ];
+        for (section, line, path, fix) in cases {
+            let y = with(section, line);
+            let e = err(&y);
+            assert!(
+                e.starts_with(&format!("node.yml: {path}: ")) && e.contains(fix),
+                "{line}:\n{e}"
+            );
+            assert!(!e.contains("hunter2"), "a password in {e}");
+        }
+        // Credentials' TLS settings are not passed on: anything but what tandem uses is refused.
+        for (k, v) in [
+            ("sslmode", "verify-full"),
+            ("sslrootcert", "/ca.pem"),
+            ("sslcert", "/c.pem"),
+            ("sslkey", "/k.pem"),
+            ("sslpassword", "hunter2"),
+            ("gssencmode", "disable"),
+            ("channel_binding", "require"),
+            ("sslcrl", "/crl"),
+        ] {
+            let y = edit(
+                "replication: {username: replicator, password: secret-repl}",
+                &format!(
+                    "replication: {{username: replicator, password: secret-repl, {k}: '{v}'}}"
+                ),
+            );
+            let e = err(&y);
+            assert!(
+                e.starts_with(&format!(
+                    "node.yml: postgresql.authentication.replication.{k}: "
+                )) && e.contains("remove it")
+                    && !e.contains("hunter2"),
+                "{k}: {e}"
+            );
+        }
+        // Several at once: all are named, one per line.
+        let y = with("", "watchdog: {mode: required}\ncitus: {group: 1}");
+        let e = err(&y);
+        assert!(
+            e.starts_with("node.yml: 2 settings that tandem does not carry out")
+                && e.contains("\n  watchdog.mode: ")
+                && e.contains("\n  citus: "),
+            "{e}"
+        );
+        // Empty values ask for nothing; what tandem does carry out is accepted.
+        for (section, line) in [
+            ("", "watchdog: {mode: 'off', device: /dev/watchdog}"),
+            ("", "watchdog: false"),
+            ("", "citus:"),
+            ("postgresql", "pg_ident: []"),
+            ("postgresql", "config_dir: /data/"),
+            ("postgresql", "config_base_name: postgresql"),
+            ("postgresql", "create_replica_methods: [basebackup]"),
+            ("postgresql", "use_unix_socket: true"),
+            ("", "etcd3: {hosts: 'a:2379', use_proxies: true}"),
+            ("", "restapi: {listen: '127.0.0.1:8008', connect_address: '10.0.0.1:8008', server_tokens: original}"),
+            ("", "bootstrap: {dcs: {slots: {}, standby_cluster: null, member_slots_ttl: 30min}}"),
+        ] {
+            let y = with(section, line);
+            load(&y).unwrap_or_else(|e| panic!("{line}: {e:#}"));
+        }
+        let y = edit(
+            "replication: {username: replicator, password: secret-repl}",
+            "replication: {username: replicator, password: secret-repl, sslmode: prefer}",
+        );
+        load(&y).expect("sslmode: prefer is what tandem does");
+    }
+
+    /// The command-line tools use only `etcd3`, `ctl` and the names: a node's agent-only setting
+    /// does not stop `tandem list`, and a `ctl` setting does not stop the agent; each is a
+    /// warning there instead.
+    #[test]
+    fn refusals_stop_only_whom_they_concern() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.yml");
+        let agent_only = with("postgresql", "pre_promote: /fence.sh");
+        std::fs::write(&path, &agent_only).unwrap();
+        let c = Config::load_for_ctl(&path).expect("the CLI loads it");
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.starts_with("postgresql.pre_promote: ")
+                    && w.ends_with("(`tandem agent` refuses to start with it)")),
+            "{:?}",
+            c.warnings
+        );
+        assert!(Config::load(&path).is_err());
+
+        let ctl_only = format!("{MINIMAL}ctl: {{keyfile: /k.pem, keyfile_password: hunter2}}\n");
+        std::fs::write(&path, &ctl_only).unwrap();
+        let e = format!("{:#}", Config::load_for_ctl(&path).unwrap_err());
+        assert!(
+            e.contains("ctl.keyfile_password: ") && !e.contains("hunter2"),
+            "{e}"
+        );
+        let c = Config::load(&path).expect("the agent loads it");
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.starts_with("ctl.keyfile_password: ")),
+            "{:?}",
+            c.warnings
+        );
+
+        let both = with("", "citus: {group: 0}");
+        std::fs::write(&path, &both).unwrap();
+        assert!(Config::load_for_ctl(&path).is_err());
+        assert!(Config::load(&path).is_err());
+    }
+
+    /// Issue 16 point 11: the warnings of an invalid `bootstrap.dcs` value were printed twice
+    /// (once from the file's check, once more when the agent parsed `bootstrap.dcs` again). The
+    /// file's check now refuses it, once, naming the key; the agent never starts with it.
+    #[test]
+    fn an_invalid_bootstrap_dcs_value_is_reported_once() {
+        let e = err(&with("", "bootstrap: {dcs: {ttl: abc, loop_wait: 1}}"));
+        assert_eq!(e.matches("ttl").count(), 1, "{e}");
+        assert!(
+            e.starts_with(
+                "node.yml: bootstrap.dcs.ttl: expected an integer number of seconds, got \"abc\""
+            ),
+            "{e}"
+        );
+        let e = err(&with("", "bootstrap: {dcs: {ttl: 1}}"));
+        assert!(
+            e.contains("bootstrap.dcs: ttl=1 is below tandem's minimum of 3 s"),
+            "{e}"
+        );
+    }
+
+    /// Local parameters PostgreSQL would refuse are dropped with a warning (as Patroni does),
+    /// instead of stopping the postmaster.
+    #[test]
+    fn invalid_local_parameters_are_dropped() {
+        let y = with(
+            "postgresql",
+            "parameters: {work_mem: lots, shared_buffers: 256MB, wal_log_hints: maybe, application_name: x}",
+        );
+        let c = load(&y).expect("loads");
+        let mut kept: Vec<&str> = c.postgresql.parameters.keys().map(String::as_str).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, ["application_name", "shared_buffers"]);
+        let w = c.warnings.join("\n");
+        assert!(
+            w.contains(
+                "postgresql.parameters.work_mem: expected an integer from 64 to 2147483647 kB"
+            ) && w.contains("got \"lots\"; parameter dropped"),
+            "{w}"
+        );
+        assert!(
+            w.contains("postgresql.parameters.wal_log_hints: expected a boolean"),
+            "{w}"
+        );
+    }
+
+    /// Issue 16 point 11: serde_yaml reports a duplicate key at the start of its mapping; the
+    /// message now names the duplicate's own line, and the first one's.
+    #[test]
+    fn duplicate_key_names_its_own_line() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "name: n1\nscope: s\nfoo: 1\nname: n2\n",
+                "node.yml: invalid YAML at line 4, column 1: duplicate key 'name' (first given at line 1)",
+            ),
+            (
+                "name: n1\npostgresql:\n  listen: a:1\n  # comment\n\n  data_dir: /x\n  nested:\n    listen: 1\n  listen: b:2\nscope: s\n",
+                "node.yml: invalid YAML at line 9, column 3: duplicate key 'listen' (first given at line 3)",
+            ),
+            (
+                "items:\n  - a: 1\n    b: 2\n    a: 3\n",
+                "node.yml: invalid YAML at line 4, column 5: duplicate key 'a' (first given at line 2)",
+            ),
+            (
+                "x:\n  \"k y\": 1\n  'k y': 2\n",
+                "node.yml: invalid YAML at line 3, column 3: duplicate key 'k y' (first given at line 2)",
+            ),
+            (
+                "x:\n  5: 1\n  5: 2\n",
+                "node.yml: invalid YAML at line 3, column 3: duplicate key '5' (first given at line 2)",
+            ),
+        ];
+        for (yaml, want) in cases {
+            let e = err(yaml);
+            assert!(e.starts_with(want), "{yaml}\n{e}");
+        }
+        // A flow mapping keeps serde_yaml's own location.
+        let e = err("x: {a: 1, a: 2}\n");
+        assert!(e.starts_with("node.yml: invalid YAML at line 1"), "{e}");
+    }
+
+    /// Issue 16 point 11: `127.0.0.1:0` was refused as `expected "host:port"`, which it is;
+    /// the message now says that port 0 is the problem.
+    #[test]
+    fn port_zero_is_named() {
+        let cases = [
+            (
+                edit("listen: '127.0.0.1:8008'", "listen: '127.0.0.1:0'"),
+                "restapi.listen",
+            ),
+            (
+                edit(
+                    "connect_address: '10.0.0.1:8008'",
+                    "connect_address: '10.0.0.1:0'",
+                ),
+                "restapi.connect_address",
+            ),
+            (
+                edit("listen: 127.0.0.1:5432", "listen: 127.0.0.1:0"),
+                "postgresql.listen",
+            ),
+            (
+                edit(
+                    "connect_address: 10.0.0.1:5432",
+                    "connect_address: '10.0.0.1:0'",
+                ),
+                "postgresql.connect_address",
+            ),
+            (
+                edit("hosts: '127.0.0.1:2379'", "hosts: '127.0.0.1:0'"),
+                "etcd3.hosts",
+            ),
+        ];
+        for (y, path) in cases {
+            let e = err(&y);
+            assert!(
+                e.starts_with(&format!("node.yml: {path}: expected \"host:port\""))
+                    && e.contains(":0\": port 0 is not allowed"),
+                "{e}"
+            );
+        }
+        let e = err(&edit(
+            "listen: '127.0.0.1:8008'",
+            "listen: '127.0.0.1:99999'",
+        ));
+        assert!(e.contains("'99999' is not a port number (1-65535)"), "{e}");
+        let e = err(&edit("listen: '127.0.0.1:8008'", "listen: '127.0.0.1'"));
+        assert!(e.contains("no port given"), "{e}");
+    }
+
+    fn yamlish() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let token = prop_oneof![
+            Just("name".to_string()),
+            Just("scope".to_string()),
+            Just("postgresql".to_string()),
+            Just("restapi".to_string()),
+            Just("etcd3".to_string()),
+            Just("bootstrap".to_string()),
+            Just("dcs".to_string()),
+            Just("watchdog".to_string()),
+            Just("mode".to_string()),
+            Just("listen".to_string()),
+            Just("parameters".to_string()),
+            Just("authentication".to_string()),
+            Just("127.0.0.1:0".to_string()),
+            Just("[::1]:".to_string()),
+            "[a-z_]{1,8}",
+            "[ -~]{0,6}",
+        ];
+        let line = (
+            0usize..4,
+            token.clone(),
+            prop_oneof![
+                Just(": "),
+                Just(":"),
+                Just(" - "),
+                Just(": {"),
+                Just(": ["),
+                Just(""),
+                Just(": &a "),
+                Just(": *a")
+            ],
+            token,
+        )
+            .prop_map(|(indent, k, sep, v)| format!("{}{k}{sep}{v}", "  ".repeat(indent)));
+        proptest::collection::vec(line, 0..12).prop_map(|lines| lines.join("\n"))
+    }
+
+    proptest::proptest! {
+        /// Any YAML-ish text, alone or laid over a valid file, gives a configuration or a clear
+        /// error naming the file, never a panic.
+        #[test]
+        fn loader_never_panics(text in yamlish(), tail in yamlish()) {
+            for yaml in [text.clone(), format!("{MINIMAL}{text}"), format!("{MINIMAL}postgresql:\n{tail}")] {
+                match Config::from_yaml_str(&yaml, &env(&[]), "node.yml") {
+                    Ok(c) => proptest::prop_assert!(!c.name.is_empty()),
+                    Err(e) => {
+                        let e = format!("{e:#}");
+                        proptest::prop_assert!(e.starts_with("node.yml: "), "{}", e);
+                        proptest::prop_assert!(!e.contains("secret-su") && !e.contains("secret-repl"), "{}", e);
+                    }
+                }
+            }
+        }
+
+        /// Any JSON tree (as from YAML or PATRONI_CONFIGURATION) under the known sections.
+        #[test]
+        fn build_never_panics(section in "(postgresql|restapi|etcd3|bootstrap|watchdog|ctl|tags|log|citus)", value in json_value()) {
+            let mut tree = serde_json::from_str::<Value>(&serde_json::to_string(&parse_yaml(MINIMAL, "m").unwrap()).unwrap()).unwrap();
+            if let Value::Object(top) = &mut tree {
+                top.insert(section.clone(), value.clone());
+            }
+            for purpose in [Purpose::Agent, Purpose::Ctl] {
+                if let Err(e) = build(tree.clone(), &env(&[]), "node.yml", true, purpose) {
+                    let e = format!("{e:#}");
+                    proptest::prop_assert!(e.starts_with("node.yml: "), "{}", e);
+                }
+            }
+        }
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let key = prop_oneof![
+            Just("listen".to_string()),
+            Just("connect_address".to_string()),
+            Just("data_dir".to_string()),
+            Just("authentication".to_string()),
+            Just("superuser".to_string()),
+            Just("username".to_string()),
+            Just("parameters".to_string()),
+            Just("dcs".to_string()),
+            Just("mode".to_string()),
+            Just("hosts".to_string()),
+            Just("sslmode".to_string()),
+            Just("create_replica_methods".to_string()),
+            Just("initdb".to_string()),
+            Just("basebackup".to_string()),
+            Just("ttl".to_string()),
+            "[a-z_]{1,10}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            ".{0,12}".prop_map(Value::String),
+            "[a-z0-9.:\\[\\]]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(key.clone(), inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
     }
 
     #[test]
@@ -2784,11 +3636,6 @@ postgresql:
                 "etcd: {host: 'a:1'}",
                 &["http://a:1"],
                 "tandem always talks to etcd with the v3 API",
-            ),
-            (
-                "etcd3: {host: 'a:1'}\netcd: {host: 'b:1'}",
-                &["http://a:1"],
-                "ignores 'etcd'",
             ),
             ("", &["http://127.0.0.1:2379"], "no 'etcd3' section"),
             (
@@ -2900,7 +3747,7 @@ postgresql:
             ("PATRONI_POSTGRESQL_PGPASS", "/tmp/pgpass0"),
             ("PATRONI_SUPERUSER_PASSWORD", "su-env"),
             ("PATRONI_REWIND_USERNAME", "rewinder"),
-            ("PATRONI_REPLICATION_SSLMODE", "verify-full"),
+            ("PATRONI_REPLICATION_SSLMODE", "prefer"),
             ("PATRONI_ETCD3_HOSTS", "['e1:2379', 'e2:2379']"),
             ("PATRONI_ETCD3_PROTOCOL", "https"),
             ("PATRONI_ETCD3_USERNAME", "eu"),
@@ -2937,7 +3784,7 @@ postgresql:
             a.superuser.password.as_ref().map(Secret::expose),
             Some("su-env")
         );
-        assert_eq!(a.replication.sslmode.as_deref(), Some("verify-full"));
+        assert_eq!(a.replication.sslmode.as_deref(), Some("prefer"));
         assert_eq!(
             a.rewind.as_ref().map(|r| r.username.as_str()),
             Some("rewinder")
@@ -3066,17 +3913,19 @@ postgresql:
     #[test]
     fn secret_redaction() {
         let y = edit("name: n1", "name: n1\nrestapi_x: 1")
-            .replacen("restapi: {", "restapi: {keyfile_password: kfp-secret, authentication: {username: a, password: rest-secret}, ", 1)
-            .replacen("etcd3: {hosts: '127.0.0.1:2379'}", "etcd3: {hosts: 'a:1', username: u, password: etcd-secret}", 1);
+            .replacen(
+                "restapi: {",
+                "restapi: {authentication: {username: a, password: rest-secret}, ",
+                1,
+            )
+            .replacen(
+                "etcd3: {hosts: '127.0.0.1:2379'}",
+                "etcd3: {hosts: 'a:1', username: u, password: etcd-secret}",
+                1,
+            );
         let c = load(&y).expect("loads");
         let dbg = format!("{c:?} {:?}", c.postgresql.authentication);
-        for s in [
-            "secret-su",
-            "secret-repl",
-            "kfp-secret",
-            "rest-secret",
-            "etcd-secret",
-        ] {
+        for s in ["secret-su", "secret-repl", "rest-secret", "etcd-secret"] {
             assert!(!dbg.contains(s), "{s} leaked in {dbg}");
         }
         assert!(dbg.contains("********"));
@@ -3129,9 +3978,9 @@ postgresql:
             let want = want.map(|(h, p)| (h.iter().map(|x| x.to_string()).collect::<Vec<_>>(), p));
             assert_eq!(got, want, "{s}");
         }
-        assert_eq!(split_host_port("[::1]:80"), Some(("::1".to_string(), 80)));
-        assert_eq!(split_host_port(":8008"), Some((String::new(), 8008)));
-        assert_eq!(split_host_port("a,b:1"), None);
+        assert_eq!(host_port("[::1]:80").ok(), Some(("::1".to_string(), 80)));
+        assert_eq!(host_port(":8008").ok(), Some((String::new(), 8008)));
+        assert_eq!(host_port("a,b:1").ok(), None);
         assert_eq!(edit_distance("lisen", "listen"), 1);
     }
 }
