@@ -159,9 +159,22 @@ fn get(path: &str, q: &Query, st: &NodeStatus, node: &Identity, now: Instant) ->
             }
             None => Reply::json(503, json!({"error": "no cluster view read from etcd yet"})),
         },
-        "config" => match st.cluster.as_ref().and_then(|v| v.config.as_ref()) {
-            Some(c) => Reply::json(200, c.value.clone()),
-            None => Reply::code(502),
+        "config" => match &st.cluster {
+            Some(ClusterView {
+                config: Some(c), ..
+            }) => Reply::json(200, c.value.clone()),
+            // Patroni's 502, with a body that says why and what to do.
+            Some(view) => Reply::text(
+                502,
+                match view.invalid_config() {
+                    Some(bad) => ops::invalid_config_message(bad),
+                    None => {
+                        "the config key does not exist in the DCS: is the cluster bootstrapped?"
+                            .to_string()
+                    }
+                },
+            ),
+            None => Reply::text(502, "no cluster view read from etcd yet"),
         },
         "metrics" => Reply {
             code: 200,

@@ -10,12 +10,16 @@ use crate::peer::PeerClient;
 use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
 use serde_json::{Map, Value};
 use std::time::Duration;
-use tandem_core::cluster::{ClusterView, FailoverValue};
+use tandem_core::cluster::{ClusterView, FailoverValue, InvalidValue};
 use tandem_core::dynamic::{merge_patch, parse_bool, parse_uint};
 use tracing::{info, warn};
 
 /// How long a member's `/patroni` may take to answer the feasibility probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// DELETE /switchover's answer when it removed a `failover` value that does not parse.
+pub const UNPARSABLE_FAILOVER_REMOVED: &str = "the failover key holds an unparsable value; removed";
+/// How many times a request is written over a `failover` key that keeps changing under it.
+const WRITE_TRIES: usize = 3;
 /// How often the switchover handler re-reads the DCS while it waits for the new leader.
 const POLL_EVERY: Duration = Duration::from_millis(250);
 
@@ -71,6 +75,31 @@ fn json_kind(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dynamic configuration.
+
+/// What to tell an operator whose `config` key holds a value that does not parse, and how to
+/// repair it (shared by GET/PATCH /config, `show-config` and `edit-config`).
+pub fn invalid_config_message(bad: &InvalidValue) -> String {
+    format!(
+        "the config key holds {}: repair it with `tandem edit-config --replace <file>` \
+         or PUT /config with the whole configuration",
+        bad.problem
+    )
+}
+
+/// PATCH /config's pure part: `patch` merged into `current` (RFC 7386: `null` removes), or 400
+/// naming each setting whose new value is refused.
+pub fn patched_config(current: &Value, patch: Object) -> Result<Value, Reply> {
+    let mut data = current.clone();
+    merge_patch(&mut data, &Value::Object(patch));
+    let refused = tandem_core::dynamic::DynamicConfig::new_refusals(current, &data);
+    if !refused.is_empty() {
+        return Err(text(400, refused.join("; ")));
+    }
+    Ok(data)
 }
 
 /// An optional string field: absent, null and `""` are `None`; other non-strings are an error.
@@ -538,14 +567,19 @@ impl Ops {
             Err(r) => return r,
         };
         let Some(config) = view.config else {
-            return text(503, "the config key does not exist in the DCS");
+            return match view.invalid_config() {
+                // Nothing sensible to merge into: only a whole replacement repairs it.
+                Some(bad) => text(409, invalid_config_message(bad)),
+                None => text(
+                    503,
+                    "the config key does not exist in the DCS: is the cluster bootstrapped?",
+                ),
+            };
         };
-        let mut data = config.value.clone();
-        merge_patch(&mut data, &Value::Object(patch));
-        let refused = tandem_core::dynamic::DynamicConfig::new_refusals(&config.value, &data);
-        if !refused.is_empty() {
-            return text(400, refused.join("; "));
-        }
+        let data = match patched_config(&config.value, patch) {
+            Ok(d) => d,
+            Err(r) => return r,
+        };
         if data != config.value {
             let value = serde_json::to_string(&data).unwrap_or_default();
             match dcs.cas("config", &value, config.mod_revision).await {
@@ -583,7 +617,13 @@ impl Ops {
             if let Err(e) = dcs.put("config", &value, None).await {
                 return text(502, format!("cannot write the config key: {e:#}"));
             }
-            info!("REST API: dynamic configuration replaced");
+            match view.invalid_config() {
+                Some(bad) => info!(
+                    "REST API: dynamic configuration replaced (the config key held {})",
+                    bad.problem
+                ),
+                None => info!("REST API: dynamic configuration replaced"),
+            }
         }
         Reply::json(200, new)
     }
@@ -611,27 +651,25 @@ impl Ops {
             plan.candidate,
             plan.scheduled_at
         );
-        if plan.scheduled_at.is_none() {
-            let probe = match candidates_to_probe(&view, &plan) {
-                Ok(p) => p,
-                Err(msg) => return text(412, msg),
-            };
-            if !self.any_good_candidate(&probe).await {
-                return text(
-                    412,
-                    format!(
-                        "{} is not possible: no good candidates have been found",
-                        plan.action.name()
-                    ),
-                );
-            }
-        }
-        let value = plan.failover_value();
-        let written = match &view.failover {
-            Some(f) => dcs.cas("failover", &value, f.mod_revision).await,
-            None => dcs.create("failover", &value).await,
+        // Checked now for a scheduled request too, as Patroni does: a wrong leader or an unknown
+        // candidate is refused at once instead of failing at the due time.
+        let probe = match candidates_to_probe(&view, &plan) {
+            Ok(p) => p,
+            Err(msg) => return text(412, msg),
         };
-        if !matches!(written, Ok(true)) {
+        if !self.any_good_candidate(&probe).await {
+            return text(
+                412,
+                format!(
+                    "{} is not possible: no good candidates have been found",
+                    plan.action.name()
+                ),
+            );
+        }
+        if !self
+            .write_request(&dcs, &view, &plan.failover_value())
+            .await
+        {
             return text(503, "failed to write failover key into DCS");
         }
         if plan.scheduled_at.is_some() {
@@ -662,6 +700,44 @@ impl Ops {
         )
     }
 
+    /// Writes a request into the `failover` key with a compare on the key as `view` read it.
+    /// When the compare fails, the key is read again: the write is retried (at most
+    /// [`WRITE_TRIES`] times) only while the key holds no request (`{}`, absent, or a value that
+    /// does not parse, e.g. just cleared by the leader); a concurrent valid request is never
+    /// overwritten.
+    async fn write_request(&self, dcs: &Dcs, view: &ClusterView, value: &str) -> bool {
+        let mut read = (view.failover.clone(), view.invalid_failover().cloned());
+        for _ in 0..WRITE_TRIES {
+            let written = match &read {
+                (Some(f), _) => dcs.cas("failover", value, f.mod_revision).await,
+                (None, Some(bad)) => {
+                    warn!(
+                        "REST API: the failover key holds {}: treated as absent and replaced",
+                        bad.problem
+                    );
+                    dcs.cas("failover", value, bad.mod_revision).await
+                }
+                (None, None) => dcs.create("failover", value).await,
+            };
+            match written {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(e) => {
+                    warn!("REST API: cannot write the failover key: {e:#}");
+                    return false;
+                }
+            }
+            let Ok((now, _)) = dcs.read_cluster().await else {
+                return false;
+            };
+            if now.failover_request().is_some() {
+                return false;
+            }
+            read = (now.failover.clone(), now.invalid_failover().cloned());
+        }
+        false
+    }
+
     async fn any_good_candidate(&self, members: &[(String, String)]) -> bool {
         let Some(peer) = &self.peer else {
             return false;
@@ -679,19 +755,37 @@ impl Ops {
 
     /// DELETE /switchover.
     pub async fn delete_switchover(&self) -> Reply {
-        let (dcs, view) = match self.read().await {
-            Ok(x) => x,
-            Err(r) => return r,
-        };
-        match &view.failover {
-            Some(f) if f.value.scheduled_at.is_some() => {
-                match dcs.cas("failover", "{}", f.mod_revision).await {
-                    Ok(true) => text(200, "scheduled switchover deleted"),
-                    _ => text(409, "cannot delete the scheduled switchover: the failover key changed meanwhile; retry"),
+        let mut answer = text(404, "no switchover is scheduled");
+        // A second read when the key changed between the read and the compare (the leader may
+        // have just cleared it).
+        for _ in 0..2 {
+            let (dcs, view) = match self.read().await {
+                Ok(x) => x,
+                Err(r) => return r,
+            };
+            let (mod_revision, done) = match (&view.failover, view.invalid_failover()) {
+                (_, Some(bad)) => {
+                    warn!(
+                        "REST API: the failover key holds {}: removing it",
+                        bad.problem
+                    );
+                    (bad.mod_revision, UNPARSABLE_FAILOVER_REMOVED)
                 }
-            }
-            _ => text(404, "no switchover is scheduled"),
+                (Some(f), _) if f.value.scheduled_at.is_some() => {
+                    (f.mod_revision, "scheduled switchover deleted")
+                }
+                _ => return text(404, "no switchover is scheduled"),
+            };
+            answer = match dcs.cas("failover", "{}", mod_revision).await {
+                Ok(true) => return text(200, done),
+                Ok(false) => text(
+                    409,
+                    "cannot delete the scheduled switchover: the failover key changed meanwhile; retry",
+                ),
+                Err(e) => return text(503, format!("cannot write the failover key: {e:#}")),
+            };
         }
+        answer
     }
 
     /// POST /restart.
