@@ -123,8 +123,52 @@ pub struct FailoverValue {
 }
 
 impl FailoverValue {
+    /// Parses a stored value: JSON `{"leader","member","scheduled_at"}`, empty (no request), or
+    /// the legacy `leader:candidate` text. `Err` says what is wrong (a JSON value of another shape,
+    /// or text with control characters, which no member name has: binary garbage).
+    pub fn parse(text: &str) -> Result<FailoverValue, String> {
+        let trimmed = text.trim();
+        if trimmed.is_empty() {
+            return Ok(FailoverValue::default());
+        }
+        match serde_json::from_str::<Value>(trimmed) {
+            Ok(v @ Value::Object(_)) => {
+                return serde_json::from_value::<FailoverValue>(v)
+                    .map_err(|e| format!("an invalid failover request ({e})"))
+            }
+            Ok(other) => return Err(format!("{}, not a JSON object", json_kind(&other))),
+            Err(e) if trimmed.starts_with('{') => return Err(format!("invalid JSON ({e})")),
+            Err(_) => {}
+        }
+        if trimmed.chars().any(char::is_control) {
+            return Err(
+                "a failover request that is neither JSON nor the legacy 'leader:candidate' text"
+                    .to_string(),
+            );
+        }
+        // legacy "leader:candidate" form
+        let (l, m) = trimmed.split_once(':').unwrap_or(("", trimmed));
+        Ok(FailoverValue {
+            leader: (!l.is_empty()).then(|| l.to_string()),
+            member: (!m.is_empty()).then(|| m.to_string()),
+            scheduled_at: None,
+        })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.leader.is_none() && self.member.is_none() && self.scheduled_at.is_none()
+    }
+}
+
+/// "a JSON array", "a number", ... for messages.
+pub fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "JSON null",
+        Value::Bool(_) => "a JSON boolean",
+        Value::Number(_) => "a JSON number",
+        Value::String(_) => "a JSON string",
+        Value::Array(_) => "a JSON array",
+        Value::Object(_) => "a JSON object",
     }
 }
 
@@ -191,6 +235,17 @@ pub struct Versioned<T> {
     pub mod_revision: i64,
 }
 
+/// A key whose value was ignored because it does not parse: kept in the view so that a writer can
+/// replace it with a compare on its mod revision (never clobbering a concurrent valid write), and
+/// so that readers can say what is wrong instead of "absent".
+#[derive(Clone, Debug, PartialEq)]
+pub struct InvalidValue {
+    pub mod_revision: i64,
+    /// What is wrong with it, e.g. `invalid JSON (expected value at line 1 column 1)`,
+    /// `a JSON array, not an object`, `not UTF-8`.
+    pub problem: String,
+}
+
 /// One raw key under the cluster prefix, as read from etcd.
 #[derive(Clone, Debug)]
 pub struct RawKey {
@@ -216,123 +271,35 @@ pub struct ClusterView {
     /// `failsafe` (spec §1): `{member: api_url}` written by the leader while `failsafe_mode` is
     /// on. `None` when absent or not a JSON object of strings.
     pub failsafe: Option<BTreeMap<String, String>>,
+    /// Keys (relative, e.g. `failover`, `config`, `members/pg1`) that exist but whose values were
+    /// ignored as malformed. A key here is absent from the typed fields above.
+    pub invalid: BTreeMap<String, InvalidValue>,
 }
 
 impl ClusterView {
-    /// Decodes the raw keys; each malformed value yields a warning and is skipped.
+    /// Decodes the raw keys; each malformed value yields a warning, is skipped, and is listed in
+    /// [`ClusterView::invalid`].
     pub fn from_keys<'a>(keys: impl IntoIterator<Item = &'a RawKey>) -> (ClusterView, Vec<String>) {
         let mut view = ClusterView::default();
         let mut warnings = Vec::new();
         let mut legacy_optime = None;
         for raw in keys {
-            let text = match std::str::from_utf8(&raw.value) {
-                Ok(t) => t,
-                Err(_) => {
-                    warnings.push(format!("key '{}' is not UTF-8: ignored", raw.key));
-                    continue;
-                }
+            let decoded = match std::str::from_utf8(&raw.value) {
+                Ok(text) => view.decode(raw, text, &mut legacy_optime),
+                Err(_) => Err("a value that is not UTF-8".to_string()),
             };
-            let bad = |what: &str, e: &dyn std::fmt::Display| {
-                format!(
-                    "key '{}' holds invalid {what} ({e}): ignored; fix or delete it",
+            if let Err(problem) = decoded {
+                warnings.push(format!(
+                    "key '{}' holds {problem}: ignored; fix or delete it",
                     raw.key
-                )
-            };
-            match raw.key.as_str() {
-                "initialize" => view.initialize = Some(text.to_string()),
-                "leader" => {
-                    if !text.is_empty() {
-                        view.leader = Some(LeaderKey {
-                            name: text.to_string(),
-                            lease: raw.lease,
-                            mod_revision: raw.mod_revision,
-                        })
-                    }
-                }
-                "config" => match serde_json::from_str::<Value>(text) {
-                    Ok(v @ Value::Object(_)) => {
-                        view.config = Some(Versioned {
-                            value: v,
-                            mod_revision: raw.mod_revision,
-                        })
-                    }
-                    Ok(_) => warnings.push(bad("configuration", &"not a JSON object")),
-                    Err(e) => warnings.push(bad("configuration", &e)),
-                },
-                "status" => match serde_json::from_str::<StatusValue>(text) {
-                    Ok(s) => view.status = Some(s),
-                    Err(e) => warnings.push(bad("status", &e)),
-                },
-                "optime/leader" => legacy_optime = text.trim().parse::<u64>().ok(),
-                "history" => match serde_json::from_str::<Value>(text) {
-                    Ok(Value::Array(items)) => {
-                        let entries = items.iter().filter_map(HistoryEntry::from_json).collect();
-                        view.history = Some(Versioned {
-                            value: entries,
-                            mod_revision: raw.mod_revision,
-                        });
-                    }
-                    Ok(_) => warnings.push(bad("history", &"not a JSON array")),
-                    Err(e) => warnings.push(bad("history", &e)),
-                },
-                "failover" => {
-                    let parsed = if text.trim().is_empty() {
-                        Ok(FailoverValue::default())
-                    } else if !text.trim_start().starts_with('{') {
-                        // legacy "leader:candidate" form
-                        let (l, m) = text.split_once(':').unwrap_or(("", text));
-                        Ok(FailoverValue {
-                            leader: (!l.is_empty()).then(|| l.to_string()),
-                            member: (!m.is_empty()).then(|| m.to_string()),
-                            scheduled_at: None,
-                        })
-                    } else {
-                        serde_json::from_str::<FailoverValue>(text)
-                    };
-                    match parsed {
-                        Ok(f) => {
-                            view.failover = Some(Versioned {
-                                value: f,
-                                mod_revision: raw.mod_revision,
-                            })
-                        }
-                        Err(e) => warnings.push(bad("failover request", &e)),
-                    }
-                }
-                "failsafe" => match serde_json::from_str::<BTreeMap<String, String>>(text) {
-                    Ok(m) => view.failsafe = Some(m),
-                    // Patroni writes `{}` when the mode is off, so only a non-object is odd.
-                    Err(e) => warnings.push(bad("failsafe member list", &e)),
-                },
-                "sync" => match serde_json::from_str::<Value>(text) {
-                    Ok(v) => {
-                        view.sync = Some(Versioned {
-                            value: v,
-                            mod_revision: raw.mod_revision,
-                        })
-                    }
-                    Err(e) => warnings.push(bad("sync state", &e)),
-                },
-                k => {
-                    if let Some(name) = k.strip_prefix("members/") {
-                        if name.is_empty() || name.contains('/') {
-                            continue;
-                        }
-                        match serde_json::from_str::<MemberValue>(text) {
-                            Ok(value) => {
-                                view.members.insert(
-                                    name.to_string(),
-                                    Member {
-                                        name: name.to_string(),
-                                        value,
-                                        lease: raw.lease,
-                                    },
-                                );
-                            }
-                            Err(e) => warnings.push(bad("member data", &e)),
-                        }
-                    }
-                }
+                ));
+                view.invalid.insert(
+                    raw.key.clone(),
+                    InvalidValue {
+                        mod_revision: raw.mod_revision,
+                        problem,
+                    },
+                );
             }
         }
         if view.status.is_none() {
@@ -344,6 +311,104 @@ impl ClusterView {
             }
         }
         (view, warnings)
+    }
+
+    /// Decodes one key into the view; `Err` says what is wrong with its value.
+    fn decode(
+        &mut self,
+        raw: &RawKey,
+        text: &str,
+        legacy_optime: &mut Option<u64>,
+    ) -> Result<(), String> {
+        let json = |text: &str| {
+            serde_json::from_str::<Value>(text).map_err(|e| format!("invalid JSON ({e})"))
+        };
+        let typed = |what: &str, e: serde_json::Error| format!("invalid {what} ({e})");
+        match raw.key.as_str() {
+            "initialize" => self.initialize = Some(text.to_string()),
+            "leader" => {
+                if !text.is_empty() {
+                    self.leader = Some(LeaderKey {
+                        name: text.to_string(),
+                        lease: raw.lease,
+                        mod_revision: raw.mod_revision,
+                    })
+                }
+            }
+            "config" => match json(text)? {
+                v @ Value::Object(_) => {
+                    self.config = Some(Versioned {
+                        value: v,
+                        mod_revision: raw.mod_revision,
+                    })
+                }
+                other => return Err(format!("{}, not a JSON object", json_kind(&other))),
+            },
+            "status" => {
+                self.status = Some(
+                    serde_json::from_str::<StatusValue>(text).map_err(|e| typed("status", e))?,
+                )
+            }
+            "optime/leader" => *legacy_optime = text.trim().parse::<u64>().ok(),
+            "history" => match json(text)? {
+                Value::Array(items) => {
+                    let entries = items.iter().filter_map(HistoryEntry::from_json).collect();
+                    self.history = Some(Versioned {
+                        value: entries,
+                        mod_revision: raw.mod_revision,
+                    });
+                }
+                other => return Err(format!("{}, not a JSON array", json_kind(&other))),
+            },
+            "failover" => {
+                self.failover = Some(Versioned {
+                    value: FailoverValue::parse(text)?,
+                    mod_revision: raw.mod_revision,
+                })
+            }
+            "failsafe" => {
+                // Patroni writes `{}` when the mode is off, so only a non-object is odd.
+                self.failsafe = Some(
+                    serde_json::from_str::<BTreeMap<String, String>>(text)
+                        .map_err(|e| typed("failsafe member list", e))?,
+                )
+            }
+            "sync" => {
+                self.sync = Some(Versioned {
+                    value: json(text)?,
+                    mod_revision: raw.mod_revision,
+                })
+            }
+            k => {
+                if let Some(name) = k.strip_prefix("members/") {
+                    if name.is_empty() || name.contains('/') {
+                        return Ok(());
+                    }
+                    let value = serde_json::from_str::<MemberValue>(text)
+                        .map_err(|e| typed("member data", e))?;
+                    self.members.insert(
+                        name.to_string(),
+                        Member {
+                            name: name.to_string(),
+                            value,
+                            lease: raw.lease,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The `failover` key when it exists but holds a value that does not parse (Patroni treats
+    /// such a value as absent; a writer replaces it with a compare on this mod revision).
+    pub fn invalid_failover(&self) -> Option<&InvalidValue> {
+        self.invalid.get("failover")
+    }
+
+    /// The `config` key when it exists but holds invalid JSON or a non-object.
+    pub fn invalid_config(&self) -> Option<&InvalidValue> {
+        self.invalid.get("config")
     }
 
     pub fn leader_name(&self) -> Option<&str> {
@@ -478,6 +543,49 @@ mod tests {
             v.members.is_empty() && v.config.is_none() && v.history.is_none() && v.status.is_none()
         );
         assert!(w[0].contains("members/x"));
+        assert_eq!(
+            v.invalid.keys().collect::<Vec<_>>(),
+            ["config", "history", "members/x", "status"]
+        );
+        assert_eq!(
+            v.invalid_config().map(|i| i.problem.as_str()),
+            Some("a JSON array, not a JSON object")
+        );
+        assert_eq!(v.invalid["config"].mod_revision, 7);
+    }
+
+    /// Issue 16 point 5: a binary or malformed `failover` value is treated as absent, but the view
+    /// keeps its mod revision so that a switchover can replace it (before, the value vanished from
+    /// the view and every write of the key failed its "create if absent" compare).
+    #[test]
+    fn unparsable_failover_is_absent_but_known() {
+        for (value, problem) in [
+            (&b"\x00\xff\x13binary"[..], "not UTF-8"),
+            (b"\x01\x02garbage", "neither JSON nor the legacy"),
+            (b"{\"leader\":", "invalid JSON"),
+            (b"{\"leader\":5}", "invalid failover request"),
+            (b"[1,2]", "a JSON array, not a JSON object"),
+        ] {
+            let raw = RawKey {
+                key: "failover".into(),
+                value: value.to_vec(),
+                mod_revision: 9,
+                lease: 0,
+            };
+            let (v, w) = ClusterView::from_keys(&[raw]);
+            assert!(v.failover.is_none() && v.failover_request().is_none());
+            let bad = v.invalid_failover().expect("recorded as invalid");
+            assert_eq!(bad.mod_revision, 9);
+            assert!(bad.problem.contains(problem), "{value:?}: {}", bad.problem);
+            assert_eq!(w.len(), 1);
+            assert!(w[0].starts_with("key 'failover' holds "), "{w:?}");
+        }
+        // The valid forms are not invalid.
+        for value in ["", "{}", "pg0:pg1", r#"{"member":"pg1"}"#] {
+            let (v, w) = ClusterView::from_keys(&[raw("failover", value)]);
+            assert!(w.is_empty() && v.invalid.is_empty(), "{value}: {w:?}");
+            assert!(v.failover.is_some());
+        }
     }
 
     #[test]

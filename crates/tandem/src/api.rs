@@ -159,9 +159,22 @@ fn get(path: &str, q: &Query, st: &NodeStatus, node: &Identity, now: Instant) ->
             }
             None => Reply::json(503, json!({"error": "no cluster view read from etcd yet"})),
         },
-        "config" => match st.cluster.as_ref().and_then(|v| v.config.as_ref()) {
-            Some(c) => Reply::json(200, c.value.clone()),
-            None => Reply::code(502),
+        "config" => match &st.cluster {
+            Some(ClusterView {
+                config: Some(c), ..
+            }) => Reply::json(200, c.value.clone()),
+            // Patroni's 502, with a body that says why and what to do.
+            Some(view) => Reply::text(
+                502,
+                match view.invalid_config() {
+                    Some(bad) => ops::invalid_config_message(bad),
+                    None => {
+                        "the config key does not exist in the DCS: is the cluster bootstrapped?"
+                            .to_string()
+                    }
+                },
+            ),
+            None => Reply::text(502, "no cluster view read from etcd yet"),
         },
         "metrics" => Reply {
             code: 200,
@@ -2232,5 +2245,196 @@ jeU7AnxpZuRs6ZXMFlSaYcUk3x7ZPEj76i6gkH3V6u7pLMvFbF/ilv61
         api.verify_client = VerifyClient::Required;
         let err = format!("{:#}", server_tls(&api).unwrap_err());
         assert!(err.contains("restapi.cafile"), "{err}");
+    }
+
+    /// Issue 16 point 8: GET /config on a `config` key holding garbage says so and how to repair
+    /// it (it answered 502 with an empty body); an absent key says so too.
+    #[test]
+    fn config_answers_name_an_unparsable_key() {
+        let now = Instant::now();
+        let body = |st: &NodeStatus| match route(&Method::GET, "/config", "", st, &node("pg0"), now)
+        {
+            Reply {
+                code: 502,
+                body: Body::Text(t),
+                ..
+            } => t,
+            other => panic!("{other:?}"),
+        };
+        let mut st = primary(now);
+        let raw = |v: &[u8]| tandem_core::cluster::RawKey {
+            key: "config".into(),
+            value: v.to_vec(),
+            mod_revision: 5,
+            lease: 0,
+        };
+        st.cluster = Some(ClusterView::from_keys(&[raw(b"{not json")]).0);
+        let t = body(&st);
+        assert!(t.starts_with("the config key holds invalid JSON ("), "{t}");
+        assert!(t.contains("tandem edit-config --replace <file>") && t.contains("PUT /config"));
+        st.cluster = Some(ClusterView::from_keys(&[raw(b"\"x\"")]).0);
+        assert!(body(&st).starts_with("the config key holds a JSON string, not a JSON object"));
+        st.cluster = Some(ClusterView::from_keys(&[raw(b"\xff")]).0);
+        assert!(body(&st).contains("not UTF-8"));
+        st.cluster = Some(ClusterView::default());
+        assert!(body(&st).contains("does not exist"));
+    }
+
+    /// Property tests: any path, query string or POST /failsafe body gets an answer, never a
+    /// panic; query strings decode what was encoded.
+    mod properties {
+        use super::*;
+        use crate::api::ops::arbitrary;
+        use proptest::prelude::*;
+
+        fn encode(s: &str) -> String {
+            s.bytes().map(|b| format!("%{b:02X}")).collect()
+        }
+
+        fn segment() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(vec![
+                    "patroni",
+                    "primary",
+                    "master",
+                    "leader",
+                    "replica",
+                    "read-only",
+                    "read-write",
+                    "standby-leader",
+                    "standby_leader",
+                    "sync",
+                    "async",
+                    "synchronous",
+                    "asynchronous",
+                    "quorum",
+                    "health",
+                    "liveness",
+                    "readiness",
+                    "cluster",
+                    "history",
+                    "config",
+                    "metrics",
+                    "failsafe",
+                    "",
+                ])
+                .prop_map(str::to_string),
+                ".{0,10}",
+            ]
+        }
+
+        fn query() -> impl Strategy<Value = String> {
+            let pair = (
+                prop_oneof![
+                    prop::sample::select(vec![
+                        "lag",
+                        "mode",
+                        "tag_nofailover",
+                        "tag_clonefrom",
+                        "tag_x",
+                        "replication_state",
+                    ])
+                    .prop_map(str::to_string),
+                    ".{0,6}",
+                ],
+                prop_oneof![
+                    arbitrary::text(),
+                    prop::sample::select(vec!["apply", "write", "true", "16kB", "1e400"])
+                        .prop_map(str::to_string),
+                ],
+            )
+                .prop_map(|(k, v)| format!("{k}={}", encode(&v)));
+            prop_oneof![
+                prop::collection::vec(pair, 0..4).prop_map(|p| p.join("&")),
+                ".{0,24}",
+            ]
+        }
+
+        fn status(now: Instant, which: u8, config: &[u8]) -> NodeStatus {
+            let mut st = match which % 3 {
+                0 => primary(now),
+                1 => replica(now),
+                _ => NodeStatus::default(),
+            };
+            if let Some(view) = st.cluster.as_mut() {
+                let raw = tandem_core::cluster::RawKey {
+                    key: "config".into(),
+                    value: config.to_vec(),
+                    mod_revision: 2,
+                    lease: 0,
+                };
+                let parsed = ClusterView::from_keys(&[raw]).0;
+                view.config = parsed.config;
+                view.invalid = parsed.invalid;
+            }
+            st
+        }
+
+        proptest! {
+            #[test]
+            fn any_request_line_gets_an_answer(
+                seg in segment(),
+                rest in ".{0,8}",
+                q in query(),
+                method in prop::sample::select(vec![
+                    Method::GET, Method::HEAD, Method::OPTIONS, Method::POST, Method::PUT,
+                ]),
+                which in any::<u8>(),
+                config in prop_oneof![
+                    Just(br#"{"ttl":30,"failsafe_mode":true}"#.to_vec()),
+                    prop::collection::vec(any::<u8>(), 0..16),
+                ],
+            ) {
+                let now = Instant::now();
+                let st = status(now, which, &config);
+                let path = format!("/{seg}{rest}");
+                let r = route(&method, &path, &q, &st, &node("pg0"), now);
+                prop_assert!([200, 501, 502, 503].contains(&r.code), "{} {path}?{q}: {}", method, r.code);
+                if r.code == 502 && seg == "config" && method == Method::GET {
+                    // GET /config's 502 says why.
+                    prop_assert!(matches!(&r.body, Body::Text(t) if !t.is_empty()));
+                }
+            }
+
+            #[test]
+            fn query_strings_decode_what_was_encoded(
+                k in "[^&=]{1,8}",
+                v in ".{0,16}",
+                raw in ".{0,32}",
+                bytes in prop::collection::vec(any::<u8>(), 0..32),
+            ) {
+                prop_assume!(k != "x");
+                prop_assert_eq!(percent_decode(&encode(&v)), v.clone());
+                let q = Query::parse(&format!("x=1&{}={}&{}=other", encode(&k), encode(&v), encode(&k)));
+                prop_assert_eq!(q.get(&k), Some(v.as_str()));
+                let _ = Query::parse(&raw);
+                let _ = percent_decode(&String::from_utf8_lossy(&bytes));
+            }
+
+            #[test]
+            fn sizes_parse_with_their_units(
+                n in 0u64..1_000_000,
+                unit in prop::sample::select(vec![
+                    ("", 1u64), ("B", 1), ("kB", 1 << 10), ("MB", 1 << 20), ("GB", 1 << 30),
+                    ("TB", 1 << 40), ("mb", 1 << 20),
+                ]),
+                any_text in ".{0,16}",
+            ) {
+                prop_assert_eq!(parse_size(&format!("{n}{}", unit.0)), Some(n * unit.1));
+                let _ = parse_size(&any_text);
+            }
+
+            #[test]
+            fn failsafe_bodies_get_an_answer(b in arbitrary::body(), which in any::<u8>()) {
+                let now = Instant::now();
+                let st = status(now, which, br#"{"failsafe_mode":true}"#);
+                let r = failsafe_post(&st, &b);
+                prop_assert!([200, 400, 500, 502].contains(&r.code), "{}", r.code);
+                let named = matches!(b.get("name"), Some(Value::String(n)) if !n.is_empty());
+                if st.cluster.is_some() && !named {
+                    prop_assert_eq!(r.code, 400);
+                }
+            }
+        }
     }
 }

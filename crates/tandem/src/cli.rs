@@ -4,7 +4,10 @@
 //! Every question has a default and `--force` skips it; without a terminal on stdin a question
 //! is an error that says to add `--force`. Failures end with an error that says what to do.
 
-use crate::api::ops::{check_postgres_version, iso, parse_schedule, Object};
+use crate::api::ops::{
+    check_postgres_version, invalid_config_message, iso, parse_schedule, Object,
+    UNPARSABLE_FAILOVER_REMOVED,
+};
 use crate::config::Config;
 use crate::dcs::Dcs;
 use crate::listing::{self, ListFormat};
@@ -15,7 +18,7 @@ use serde_json::{json, Map, Value};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
-use tandem_core::cluster::{ClusterView, FailoverValue, Member};
+use tandem_core::cluster::{ClusterView, FailoverValue, Member, Versioned};
 use tandem_core::dynamic::{merge_patch, parse_uint};
 use tokio::time::Instant;
 
@@ -956,13 +959,23 @@ pub async fn flush(
             Ok(())
         }
         "switchover" => {
-            let Some(f) = view
-                .failover
-                .as_ref()
-                .filter(|f| f.value.scheduled_at.is_some())
-            else {
-                println!("No pending scheduled switchover");
-                return Ok(());
+            // The revision to compare on: a scheduled request, or a value that does not parse
+            // (which members' DELETE /switchover removes too).
+            let mod_revision = match (&view.failover, view.invalid_failover()) {
+                (Some(f), _) if f.value.scheduled_at.is_some() => f.mod_revision,
+                (_, Some(bad)) => {
+                    println!("The failover key holds {}", bad.problem);
+                    bad.mod_revision
+                }
+                _ => {
+                    println!("No pending scheduled switchover");
+                    return Ok(());
+                }
+            };
+            let removed = if view.invalid_failover().is_some() {
+                UNPARSABLE_FAILOVER_REMOVED
+            } else {
+                "scheduled switchover deleted"
             };
             for m in leader_first(&view) {
                 match ctl
@@ -988,10 +1001,10 @@ pub async fn flush(
                 timestamp(),
                 ctl.scope
             );
-            if !ctl.dcs.cas("failover", "{}", f.mod_revision).await? {
+            if !ctl.dcs.cas("failover", "{}", mod_revision).await? {
                 bail!("the failover key changed meanwhile: run the command again");
             }
-            println!("Success: scheduled switchover deleted");
+            println!("Success: {removed}");
             Ok(())
         }
         other => bail!("cannot flush '{other}': use restart or switchover"),
@@ -1299,11 +1312,21 @@ pub async fn edit_config(
     ask: &Asker,
 ) -> Result<()> {
     let view = ctl.cluster().await?;
-    let Some(config) = view.config.clone() else {
-        bail!(
+    let config = match (view.config.clone(), view.invalid_config()) {
+        (Some(c), _) => c,
+        // Only a whole replacement repairs an unparsable value; compare on its revision.
+        (None, Some(bad)) if replace.is_some() => {
+            eprintln!("the config key holds {}: replacing it", bad.problem);
+            Versioned {
+                value: json!({}),
+                mod_revision: bad.mod_revision,
+            }
+        }
+        (None, Some(bad)) => bail!("{}", invalid_config_message(bad)),
+        (None, None) => bail!(
             "The config key does not exist in the cluster {}: has the cluster been bootstrapped?",
             ctl.scope
-        );
+        ),
     };
     let before = config_yaml(&config.value);
     let mut changed = config.value.clone();
@@ -1367,9 +1390,10 @@ pub async fn edit_config(
 /// `show-config`.
 pub async fn show_config(ctl: &Ctl) -> Result<()> {
     let view = ctl.cluster().await?;
-    match view.config {
-        Some(c) => print!("{}", config_yaml(&c.value)),
-        None => bail!(
+    match (&view.config, view.invalid_config()) {
+        (Some(c), _) => print!("{}", config_yaml(&c.value)),
+        (None, Some(bad)) => bail!("cluster {}: {}", ctl.scope, invalid_config_message(bad)),
+        (None, None) => bail!(
             "cluster {} has no configuration in the DCS: is it bootstrapped?",
             ctl.scope
         ),

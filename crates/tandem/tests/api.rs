@@ -563,3 +563,216 @@ fn protected_endpoints_need_credentials_and_an_allowed_address() {
     );
     assert!(c.view().paused());
 }
+
+impl Cluster {
+    /// Writes raw bytes (binary garbage included) into `rel` under the cluster's prefix, as an
+    /// operator's `etcdctl put` would: the Dcs client only writes text.
+    fn put_bytes(&self, rel: &str, value: &[u8]) {
+        let cfg = tandem::config::Config::load(&self.lab.nodes[0].config_path).unwrap();
+        let key = format!("{}{rel}", cfg.base_path());
+        self.rt
+            .block_on(async {
+                let mut c = etcd_client::Client::connect(cfg.etcd3.endpoints(), None).await?;
+                c.put(key, value.to_vec(), None).await
+            })
+            .unwrap();
+    }
+
+    /// Runs the CLI with node `i`'s configuration: success, stdout, stderr.
+    fn cli(&self, i: usize, args: &[&str]) -> (bool, String, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .arg("-c")
+            .arg(&self.lab.nodes[i].config_path)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// Issue 16 point 6: a scheduled switchover gets the immediate one's checks when it is requested
+/// (412, as Patroni answers), in REST and CLI; before, a wrong leader or an unknown candidate got
+/// 202 and failed at the due time.
+#[test]
+fn a_scheduled_switchover_is_checked_when_requested() {
+    let (c, leader) = start(2, |_, _| {});
+    let r = 1 - leader;
+    let (l, ln, rn) = (c.addr(leader), c.name(leader), c.name(r));
+    let post = |body: &str| http(&l, "POST", "/switchover", &[], Some(body));
+    let at = in_an_hour();
+    expect(
+        &post(&format!(
+            r#"{{"leader":"{rn}","candidate":"{ln}","scheduled_at":"{at}"}}"#
+        )),
+        412,
+        Some("leader name does not match"),
+        "scheduled switchover from a member that is not the leader",
+    );
+    expect(
+        &post(&format!(
+            r#"{{"leader":"{ln}","candidate":"nobody","scheduled_at":"{at}"}}"#
+        )),
+        412,
+        Some("candidate does not exists"),
+        "scheduled switchover to a member that does not exist",
+    );
+    assert!(c.view().failover_request().is_none(), "nothing was written");
+    for (args, says) in [
+        (
+            ["--leader", rn.as_str(), "--candidate", ln.as_str()],
+            "is not the leader",
+        ),
+        (
+            ["--leader", ln.as_str(), "--candidate", "nobody"],
+            "does not exist",
+        ),
+    ] {
+        let mut a = vec!["switchover"];
+        a.extend(args);
+        a.extend(["--scheduled", at.as_str(), "--force"]);
+        let (ok, out, err) = c.cli(leader, &a);
+        assert!(!ok && err.contains(says), "{a:?}: {out}{err}");
+    }
+    assert!(c.view().failover_request().is_none(), "nothing was written");
+}
+
+/// Issue 16 point 5: a binary `failover` value no longer blocks switchovers: POST /switchover
+/// treats it as absent and replaces it (compare on its revision), DELETE /switchover and `flush`
+/// remove it and say so. Before: 503 "failed to write failover key", and "nothing scheduled".
+/// (The leader may remove such a value on its own first; either way it must be gone and the
+/// request must succeed.)
+#[test]
+fn an_unparsable_failover_value_does_not_block_switchovers() {
+    const BINARY: &[u8] = b"\x00\xff\xfe\x13 binary";
+    let (c, leader) = start(2, |_, _| {});
+    let r = 1 - leader;
+    let (l, ln, rn) = (c.addr(leader), c.name(leader), c.name(r));
+    let post = |body: &str| http(&l, "POST", "/switchover", &[], Some(body));
+    let unparsable_failover = || c.view().invalid_failover().is_some();
+    let at = in_an_hour();
+
+    c.put_bytes("failover", BINARY);
+    let a = post(&format!(
+        r#"{{"leader":"{ln}","candidate":"{rn}","scheduled_at":"{at}"}}"#
+    ));
+    expect(
+        &a,
+        202,
+        Some("Switchover scheduled"),
+        "schedule over a binary value",
+    );
+    let f = c.view().failover.expect("a request").value;
+    assert_eq!(f.member.as_deref(), Some(rn.as_str()));
+    expect(
+        &http(&l, "DELETE", "/switchover", &[], None),
+        200,
+        Some("scheduled switchover deleted"),
+        "DELETE the scheduled switchover",
+    );
+
+    c.put_bytes("failover", BINARY);
+    let a = http(&l, "DELETE", "/switchover", &[], None);
+    assert!(
+        (a.code, a.body.as_str()) == (200, "the failover key holds an unparsable value; removed")
+            || (a.code == 404 && !unparsable_failover()),
+        "DELETE /switchover with a binary failover value: {a:?}"
+    );
+    assert!(!unparsable_failover(), "DELETE /switchover removed it");
+
+    c.put_bytes("failover", BINARY);
+    let (ok, out, err) = c.cli(leader, &["flush", "demo", "switchover", "--force"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        [
+            "unparsable value; removed",
+            "No pending",
+            "no switchover is scheduled"
+        ]
+        .iter()
+        .any(|m| out.contains(m)),
+        "{out}{err}"
+    );
+    assert!(!unparsable_failover(), "flush removed it: {out}{err}");
+
+    c.put_bytes("failover", BINARY);
+    let a = post(&format!(r#"{{"leader":"{ln}","candidate":"{rn}"}}"#));
+    expect(
+        &a,
+        200,
+        Some(&format!("Successfully switched over to \"{rn}\"")),
+        "switchover over a binary value",
+    );
+    wait_until(Duration::from_secs(30), "old leader follows", || {
+        healthy_roles(&c.lab).filter(|(l2, _)| *l2 == r)
+    })
+    .unwrap();
+    // The CLI's verbs too (they go through the leader's REST API).
+    c.put_bytes("failover", BINARY);
+    let (ok, out, err) = c.cli(leader, &["failover", "--candidate", &ln, "--force"]);
+    assert!(ok, "tandem failover over a binary value: {out}{err}");
+    assert_eq!(c.leader_index(), Some(leader), "{out}{err}");
+}
+
+/// Issue 16 point 8: garbage in `config` is named as such, with the repair (GET /config's 502 had
+/// an empty body, `show-config` asked whether the cluster was bootstrapped, PATCH said the key
+/// did not exist); PUT /config and `edit-config --replace` repair it.
+#[test]
+fn garbage_in_config_is_named_and_repairable() {
+    let (c, leader) = start(2, |_, _| {});
+    let r = 1 - leader;
+    let l = c.addr(leader);
+    let good = c.view().config.expect("a configuration").value;
+    c.put_bytes("config", b"{not json");
+    let a = http(&l, "GET", "/config", &[], None);
+    assert_eq!(a.code, 502, "{a:?}");
+    for says in [
+        "config key holds invalid JSON",
+        "edit-config --replace",
+        "PUT /config",
+    ] {
+        assert!(a.body.contains(says), "GET /config: {a:?}");
+    }
+    let a = http(&l, "PATCH", "/config", &[], Some(r#"{"loop_wait":2}"#));
+    assert_eq!(a.code, 409, "{a:?}");
+    assert!(
+        a.body.contains("holds invalid JSON") && a.body.contains("edit-config --replace"),
+        "PATCH /config: {a:?}"
+    );
+    let (ok, out, err) = c.cli(r, &["show-config"]);
+    assert!(
+        !ok && err.contains("holds invalid JSON") && err.contains("edit-config --replace"),
+        "show-config: {out}{err}"
+    );
+    let (ok, out, err) = c.cli(r, &["edit-config", "--set", "loop_wait=2", "--force"]);
+    assert!(!ok && err.contains("edit-config --replace"), "{out}{err}");
+    // PUT repairs it.
+    let a = http(&l, "PUT", "/config", &[], Some(&good.to_string()));
+    expect(&a, 200, None, "PUT /config over garbage");
+    assert_eq!(c.view().config.unwrap().value, good);
+    // A JSON value of another shape is named, and edit-config --replace repairs it.
+    c.put_bytes("config", b"[1,2]");
+    let a = http(&l, "GET", "/config", &[], None);
+    assert!(
+        a.code == 502 && a.body.contains("holds a JSON array, not a JSON object"),
+        "{a:?}"
+    );
+    // JSON is YAML, and keeps every value's type as it is.
+    let file = c.lab.nodes[r].config_path.with_file_name("dynamic.yml");
+    std::fs::write(&file, good.to_string()).unwrap();
+    let (ok, out, err) = c.cli(
+        r,
+        &[
+            "edit-config",
+            "--replace",
+            file.to_str().unwrap(),
+            "--force",
+        ],
+    );
+    assert!(ok, "edit-config --replace: {out}{err}");
+    assert_eq!(c.view().config.unwrap().value, good);
+}

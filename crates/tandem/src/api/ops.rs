@@ -10,12 +10,16 @@ use crate::peer::PeerClient;
 use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
 use serde_json::{Map, Value};
 use std::time::Duration;
-use tandem_core::cluster::{ClusterView, FailoverValue};
+use tandem_core::cluster::{ClusterView, FailoverValue, InvalidValue};
 use tandem_core::dynamic::{merge_patch, parse_bool, parse_uint};
 use tracing::{info, warn};
 
 /// How long a member's `/patroni` may take to answer the feasibility probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// DELETE /switchover's answer when it removed a `failover` value that does not parse.
+pub const UNPARSABLE_FAILOVER_REMOVED: &str = "the failover key holds an unparsable value; removed";
+/// How many times a request is written over a `failover` key that keeps changing under it.
+const WRITE_TRIES: usize = 3;
 /// How often the switchover handler re-reads the DCS while it waits for the new leader.
 const POLL_EVERY: Duration = Duration::from_millis(250);
 
@@ -71,6 +75,31 @@ fn json_kind(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dynamic configuration.
+
+/// What to tell an operator whose `config` key holds a value that does not parse, and how to
+/// repair it (shared by GET/PATCH /config, `show-config` and `edit-config`).
+pub fn invalid_config_message(bad: &InvalidValue) -> String {
+    format!(
+        "the config key holds {}: repair it with `tandem edit-config --replace <file>` \
+         or PUT /config with the whole configuration",
+        bad.problem
+    )
+}
+
+/// PATCH /config's pure part: `patch` merged into `current` (RFC 7386: `null` removes), or 400
+/// naming each setting whose new value is refused.
+pub fn patched_config(current: &Value, patch: Object) -> Result<Value, Reply> {
+    let mut data = current.clone();
+    merge_patch(&mut data, &Value::Object(patch));
+    let refused = tandem_core::dynamic::DynamicConfig::new_refusals(current, &data);
+    if !refused.is_empty() {
+        return Err(text(400, refused.join("; ")));
+    }
+    Ok(data)
 }
 
 /// An optional string field: absent, null and `""` are `None`; other non-strings are an error.
@@ -266,6 +295,25 @@ pub fn plan_restart(body: &Object, paused: bool, now: DateTime<Utc>) -> Result<R
             conditions: c,
         },
         None => RestartPlan::Now(c),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reinitialize.
+
+/// A POST /reinitialize body's options (both default to false).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReinitializeFlags {
+    pub force: bool,
+    pub from_leader: bool,
+}
+
+/// Validates a POST /reinitialize body: `force` and `from_leader` as booleans (400 otherwise);
+/// other keys are ignored, as Patroni ignores them.
+pub fn reinitialize_flags(body: &Object) -> Result<ReinitializeFlags, Reply> {
+    Ok(ReinitializeFlags {
+        force: opt_bool(body, "force")?,
+        from_leader: opt_bool(body, "from_leader")?,
     })
 }
 
@@ -538,14 +586,19 @@ impl Ops {
             Err(r) => return r,
         };
         let Some(config) = view.config else {
-            return text(503, "the config key does not exist in the DCS");
+            return match view.invalid_config() {
+                // Nothing sensible to merge into: only a whole replacement repairs it.
+                Some(bad) => text(409, invalid_config_message(bad)),
+                None => text(
+                    503,
+                    "the config key does not exist in the DCS: is the cluster bootstrapped?",
+                ),
+            };
         };
-        let mut data = config.value.clone();
-        merge_patch(&mut data, &Value::Object(patch));
-        let refused = tandem_core::dynamic::DynamicConfig::new_refusals(&config.value, &data);
-        if !refused.is_empty() {
-            return text(400, refused.join("; "));
-        }
+        let data = match patched_config(&config.value, patch) {
+            Ok(d) => d,
+            Err(r) => return r,
+        };
         if data != config.value {
             let value = serde_json::to_string(&data).unwrap_or_default();
             match dcs.cas("config", &value, config.mod_revision).await {
@@ -583,7 +636,13 @@ impl Ops {
             if let Err(e) = dcs.put("config", &value, None).await {
                 return text(502, format!("cannot write the config key: {e:#}"));
             }
-            info!("REST API: dynamic configuration replaced");
+            match view.invalid_config() {
+                Some(bad) => info!(
+                    "REST API: dynamic configuration replaced (the config key held {})",
+                    bad.problem
+                ),
+                None => info!("REST API: dynamic configuration replaced"),
+            }
         }
         Reply::json(200, new)
     }
@@ -611,27 +670,25 @@ impl Ops {
             plan.candidate,
             plan.scheduled_at
         );
-        if plan.scheduled_at.is_none() {
-            let probe = match candidates_to_probe(&view, &plan) {
-                Ok(p) => p,
-                Err(msg) => return text(412, msg),
-            };
-            if !self.any_good_candidate(&probe).await {
-                return text(
-                    412,
-                    format!(
-                        "{} is not possible: no good candidates have been found",
-                        plan.action.name()
-                    ),
-                );
-            }
-        }
-        let value = plan.failover_value();
-        let written = match &view.failover {
-            Some(f) => dcs.cas("failover", &value, f.mod_revision).await,
-            None => dcs.create("failover", &value).await,
+        // Checked now for a scheduled request too, as Patroni does: a wrong leader or an unknown
+        // candidate is refused at once instead of failing at the due time.
+        let probe = match candidates_to_probe(&view, &plan) {
+            Ok(p) => p,
+            Err(msg) => return text(412, msg),
         };
-        if !matches!(written, Ok(true)) {
+        if !self.any_good_candidate(&probe).await {
+            return text(
+                412,
+                format!(
+                    "{} is not possible: no good candidates have been found",
+                    plan.action.name()
+                ),
+            );
+        }
+        if !self
+            .write_request(&dcs, &view, &plan.failover_value())
+            .await
+        {
             return text(503, "failed to write failover key into DCS");
         }
         if plan.scheduled_at.is_some() {
@@ -662,6 +719,44 @@ impl Ops {
         )
     }
 
+    /// Writes a request into the `failover` key with a compare on the key as `view` read it.
+    /// When the compare fails, the key is read again: the write is retried (at most
+    /// [`WRITE_TRIES`] times) only while the key holds no request (`{}`, absent, or a value that
+    /// does not parse, e.g. just cleared by the leader); a concurrent valid request is never
+    /// overwritten.
+    async fn write_request(&self, dcs: &Dcs, view: &ClusterView, value: &str) -> bool {
+        let mut read = (view.failover.clone(), view.invalid_failover().cloned());
+        for _ in 0..WRITE_TRIES {
+            let written = match &read {
+                (Some(f), _) => dcs.cas("failover", value, f.mod_revision).await,
+                (None, Some(bad)) => {
+                    warn!(
+                        "REST API: the failover key holds {}: treated as absent and replaced",
+                        bad.problem
+                    );
+                    dcs.cas("failover", value, bad.mod_revision).await
+                }
+                (None, None) => dcs.create("failover", value).await,
+            };
+            match written {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(e) => {
+                    warn!("REST API: cannot write the failover key: {e:#}");
+                    return false;
+                }
+            }
+            let Ok((now, _)) = dcs.read_cluster().await else {
+                return false;
+            };
+            if now.failover_request().is_some() {
+                return false;
+            }
+            read = (now.failover.clone(), now.invalid_failover().cloned());
+        }
+        false
+    }
+
     async fn any_good_candidate(&self, members: &[(String, String)]) -> bool {
         let Some(peer) = &self.peer else {
             return false;
@@ -679,19 +774,37 @@ impl Ops {
 
     /// DELETE /switchover.
     pub async fn delete_switchover(&self) -> Reply {
-        let (dcs, view) = match self.read().await {
-            Ok(x) => x,
-            Err(r) => return r,
-        };
-        match &view.failover {
-            Some(f) if f.value.scheduled_at.is_some() => {
-                match dcs.cas("failover", "{}", f.mod_revision).await {
-                    Ok(true) => text(200, "scheduled switchover deleted"),
-                    _ => text(409, "cannot delete the scheduled switchover: the failover key changed meanwhile; retry"),
+        let mut answer = text(404, "no switchover is scheduled");
+        // A second read when the key changed between the read and the compare (the leader may
+        // have just cleared it).
+        for _ in 0..2 {
+            let (dcs, view) = match self.read().await {
+                Ok(x) => x,
+                Err(r) => return r,
+            };
+            let (mod_revision, done) = match (&view.failover, view.invalid_failover()) {
+                (_, Some(bad)) => {
+                    warn!(
+                        "REST API: the failover key holds {}: removing it",
+                        bad.problem
+                    );
+                    (bad.mod_revision, UNPARSABLE_FAILOVER_REMOVED)
                 }
-            }
-            _ => text(404, "no switchover is scheduled"),
+                (Some(f), _) if f.value.scheduled_at.is_some() => {
+                    (f.mod_revision, "scheduled switchover deleted")
+                }
+                _ => return text(404, "no switchover is scheduled"),
+            };
+            answer = match dcs.cas("failover", "{}", mod_revision).await {
+                Ok(true) => return text(200, done),
+                Ok(false) => text(
+                    409,
+                    "cannot delete the scheduled switchover: the failover key changed meanwhile; retry",
+                ),
+                Err(e) => return text(503, format!("cannot write the failover key: {e:#}")),
+            };
         }
+        answer
     }
 
     /// POST /restart.
@@ -735,10 +848,9 @@ impl Ops {
 
     /// POST /reinitialize.
     pub async fn reinitialize(&self, body: Object) -> Reply {
-        let (force, from_leader) = match (opt_bool(&body, "force"), opt_bool(&body, "from_leader"))
-        {
-            (Ok(f), Ok(l)) => (f, l),
-            (Err(r), _) | (_, Err(r)) => return r,
+        let ReinitializeFlags { force, from_leader } = match reinitialize_flags(&body) {
+            Ok(f) => f,
+            Err(r) => return r,
         };
         self.ask(
             Request::Reinitialize { force, from_leader },
@@ -1147,5 +1259,358 @@ mod tests {
         assert_eq!(parse_seconds(&json!("1500ms")), Some(1));
         assert_eq!(parse_seconds(&json!("x")), None);
         assert_eq!(parse_seconds(&json!(true)), None);
+    }
+}
+
+/// Strategies for the property tests of the request parsers (here and in `api.rs`): JSON of
+/// every shape, biased towards the keys and values the parsers look at.
+#[cfg(test)]
+pub(crate) mod arbitrary {
+    use super::Object;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    /// Keys the request parsers read, and odd ones.
+    pub fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => prop::sample::select(vec![
+                "leader", "candidate", "member", "scheduled_at", "schedule", "role",
+                "postgres_version", "timeout", "restart_pending", "force", "from_leader", "name",
+                "api_url", "ttl", "loop_wait", "retry_timeout", "pause", "postgresql",
+                "parameters", "synchronous_mode", "failsafe_mode", "maximum_lag_on_failover",
+                "use_pg_rewind", "max_connections", "tags", "nofailover", "watchdog_failed",
+            ])
+            .prop_map(str::to_string),
+            1 => ".{0,6}",
+        ]
+    }
+
+    /// Strings the parsers give meaning to: member names, times, durations, versions, booleans.
+    pub fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "", "pg0", "pg1", "pg2", "pg9", "now", "on", "off", "true", "yes", "1", "0",
+                "-5", "1e400", "NaN", "60", "60s", "2min", "1h", "1500ms", "5 parsecs", "15.4",
+                "9.6", "10", "1.2.3.4", "primary", "replica", "standby_leader", "master",
+                "2030-01-02T00:00:00Z", "2030-01-02T00:00", "2001-01-01T00:00:00+00:00",
+            ])
+            .prop_map(str::to_string),
+            time(),
+            // Timestamps, well and badly formed.
+            "[0-9]{1,5}-[0-9]{1,2}-[0-9]{1,2}([T ][0-9]{1,2}:[0-9]{1,2}(:[0-9]{1,2}(\\.[0-9]{0,12})?)?)?(Z|z|[+-][0-9]{1,2}(:?[0-9]{1,2})?)?",
+            // Numbers with units.
+            "-?[0-9]{0,20}(\\.[0-9]{0,4})?(e[0-9]{1,3})? ?(s|ms|min|h|d|kB|MB|GB|TB|x)?",
+            ".{0,12}",
+        ]
+    }
+
+    /// Times around the tests' "now" (2030-01-01), in the shapes people write them.
+    pub fn time() -> impl Strategy<Value = String> {
+        (
+            2029..2040i32,
+            1..=12u32,
+            1..=28u32,
+            0..24u32,
+            0..60u32,
+            prop::option::of(0..60u32),
+            prop::option::of(0..1_000_000u32),
+            prop::sample::select(vec!["T", " "]),
+            prop::sample::select(vec!["Z", "z", "+00:00", "+02", "-0530", "+14:00", ""]),
+        )
+            .prop_map(|(y, mo, d, h, mi, sec, frac, sep, zone)| {
+                let mut t = format!("{y:04}-{mo:02}-{d:02}{sep}{h:02}:{mi:02}");
+                if let Some(sec) = sec {
+                    t.push_str(&format!(":{sec:02}"));
+                    if let Some(f) = frac {
+                        t.push_str(&format!(".{f}"));
+                    }
+                }
+                t + zone
+            })
+    }
+
+    pub fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            text().prop_map(Value::from),
+        ]
+    }
+
+    pub fn value() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(key(), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A request body: a JSON object.
+    pub fn body() -> impl Strategy<Value = Object> {
+        prop::collection::btree_map(key(), value(), 0..6).prop_map(|m| m.into_iter().collect())
+    }
+
+    /// A body with `fields` set (each maybe) to values from `field`, over a random body: so that
+    /// well-formed requests are common, not only refusals.
+    pub fn body_with(
+        fields: &'static [&'static str],
+        field: impl Strategy<Value = Value> + 'static,
+    ) -> impl Strategy<Value = Object> {
+        let set = prop::collection::vec(prop::option::weighted(0.7, field), fields.len());
+        (body(), set).prop_map(move |(mut b, set)| {
+            for (k, v) in fields.iter().zip(set) {
+                match v {
+                    Some(v) => b.insert(k.to_string(), v),
+                    None => b.remove(*k),
+                };
+            }
+            b
+        })
+    }
+
+    /// Member names (of the test views: pg0 leads, pg1 and pg2 replicate), and other values.
+    pub fn name() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            4 => prop::sample::select(vec!["pg0", "pg1", "pg2", "pg9", ""]).prop_map(Value::from),
+            1 => text().prop_map(Value::from),
+            1 => leaf(),
+        ]
+    }
+}
+
+/// Property tests: whatever a client sends, each parser gives a value or a clear refusal (a
+/// 4xx/5xx with a message), never a panic; and what it accepts is consistent.
+#[cfg(test)]
+mod properties {
+    use super::arbitrary::{body, body_with, name, text, time, value};
+    use super::*;
+    use proptest::prelude::*;
+    use tandem_core::cluster::{LeaderKey, Member, MemberValue, Versioned};
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    /// A refusal's code is one of `codes` and it explains itself.
+    fn clear(r: &Reply, codes: &[u16]) -> Result<(), TestCaseError> {
+        prop_assert!(codes.contains(&r.code), "code {} for {r:?}", r.code);
+        match &r.body {
+            Body::Text(t) => prop_assert!(!t.trim().is_empty(), "empty message"),
+            other => prop_assert!(false, "not a text answer: {other:?}"),
+        }
+        Ok(())
+    }
+
+    fn view(config: Value, sync: Option<Value>) -> ClusterView {
+        let members = ["pg0", "pg1", "pg2"].map(|n| {
+            (
+                n.to_string(),
+                Member {
+                    name: n.into(),
+                    value: MemberValue {
+                        api_url: format!("http://127.0.0.1:1/{n}"),
+                        ..Default::default()
+                    },
+                    lease: 1,
+                },
+            )
+        });
+        ClusterView {
+            config: Some(Versioned {
+                value: config,
+                mod_revision: 3,
+            }),
+            leader: Some(LeaderKey {
+                name: "pg0".into(),
+                lease: 1,
+                mod_revision: 1,
+            }),
+            members: members.into_iter().collect(),
+            sync: sync.map(|v| Versioned {
+                value: v,
+                mod_revision: 4,
+            }),
+            ..Default::default()
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_give_an_object_or_a_400(
+            bytes in prop::collection::vec(any::<u8>(), 0..200),
+            required in any::<bool>(),
+        ) {
+            match parse_body(&bytes, required) {
+                Ok(o) => prop_assert!(!required || !o.is_empty()),
+                Err(r) => clear(&r, &[400])?,
+            }
+        }
+
+        #[test]
+        fn an_object_round_trips_and_its_truncations_do_not_panic(
+            b in body(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let text = serde_json::to_string(&Value::Object(b)).unwrap();
+            // (Compared with serde_json's own reading: its float parsing may differ in the last
+            // digit from what was printed.)
+            let read = serde_json::from_str::<Value>(&text).unwrap();
+            prop_assert_eq!(parse_body(text.as_bytes(), false).ok(), read.as_object().cloned());
+            let bytes = &text.as_bytes()[..cut.index(text.len() + 1)];
+            if let Err(r) = parse_body(bytes, true) {
+                clear(&r, &[400])?;
+            }
+        }
+
+        #[test]
+        fn switchover_bodies_give_a_consistent_plan_or_a_clear_refusal(
+            b in prop_oneof![
+                body(),
+                body_with(&["leader", "candidate", "member"], name()),
+                body_with(&["leader", "candidate", "scheduled_at"], prop_oneof![
+                    name(),
+                    time().prop_map(Value::from),
+                ]),
+            ],
+            failover in any::<bool>(),
+            paused in any::<bool>(),
+            sync in any::<bool>(),
+        ) {
+            let action = if failover { Action::Failover } else { Action::Switchover };
+            let v = view(
+                serde_json::json!({"pause": paused, "synchronous_mode": sync}),
+                sync.then(|| serde_json::json!({"leader": "pg0", "sync_standby": "pg1"})),
+            );
+            match plan_switchover(&b, action, &v, now()) {
+                Ok(plan) => {
+                    prop_assert!(plan.leader.is_some() || plan.candidate.is_some());
+                    prop_assert!(plan.leader != plan.candidate);
+                    if let Some(at) = &plan.scheduled_at {
+                        prop_assert_eq!(plan.action, Action::Switchover);
+                        let again = parse_schedule(&Value::from(at.clone()), "switchover", now());
+                        let again = again.map(|t| iso(&t)).ok();
+                        prop_assert_eq!(again.as_ref(), Some(at));
+                    }
+                    // What is written to the DCS reads back as the same request.
+                    let stored = FailoverValue::parse(&plan.failover_value()).unwrap();
+                    prop_assert_eq!(&stored.leader, &plan.leader);
+                    prop_assert_eq!(&stored.member, &plan.candidate);
+                    prop_assert_eq!(&stored.scheduled_at, &plan.scheduled_at);
+                    match candidates_to_probe(&v, &plan) {
+                        Ok(m) => prop_assert!(!m.is_empty()),
+                        Err(msg) => prop_assert!(!msg.is_empty()),
+                    }
+                }
+                Err(r) => clear(&r, &[400, 422])?,
+            }
+        }
+
+        #[test]
+        fn restart_bodies_give_a_plan_or_a_clear_refusal(
+            b in prop_oneof![
+                body(),
+                body_with(
+                    &["schedule", "role", "postgres_version", "timeout", "restart_pending"],
+                    text().prop_map(Value::from),
+                ),
+                body_with(&["schedule"], time().prop_map(Value::from)),
+            ],
+            paused in any::<bool>(),
+        ) {
+            match plan_restart(&b, paused, now()) {
+                Ok(RestartPlan::Now(c)) => {
+                    prop_assert!(c.timeout.is_none_or(|t| t > 0));
+                }
+                Ok(RestartPlan::At { schedule, conditions }) => {
+                    prop_assert!(!paused);
+                    let again = parse_schedule(&Value::from(schedule.clone()), "restart", now());
+                    prop_assert_eq!(again.map(|t| iso(&t)).ok(), Some(schedule));
+                    if let Some(v) = &conditions.postgres_version {
+                        prop_assert!(check_postgres_version(v).is_ok());
+                    }
+                }
+                Err(r) => clear(&r, &[400, 422, 500])?,
+            }
+        }
+
+        #[test]
+        fn schedules_parse_to_a_future_time_that_round_trips(v in prop_oneof![
+            text().prop_map(Value::from),
+            time().prop_map(Value::from),
+            value(),
+        ]) {
+            match parse_schedule(&v, "restart", now()) {
+                Ok(at) => {
+                    prop_assert!(at >= now());
+                    let again = parse_schedule(&Value::from(iso(&at)), "restart", now());
+                    prop_assert_eq!(again.ok(), Some(at));
+                }
+                Err(r) => clear(&r, &[400, 422])?,
+            }
+        }
+
+        #[test]
+        fn seconds_and_versions_never_panic(v in value(), s in text(), n in 0u32..1_000_000) {
+            let _ = parse_seconds(&v);
+            let _ = check_postgres_version(&s);
+            prop_assert_eq!(parse_seconds(&Value::from(n.to_string())), Some(i64::from(n)));
+            prop_assert_eq!(parse_seconds(&Value::from(format!("{n}min"))), Some(60 * i64::from(n)));
+            let version = format!("{}.{}", 10 + n % 90, n);
+            prop_assert!(check_postgres_version(&version).is_ok(), "{}", version);
+        }
+
+        #[test]
+        fn config_patches_merge_or_name_what_is_refused(
+            current in body(),
+            patch in body(),
+        ) {
+            let current = Value::Object(current);
+            match patched_config(&current, patch.clone()) {
+                Ok(merged) => {
+                    prop_assert!(merged.is_object());
+                    // Every non-null top-level setting of the patch is in the result.
+                    for (k, v) in &patch {
+                        if !v.is_null() && !v.is_object() {
+                            prop_assert_eq!(merged.get(k), Some(v));
+                        }
+                    }
+                }
+                Err(r) => clear(&r, &[400])?,
+            }
+        }
+
+        #[test]
+        fn reinitialize_and_failover_documents_never_panic(b in body(), doc in value()) {
+            match reinitialize_flags(&b) {
+                Ok(f) => {
+                    let stated = |k: &str| b.get(k).and_then(parse_bool).unwrap_or(false);
+                    prop_assert_eq!(f, ReinitializeFlags {
+                        force: stated("force"),
+                        from_leader: stated("from_leader"),
+                    });
+                }
+                Err(r) => clear(&r, &[400])?,
+            }
+            let _ = failover_limitation(Some(&doc));
+        }
+
+        #[test]
+        fn stored_failover_values_parse_or_are_refused(bytes in prop::collection::vec(any::<u8>(), 0..64), s in text()) {
+            if let Ok(t) = std::str::from_utf8(&bytes) {
+                if let Err(e) = FailoverValue::parse(t) {
+                    prop_assert!(!e.is_empty());
+                }
+            }
+            if let Err(e) = FailoverValue::parse(&s) {
+                prop_assert!(!e.is_empty());
+            }
+        }
     }
 }

@@ -368,4 +368,64 @@ mod tests {
         c.client_cert = true;
         assert!(check(&t, &[], &c, true, none).await.is_ok());
     }
+
+    /// Property tests: any allowlist entry, URL or Authorization header is parsed or refused,
+    /// never a panic; only the exact credentials pass.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use std::net::{Ipv4Addr, Ipv6Addr};
+
+        proptest! {
+            #[test]
+            fn allowlist_entries_parse_or_are_refused(
+                text in ".{0,24}",
+                v4 in any::<u32>(),
+                v6 in any::<u128>(),
+                prefix in 0u8..=255,
+            ) {
+                match AllowEntry::parse(&text) {
+                    Some(AllowEntry::Net { addr, prefix }) => {
+                        let max = if addr.is_ipv4() { 32 } else { 128 };
+                        prop_assert!(prefix <= max, "{}/{}", addr, prefix);
+                    }
+                    Some(AllowEntry::Host(h)) => prop_assert!(!h.is_empty()),
+                    None => {}
+                }
+                for addr in [IpAddr::V4(Ipv4Addr::from(v4)), IpAddr::V6(Ipv6Addr::from(v6))] {
+                    let max = if addr.is_ipv4() { 32 } else { 128 };
+                    let want = (prefix <= max).then_some(AllowEntry::Net { addr, prefix });
+                    prop_assert_eq!(AllowEntry::parse(&format!("{addr}/{prefix}")), want);
+                    let _ = in_network(addr, addr, prefix);
+                }
+            }
+
+            #[test]
+            fn url_hosts_are_found_or_refused(
+                text in ".{0,32}",
+                v4 in any::<u32>(),
+                port in any::<u16>(),
+            ) {
+                if let Some(h) = url_host(&text) {
+                    prop_assert!(!h.is_empty());
+                }
+                let ip = Ipv4Addr::from(v4).to_string();
+                prop_assert_eq!(url_host(&format!("https://{ip}:{port}/patroni")), Some(ip));
+            }
+
+            #[test]
+            fn only_the_exact_credentials_pass(
+                header in prop::collection::vec(any::<u8>(), 0..48),
+                a in prop::collection::vec(any::<u8>(), 0..8),
+                b in prop::collection::vec(any::<u8>(), 0..8),
+            ) {
+                let good = b"Basic YWRtaW46czNjcmV0";
+                prop_assert_eq!(
+                    check_basic_auth(Some(&header), &creds()).is_ok(),
+                    header == good
+                );
+                prop_assert_eq!(constant_time_eq(&a, &b), a == b);
+            }
+        }
+    }
 }
