@@ -162,7 +162,14 @@ impl DynamicConfig {
             if set(pg, "recovery_conf") {
                 out.push("postgresql.recovery_conf: tandem does not apply extra recovery settings yet; remove postgresql.recovery_conf (restore_command and friends can go in postgresql.parameters)".to_string());
             }
-            for key in ["pg_ctl_timeout", "rewind"] {
+            for key in [
+                "pg_ctl_timeout",
+                "rewind",
+                "callbacks",
+                "basebackup",
+                "remove_data_directory_on_rewind_failure",
+                "remove_data_directory_on_diverged_timelines",
+            ] {
                 if set(pg, key) {
                     out.push(format!("postgresql.{key}: tandem reads it from each node's own configuration file only; move it there and remove it from the dynamic configuration"));
                 }

@@ -755,6 +755,20 @@ mod tests;
 
 /// Spec §2.5, on the leader: act on a pending switchover/failover request.
 fn manual_switchover(obs: &Observation, cluster: &ClusterView, paused: bool) -> Option<Decision> {
+    // Issue 16 point 5: a value that does not parse is no request (as Patroni reads it); the
+    // leader removes it, once, saying what it held.
+    if let Some(bad) = cluster.invalid_failover() {
+        let reason = format!(
+            "removed the failover key: it holds {}, which is no switchover request",
+            bad.problem
+        );
+        return Some(Decision::act(
+            vec![Action::ClearFailover {
+                reason: reason.clone(),
+            }],
+            reason,
+        ));
+    }
     let f = cluster.failover_request()?;
     let me = obs.me.as_str();
     let clear = |reason: String| {

@@ -59,7 +59,7 @@ struct Agent {
     failsafe_pings: crate::control::FailsafePings,
     /// This primary runs on failsafe mode's say-so (etcd unreachable, every member confirmed).
     failsafe_active: bool,
-    /// Members seen recently: their slots are kept for `MEMBER_SLOTS_TTL` after they vanish,
+    /// Members seen recently: their slots are kept for `member_slots_ttl` after they vanish,
     /// so a node that restarts finds its slot (and its WAL) still there.
     seen_members: std::collections::BTreeMap<String, Instant>,
     config_path: Option<std::path::PathBuf>,
@@ -107,7 +107,6 @@ struct ScheduledRestart {
     postmaster_start_time: Option<String>,
 }
 
-const MEMBER_SLOTS_TTL: Duration = Duration::from_secs(1800);
 /// In the data directory: this server was demoted from primary in place (`set_former_primary`).
 const FORMER_PRIMARY_MARKER: &str = "tandem.former_primary";
 
@@ -129,10 +128,8 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
         warn!("{w}");
     }
     let cfg = Arc::new(cfg);
-    let (dynamic, warnings) = DynamicConfig::from_json(&bootstrap_dynamic(&cfg));
-    for w in warnings {
-        warn!("bootstrap.dcs: {w}");
-    }
+    // Its problems were reported (or refused) when the file was loaded.
+    let (dynamic, _) = DynamicConfig::from_json(&bootstrap_dynamic(&cfg));
     if let Some(e) = dynamic.unimplemented().first() {
         return Err(anyhow!("bootstrap.dcs.{e}"));
     }
@@ -155,7 +152,7 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
     };
     if let Some(e) = cluster.dynamic().unimplemented().first() {
         return Err(anyhow!(
-            "the cluster's dynamic configuration in etcd asks for what tandem does not do: {e} (tandem edit-config -s synchronous_mode=false)"
+            "the cluster's dynamic configuration in etcd asks for what tandem does not do: {e} (change it with tandem edit-config)"
         ));
     }
     let peer = PeerClient::for_daemon(&cfg)?;
@@ -998,8 +995,14 @@ impl Agent {
                 then_follow,
             } => self.demote_gracefully(then_follow).await,
             Action::ClearFailover { reason } => {
-                if let Some(f) = cluster.and_then(|c| c.failover.as_ref()) {
-                    self.dcs.cas("failover", "{}", f.mod_revision).await?;
+                let revision = cluster.and_then(|c| {
+                    c.failover
+                        .as_ref()
+                        .map(|f| f.mod_revision)
+                        .or_else(|| c.invalid_failover().map(|b| b.mod_revision))
+                });
+                if let Some(rev) = revision {
+                    self.dcs.cas("failover", "{}", rev).await?;
                 }
                 warn!("{reason}");
                 Ok(())
@@ -1847,14 +1850,16 @@ impl Agent {
         }
     }
 
-    /// Members whose slots a primary keeps: current ones and those seen within MEMBER_SLOTS_TTL.
+    /// Members whose slots a primary keeps: current ones and those seen within member_slots_ttl
+    /// (0: only current ones).
     fn slot_members(&mut self, cluster: &ClusterView) -> Vec<String> {
         let now = Instant::now();
         for name in cluster.members.keys() {
             self.seen_members.insert(name.clone(), now);
         }
+        let keep = Duration::from_secs(self.dynamic.member_slots_ttl);
         self.seen_members
-            .retain(|_, t| now.duration_since(*t) < MEMBER_SLOTS_TTL);
+            .retain(|name, t| cluster.members.contains_key(name) || now.duration_since(*t) < keep);
         self.seen_members.keys().cloned().collect()
     }
 

@@ -2524,6 +2524,12 @@ fn postgresql_section(
     ex.check_keys(cb, "postgresql.callbacks", CALLBACKS, &[], Who::Agent);
     for name in CALLBACKS {
         if let Some(cmd) = ex.string(cb, "postgresql.callbacks", name)? {
+            if crate::callbacks::split(&cmd).is_none() {
+                return Err(ex.err(
+                    &format!("postgresql.callbacks.{name}"),
+                    format!("{cmd:?} is not a command line (empty, or an unclosed quote): give the script's path and its arguments, quoted as in a shell"),
+                ));
+            }
             callbacks.insert(name.to_string(), cmd);
         }
     }
@@ -2551,9 +2557,19 @@ fn postgresql_section(
         remove_data_directory_on_rewind_failure: ex
             .boolean(m, s, "remove_data_directory_on_rewind_failure")?
             .unwrap_or(false),
-        remove_data_directory_on_diverged_timelines: ex
-            .boolean(m, s, "remove_data_directory_on_diverged_timelines")?
-            .unwrap_or(false),
+        remove_data_directory_on_diverged_timelines: {
+            let on = ex
+                .boolean(m, s, "remove_data_directory_on_diverged_timelines")?
+                .unwrap_or(false);
+            if on {
+                ex.refuse(
+                    Who::Agent,
+                    "postgresql.remove_data_directory_on_diverged_timelines",
+                    "tandem does not detect diverged timelines without pg_rewind yet; a former primary rejoins through pg_rewind (use_pg_rewind: true) and is re-cloned when that fails: set it to false or remove it",
+                );
+            }
+            on
+        },
         basebackup_args: user_options(
             ex,
             get(m, "basebackup"),

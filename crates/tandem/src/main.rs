@@ -425,12 +425,10 @@ fn run(cli: Cli) -> Result<()> {
             for w in &cfg.warnings {
                 println!("warning: {w}");
             }
-            let (d, warnings) = tandem_core::dynamic::DynamicConfig::from_json(
+            // Its problems are among the file's own (above).
+            let (d, _) = tandem_core::dynamic::DynamicConfig::from_json(
                 &tandem::agent::bootstrap_dynamic(&cfg),
             );
-            for w in warnings {
-                println!("warning: bootstrap.dcs: {w}");
-            }
             if let Some(e) = d.unimplemented().first() {
                 anyhow::bail!("{}: bootstrap.dcs.{e}", path.display());
             }

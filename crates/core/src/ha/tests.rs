@@ -978,3 +978,25 @@ fn leader_whose_postgres_stays_down_past_primary_start_timeout_steps_down() {
     o.pg.down_ms = Some(900_000);
     assert!(!decide(&o).actions.contains(&Action::StepDown));
 }
+
+/// Issue 16 point 5: an unparsable `failover` value is removed by the leader (no request).
+#[test]
+fn the_leader_removes_an_unparsable_failover_value() {
+    let mut c = cluster(Some(("a", LEASE)));
+    c.invalid.insert(
+        "failover".into(),
+        crate::cluster::InvalidValue {
+            mod_revision: 9,
+            problem: "a value that is not UTF-8".into(),
+        },
+    );
+    let d = decide(&obs("a", Some(c.clone()), running(PgRole::Primary, 1000)));
+    assert!(
+        matches!(&d.actions[..], [Action::ClearFailover { reason }] if reason.contains("not UTF-8")),
+        "{d:?}"
+    );
+    // A replica leaves it to the leader.
+    assert!(decide(&obs("b", Some(c), running(PgRole::Replica, 1000)))
+        .actions
+        .is_empty());
+}
