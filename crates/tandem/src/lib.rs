@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod api;
 pub mod callbacks;
+pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -265,6 +265,14 @@ enum Command {
         #[command(flatten)]
         na: Inapplicable,
     },
+    /// Create a private CA and the TLS certificates of etcd, PostgreSQL, the REST API and
+    /// clients, with the modes and owners each one needs (docs/certs.md).
+    Certs {
+        #[command(subcommand)]
+        action: tandem::certs::CertsAction,
+        #[command(flatten)]
+        na: Inapplicable,
+    },
     /// Route PostgreSQL clients to the leader (and reads to replicas), following etcd (`proxy:` section).
     Proxy {
         #[command(subcommand)]
@@ -373,6 +381,7 @@ impl Cli {
                 ..
             } => ("proxy status", na),
             Command::Proxy { na, .. } => ("proxy", na),
+            Command::Certs { na, .. } => ("certs", na),
             Command::Demo {
                 action: DemoAction::Up { na: sub, .. } | DemoAction::Down { na: sub, .. },
                 na,
@@ -459,6 +468,7 @@ fn run(cli: Cli) -> Result<()> {
                 &config_path(&cli.config, &own.clone().or(config.clone()))?,
             ),
         },
+        Command::Certs { action, .. } => tandem::certs::run(action),
         Command::Version { cluster: None, .. } if cli.config.is_none() => {
             runtime()?.block_on(tandem::cli::version(None, &[]))
         }
@@ -686,6 +696,7 @@ async fn verbs(verb: &Command, cfg: &tandem::config::Config, insecure: bool) -> 
         | Command::Validate { .. }
         | Command::Demo { .. }
         | Command::Vip { .. }
+        | Command::Certs { .. }
         | Command::Proxy { .. } => {
             unreachable!("handled in run()")
         }

@@ -1,0 +1,372 @@
+//! `tandem certs` end to end: the built binary issues the seed's six hosts in one command, a
+//! real etcd member starts on those files with client and peer certificate authentication, and
+//! clients holding the generated certificates (etcdctl, and tandem's own etcd client configured
+//! from the printed snippet) get in while a certificate from another CA, or none, is refused.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+use tandem::lab::{find_etcd, pick_ports, pid_alive, wait_until};
+
+/// The seed's hosts (seed/README.md): three database hosts with etcd, three routers.
+const DB: [(&str, &str); 3] = [
+    ("postgres-01", "192.168.0.203"),
+    ("postgres-02", "192.168.0.204"),
+    ("postgres-03", "192.168.0.205"),
+];
+const ROUTERS: [(&str, &str); 3] = [
+    ("haproxy-01", "192.168.0.200"),
+    ("haproxy-02", "192.168.0.201"),
+    ("haproxy-03", "192.168.0.202"),
+];
+
+fn tandem(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(args)
+        .output()
+        .expect("run tandem")
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn user_exists(name: &str) -> bool {
+    std::fs::read_to_string("/etc/passwd")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(':').next() == Some(name))
+}
+
+/// One etcd member, stopped by PID when dropped, pass or fail (its log printed on failure).
+struct Etcd {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let pid = self.child.id();
+        // SAFETY: kill(2) on the PID of our own child, which we have not reaped yet.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGTERM);
+        }
+        let gone = wait_until(Duration::from_secs(10), "etcd to exit", || {
+            self.child.try_wait().ok().flatten()
+        });
+        if gone.is_err() {
+            let _ = self.child.kill(); // SIGKILL, to this PID
+            let _ = self.child.wait();
+        }
+        assert!(!pid_alive(pid), "etcd {pid} still running");
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!("--- etcd log (last lines) ---");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+struct Etcdctl {
+    bin: PathBuf,
+    endpoint: String,
+}
+
+impl Etcdctl {
+    /// `etcdctl` with TLS files: (cacert, cert, key), any of them left out when `None`.
+    fn run(&self, ca: Option<&Path>, id: Option<(&Path, &Path)>, args: &[&str]) -> Output {
+        let mut c = Command::new(&self.bin);
+        c.env_clear()
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint))
+            .args(["--dial-timeout=2s", "--command-timeout=4s"]);
+        if let Some(ca) = ca {
+            c.arg(format!("--cacert={}", ca.display()));
+        }
+        if let Some((cert, key)) = id {
+            c.arg(format!("--cert={}", cert.display()))
+                .arg(format!("--key={}", key.display()));
+        }
+        c.args(args).output().expect("run etcdctl")
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The printed configuration of `host`, as YAML (the lines between its `== host ==` heading
+/// and the next heading or note).
+fn snippet(stdout: &str, host: &str) -> serde_yaml::Value {
+    let head = format!("== {host} ==");
+    let body: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| *l != head)
+        .skip(1)
+        .take_while(|l| !l.starts_with("== ") && !l.starts_with("Note:"))
+        .collect();
+    assert!(!body.is_empty(), "no section for {host} in:\n{stdout}");
+    serde_yaml::from_str(&body.join("\n")).expect("the printed snippet is YAML")
+}
+
+#[test]
+fn seed_hosts_in_one_command_then_a_real_etcd_with_client_cert_auth() {
+    let tmp = tempfile::Builder::new()
+        .prefix("tandem-certs")
+        .tempdir_in("/tmp")
+        .expect("temp dir");
+    // etcd may run as another user: it must be able to reach the files below.
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = tmp.path().join("certs");
+    let dir_s = dir.display().to_string();
+
+    // --- the seed's six hosts, one command ----------------------------------------------
+    let with_owners = is_root() && user_exists("postgres") && user_exists("etcd");
+    let mut args: Vec<String> = vec![
+        "certs".into(),
+        "issue".into(),
+        "--dir".into(),
+        dir_s.clone(),
+    ];
+    if with_owners {
+        args.extend(["--owner", "postgres", "--etcd-owner", "etcd"].map(String::from));
+    }
+    for (h, ip) in DB {
+        args.extend(["--db".into(), format!("{h}={ip}")]);
+    }
+    for (h, ip) in ROUTERS {
+        args.extend(["--router".into(), format!("{h}={ip}")]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = tandem(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(stdout.starts_with("CA created"), "{stdout}");
+    assert!(
+        !stdout.contains("PRIVATE KEY"),
+        "a key was printed:\n{stdout}"
+    );
+    assert_eq!(stdout.matches("\n== ").count(), 6, "{stdout}");
+
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let owner = |p: &Path| std::fs::metadata(p).unwrap().uid();
+    assert_eq!(mode(&dir.join("ca.key")), 0o600);
+    assert_eq!(mode(&dir.join("ca.crt")), 0o644);
+    for (h, _) in DB {
+        for role in ["etcd", "postgresql", "restapi", "client"] {
+            let key = dir.join(h).join(format!("{role}.key"));
+            assert_eq!(mode(&key), 0o600, "{}", key.display());
+            assert_eq!(mode(&key.with_extension("crt")), 0o644);
+        }
+        if with_owners {
+            let pg = owner(&dir.join(h).join("postgresql.key"));
+            let etcd = owner(&dir.join(h).join("etcd.key"));
+            assert_ne!(pg, 0, "postgresql.key given to postgres");
+            assert_ne!(etcd, 0, "etcd.key given to etcd");
+            assert_ne!(pg, etcd);
+            assert_eq!(owner(&dir.join(h).join("client.key")), pg);
+        }
+    }
+    for (h, _) in ROUTERS {
+        assert_eq!(mode(&dir.join(h).join("client.key")), 0o600);
+        assert!(!dir.join(h).join("etcd.key").exists());
+    }
+
+    // --- a real etcd member on postgres-01's files, mutual TLS on both ports --------------
+    let etcd_bin = find_etcd().expect("etcd");
+    let etcdctl_bin = etcd_bin.with_file_name("etcdctl");
+    assert!(
+        etcdctl_bin.is_file(),
+        "etcdctl beside {}",
+        etcd_bin.display()
+    );
+    let node = dir.join("postgres-01");
+    let f = |n: &str| node.join(n).display().to_string();
+    let ports = pick_ports(2, None).expect("ports");
+    let (client, peer) = (ports[0], ports[1]);
+    let data = tmp.path().join("etcd-data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let log = tmp.path().join("etcd.log");
+    let mut cmd = Command::new(&etcd_bin);
+    cmd.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .args(["--name", "postgresql-01"])
+        .arg(format!("--data-dir={}", data.display()))
+        .arg(format!("--listen-client-urls=https://127.0.0.1:{client}"))
+        .arg(format!(
+            "--advertise-client-urls=https://127.0.0.1:{client}"
+        ))
+        .arg(format!("--listen-peer-urls=https://127.0.0.1:{peer}"))
+        .arg(format!(
+            "--initial-advertise-peer-urls=https://127.0.0.1:{peer}"
+        ))
+        .arg(format!(
+            "--initial-cluster=postgresql-01=https://127.0.0.1:{peer}"
+        ))
+        .arg("--initial-cluster-state=new")
+        // The flags tandem certs printed for this host.
+        .arg(format!("--cert-file={}", f("etcd.crt")))
+        .arg(format!("--key-file={}", f("etcd.key")))
+        .arg(format!("--trusted-ca-file={}", f("ca.crt")))
+        .arg("--client-cert-auth")
+        .arg(format!("--peer-cert-file={}", f("etcd.crt")))
+        .arg(format!("--peer-key-file={}", f("etcd.key")))
+        .arg(format!("--peer-trusted-ca-file={}", f("ca.crt")))
+        .arg("--peer-client-cert-auth")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let etcd_key_meta = std::fs::metadata(node.join("etcd.key")).unwrap();
+    if with_owners {
+        // As the seed runs it: etcd as its own user, reading the key it owns (mode 0600).
+        std::os::unix::fs::chown(&data, Some(etcd_key_meta.uid()), Some(etcd_key_meta.gid()))
+            .unwrap();
+        cmd.uid(etcd_key_meta.uid()).gid(etcd_key_meta.gid());
+    }
+    let _etcd = Etcd {
+        child: cmd.spawn().expect("start etcd"),
+        log: log.clone(),
+    };
+
+    let ctl = Etcdctl {
+        bin: etcdctl_bin,
+        endpoint: format!("https://127.0.0.1:{client}"),
+    };
+    let ca = dir.join("ca.crt");
+    let router = dir.join("haproxy-01");
+    let router_id = (router.join("client.crt"), router.join("client.key"));
+    let router_id = (router_id.0.as_path(), router_id.1.as_path());
+    wait_until(
+        Duration::from_secs(30),
+        "etcd healthy over mutual TLS",
+        || {
+            ctl.run(Some(&ca), Some(router_id), &["endpoint", "health"])
+                .status
+                .success()
+                .then_some(())
+        },
+    )
+    .expect("etcd answers a router's client certificate");
+
+    // --- tandem's own etcd client, configured with the snippet printed for haproxy-01 ----
+    let mut cfg = snippet(&stdout, "haproxy-01");
+    let etcd3 = cfg
+        .get_mut("etcd3")
+        .and_then(|v| v.as_mapping_mut())
+        .expect("etcd3 section in the haproxy-01 snippet");
+    etcd3.insert("hosts".into(), format!("127.0.0.1:{client}").into());
+    let top = cfg.as_mapping_mut().unwrap();
+    top.insert("scope".into(), "certs".into());
+    top.insert("namespace".into(), "/service/".into());
+    let cfg_path = tmp.path().join("router.yml");
+    std::fs::write(&cfg_path, serde_yaml::to_string(&cfg).unwrap()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let put = |path: &Path| -> anyhow::Result<()> {
+        let c = tandem::config::Config::load_for_ctl(path)?;
+        rt.block_on(async {
+            let dcs =
+                tandem::dcs::Dcs::connect(&c.etcd3, &c.base_path(), Duration::from_secs(3)).await?;
+            dcs.put("written-by", "tandem over mTLS", None).await
+        })
+    };
+    put(&cfg_path).expect("tandem's etcd client with the generated client certificate");
+
+    // Read back with another host's certificate (postgres-02's client, by etcdctl).
+    let pg2 = dir.join("postgres-02");
+    let (c2, k2) = (pg2.join("client.crt"), pg2.join("client.key"));
+    let got = ctl.run(
+        Some(&pg2.join("ca.crt")),
+        Some((&c2, &k2)),
+        &["get", "--print-value-only", "/service/certs/written-by"],
+    );
+    assert!(got.status.success(), "{}", text(&got));
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout).trim(),
+        "tandem over mTLS"
+    );
+
+    // --- refused: no client certificate, another CA's certificate, another CA as trust -----
+    let other = tmp.path().join("other-ca");
+    let out = tandem(&[
+        "certs",
+        "issue",
+        "--dir",
+        &other.display().to_string(),
+        "--host",
+        "intruder=127.0.0.1",
+        "--role",
+        "client",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let (ic, ik) = (
+        other.join("intruder/client.crt"),
+        other.join("intruder/client.key"),
+    );
+    let refused = ctl.run(Some(&ca), None, &["get", "x"]);
+    assert!(
+        !refused.status.success(),
+        "no client certificate: {}",
+        text(&refused)
+    );
+    let refused = ctl.run(Some(&ca), Some((&ic, &ik)), &["get", "x"]);
+    assert!(
+        !refused.status.success(),
+        "another CA's client certificate: {}",
+        text(&refused)
+    );
+    let refused = ctl.run(Some(&other.join("ca.crt")), Some(router_id), &["get", "x"]);
+    assert!(
+        !refused.status.success(),
+        "server verified against another CA: {}",
+        text(&refused)
+    );
+    // tandem's client with the intruder's certificate is refused too.
+    let mut bad = cfg.clone();
+    let e3 = bad.get_mut("etcd3").unwrap().as_mapping_mut().unwrap();
+    e3.insert("cert".into(), ic.display().to_string().into());
+    e3.insert("key".into(), ik.display().to_string().into());
+    let bad_path = tmp.path().join("intruder.yml");
+    std::fs::write(&bad_path, serde_yaml::to_string(&bad).unwrap()).unwrap();
+    assert!(
+        put(&bad_path).is_err(),
+        "tandem's client with another CA's certificate"
+    );
+
+    // --- issuing again keeps the CA: the running etcd accepts the new certificates --------
+    let ca_before = std::fs::read(&ca).unwrap();
+    let old_client = std::fs::read(router_id.0).unwrap();
+    let out = tandem(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("CA kept"));
+    assert_eq!(std::fs::read(&ca).unwrap(), ca_before, "CA unchanged");
+    assert_ne!(
+        std::fs::read(router_id.0).unwrap(),
+        old_client,
+        "leaf replaced"
+    );
+    let again = ctl.run(
+        Some(&ca),
+        Some(router_id),
+        &["get", "--print-value-only", "/service/certs/written-by"],
+    );
+    assert!(
+        again.status.success(),
+        "re-issued client certificate: {}",
+        text(&again)
+    );
+}
