@@ -66,11 +66,19 @@ pub struct DynamicConfig {
     pub check_timeline: bool,
     pub pause: bool,
     pub failsafe_mode: bool,
-    /// `synchronous_mode: on` (also true for `quorum`, which tandem treats as priority mode for now).
+    /// `synchronous_mode: on` (priority mode, spec §4). Also true for `quorum`, which sets
+    /// `synchronous_quorum` as well and is refused (not implemented yet).
     pub synchronous_mode: bool,
+    /// `synchronous_mode: quorum`.
+    pub synchronous_quorum: bool,
     pub synchronous_mode_strict: bool,
     /// `synchronous_node_count`, default 1.
     pub synchronous_node_count: u64,
+    /// `maximum_lag_on_syncnode` in bytes; negative (default -1): no limit.
+    pub maximum_lag_on_syncnode: i64,
+    /// `primary_stop_timeout` (legacy `master_stop_timeout`), seconds; only used in synchronous
+    /// mode, where tandem refuses a value above 0 (not implemented).
+    pub primary_stop_timeout: u64,
     /// `member_slots_ttl` in seconds, default 1800 (Patroni's `30min`); 0 drops the slot of a
     /// member that left at once. Given as seconds or as a duration with a unit (`"30min"`).
     pub member_slots_ttl: u64,
@@ -97,11 +105,11 @@ impl DynamicConfig {
     /// Keys given an empty value (`slots: {}`, `standby_cluster:`) ask for nothing.
     pub fn unimplemented(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if self.synchronous_mode {
-            out.push("synchronous_mode: tandem does not implement synchronous replication yet; set synchronous_mode: false (replication would otherwise be asynchronous while you believe it synchronous)".to_string());
+        if self.synchronous_quorum {
+            out.push("synchronous_mode: quorum commit is not implemented by tandem yet; use synchronous_mode: true (priority mode: commits wait for synchronous_node_count named standbys)".to_string());
         }
-        if self.synchronous_mode_strict {
-            out.push("synchronous_mode_strict: tandem does not implement synchronous replication yet; set synchronous_mode_strict: false".to_string());
+        if self.synchronous_mode && self.primary_stop_timeout > 0 {
+            out.push("primary_stop_timeout: tandem does not kill a primary whose shutdown takes long yet; set primary_stop_timeout: 0".to_string());
         }
         let Value::Object(top) = &self.raw else {
             return out;
@@ -205,7 +213,6 @@ impl DynamicConfig {
             return vec!["the dynamic configuration must be a JSON object".to_string()];
         }
         let (cfg, mut out) = DynamicConfig::from_json(doc);
-        out.retain(|w| !w.contains("quorum mode is not supported"));
         out.extend(cfg.unimplemented());
         out
     }
@@ -217,7 +224,6 @@ impl DynamicConfig {
             return vec![format!("{prefix}: expected a mapping of dynamic settings")];
         }
         let (cfg, mut out) = DynamicConfig::from_json_at(doc, prefix);
-        out.retain(|w| !w.contains("quorum mode is not supported"));
         out.extend(
             cfg.unimplemented()
                 .into_iter()
@@ -250,8 +256,11 @@ impl Default for DynamicConfig {
             pause: false,
             failsafe_mode: false,
             synchronous_mode: false,
+            synchronous_quorum: false,
             synchronous_mode_strict: false,
             synchronous_node_count: 1,
+            maximum_lag_on_syncnode: -1,
+            primary_stop_timeout: 0,
             member_slots_ttl: DEFAULT_MEMBER_SLOTS_TTL,
             use_pg_rewind: false,
             use_slots: true,
@@ -385,6 +394,15 @@ pub fn parse_duration_secs(v: &Value) -> Option<u64> {
     Some(ms / 1000 + u64::from(ms % 1000 >= 500))
 }
 
+/// A signed integer given as a JSON number or a string of digits (e.g. `-1`).
+fn parse_int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
 /// A boolean given as JSON true/false, 0/1, or one of the strings Patroni accepts
 /// (true/false, on/off, yes/no, 1/0; case-insensitive).
 pub fn parse_bool(v: &Value) -> Option<bool> {
@@ -493,20 +511,14 @@ impl DynamicConfig {
         cfg.check_timeline = r.boolean(obj, "check_timeline", false);
         cfg.pause = r.boolean(obj, "pause", false);
         cfg.failsafe_mode = r.boolean(obj, "failsafe_mode", false);
-        cfg.synchronous_mode = match obj.get("synchronous_mode") {
-            None | Some(Value::Null) => false,
-            Some(Value::String(s)) if s.trim().eq_ignore_ascii_case("quorum") => {
-                let path = r.path("synchronous_mode");
-                r.warnings.push(format!(
-                    "{path}: quorum mode is not supported by tandem yet; using priority synchronous mode"
-                ));
-                true
-            }
+        (cfg.synchronous_mode, cfg.synchronous_quorum) = match obj.get("synchronous_mode") {
+            None | Some(Value::Null) => (false, false),
+            Some(Value::String(s)) if s.trim().eq_ignore_ascii_case("quorum") => (true, true),
             Some(v) => match parse_bool(v) {
-                Some(b) => b,
+                Some(b) => (b, false),
                 None => {
                     r.warn("synchronous_mode", "true, false or \"quorum\"", v, "false");
-                    false
+                    (false, false)
                 }
             },
         };
@@ -518,6 +530,26 @@ impl DynamicConfig {
                 .push(format!("{path}: must be at least 1; using 1"));
             cfg.synchronous_node_count = 1;
         }
+        cfg.maximum_lag_on_syncnode = match obj.get("maximum_lag_on_syncnode") {
+            None | Some(Value::Null) => -1,
+            Some(v) => match parse_int(v) {
+                Some(n) => n,
+                None => {
+                    r.warn(
+                        "maximum_lag_on_syncnode",
+                        "bytes (an integer; -1: no limit)",
+                        v,
+                        "-1",
+                    );
+                    -1
+                }
+            },
+        };
+        cfg.primary_stop_timeout = if obj.contains_key("primary_stop_timeout") {
+            r.uint(obj, "primary_stop_timeout", "seconds", 0)
+        } else {
+            r.uint(obj, "master_stop_timeout", "seconds", 0)
+        };
         cfg.member_slots_ttl = match obj.get("member_slots_ttl") {
             None | Some(Value::Null) => DEFAULT_MEMBER_SLOTS_TTL,
             Some(v) => parse_duration_secs(v).unwrap_or_else(|| {
@@ -834,10 +866,6 @@ mod tests {
                 "config.synchronous_mode: expected true, false or \"quorum\"",
             ),
             (
-                json!({"synchronous_mode": "quorum"}),
-                "quorum mode is not supported",
-            ),
-            (
                 json!({"postgresql": 5}),
                 "config.postgresql: expected a mapping",
             ),
@@ -1001,27 +1029,36 @@ mod tests {
         }
     }
 
-    /// A key tandem accepts does what it says or is refused: synchronous replication is not
-    /// implemented yet, so asking for it is an error, not a silently asynchronous cluster; and
-    /// an invalid value is refused naming the key instead of falling back to a default.
+    /// A key tandem accepts does what it says or is refused: quorum commit is not implemented
+    /// yet, so asking for it is an error, not a silently different cluster; and an invalid value
+    /// is refused naming the key instead of falling back to a default.
     #[test]
     fn refusals_name_the_key_and_the_fix() {
         assert!(DynamicConfig::refusals(&json!({"ttl": 10, "loop_wait": 2})).is_empty());
-        let r = DynamicConfig::refusals(&json!({"synchronous_mode": true}));
+        assert!(DynamicConfig::refusals(&json!({"synchronous_mode": true})).is_empty());
+        assert!(DynamicConfig::refusals(
+            &json!({"synchronous_mode": "on", "synchronous_mode_strict": true})
+        )
+        .is_empty());
+        let r = DynamicConfig::refusals(&json!({"synchronous_mode": "quorum"}));
         assert!(
             r.len() == 1
                 && r[0].starts_with("synchronous_mode:")
-                && r[0].contains("set synchronous_mode: false"),
+                && r[0].contains("use synchronous_mode: true"),
             "{r:?}"
         );
-        assert_eq!(
-            DynamicConfig::refusals(&json!({"synchronous_mode": "quorum"})).len(),
-            1
+        let r =
+            DynamicConfig::refusals(&json!({"synchronous_mode": true, "primary_stop_timeout": 30}));
+        assert!(
+            r.len() == 1 && r[0].contains("set primary_stop_timeout: 0"),
+            "{r:?}"
         );
-        assert_eq!(
-            DynamicConfig::refusals(&json!({"synchronous_mode_strict": "on"})).len(),
-            1
-        );
+        assert!(DynamicConfig::refusals(&json!({"primary_stop_timeout": 30})).is_empty());
+        let (c, w) = DynamicConfig::from_json(&json!({"maximum_lag_on_syncnode": 1048576}));
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.maximum_lag_on_syncnode, 1048576);
+        let (c, _) = DynamicConfig::from_json(&json!({"master_stop_timeout": 5}));
+        assert_eq!(c.primary_stop_timeout, 5);
         assert!(DynamicConfig::refusals(&json!({"synchronous_mode": "off"})).is_empty());
         for bad in [json!("abc"), json!(-5), json!(true), json!(1e30)] {
             let r = DynamicConfig::refusals(&json!({ "ttl": bad }));
@@ -1034,7 +1071,7 @@ mod tests {
             DynamicConfig::new_refusals(&old, &json!({"ttl": "abc", "loop_wait": 2})).is_empty()
         );
         assert_eq!(
-            DynamicConfig::new_refusals(&old, &json!({"ttl": "abc", "synchronous_mode": true}))
+            DynamicConfig::new_refusals(&old, &json!({"ttl": "abc", "synchronous_mode": "quorum"}))
                 .len(),
             1
         );

@@ -100,6 +100,8 @@ pub struct Observation {
     pub now_ms: i64,
     /// Failsafe mode (spec §2.6): what the agent learned over REST while etcd could not help.
     pub failsafe: FailsafeObs,
+    /// Synchronous replication, as a primary sees it (empty on a replica).
+    pub sync: crate::sync::SyncObs,
 }
 
 /// Failsafe mode facts, gathered by the agent (only when `failsafe_mode` is on).
@@ -176,6 +178,21 @@ pub enum Action {
     RepairInitialize {
         sysid: String,
         found: String,
+    },
+    /// Write `/sync` with a compare on its mod revision (`None`: only if absent). A failed
+    /// compare fails the action, and the actions after it are not carried out.
+    WriteSync {
+        state: crate::sync::SyncState,
+        revision: Option<i64>,
+    },
+    /// Delete `/sync` with a compare on its mod revision (synchronous mode turned off).
+    DeleteSync {
+        revision: i64,
+    },
+    /// Set `synchronous_standby_names` (written to postgresql.conf, then reloaded); `None` hands
+    /// it back to the configuration's `postgresql.parameters`.
+    SetSsn {
+        value: Option<String>,
     },
     /// Stop the agent: continuing would risk the cluster. The reason says what to do.
     Refuse {
@@ -441,6 +458,14 @@ pub fn decide(obs: &Observation) -> Decision {
             if let Some(d) = manual_switchover(obs, cluster, paused) {
                 return d;
             }
+            if let Some((actions, why)) = crate::sync::primary_duties(
+                me,
+                obs.pg.wal_position.unwrap_or(0),
+                cluster,
+                &obs.sync,
+            ) {
+                return Decision::act(actions, why);
+            }
             let prefix = if paused { "PAUSE: " } else { "" };
             return Decision::none(format!(
                 "{prefix}no action: I am ({me}) the leader with the lock"
@@ -455,7 +480,7 @@ pub fn decide(obs: &Observation) -> Decision {
         }
         if paused {
             return Decision::act(
-                vec![Action::Promote],
+                promotion(me, cluster, vec![]),
                 "PAUSE: promoting: I am the requested failover candidate and hold the leader key",
             );
         }
@@ -464,7 +489,10 @@ pub fn decide(obs: &Observation) -> Decision {
                 "not promoting: my leader lease is about to expire and could not be renewed",
             );
         }
-        return Decision::act(vec![Action::Promote], "promoting: I hold the leader key");
+        return Decision::act(
+            promotion(me, cluster, vec![]),
+            "promoting: I hold the leader key",
+        );
     }
 
     if let Some(l) = other_leader {
@@ -532,7 +560,7 @@ pub fn decide(obs: &Observation) -> Decision {
             // Promoted in the same cycle: the key's taking clears the request, and a paused
             // holder that is not primary would otherwise release the key again.
             return Decision::act(
-                vec![Action::AcquireLeader, Action::Promote],
+                promotion(me, cluster, vec![Action::AcquireLeader]),
                 "PAUSE: I am the requested failover candidate: taking the leader key and promoting",
             );
         }
@@ -566,6 +594,14 @@ pub fn decide(obs: &Observation) -> Decision {
     }
 }
 
+/// `first`, then what synchronous mode needs before a promotion (`/sync` names me, SSN set:
+/// spec §4.4), then the promotion.
+fn promotion(me: &str, cluster: &ClusterView, mut first: Vec<Action>) -> Vec<Action> {
+    first.extend(crate::sync::before_promotion(me, cluster));
+    first.push(Action::Promote);
+    first
+}
+
 /// Spec §2.2 steps 5–6: a leader whose PostgreSQL has been down longer than
 /// `primary_start_timeout` steps down when a failover is possible (some other member could take
 /// over); otherwise it keeps the key and keeps trying, as Patroni does.
@@ -589,8 +625,10 @@ fn primary_start_overdue(obs: &Observation, cluster: &ClusterView) -> Option<Dec
 /// A member other than me that could take over as leader, judged from the member keys: a
 /// running replica that may fail over and is within `maximum_lag_on_failover` of the last
 /// known leader position.
+/// In synchronous mode only a standby `/sync` names qualifies.
 fn failover_target(obs: &Observation, cluster: &ClusterView) -> Option<String> {
     let last = cluster.last_leader_lsn();
+    let sync = crate::sync::active(cluster);
     cluster
         .members
         .values()
@@ -599,6 +637,7 @@ fn failover_target(obs: &Observation, cluster: &ClusterView) -> Option<String> {
             !m.value.is_primary() && matches!(m.value.state.as_str(), "running" | "streaming")
         })
         .filter(|m| m.value.failover_priority() > 0)
+        .filter(|m| sync.as_ref().is_none_or(|s| s.is_standby(&m.name)))
         .filter(|m| {
             last.is_none_or(|l| {
                 l.saturating_sub(m.value.wal_position()) <= obs.settings.maximum_lag_on_failover
@@ -684,6 +723,26 @@ fn healthiest(obs: &Observation, cluster: &ClusterView, role: PgRole) -> Result<
     {
         return Err("failsafe mode: I am not in the /failsafe member list".into());
     }
+    // Spec §2.4 steps 6 and 8, §4.6: with synchronous replication active only the members
+    // `/sync` names may take over (the others may lack acknowledged commits), except the
+    // candidate of an explicit failover (no `leader` in the request), which the operator chose.
+    let sync = crate::sync::active(cluster);
+    if let Some(s) = &sync {
+        let explicit_failover = manual.as_deref() == Some(me)
+            && cluster
+                .failover_request()
+                .is_some_and(|f| f.leader.is_none());
+        if !explicit_failover && !s.names(me) {
+            return Err(format!(
+                "synchronous mode: /sync does not name me (synchronous standbys: {})",
+                if s.standbys.is_empty() {
+                    "none".to_string()
+                } else {
+                    s.standbys.join(", ")
+                }
+            ));
+        }
+    }
     if let Some(candidate) = &manual {
         if candidate == me {
             return Ok("I am the requested failover candidate".into());
@@ -728,10 +787,17 @@ fn healthiest(obs: &Observation, cluster: &ClusterView, role: PgRole) -> Result<
         if peer.name == me || a.failover_priority <= 0 {
             continue;
         }
+        if sync.as_ref().is_some_and(|s| !s.names(&peer.name)) {
+            continue;
+        }
         if a.is_primary {
             return Err(format!("primary ({}) is still alive", peer.name));
         }
-        if a.wal_position > my_pos {
+        let sync_former_leader = sync
+            .as_ref()
+            .and_then(|s| s.leader.as_deref())
+            .is_some_and(|l| l.eq_ignore_ascii_case(&peer.name));
+        if a.wal_position > my_pos && !sync_former_leader {
             return Err(format!(
                 "{} is ahead of me ({} > {})",
                 peer.name, a.wal_position, my_pos
@@ -818,10 +884,13 @@ fn manual_switchover(obs: &Observation, cluster: &ClusterView, paused: bool) -> 
                 .last_leader_lsn()
                 .or(obs.pg.wal_position)
                 .unwrap_or(0);
+            // Spec §2.5, §4.6: in synchronous mode a switchover goes to a standby `/sync` names.
+            let sync = crate::sync::active(cluster).filter(|_| f.leader.is_some());
             let healthy: Vec<&str> = obs
                 .peers
                 .iter()
                 .filter(|p| candidate.is_none_or(|c| c == p.name))
+                .filter(|p| sync.as_ref().is_none_or(|s| s.is_standby(&p.name)))
                 .filter(|p| {
                     p.answer.as_ref().is_some_and(|a| {
                         a.failover_priority > 0
@@ -834,6 +903,9 @@ fn manual_switchover(obs: &Observation, cluster: &ClusterView, paused: bool) -> 
                 .collect();
             if healthy.is_empty() {
                 return clear(match candidate {
+                    Some(c) if sync.as_ref().is_some_and(|s| !s.is_standby(c)) => format!(
+                        "cancelled the switchover: candidate {c} is not a synchronous standby (/sync)"
+                    ),
                     Some(c) => format!("cancelled the switchover: candidate {c} is not healthy"),
                     None => "cancelled the switchover: no healthy candidate".into(),
                 });

@@ -9,4 +9,5 @@ pub mod dynamic;
 pub mod ha;
 pub mod lsn;
 pub mod pgparams;
+pub mod sync;
 pub mod time;

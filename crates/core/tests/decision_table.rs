@@ -27,6 +27,7 @@ use tandem_core::ha::{
     decide, Action, DataDir, Decision, DemoteMode, FailsafeObs, LocalPg, Observation, PeerAnswer,
     PeerStatus, PgRole, Settings,
 };
+use tandem_core::sync::{StandbyRow, SyncObs};
 
 /// The baseline's system identifier: the cluster's `initialize` and every node's pg_control.
 const SYSID: &str = "7000000000000000001";
@@ -149,6 +150,7 @@ fn baseline(me: &str) -> Result<Observation, String> {
         settings: baseline_settings(),
         now_ms: NOW_MS,
         failsafe: FailsafeObs::default(),
+        sync: SyncObs::default(),
     })
 }
 
@@ -256,6 +258,9 @@ const KEYWORDS: &[&str] = &[
     "peer",
     "settings",
     "failsafe",
+    "sync",
+    "standby",
+    "ssn",
 ];
 
 /// Applies one input line to the observation.
@@ -610,6 +615,82 @@ fn apply(obs: &mut Observation, line: &str) -> Result<(), String> {
                 }
             }
         }
+        "sync" => {
+            let c = cluster_mut(obs)?;
+            if words == ["none"] {
+                c.sync = None;
+                return Ok(());
+            }
+            if let Some(raw) = rest.strip_prefix("raw ") {
+                let value: Value = serde_json::from_str(raw.trim())
+                    .map_err(|e| format!("sync raw: the rest of the line must be JSON ({e})"))?;
+                c.sync = Some(Versioned {
+                    value,
+                    mod_revision: 5,
+                });
+                return Ok(());
+            }
+            let (mut leader, mut standbys) = (None, None);
+            for w in &words {
+                let (k, v) = split(w);
+                let v = need(k, v)?;
+                match k {
+                    "leader" => leader = opt(v, |s| Ok(s.to_string()))?,
+                    "standbys" => standbys = opt(v, |s| Ok(s.to_string()))?,
+                    _ => return Err(unknown(k, &["none", "raw", "leader", "standbys"])),
+                }
+            }
+            c.sync = Some(Versioned {
+                value: serde_json::json!({"leader": leader, "quorum": 0, "sync_standby": standbys}),
+                mod_revision: 5,
+            });
+        }
+        "standby" => {
+            let [name, ref args @ ..] = words[..] else {
+                return Err("standby <name> [state=…] [sync_state=…] [lsn=…]".into());
+            };
+            let mut row = StandbyRow {
+                name: name.into(),
+                state: "streaming".into(),
+                sync_state: "async".into(),
+                lsn: WAL,
+            };
+            for w in args {
+                let (k, v) = split(w);
+                let v = need(k, v)?;
+                match k {
+                    "state" => row.state = v.into(),
+                    "sync_state" => row.sync_state = v.into(),
+                    "lsn" => row.lsn = num(k, v)?,
+                    _ => return Err(unknown(k, &["state", "sync_state", "lsn"])),
+                }
+            }
+            obs.sync.standbys.push(row);
+        }
+        "ssn" => {
+            for w in &words {
+                let (k, v) = split(w);
+                let v = need(k, v)?;
+                match k {
+                    "shown" => {
+                        obs.sync.ssn = if v == "empty" {
+                            String::new()
+                        } else {
+                            v.into()
+                        }
+                    }
+                    "managed" => {
+                        obs.sync.managed = match v {
+                            "none" => None,
+                            "empty" => Some(String::new()),
+                            v => Some(v.into()),
+                        }
+                    }
+                    "changed_lsn" => obs.sync.ssn_changed_lsn = num(k, v)?,
+                    _ => return Err(unknown(k, &["shown", "managed", "changed_lsn"])),
+                }
+            }
+        }
         other => return Err(unknown(other, KEYWORDS)),
     }
     Ok(())
@@ -655,6 +736,21 @@ fn render_action(a: &Action) -> String {
             format!("repair_initialize sysid={sysid} found={found}")
         }
         Action::Refuse { reason } => format!("refuse reason={reason:?}"),
+        Action::WriteSync { state, revision } => format!(
+            "write_sync leader={} standbys={} revision={}",
+            name_or_none(&state.leader),
+            if state.standbys.is_empty() {
+                "none".to_string()
+            } else {
+                state.standbys.join(",")
+            },
+            revision.map_or("absent".to_string(), |r| r.to_string())
+        ),
+        Action::DeleteSync { revision } => format!("delete_sync revision={revision}"),
+        Action::SetSsn { value } => match value {
+            None => "set_ssn configuration".into(),
+            Some(v) => format!("set_ssn value={v:?}"),
+        },
     }
 }
 

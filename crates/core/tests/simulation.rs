@@ -411,6 +411,7 @@ fn run(seed: u64) {
                 },
                 now_ms: 1_700_000_000_000 + now as i64,
                 failsafe: Default::default(),
+                sync: Default::default(),
             };
             let d = decide(&obs);
             if std::env::var("SIM_TRACE").is_ok() && (!d.actions.is_empty()) {

@@ -90,6 +90,7 @@ fn obs(me: &str, cluster: Option<ClusterView>, pg: LocalPg) -> Observation {
         settings: settings(),
         now_ms: NOW,
         failsafe: Default::default(),
+        sync: Default::default(),
     }
 }
 

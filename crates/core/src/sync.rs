@@ -1,0 +1,443 @@
+//! Synchronous replication in priority mode (spec §4): which standbys the primary names in
+//! `synchronous_standby_names` (SSN), and the `/sync` key, which names the standbys that hold
+//! every acknowledged commit and so may take over.
+//!
+//! The one invariant everything here keeps: **`/sync` never names a standby that may lack an
+//! acknowledged commit.** A standby is added to SSN first and to `/sync` only once PostgreSQL
+//! reports it synchronous and it has reached the primary's flush position of the moment SSN
+//! changed (so commits acknowledged before it became synchronous are on it too); it is removed
+//! from `/sync` first and from SSN after. A replica may race for the leader key only if `/sync`
+//! names it (`crate::ha`), so a failover never loses an acknowledged commit.
+
+use crate::cluster::{ClusterView, Member};
+use crate::dynamic::DynamicConfig;
+use crate::ha::Action;
+use serde_json::{json, Value};
+
+/// The SSN entry of strict mode when no standby can be named: no standby has this name, so
+/// commits wait (Patroni's value; a member may not be called this).
+pub const PLACEHOLDER: &str = "__patroni_strict_sync_replica_placeholder__";
+
+/// The `/sync` key: `{"leader": name, "quorum": 0, "sync_standby": "a,b" | null}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncState {
+    pub leader: Option<String>,
+    /// Sorted, no duplicates.
+    pub standbys: Vec<String>,
+    pub quorum: u64,
+}
+
+impl SyncState {
+    pub fn new(leader: &str, mut standbys: Vec<String>) -> SyncState {
+        standbys.sort();
+        standbys.dedup();
+        SyncState {
+            leader: Some(leader.to_string()),
+            standbys,
+            quorum: 0,
+        }
+    }
+
+    /// Reads a stored value; `Err` says what is wrong with it.
+    pub fn parse(v: &Value) -> Result<SyncState, String> {
+        let Value::Object(o) = v else {
+            return Err(format!(
+                "/sync holds {}, not a JSON object",
+                crate::cluster::json_kind(v)
+            ));
+        };
+        let leader = match o.get("leader") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.is_empty() => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                return Err(format!(
+                    "/sync.leader is {}, not a name",
+                    crate::cluster::json_kind(other)
+                ))
+            }
+        };
+        let mut standbys: Vec<String> = match o.get("sync_standby") {
+            None | Some(Value::Null) => vec![],
+            Some(Value::String(s)) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
+            Some(other) => {
+                return Err(format!(
+                    "/sync.sync_standby is {}, not a list of names",
+                    crate::cluster::json_kind(other)
+                ))
+            }
+        };
+        standbys.sort();
+        standbys.dedup();
+        let quorum = o.get("quorum").and_then(Value::as_u64).unwrap_or(0);
+        Ok(SyncState {
+            leader,
+            standbys,
+            quorum,
+        })
+    }
+
+    /// Patroni's stored form (compact, keys sorted).
+    pub fn to_json(&self) -> String {
+        let standbys = if self.standbys.is_empty() {
+            Value::Null
+        } else {
+            Value::String(self.standbys.join(","))
+        };
+        json!({"leader": self.leader, "quorum": self.quorum, "sync_standby": standbys}).to_string()
+    }
+
+    /// The leader or one of the standbys (names compare case-insensitively, as PostgreSQL
+    /// compares `application_name` with SSN entries).
+    pub fn names(&self, name: &str) -> bool {
+        self.leader
+            .as_deref()
+            .is_some_and(|l| l.eq_ignore_ascii_case(name))
+            || self.is_standby(name)
+    }
+
+    pub fn is_standby(&self, name: &str) -> bool {
+        self.standbys.iter().any(|s| s.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Synchronous replication restricts failover (spec §4.6) when the mode is on and `/sync` names
+/// a leader: only the members `/sync` names may then take over.
+pub fn active(cluster: &ClusterView) -> Option<SyncState> {
+    let cfg = cluster.dynamic();
+    if !cfg.synchronous_mode {
+        return None;
+    }
+    let s = cluster
+        .sync
+        .as_ref()
+        .and_then(|s| SyncState::parse(&s.value).ok())?;
+    s.leader.is_some().then_some(s)
+}
+
+/// One walsender of the primary (`pg_stat_replication`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StandbyRow {
+    /// `application_name`: tandem and Patroni set it to the member name.
+    pub name: String,
+    /// `streaming`, `catchup`, ...
+    pub state: String,
+    /// `sync`, `potential`, `async`, `quorum`.
+    pub sync_state: String,
+    /// The position that counts for `synchronous_commit` (write, flush or replay LSN).
+    pub lsn: u64,
+}
+
+/// What the primary observes about synchronous replication, each cycle.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SyncObs {
+    pub standbys: Vec<StandbyRow>,
+    /// `synchronous_standby_names` in effect (`SHOW`).
+    pub ssn: String,
+    /// The value tandem has set (`None`: tandem does not manage it; the user's parameter applies).
+    pub managed: Option<String>,
+    /// The primary's flush position right after tandem last changed SSN: a standby reaches it
+    /// before `/sync` names it.
+    pub ssn_changed_lsn: u64,
+}
+
+/// Quotes a name for SSN as Patroni does: plain identifiers as they are, anything else (and the
+/// keywords `first`/`any`) in double quotes.
+pub fn quote(name: &str) -> String {
+    let mut chars = name.chars();
+    let plain = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+        && !matches!(name.to_ascii_lowercase().as_str(), "first" | "any");
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+/// SSN naming `names` (sorted), `num` of which must confirm each commit: one name alone,
+/// several as `N (a,b)` (PostgreSQL's priority form: the first `N` connected in list order).
+pub fn ssn_value(names: &[String], num: usize) -> String {
+    let mut sorted: Vec<String> = names.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    let n = num.clamp(1, sorted.len().max(1));
+    match sorted.len() {
+        0 => String::new(),
+        1 => quote(&sorted[0]),
+        _ => format!(
+            "{n} ({})",
+            sorted
+                .iter()
+                .map(|s| quote(s))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    }
+}
+
+fn tag_int(m: &Member, key: &str) -> Option<i64> {
+    match m.value.tags.get(key)? {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Spec §4.2: the standbys to name, best first, at most `synchronous_node_count`. A candidate
+/// streams from me, is a running member not tagged `nosync`, has `sync_priority` > 0 (default
+/// 1) and lags no more than `maximum_lag_on_syncnode` behind the most advanced standby (or me,
+/// when it is the only one). Preference: higher `sync_priority`, then already in `/sync`, then
+/// further ahead; `nofailover` members last.
+pub fn candidates(
+    me: &str,
+    my_lsn: u64,
+    cluster: &ClusterView,
+    cfg: &DynamicConfig,
+    current: &SyncState,
+    rows: &[StandbyRow],
+) -> Vec<String> {
+    let streaming: Vec<&StandbyRow> = rows.iter().filter(|r| r.state == "streaming").collect();
+    let reference = if streaming.len() > 1 {
+        streaming.iter().map(|r| r.lsn).max().unwrap_or(0)
+    } else {
+        my_lsn
+    };
+    let mut picked: Vec<(bool, i64, bool, u64, String)> = streaming
+        .iter()
+        .filter(|r| !r.name.eq_ignore_ascii_case(me))
+        .filter_map(|r| {
+            let m = cluster
+                .members
+                .values()
+                .find(|m| m.name.eq_ignore_ascii_case(&r.name))?;
+            if m.value.state != "running" || m.value.tag_bool("nosync") {
+                return None;
+            }
+            let priority = tag_int(m, "sync_priority").unwrap_or(1);
+            if priority <= 0 {
+                return None;
+            }
+            if cfg.maximum_lag_on_syncnode >= 0
+                && reference.saturating_sub(r.lsn) > cfg.maximum_lag_on_syncnode as u64
+            {
+                return None;
+            }
+            Some((
+                m.value.failover_priority() <= 0,
+                -priority,
+                !current.is_standby(&m.name),
+                u64::MAX - r.lsn,
+                m.name.clone(),
+            ))
+        })
+        .collect();
+    picked.sort();
+    picked.dedup_by(|a, b| a.4 == b.4);
+    picked
+        .into_iter()
+        .take(cfg.synchronous_node_count.max(1) as usize)
+        .map(|p| p.4)
+        .collect()
+}
+
+/// A primary's duties under synchronous replication, one step per cycle (or none): the actions,
+/// in order, and why. `None`: nothing to change.
+pub fn primary_duties(
+    me: &str,
+    my_lsn: u64,
+    cluster: &ClusterView,
+    obs: &SyncObs,
+) -> Option<(Vec<Action>, String)> {
+    let cfg = cluster.dynamic();
+    let revision = cluster.sync.as_ref().map(|s| s.mod_revision);
+    if !cfg.synchronous_mode {
+        let mut actions = vec![];
+        if let Some(rev) = revision {
+            actions.push(Action::DeleteSync { revision: rev });
+        }
+        if obs.managed.is_some() {
+            actions.push(Action::SetSsn { value: None });
+        }
+        return (!actions.is_empty()).then(|| {
+            (
+                actions,
+                "synchronous mode is off: removing /sync and handing synchronous_standby_names back to the configuration".to_string(),
+            )
+        });
+    }
+    let current = cluster
+        .sync
+        .as_ref()
+        .and_then(|s| SyncState::parse(&s.value).ok());
+    let current = match current {
+        Some(c) if c.leader.as_deref() == Some(me) => c,
+        _ => return Some((
+            vec![Action::WriteSync {
+                state: SyncState::new(me, vec![]),
+                revision,
+            }],
+            "synchronous mode: writing /sync with me as the leader and no synchronous standby yet"
+                .to_string(),
+        )),
+    };
+    let picks = candidates(me, my_lsn, cluster, &cfg, &current, &obs.standbys);
+    let wanted = if !picks.is_empty() {
+        ssn_value(&picks, picks.len())
+    } else if cfg.synchronous_mode_strict {
+        if current.standbys.is_empty() {
+            PLACEHOLDER.to_string()
+        } else {
+            ssn_value(&current.standbys, current.standbys.len())
+        }
+    } else {
+        String::new()
+    };
+    let is_sync = |name: &str| {
+        obs.standbys.iter().any(|r| {
+            r.name.eq_ignore_ascii_case(name) && r.state == "streaming" && r.sync_state == "sync"
+        })
+    };
+    let set_ssn = obs.managed.as_deref() != Some(wanted.as_str()) || obs.ssn != wanted;
+    // Strict mode with nobody to name keeps /sync: the standbys it names still hold every
+    // acknowledged commit, since commits now wait.
+    let keep_all = picks.is_empty() && cfg.synchronous_mode_strict;
+    let keep: Vec<String> = current
+        .standbys
+        .iter()
+        .filter(|s| keep_all || (picks.contains(s) && is_sync(s)))
+        .cloned()
+        .collect();
+    if keep != current.standbys {
+        let gone: Vec<&String> = current
+            .standbys
+            .iter()
+            .filter(|s| !keep.contains(s))
+            .collect();
+        let mut actions = vec![Action::WriteSync {
+            state: SyncState::new(me, keep),
+            revision,
+        }];
+        if set_ssn {
+            actions.push(Action::SetSsn {
+                value: Some(wanted.clone()),
+            });
+        }
+        return Some((
+            actions,
+            format!(
+                "synchronous replication: {} no longer synchronous: removing from /sync first{}",
+                join(&gone),
+                if set_ssn {
+                    format!(", then synchronous_standby_names = '{wanted}'")
+                } else {
+                    String::new()
+                }
+            ),
+        ));
+    }
+    if set_ssn {
+        return Some((
+            vec![Action::SetSsn {
+                value: Some(wanted.clone()),
+            }],
+            if wanted == PLACEHOLDER {
+                "synchronous mode strict: no standby to name, commits wait until one is back"
+                    .to_string()
+            } else {
+                format!("synchronous replication: synchronous_standby_names = '{wanted}'")
+            },
+        ));
+    }
+    let confirmed: Vec<String> = picks
+        .iter()
+        .filter(|p| !current.is_standby(p))
+        .filter(|p| {
+            obs.standbys.iter().any(|r| {
+                r.name.eq_ignore_ascii_case(p)
+                    && r.state == "streaming"
+                    && r.sync_state == "sync"
+                    && r.lsn >= obs.ssn_changed_lsn
+            })
+        })
+        .cloned()
+        .collect();
+    if confirmed.is_empty() {
+        return None;
+    }
+    let mut all = current.standbys.clone();
+    all.extend(confirmed.iter().cloned());
+    Some((
+        vec![Action::WriteSync {
+            state: SyncState::new(me, all),
+            revision,
+        }],
+        format!(
+            "synchronous replication: {} confirmed synchronous: naming it in /sync",
+            join(&confirmed.iter().collect::<Vec<_>>())
+        ),
+    ))
+}
+
+/// Spec §4.4, before a promotion in synchronous mode: `/sync` names me with no standby (nobody
+/// else is known to hold my commits yet), written first with a compare on its revision (a failed
+/// compare postpones the promotion); then SSN: strict mode names the former `/sync` members
+/// (commits wait for one of them, or for a new standby once confirmed), otherwise none.
+pub fn before_promotion(me: &str, cluster: &ClusterView) -> Vec<Action> {
+    let cfg = cluster.dynamic();
+    if !cfg.synchronous_mode {
+        return vec![];
+    }
+    let revision = cluster.sync.as_ref().map(|s| s.mod_revision);
+    let old = cluster
+        .sync
+        .as_ref()
+        .and_then(|s| SyncState::parse(&s.value).ok())
+        .unwrap_or_default();
+    let ssn = if cfg.synchronous_mode_strict {
+        let names: Vec<String> = old
+            .leader
+            .iter()
+            .chain(old.standbys.iter())
+            .filter(|n| !n.eq_ignore_ascii_case(me))
+            .cloned()
+            .collect();
+        if names.is_empty() {
+            PLACEHOLDER.to_string()
+        } else {
+            ssn_value(&names, cfg.synchronous_node_count as usize)
+        }
+    } else {
+        String::new()
+    };
+    vec![
+        Action::WriteSync {
+            state: SyncState::new(me, vec![]),
+            revision,
+        },
+        Action::SetSsn { value: Some(ssn) },
+    ]
+}
+
+fn join(names: &[&String]) -> String {
+    names
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests;
