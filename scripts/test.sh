@@ -17,13 +17,14 @@ cargo test --workspace --no-fail-fast --test '*' -- --test-threads=1
 stage "core cases on PostgreSQL 18"
 pg18=$(scripts/install-pg18.sh)
 out=$(mktemp)
-TANDEM_TEST_PG_BIN="$pg18" cargo test -p tandem --test cluster --test operations -- --test-threads=1 --exact \
+TANDEM_TEST_PG_BIN="$pg18" cargo test -p tandem --test cluster --test operations --test synchronous -- --test-threads=1 --exact \
   bootstrap_replicate_failover_and_rejoin_with_rewind sigterm_of_the_leader_hands_over_within_seconds \
-  switchover_scheduled_switchover_pause_and_resume 2>&1 | tee "$out"
-# Three tests must have run (a renamed test would otherwise leave this stage empty).
+  switchover_scheduled_switchover_pause_and_resume \
+  synchronous_mode_fails_over_to_the_synchronous_standby_with_every_acknowledged_commit 2>&1 | tee "$out"
+# Four tests must have run (a renamed test would otherwise leave this stage empty).
 ran=$(grep -o '^test result: ok. [0-9]* passed' "$out" | awk '{s += $4} END {print s + 0}')
 rm -f "$out"
-if [ "$ran" != 3 ]; then echo "PostgreSQL 18 stage: expected 3 tests to pass, $ran did" >&2; exit 1; fi
+if [ "$ran" != 4 ]; then echo "PostgreSQL 18 stage: expected 4 tests to pass, $ran did" >&2; exit 1; fi
 
 if [ "$(id -u)" = 0 ] && [ "${TANDEM_SKIP_FRESH_ROOT:-0}" != 1 ]; then
   stage "fresh Debian 12 root: README command 1"

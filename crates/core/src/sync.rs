@@ -197,9 +197,9 @@ fn tag_int(m: &Member, key: &str) -> Option<i64> {
 }
 
 /// Spec §4.2: the standbys to name, best first, at most `synchronous_node_count`. A candidate
-/// streams from me, is a running member not tagged `nosync`, has `sync_priority` > 0 (default
-/// 1) and lags no more than `maximum_lag_on_syncnode` behind the most advanced standby (or me,
-/// when it is the only one). Preference: higher `sync_priority`, then already in `/sync`, then
+/// streams from me, is a running member not tagged `nosync`, has `sync_priority` > 0 (by
+/// default 1) and lags no more than `maximum_lag_on_syncnode` behind the most advanced standby
+/// (or me, when it is the only one). Preference: higher `sync_priority`, then already in `/sync`, then
 /// further ahead; `nofailover` members last.
 pub fn candidates(
     me: &str,

@@ -4,7 +4,7 @@
 //! lets the leader key expire by accident; the leader demotes itself when its lease deadline
 //! (measured from the send time of the last successful keepalive) gets within `demote_margin`.
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -94,6 +94,9 @@ struct Agent {
     history_written: Option<u64>,
     /// A reinitialize runs (wiped, clone not finished): shared with the REST server.
     reinitializing: crate::control::Reinitializing,
+    /// The primary's flush position once a change of `synchronous_standby_names` was in effect
+    /// (`u64::MAX` while it is not yet): a standby reaches it before `/sync` names it.
+    ssn_changed_lsn: u64,
 }
 
 /// Idle cycles reuse the last PostgreSQL status for at most this long.
@@ -245,6 +248,7 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
         adopted_running: false,
         history_written: None,
         reinitializing,
+        ssn_changed_lsn: u64::MAX,
     };
     agent.former_primary = agent.pg.data_dir.join(FORMER_PRIMARY_MARKER).exists();
     agent
@@ -654,10 +658,13 @@ impl Agent {
 
     /// One HA cycle. Returns (acted, an action failed).
     async fn cycle(&mut self, cluster_changed: bool) -> Result<(bool, bool)> {
+        // In synchronous mode the primary reads pg_stat_replication every cycle.
         let quick = !self.force_read
             && !cluster_changed
+            && !self.dynamic.synchronous_mode
             && self.last_full_observation.elapsed() < QUICK_CYCLE_MAX_AGE;
         let pg = self.observe_pg_with(quick).await;
+        let sync = self.sync_observation();
         // After a stall of this process (or a slow cycle) the lease of a possible primary can be
         // nearly out while etcd is fine: renew it before anything else, so that the fresh read
         // below gets its time budget and no demotion follows needlessly.
@@ -739,6 +746,7 @@ impl Agent {
             peers,
             settings: self.settings(),
             now_ms: chrono::Utc::now().timestamp_millis(),
+            sync,
         };
         let mut decision = ha::decide(&obs);
         // Before demoting for a lease about to expire, try one keepalive right now: after a stall of
@@ -771,6 +779,8 @@ impl Agent {
         }
         let acted = !decision.actions.is_empty();
         let mut failed = false;
+        // In order; a failed action ends the decision (a promotion must not follow a /sync
+        // write that did not happen).
         for action in decision.actions {
             if let Err(e) = self.execute(action, cluster.as_ref()).await {
                 if e.downcast_ref::<Fatal>().is_some() {
@@ -780,6 +790,7 @@ impl Agent {
                     error!("{e:#}");
                 }
                 failed = true;
+                break;
             }
         }
         if let Some(c) = &cluster {
@@ -1067,7 +1078,81 @@ impl Agent {
                 warn!("the initialize key said {found}; rewrote it with this cluster's system identifier {sysid}");
                 Ok(())
             }
+            Action::WriteSync { state, revision } => {
+                let value = state.to_json();
+                if !self
+                    .dcs
+                    .write_sync(&self.cfg.name, &value, revision)
+                    .await?
+                {
+                    // Re-read next cycle: someone else wrote /sync, or the key is not mine.
+                    self.force_read = true;
+                    bail!("/sync changed since it was read, or the leader key no longer names me: not going on with this decision");
+                }
+                info!("/sync is now {value}");
+                Ok(())
+            }
+            Action::DeleteSync { revision } => {
+                if !self.dcs.delete_sync(&self.cfg.name, revision).await? {
+                    self.force_read = true;
+                    bail!("/sync changed since it was read, or the leader key no longer names me: not removing it");
+                }
+                info!("removed /sync (synchronous mode is off)");
+                Ok(())
+            }
+            Action::SetSsn { value } => {
+                let Some(c) = cluster else {
+                    bail!("no cluster view: cannot set synchronous_standby_names");
+                };
+                if self.pg.ssn != value {
+                    self.pg.ssn = value.clone();
+                    self.ssn_changed_lsn = u64::MAX;
+                    self.pg.write_config(
+                        &self.dynamic,
+                        self.current_upstream(c).as_ref().map(|u| u.as_ref()),
+                    )?;
+                }
+                self.pg.reload().await?;
+                match &value {
+                    Some(v) => info!("synchronous_standby_names = '{v}'"),
+                    None => info!("synchronous_standby_names handed back to the configuration"),
+                }
+                Ok(())
+            }
             Action::Refuse { reason } => Err(anyhow::Error::new(Fatal(reason))),
+        }
+    }
+
+    /// What the core needs of synchronous replication: on a primary, its walsenders (with the
+    /// position `synchronous_commit` waits for), SSN in effect and as managed. Records the flush
+    /// position once a changed SSN is in effect.
+    fn sync_observation(&mut self) -> tandem_core::sync::SyncObs {
+        let Some(st) = self.last_pg.as_ref().filter(|s| !s.in_recovery) else {
+            return Default::default();
+        };
+        if self.ssn_changed_lsn == u64::MAX && self.pg.ssn.as_deref() == Some(st.ssn.as_str()) {
+            self.ssn_changed_lsn = st.wal_position;
+        }
+        let standbys = st
+            .replication
+            .iter()
+            .map(|r| tandem_core::sync::StandbyRow {
+                name: r.application_name.clone(),
+                state: r.state.clone(),
+                sync_state: r.sync_state.clone(),
+                lsn: match st.synchronous_commit.as_str() {
+                    "remote_write" => r.write_lsn,
+                    "remote_apply" => r.replay_lsn,
+                    _ => r.flush_lsn,
+                }
+                .unwrap_or(0),
+            })
+            .collect();
+        tandem_core::sync::SyncObs {
+            standbys,
+            ssn: st.ssn.clone(),
+            managed: self.pg.ssn.clone(),
+            ssn_changed_lsn: self.ssn_changed_lsn,
         }
     }
 

@@ -344,6 +344,35 @@ impl Dcs {
         self.txn("leader release", t).await
     }
 
+    /// Writes `/sync` only while the leader key names me and `/sync` is as I last read it
+    /// (`revision`: its mod revision, `None`: absent). `false`: either changed meanwhile.
+    pub async fn write_sync(&self, name: &str, value: &str, revision: Option<i64>) -> Result<bool> {
+        let k = self.key("sync");
+        let unchanged = match revision {
+            Some(r) => Compare::mod_revision(k.clone(), CompareOp::Equal, r),
+            None => Compare::create_revision(k.clone(), CompareOp::Equal, 0),
+        };
+        let t = Txn::new()
+            .when([
+                Compare::value(self.key("leader"), CompareOp::Equal, name),
+                unchanged,
+            ])
+            .and_then([TxnOp::put(k, value, None)]);
+        self.txn("/sync write", t).await
+    }
+
+    /// Deletes `/sync` only while the leader key names me and `/sync` is at `revision`.
+    pub async fn delete_sync(&self, name: &str, revision: i64) -> Result<bool> {
+        let k = self.key("sync");
+        let t = Txn::new()
+            .when([
+                Compare::value(self.key("leader"), CompareOp::Equal, name),
+                Compare::mod_revision(k.clone(), CompareOp::Equal, revision),
+            ])
+            .and_then([TxnOp::delete(k, None)]);
+        self.txn("/sync delete", t).await
+    }
+
     /// Bootstrap race: create `initialize` with an empty value only if absent.
     pub async fn race_initialize(&self) -> Result<bool> {
         self.create("initialize", "").await

@@ -51,6 +51,9 @@ pub struct PgStatus {
     pub replication: Vec<crate::status::ReplicationRow>,
     /// Parameters changed in the configuration that need a restart: name → current value.
     pub pending_restart: BTreeMap<String, String>,
+    /// `synchronous_standby_names` and `synchronous_commit` in effect.
+    pub ssn: String,
+    pub synchronous_commit: String,
 }
 
 pub struct Postgres {
@@ -73,7 +76,27 @@ pub struct Postgres {
     pub initdb_args: Vec<String>,
     /// `postgresql.basebackup`: extra pg_basebackup options, after tandem's own (so they win).
     pub basebackup_args: Vec<String>,
+    /// `synchronous_standby_names` as tandem manages it in synchronous mode (`None`: the
+    /// configuration's). Read back from postgresql.conf at start, so an agent restart keeps it.
+    pub ssn: Option<String>,
     client: tokio::sync::Mutex<Option<std::sync::Arc<tokio_postgres::Client>>>,
+}
+
+/// The line before a `synchronous_standby_names` that tandem manages (synchronous mode).
+const SSN_MARKER: &str =
+    "# synchronous_standby_names below is managed by tandem (synchronous_mode)";
+
+/// The managed `synchronous_standby_names` in a postgresql.conf tandem wrote, if any.
+pub fn managed_ssn(conf: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(conf).ok()?;
+    if !text.lines().any(|l| l == SSN_MARKER) {
+        return None;
+    }
+    let value = text.lines().find_map(|l| {
+        l.strip_prefix("synchronous_standby_names = '")
+            .and_then(|v| v.strip_suffix('\''))
+    })?;
+    Some(value.replace("''", "'"))
 }
 
 /// `remove_dir_all` on the blocking pool, so the runtime's thread goes on (keepalives).
@@ -143,6 +166,7 @@ impl Postgres {
             local_hba: pg.pg_hba.clone(),
             initdb_args: cfg.bootstrap.initdb_args.clone(),
             basebackup_args: pg.basebackup_args.clone(),
+            ssn: managed_ssn(&pg.data_dir.join("postgresql.conf")),
             client: tokio::sync::Mutex::new(None),
         }
     }
@@ -256,6 +280,10 @@ impl Postgres {
         }
         let params = self.parameters(dynamic);
         let mut text = String::from("# Written by tandem. Do not edit: change the cluster configuration (`tandem edit-config`) or the node's YAML.\ninclude 'postgresql.base.conf'\n\n");
+        if self.ssn.is_some() {
+            text.push_str(SSN_MARKER);
+            text.push('\n');
+        }
         for (k, v) in &params {
             text.push_str(&format!("{k} = '{}'\n", v.replace('\'', "''")));
         }
@@ -332,6 +360,9 @@ impl Postgres {
         p.insert("cluster_name".into(), self.scope.clone());
         p.entry("unix_socket_directories".into())
             .or_insert_with(|| self.socket_dir.clone());
+        if let Some(ssn) = &self.ssn {
+            p.insert("synchronous_standby_names".into(), ssn.clone());
+        }
         for k in [
             "primary_conninfo",
             "primary_slot_name",
@@ -619,6 +650,9 @@ impl Postgres {
             .user(&self.superuser.0)
             .dbname(&self.database)
             .application_name("tandem")
+            // The agent's own writes (slots, roles, checkpoints) never wait for a standby: in
+            // strict synchronous mode with none left they would hang the HA loop.
+            .options("-c synchronous_commit=local")
             .connect_timeout(Duration::from_secs(3));
         if !self.superuser.1.is_empty() {
             cfg.password(&self.superuser.1);
@@ -654,7 +688,9 @@ impl Postgres {
                   to_char(pg_last_xact_replay_timestamp(), 'YYYY-MM-DD\"T\"HH24:MI:SS.USOF'),
                   CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END,
                   (SELECT timeline_id::bigint FROM pg_control_checkpoint()),
-                  (SELECT coalesce(json_object_agg(name, setting), '{}')::text FROM pg_settings WHERE pending_restart AND name NOT LIKE 'recovery_target%' AND name NOT IN ('primary_conninfo', 'primary_slot_name', 'restore_command'))";
+                  (SELECT coalesce(json_object_agg(name, setting), '{}')::text FROM pg_settings WHERE pending_restart AND name NOT LIKE 'recovery_target%' AND name NOT IN ('primary_conninfo', 'primary_slot_name', 'restore_command')),
+                  current_setting('synchronous_standby_names'),
+                  current_setting('synchronous_commit')";
         let row = tokio::time::timeout(Duration::from_secs(5), c.query_one(q, &[]))
             .await
             .map_err(|_| anyhow!("status query timed out"))??;
@@ -679,6 +715,8 @@ impl Postgres {
             server_version: row.get::<_, Option<i32>>(7).map(|v| v as u32),
             replayed_timestamp: row.get(8),
             replay_paused: row.get::<_, Option<bool>>(9).unwrap_or(false),
+            ssn: row.get::<_, Option<String>>(12).unwrap_or_default(),
+            synchronous_commit: row.get::<_, Option<String>>(13).unwrap_or_default(),
             ..Default::default()
         };
         st.wal_position = if in_recovery {
@@ -688,7 +726,7 @@ impl Postgres {
         };
         if !in_recovery {
             let rows = c
-                .query("SELECT usename::text, application_name, client_addr::text, state, sync_state, sync_priority FROM pg_stat_replication", &[])
+                .query("SELECT usename::text, application_name, client_addr::text, state, sync_state, sync_priority, pg_wal_lsn_diff(write_lsn, '0/0')::bigint, pg_wal_lsn_diff(flush_lsn, '0/0')::bigint, pg_wal_lsn_diff(replay_lsn, '0/0')::bigint FROM pg_stat_replication", &[])
                 .await
                 .unwrap_or_default();
             st.replication = rows
@@ -700,6 +738,9 @@ impl Postgres {
                     state: r.get::<_, Option<String>>(3).unwrap_or_default(),
                     sync_state: r.get::<_, Option<String>>(4).unwrap_or_default(),
                     sync_priority: r.get::<_, Option<i32>>(5).unwrap_or(0),
+                    write_lsn: r.get::<_, Option<i64>>(6).map(|v| v as u64),
+                    flush_lsn: r.get::<_, Option<i64>>(7).map(|v| v as u64),
+                    replay_lsn: r.get::<_, Option<i64>>(8).map(|v| v as u64),
                 })
                 .collect();
         }

@@ -14,6 +14,9 @@ pub struct ReplicationRow {
     pub state: String,
     pub sync_state: String,
     pub sync_priority: i32,
+    pub write_lsn: Option<u64>,
+    pub flush_lsn: Option<u64>,
+    pub replay_lsn: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
