@@ -5,6 +5,7 @@
 //! carries out the returned actions, and observes again.
 
 use crate::cluster::ClusterView;
+use crate::lsn::Lsn;
 
 /// The local PostgreSQL data directory, as read from disk (pg_controldata).
 #[derive(Clone, Debug, PartialEq)]
@@ -510,6 +511,29 @@ pub fn decide(obs: &Observation) -> Decision {
                 format!("demoting: {l} holds the leader key"),
             );
         }
+        if let Some((tl, fork, pos)) = diverged(obs, cluster) {
+            let leader_ready = cluster
+                .members
+                .get(&l)
+                .is_some_and(|m| m.value.is_primary() && !m.value.conn_url.is_empty());
+            if obs.settings.use_pg_rewind && leader_ready {
+                return Decision::act(
+                    vec![Action::RewindAndFollow { leader: l.clone() }],
+                    format!(
+                        "my WAL on timeline {tl} goes past its fork at {} (mine: {}): rewinding against {l}",
+                        Lsn(fork),
+                        Lsn(pos)
+                    ),
+                );
+            }
+            if !obs.settings.use_pg_rewind {
+                return Decision::none(format!(
+                    "my WAL on timeline {tl} goes past its fork at {} (mine: {}) and use_pg_rewind is off: I cannot follow {l}; reinitialize me (tandem reinit) or turn use_pg_rewind on",
+                    Lsn(fork),
+                    Lsn(pos)
+                ));
+            }
+        }
         if obs.pg.following.as_deref() != Some(l.as_str()) {
             if !cluster
                 .members
@@ -592,6 +616,29 @@ pub fn decide(obs: &Observation) -> Decision {
             }
         }
     }
+}
+
+/// A replica whose WAL went past the point where the cluster's history says its timeline ended
+/// (it received WAL from a former primary that the new leader never had): it cannot follow the
+/// new timeline without pg_rewind (PostgreSQL: "new timeline forked off current database system
+/// timeline before current recovery point"). `(timeline, fork, my position)`.
+fn diverged(obs: &Observation, cluster: &ClusterView) -> Option<(u64, u64, u64)> {
+    if obs.pg.role != Some(PgRole::Replica) {
+        return None;
+    }
+    let tl = obs.pg.timeline?;
+    let pos = obs.pg.wal_position?;
+    if tl >= cluster.timeline() {
+        return None;
+    }
+    let fork = cluster
+        .history
+        .as_ref()?
+        .value
+        .iter()
+        .find(|e| e.timeline == tl)?
+        .lsn;
+    (pos > fork).then_some((tl, fork, pos))
 }
 
 /// `first`, then what synchronous mode needs before a promotion (`/sync` names me, SSN set:
