@@ -482,6 +482,33 @@ fn patronictl_4_1_5_operates_a_tandem_cluster_and_haproxy_routes_to_the_leader()
             .contains("reinitializing"),
         "the member's log shows the re-clone"
     );
+
+    // Synchronous mode through patronictl: its list shows the /sync standby, and a switchover to
+    // that standby goes through (issue 13).
+    patronictl(
+        &bin,
+        &c,
+        &["edit-config", "--set", "synchronous_mode=true", "--force"],
+    );
+    let sync = wait_until(Duration::from_secs(30), "/sync names a standby", || {
+        let v = c.view();
+        let s = tandem_core::sync::SyncState::parse(&v.sync?.value).ok()?;
+        (s.leader.as_deref() == Some(leader.as_str()) && s.standbys.len() == 1)
+            .then(|| s.standbys[0].clone())
+    })
+    .unwrap();
+    let out = patronictl(&bin, &c, &["list"]);
+    assert!(
+        out.lines()
+            .any(|l| l.contains(&format!("| {sync} ")) && l.contains("Sync Standby")),
+        "{out}"
+    );
+    let out = patronictl(&bin, &c, &["switchover", "--candidate", &sync, "--force"]);
+    assert!(
+        out.contains(&format!("Successfully switched over to \"{sync}\"")),
+        "{out}"
+    );
+    assert_eq!(c.wait_healthy("healthy after a synchronous switchover"), sync);
     eprintln!("patronictl compatibility test took {:?}", started.elapsed());
 }
 
