@@ -508,7 +508,10 @@ fn patronictl_4_1_5_operates_a_tandem_cluster_and_haproxy_routes_to_the_leader()
         out.contains(&format!("Successfully switched over to \"{sync}\"")),
         "{out}"
     );
-    assert_eq!(c.wait_healthy("healthy after a synchronous switchover"), sync);
+    assert_eq!(
+        c.wait_healthy("healthy after a synchronous switchover"),
+        sync
+    );
     eprintln!("patronictl compatibility test took {:?}", started.elapsed());
 }
 
