@@ -46,6 +46,9 @@ pub struct LocalPg {
     /// answering queries — as measured by the agent (`None`: it answers). A leader compares it with
     /// `primary_start_timeout`.
     pub down_ms: Option<u64>,
+    /// A replica that is not streaming: the timeline and position it has replayed to (what
+    /// PostgreSQL compares with a new timeline's fork point). `None` while it streams, or unknown.
+    pub replay: Option<(u64, u64)>,
 }
 
 /// One peer's answer to `GET /patroni`, probed when the leader key is missing.
@@ -456,8 +459,11 @@ pub fn decide(obs: &Observation) -> Decision {
                     "demoting: my leader lease is about to expire and could not be renewed",
                 );
             }
-            if let Some(d) = manual_switchover(obs, cluster, paused) {
-                return d;
+            // A switchover to act on comes first; one that waits for its time does not hold up
+            // the synchronous-replication duties (commits would wait on a departed standby).
+            let switchover = manual_switchover(obs, cluster, paused);
+            if let Some(d) = switchover.as_ref().filter(|d| !d.actions.is_empty()) {
+                return d.clone();
             }
             if let Some((actions, why)) = crate::sync::primary_duties(
                 me,
@@ -466,6 +472,9 @@ pub fn decide(obs: &Observation) -> Decision {
                 &obs.sync,
             ) {
                 return Decision::act(actions, why);
+            }
+            if let Some(d) = switchover {
+                return d;
             }
             let prefix = if paused { "PAUSE: " } else { "" };
             return Decision::none(format!(
@@ -481,7 +490,7 @@ pub fn decide(obs: &Observation) -> Decision {
         }
         if paused {
             return Decision::act(
-                promotion(me, cluster, vec![]),
+                promotion(obs, cluster, vec![]),
                 "PAUSE: promoting: I am the requested failover candidate and hold the leader key",
             );
         }
@@ -491,7 +500,7 @@ pub fn decide(obs: &Observation) -> Decision {
             );
         }
         return Decision::act(
-            promotion(me, cluster, vec![]),
+            promotion(obs, cluster, vec![]),
             "promoting: I hold the leader key",
         );
     }
@@ -584,7 +593,7 @@ pub fn decide(obs: &Observation) -> Decision {
             // Promoted in the same cycle: the key's taking clears the request, and a paused
             // holder that is not primary would otherwise release the key again.
             return Decision::act(
-                promotion(me, cluster, vec![Action::AcquireLeader]),
+                promotion(obs, cluster, vec![Action::AcquireLeader]),
                 "PAUSE: I am the requested failover candidate: taking the leader key and promoting",
             );
         }
@@ -626,8 +635,7 @@ fn diverged(obs: &Observation, cluster: &ClusterView) -> Option<(u64, u64, u64)>
     if obs.pg.role != Some(PgRole::Replica) {
         return None;
     }
-    let tl = obs.pg.timeline?;
-    let pos = obs.pg.wal_position?;
+    let (tl, pos) = obs.pg.replay?;
     if tl >= cluster.timeline() {
         return None;
     }
@@ -643,8 +651,12 @@ fn diverged(obs: &Observation, cluster: &ClusterView) -> Option<(u64, u64, u64)>
 
 /// `first`, then what synchronous mode needs before a promotion (`/sync` names me, SSN set:
 /// spec §4.4), then the promotion.
-fn promotion(me: &str, cluster: &ClusterView, mut first: Vec<Action>) -> Vec<Action> {
-    first.extend(crate::sync::before_promotion(me, cluster));
+fn promotion(obs: &Observation, cluster: &ClusterView, mut first: Vec<Action>) -> Vec<Action> {
+    first.extend(crate::sync::before_promotion(
+        &obs.me,
+        cluster,
+        obs.sync.managed.is_some(),
+    ));
     first.push(Action::Promote);
     first
 }

@@ -118,11 +118,21 @@ pub fn active(cluster: &ClusterView) -> Option<SyncState> {
     if !cfg.synchronous_mode {
         return None;
     }
-    let s = cluster
-        .sync
-        .as_ref()
-        .and_then(|s| SyncState::parse(&s.value).ok())?;
-    s.leader.is_some().then_some(s)
+    // A /sync that does not parse fails closed: it may have named standbys, so nobody is known
+    // to hold every acknowledged commit (an explicit failover still may go ahead). The primary
+    // rewrites it on its next cycle.
+    let garbled = SyncState {
+        leader: Some(String::new()),
+        standbys: vec![],
+        quorum: 0,
+    };
+    if cluster.invalid.contains_key("sync") {
+        return Some(garbled);
+    }
+    match SyncState::parse(&cluster.sync.as_ref()?.value) {
+        Ok(s) => s.leader.is_some().then_some(s),
+        Err(_) => Some(garbled),
+    }
 }
 
 /// One walsender of the primary (`pg_stat_replication`).
@@ -230,7 +240,8 @@ pub fn candidates(
             if priority <= 0 {
                 return None;
             }
-            if cfg.maximum_lag_on_syncnode >= 0
+            // Patroni: 0 or less is off.
+            if cfg.maximum_lag_on_syncnode > 0
                 && reference.saturating_sub(r.lsn) > cfg.maximum_lag_on_syncnode as u64
             {
                 return None;
@@ -262,7 +273,7 @@ pub fn primary_duties(
     obs: &SyncObs,
 ) -> Option<(Vec<Action>, String)> {
     let cfg = cluster.dynamic();
-    let revision = cluster.sync.as_ref().map(|s| s.mod_revision);
+    let revision = sync_revision(cluster);
     if !cfg.synchronous_mode {
         let mut actions = vec![];
         if let Some(rev) = revision {
@@ -395,12 +406,18 @@ pub fn primary_duties(
 /// else is known to hold my commits yet), written first with a compare on its revision (a failed
 /// compare postpones the promotion); then SSN: strict mode names the former `/sync` members
 /// (commits wait for one of them, or for a new standby once confirmed), otherwise none.
-pub fn before_promotion(me: &str, cluster: &ClusterView) -> Vec<Action> {
+/// Synchronous mode off: SSN goes back to the configuration's if tandem still manages it
+/// (`managed`: left from an earlier term as primary), so no commit waits on a stale name.
+pub fn before_promotion(me: &str, cluster: &ClusterView, managed: bool) -> Vec<Action> {
     let cfg = cluster.dynamic();
     if !cfg.synchronous_mode {
-        return vec![];
+        return if managed {
+            vec![Action::SetSsn { value: None }]
+        } else {
+            vec![]
+        };
     }
-    let revision = cluster.sync.as_ref().map(|s| s.mod_revision);
+    let revision = sync_revision(cluster);
     let old = cluster
         .sync
         .as_ref()
@@ -429,6 +446,15 @@ pub fn before_promotion(me: &str, cluster: &ClusterView) -> Vec<Action> {
         },
         Action::SetSsn { value: Some(ssn) },
     ]
+}
+
+/// `/sync`'s mod revision, also when its value does not parse (so the primary can replace it).
+fn sync_revision(cluster: &ClusterView) -> Option<i64> {
+    cluster
+        .sync
+        .as_ref()
+        .map(|s| s.mod_revision)
+        .or_else(|| cluster.invalid.get("sync").map(|b| b.mod_revision))
 }
 
 fn join(names: &[&String]) -> String {

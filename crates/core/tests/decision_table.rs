@@ -123,6 +123,7 @@ fn baseline_pg(me: &str) -> LocalPg {
         following: (!primary).then(|| "node1".to_string()),
         former_primary: false,
         down_ms: None,
+        replay: None,
     }
 }
 
@@ -476,6 +477,7 @@ fn apply(obs: &mut Observation, line: &str) -> Result<(), String> {
                 "sysid",
                 "control",
                 "down_for",
+                "replay",
             ];
             for w in &words {
                 let (k, v) = split(w);
@@ -501,6 +503,14 @@ fn apply(obs: &mut Observation, line: &str) -> Result<(), String> {
                         }
                     }
                     ("down_for", Some(v)) => pg.down_ms = opt(v, |s| millis(k, s))?,
+                    ("replay", Some(v)) => {
+                        pg.replay = opt(v, |s| {
+                            let (tl, lsn) = s.split_once(':').ok_or_else(|| {
+                                format!("replay={s}: write <timeline>:<lsn>, e.g. replay=1:1000")
+                            })?;
+                            Ok((num("replay timeline", tl)?, num("replay lsn", lsn)?))
+                        })?
+                    }
                     ("wal", Some(v)) => pg.wal_position = opt(v, |s| num(k, s))?,
                     ("tl", Some(v)) => pg.timeline = opt(v, |s| num(k, s))?,
                     ("following", Some(v)) => pg.following = opt(v, |s| Ok(s.to_string()))?,

@@ -422,6 +422,7 @@ fn run(seed: u64, sync_mode: bool) {
                 following: n.following.clone(),
                 former_primary: n.former_primary,
                 down_ms: n.down_since.map(|t| now - t),
+                replay: None,
             };
             // A fresh read; cut off, it times out, but never later than the lease's demotion
             // point of a node that may be primary.

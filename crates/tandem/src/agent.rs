@@ -97,6 +97,9 @@ struct Agent {
     /// The primary's flush position once a change of `synchronous_standby_names` was in effect
     /// (`u64::MAX` while it is not yet): a standby reaches it before `/sync` names it.
     ssn_changed_lsn: u64,
+    /// The highest timeline this replica's walreceiver streamed, for this postmaster (its start
+    /// time): the replay timeline is known at least that far when it stops streaming.
+    streamed_tli: Option<(String, u64)>,
 }
 
 /// Idle cycles reuse the last PostgreSQL status for at most this long.
@@ -249,6 +252,7 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
         history_written: None,
         reinitializing,
         ssn_changed_lsn: u64::MAX,
+        streamed_tli: None,
     };
     agent.former_primary = agent.pg.data_dir.join(FORMER_PRIMARY_MARKER).exists();
     agent
@@ -544,6 +548,7 @@ impl Agent {
             following: self.following.clone(),
             former_primary: self.former_primary,
             down_ms: None,
+            replay: status.as_ref().and_then(|s| self.replay_point(s)),
         };
         let mut local = local;
         if self.adopted_running {
@@ -1104,13 +1109,22 @@ impl Agent {
                 let Some(c) = cluster else {
                     bail!("no cluster view: cannot set synchronous_standby_names");
                 };
-                if self.pg.ssn != value {
-                    self.pg.ssn = value.clone();
-                    self.ssn_changed_lsn = u64::MAX;
-                    self.pg.write_config(
-                        &self.dynamic,
-                        self.current_upstream(c).as_ref().map(|u| u.as_ref()),
-                    )?;
+                // Written first: the in-memory value changes only with the file.
+                let shown = self.last_pg.as_ref().map(|s| s.ssn.clone());
+                if self.pg.ssn != value || shown.as_deref() != Some(value.as_deref().unwrap_or(""))
+                {
+                    let old = std::mem::replace(&mut self.pg.ssn, value.clone());
+                    let upstream = self.current_upstream(c);
+                    if let Err(e) = self
+                        .pg
+                        .write_config(&self.dynamic, upstream.as_ref().map(|u| u.as_ref()))
+                    {
+                        self.pg.ssn = old;
+                        return Err(e.context("cannot write synchronous_standby_names"));
+                    }
+                    if self.pg.ssn != old {
+                        self.ssn_changed_lsn = u64::MAX;
+                    }
                 }
                 self.pg.reload().await?;
                 match &value {
@@ -1123,13 +1137,53 @@ impl Agent {
         }
     }
 
+    /// A replica that is not streaming: the timeline and position it replayed to. The timeline
+    /// is the highest of its restartpoint's, its minimum recovery point's and what its
+    /// walreceiver streamed since this postmaster started (SQL shows no replay timeline).
+    fn replay_point(&mut self, st: &PgStatus) -> Option<(u64, u64)> {
+        if !st.in_recovery {
+            self.streamed_tli = None;
+            return None;
+        }
+        let start = st.postmaster_start_time.clone().unwrap_or_default();
+        if self.streamed_tli.as_ref().is_some_and(|(s, _)| *s != start) {
+            self.streamed_tli = None;
+        }
+        if st.streaming {
+            if let Some(tl) = st.timeline {
+                let seen = self.streamed_tli.as_ref().map_or(0, |(_, t)| *t);
+                self.streamed_tli = Some((start, tl.max(seen)));
+            }
+            return None;
+        }
+        let tl = [
+            st.checkpoint_tli,
+            st.min_recovery_tli,
+            self.streamed_tli.as_ref().map(|(_, t)| *t),
+        ]
+        .into_iter()
+        .flatten()
+        .max()?;
+        Some((tl, st.replay_lsn?))
+    }
+
     /// What the core needs of synchronous replication: on a primary, its walsenders (with the
     /// position `synchronous_commit` waits for), SSN in effect and as managed. Records the flush
     /// position once a changed SSN is in effect.
     fn sync_observation(&mut self) -> tandem_core::sync::SyncObs {
         let Some(st) = self.last_pg.as_ref().filter(|s| !s.in_recovery) else {
-            return Default::default();
+            return tandem_core::sync::SyncObs {
+                managed: self.pg.ssn.clone(),
+                ..Default::default()
+            };
         };
+        // The server's setting (the agent's own session runs with synchronous_commit=local).
+        let commit = self
+            .pg
+            .parameters(&self.dynamic)
+            .get("synchronous_commit")
+            .cloned()
+            .unwrap_or_else(|| "on".into());
         if self.ssn_changed_lsn == u64::MAX && self.pg.ssn.as_deref() == Some(st.ssn.as_str()) {
             self.ssn_changed_lsn = st.wal_position;
         }
@@ -1140,7 +1194,7 @@ impl Agent {
                 name: r.application_name.clone(),
                 state: r.state.clone(),
                 sync_state: r.sync_state.clone(),
-                lsn: match st.synchronous_commit.as_str() {
+                lsn: match commit.as_str() {
                     "remote_write" => r.write_lsn,
                     "remote_apply" => r.replay_lsn,
                     _ => r.flush_lsn,

@@ -51,9 +51,12 @@ pub struct PgStatus {
     pub replication: Vec<crate::status::ReplicationRow>,
     /// Parameters changed in the configuration that need a restart: name → current value.
     pub pending_restart: BTreeMap<String, String>,
-    /// `synchronous_standby_names` and `synchronous_commit` in effect.
+    /// `synchronous_standby_names` in effect.
     pub ssn: String,
-    pub synchronous_commit: String,
+    /// Replica: the timeline of its last restartpoint and of its minimum recovery point (the
+    /// replay timeline is at least both).
+    pub checkpoint_tli: Option<u64>,
+    pub min_recovery_tli: Option<u64>,
 }
 
 pub struct Postgres {
@@ -690,7 +693,7 @@ impl Postgres {
                   (SELECT timeline_id::bigint FROM pg_control_checkpoint()),
                   (SELECT coalesce(json_object_agg(name, setting), '{}')::text FROM pg_settings WHERE pending_restart AND name NOT LIKE 'recovery_target%' AND name NOT IN ('primary_conninfo', 'primary_slot_name', 'restore_command')),
                   current_setting('synchronous_standby_names'),
-                  current_setting('synchronous_commit')";
+                  (SELECT min_recovery_end_timeline::bigint FROM pg_control_recovery())";
         let row = tokio::time::timeout(Duration::from_secs(5), c.query_one(q, &[]))
             .await
             .map_err(|_| anyhow!("status query timed out"))??;
@@ -716,7 +719,11 @@ impl Postgres {
             replayed_timestamp: row.get(8),
             replay_paused: row.get::<_, Option<bool>>(9).unwrap_or(false),
             ssn: row.get::<_, Option<String>>(12).unwrap_or_default(),
-            synchronous_commit: row.get::<_, Option<String>>(13).unwrap_or_default(),
+            checkpoint_tli: checkpoint_tli.map(|v| v as u64),
+            min_recovery_tli: row
+                .get::<_, Option<i64>>(13)
+                .filter(|v| *v > 0)
+                .map(|v| v as u64),
             ..Default::default()
         };
         st.wal_position = if in_recovery {

@@ -36,6 +36,7 @@ fn running(role: PgRole, pos: u64) -> LocalPg {
         following: None,
         former_primary: false,
         down_ms: None,
+        replay: None,
     }
 }
 

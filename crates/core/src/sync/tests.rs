@@ -275,7 +275,7 @@ fn a_promotion_writes_sync_before_and_strict_names_the_former_members() {
     let sync = json!({"leader": "node1", "sync_standby": "node2"});
     let v = view(on(), Some(sync.clone()));
     assert_eq!(
-        before_promotion("node2", &v),
+        before_promotion("node2", &v, false),
         vec![
             Action::WriteSync {
                 state: SyncState::new("node2", vec![]),
@@ -291,10 +291,10 @@ fn a_promotion_writes_sync_before_and_strict_names_the_former_members() {
         Some(sync),
     );
     assert_eq!(
-        before_promotion("node2", &v)[1],
+        before_promotion("node2", &v, false)[1],
         Action::SetSsn {
             value: Some("node1".into())
         }
     );
-    assert!(before_promotion("node2", &view(json!({}), None)).is_empty());
+    assert!(before_promotion("node2", &view(json!({}), None), false).is_empty());
 }
