@@ -67,7 +67,7 @@ pub struct DynamicConfig {
     pub pause: bool,
     pub failsafe_mode: bool,
     /// `synchronous_mode: on` (priority mode, spec §4). Also true for `quorum`, which sets
-    /// `synchronous_quorum` as well and is refused (not implemented yet).
+    /// `synchronous_quorum` as well (quorum commit, spec §4.5).
     pub synchronous_mode: bool,
     /// `synchronous_mode: quorum`.
     pub synchronous_quorum: bool,
@@ -105,9 +105,6 @@ impl DynamicConfig {
     /// Keys given an empty value (`slots: {}`, `standby_cluster:`) ask for nothing.
     pub fn unimplemented(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if self.synchronous_quorum {
-            out.push("synchronous_mode: quorum commit is not implemented by tandem yet; use synchronous_mode: true (priority mode: commits wait for synchronous_node_count named standbys)".to_string());
-        }
         if self.synchronous_mode && self.primary_stop_timeout > 0 {
             out.push("primary_stop_timeout: tandem does not kill a primary whose shutdown takes long yet; set primary_stop_timeout: 0".to_string());
         }
@@ -1029,8 +1026,8 @@ mod tests {
         }
     }
 
-    /// A key tandem accepts does what it says or is refused: quorum commit is not implemented
-    /// yet, so asking for it is an error, not a silently different cluster; and an invalid value
+    /// A key tandem accepts does what it says or is refused: primary_stop_timeout is not
+    /// implemented yet, so asking for it in synchronous mode is an error; and an invalid value
     /// is refused naming the key instead of falling back to a default.
     #[test]
     fn refusals_name_the_key_and_the_fix() {
@@ -1040,13 +1037,7 @@ mod tests {
             &json!({"synchronous_mode": "on", "synchronous_mode_strict": true})
         )
         .is_empty());
-        let r = DynamicConfig::refusals(&json!({"synchronous_mode": "quorum"}));
-        assert!(
-            r.len() == 1
-                && r[0].starts_with("synchronous_mode:")
-                && r[0].contains("use synchronous_mode: true"),
-            "{r:?}"
-        );
+        assert!(DynamicConfig::refusals(&json!({"synchronous_mode": "quorum"})).is_empty());
         let r =
             DynamicConfig::refusals(&json!({"synchronous_mode": true, "primary_stop_timeout": 30}));
         assert!(
@@ -1071,7 +1062,7 @@ mod tests {
             DynamicConfig::new_refusals(&old, &json!({"ttl": "abc", "loop_wait": 2})).is_empty()
         );
         assert_eq!(
-            DynamicConfig::new_refusals(&old, &json!({"ttl": "abc", "synchronous_mode": "quorum"}))
+            DynamicConfig::new_refusals(&old, &json!({"ttl": "abc", "primary_race_backoff": 5}))
                 .len(),
             1
         );

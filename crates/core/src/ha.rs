@@ -786,12 +786,41 @@ fn healthiest(obs: &Observation, cluster: &ClusterView, role: PgRole) -> Result<
     // `/sync` names may take over (the others may lack acknowledged commits), except the
     // candidate of an explicit failover (no `leader` in the request), which the operator chose.
     let sync = crate::sync::active(cluster);
+    let quorum_mode = cluster.dynamic().synchronous_quorum;
     if let Some(s) = &sync {
         let explicit_failover = manual.as_deref() == Some(me)
             && cluster
                 .failover_request()
                 .is_some_and(|f| f.leader.is_none());
-        if !explicit_failover && !s.names(me) {
+        let former_leader = s
+            .leader
+            .as_deref()
+            .is_some_and(|l| l.eq_ignore_ascii_case(me));
+        if quorum_mode && !explicit_failover && !former_leader {
+            // Spec §4.5: every acknowledged commit is on some quorum + 1 of the voters; seeing
+            // that many voters (me included) not ahead of me, I have them all.
+            let mut votes = u64::from(s.is_standby(me));
+            for p in &obs.peers {
+                if s.is_standby(&p.name)
+                    && p.answer
+                        .as_ref()
+                        .is_some_and(|a| !a.is_primary && a.wal_position <= my_pos)
+                {
+                    votes += 1;
+                }
+            }
+            if votes < s.quorum + 1 {
+                return Err(format!(
+                    "quorum commit: {votes} of the /sync voters ({}) are not ahead of me, {} needed",
+                    if s.standbys.is_empty() {
+                        "none".to_string()
+                    } else {
+                        s.standbys.join(", ")
+                    },
+                    s.quorum + 1
+                ));
+            }
+        } else if !quorum_mode && !explicit_failover && !s.names(me) {
             return Err(format!(
                 "synchronous mode: /sync does not name me (synchronous standbys: {})",
                 if s.standbys.is_empty() {
@@ -846,7 +875,7 @@ fn healthiest(obs: &Observation, cluster: &ClusterView, role: PgRole) -> Result<
         if peer.name == me || a.failover_priority <= 0 {
             continue;
         }
-        if sync.as_ref().is_some_and(|s| !s.names(&peer.name)) {
+        if !quorum_mode && sync.as_ref().is_some_and(|s| !s.names(&peer.name)) {
             continue;
         }
         if a.is_primary {
@@ -944,7 +973,9 @@ fn manual_switchover(obs: &Observation, cluster: &ClusterView, paused: bool) -> 
                 .or(obs.pg.wal_position)
                 .unwrap_or(0);
             // Spec §2.5, §4.6: in synchronous mode a switchover goes to a standby `/sync` names.
-            let sync = crate::sync::active(cluster).filter(|_| f.leader.is_some());
+            // Quorum mode restricts no candidate here: the candidate's race counts the votes.
+            let sync = crate::sync::active(cluster)
+                .filter(|_| f.leader.is_some() && !cluster.dynamic().synchronous_quorum);
             let healthy: Vec<&str> = obs
                 .peers
                 .iter()

@@ -257,11 +257,178 @@ pub fn candidates(
         .collect();
     picked.sort();
     picked.dedup_by(|a, b| a.4 == b.4);
-    picked
-        .into_iter()
-        .take(cfg.synchronous_node_count.max(1) as usize)
-        .map(|p| p.4)
-        .collect()
+    let count = cfg.synchronous_node_count.max(1) as usize;
+    if cfg.synchronous_quorum {
+        // Quorum mode: every eligible standby votes; `nofailover` ones only to reach the count.
+        let (eligible, nofailover): (Vec<_>, Vec<_>) = picked.into_iter().partition(|p| !p.0);
+        let missing = count.saturating_sub(eligible.len());
+        return eligible
+            .into_iter()
+            .chain(nofailover.into_iter().take(missing))
+            .map(|p| p.4)
+            .collect();
+    }
+    picked.into_iter().take(count).map(|p| p.4).collect()
+}
+
+/// Quorum mode's SSN: `ANY n (a,b)` (names sorted, quoted as in priority mode).
+pub fn ssn_any(names: &[String], num: usize) -> String {
+    let mut sorted: Vec<String> = names.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    format!(
+        "ANY {num} ({})",
+        sorted
+            .iter()
+            .map(|s| quote(s))
+            .collect::<Vec<_>>()
+            .join(",")
+    )
+}
+
+/// The names and the number of an SSN value the core writes (`a`, `N (a,b)`, `ANY N (a,b)`;
+/// empty: none). The strict placeholder is not a name.
+pub fn parse_ssn(value: &str) -> (Vec<String>, usize) {
+    let v = value.trim();
+    let (num, list) = match (v.find('('), v.rfind(')')) {
+        (Some(a), Some(b)) if a < b => {
+            let head = v[..a].trim();
+            let head = head
+                .strip_prefix("ANY")
+                .or_else(|| head.strip_prefix("FIRST"))
+                .unwrap_or(head)
+                .trim();
+            (head.parse::<usize>().unwrap_or(1), &v[a + 1..b])
+        }
+        _ => (1, v),
+    };
+    let names: Vec<String> = list
+        .split(',')
+        .map(|n| n.trim().trim_matches('"').replace("\"\"", "\""))
+        .filter(|n| !n.is_empty() && n != PLACEHOLDER)
+        .collect();
+    let num = if names.is_empty() {
+        0
+    } else {
+        num.min(names.len())
+    };
+    (names, num)
+}
+
+/// Quorum mode (spec §4.5), one step per cycle. The state: SSN = `ANY ns (S)` on the primary, and
+/// `/sync` = voters `V` with `quorum` q, read by a replica that wants to take over: it must see
+/// q + 1 voters (itself included) not ahead of it. Two rules keep every acknowledged commit on
+/// any such set of voters:
+///
+/// - coverage: a commit acknowledged under `ANY ns (S)` is on ns members of S, so when
+///   |V ∪ S| ≤ q + ns, any q + 1 voters include one of them. `/sync` is changed to cover a new
+///   SSN before the SSN changes, and only ever lowered to what covers the SSN in effect;
+/// - catch-up: a voter joins `V` only once it has reached the primary's flush position of the
+///   moment the SSN in effect took effect, so it holds everything acknowledged before.
+fn quorum_duties(
+    me: &str,
+    cfg: &DynamicConfig,
+    obs: &SyncObs,
+    current: &SyncState,
+    picks: &[String],
+    revision: Option<i64>,
+) -> Option<(Vec<Action>, String)> {
+    let count = cfg.synchronous_node_count.max(1) as usize;
+    let ns_t = count.min(picks.len());
+    let wanted = if !picks.is_empty() {
+        ssn_any(picks, ns_t)
+    } else if cfg.synchronous_mode_strict {
+        ssn_any(&[PLACEHOLDER.to_string()], 1)
+    } else {
+        String::new()
+    };
+    let union = |v: &[String], s: &[String]| {
+        let mut all: Vec<String> = v.iter().chain(s.iter()).map(|n| n.to_lowercase()).collect();
+        all.sort();
+        all.dedup();
+        all.len()
+    };
+    if obs.managed.as_deref() != Some(wanted.as_str()) || obs.ssn != wanted {
+        // First /sync must cover the wanted SSN, and keep covering the one in effect and the
+        // one last written (a reload may not have applied it yet).
+        let mut next = current.clone();
+        let settings = [
+            Some(wanted.as_str()),
+            Some(obs.ssn.as_str()),
+            obs.managed.as_deref(),
+        ];
+        for value in settings.into_iter().flatten() {
+            let (s, n) = parse_ssn(value);
+            if n == 0 && value.contains(PLACEHOLDER) {
+                continue; // acknowledges nothing
+            }
+            if n == 0 {
+                // Commits acknowledged by the primary alone: nobody may take over.
+                next.standbys.clear();
+                next.quorum = 0;
+                break;
+            }
+            let need = union(&next.standbys, &s).saturating_sub(n) as u64;
+            next.quorum = next.quorum.max(need);
+        }
+        let mut actions = vec![];
+        if next != *current {
+            actions.push(Action::WriteSync {
+                state: next.clone(),
+                revision,
+            });
+        }
+        actions.push(Action::SetSsn {
+            value: Some(wanted.clone()),
+        });
+        let why = if actions.len() > 1 {
+            format!(
+                "quorum commit: /sync to voters [{}] quorum {} first, then synchronous_standby_names = '{wanted}'",
+                next.standbys.join(","),
+                next.quorum
+            )
+        } else {
+            format!("quorum commit: synchronous_standby_names = '{wanted}'")
+        };
+        return Some((actions, why));
+    }
+    // The SSN in effect is the wanted one: voters are its members that caught up.
+    let voters: Vec<String> = picks
+        .iter()
+        .filter(|p| {
+            obs.standbys.iter().any(|r| {
+                r.name.eq_ignore_ascii_case(p)
+                    && r.state == "streaming"
+                    && matches!(r.sync_state.as_str(), "quorum" | "sync")
+                    && r.lsn >= obs.ssn_changed_lsn
+            })
+        })
+        .cloned()
+        .collect();
+    let mut next = SyncState::new(me, voters);
+    next.quorum = if picks.is_empty() {
+        0
+    } else {
+        (picks.len() - ns_t) as u64
+    };
+    if picks.is_empty() && cfg.synchronous_mode_strict {
+        // Commits wait: the voters keep what they hold.
+        return None;
+    }
+    if next == *current {
+        return None;
+    }
+    Some((
+        vec![Action::WriteSync {
+            state: next.clone(),
+            revision,
+        }],
+        format!(
+            "quorum commit: /sync voters [{}] quorum {}",
+            next.standbys.join(","),
+            next.quorum
+        ),
+    ))
 }
 
 /// A primary's duties under synchronous replication, one step per cycle (or none): the actions,
@@ -305,6 +472,9 @@ pub fn primary_duties(
         )),
     };
     let picks = candidates(me, my_lsn, cluster, &cfg, &current, &obs.standbys);
+    if cfg.synchronous_quorum {
+        return quorum_duties(me, &cfg, obs, &current, &picks, revision);
+    }
     let wanted = if !picks.is_empty() {
         ssn_value(&picks, picks.len())
     } else if cfg.synchronous_mode_strict {
@@ -431,10 +601,14 @@ pub fn before_promotion(me: &str, cluster: &ClusterView, managed: bool) -> Vec<A
             .filter(|n| !n.eq_ignore_ascii_case(me))
             .cloned()
             .collect();
-        if names.is_empty() {
-            PLACEHOLDER.to_string()
-        } else {
-            ssn_value(&names, cfg.synchronous_node_count as usize)
+        match (names.is_empty(), cfg.synchronous_quorum) {
+            (true, false) => PLACEHOLDER.to_string(),
+            (true, true) => ssn_any(&[PLACEHOLDER.to_string()], 1),
+            (false, false) => ssn_value(&names, cfg.synchronous_node_count as usize),
+            (false, true) => ssn_any(
+                &names,
+                (cfg.synchronous_node_count.max(1) as usize).min(names.len()),
+            ),
         }
     } else {
         String::new()

@@ -25,7 +25,7 @@ use tandem_core::ha::{
     decide, Action, DataDir, DemoteMode, LocalPg, Observation, PeerAnswer, PeerStatus, PgRole,
     Settings,
 };
-use tandem_core::sync::{StandbyRow, SyncObs, SyncState};
+use tandem_core::sync::{parse_ssn, StandbyRow, SyncObs, SyncState, PLACEHOLDER};
 
 const TTL: u64 = 4000;
 const KEEPALIVE: u64 = 1000;
@@ -109,6 +109,8 @@ struct Etcd {
     next_lease: i64,
     /// Synchronous mode on (the `config` key says `synchronous_mode: true`).
     sync_mode: bool,
+    /// `synchronous_mode: quorum` (quorum commit, `ANY n (...)`).
+    quorum: bool,
     /// The `/sync` key: value and mod revision.
     sync: Option<(serde_json::Value, i64)>,
 }
@@ -161,7 +163,11 @@ impl Etcd {
                 ..Default::default()
             }),
             config: self.sync_mode.then(|| Versioned {
-                value: serde_json::json!({"synchronous_mode": true}),
+                value: if self.quorum {
+                    serde_json::json!({"synchronous_mode": "quorum"})
+                } else {
+                    serde_json::json!({"synchronous_mode": true})
+                },
                 mod_revision: 1,
             }),
             sync: self.sync.as_ref().map(|(v, r)| Versioned {
@@ -173,23 +179,10 @@ impl Etcd {
     }
 }
 
-/// The member names in a `synchronous_standby_names` value the core writes (`a`, `N (a,b)`,
-/// quoted names, the strict placeholder).
-fn ssn_names(ssn: &str) -> Vec<String> {
-    let list = match (ssn.find('('), ssn.rfind(')')) {
-        (Some(a), Some(b)) if a < b => &ssn[a + 1..b],
-        _ => ssn,
-    };
-    list.split(',')
-        .map(|n| n.trim().trim_matches('"').to_string())
-        .filter(|n| !n.is_empty())
-        .collect()
-}
-
 /// One seed. `sync_mode`: synchronous replication on, and safety rule 3 checked: a commit the
 /// primary acknowledged (a standby named in `synchronous_standby_names` has it, or none is named)
 /// is on every node that is promoted later.
-fn run(seed: u64, sync_mode: bool) {
+fn run(seed: u64, sync_mode: bool, quorum: bool) {
     let mut rng = Rng(seed
         .wrapping_mul(2862933555777941757)
         .wrapping_add(3037000493)
@@ -202,6 +195,7 @@ fn run(seed: u64, sync_mode: bool) {
         revision: 1,
         next_lease: 1,
         sync_mode,
+        quorum,
         sync: None,
     };
     // The highest WAL position acknowledged to a client (synchronous mode).
@@ -342,14 +336,18 @@ fn run(seed: u64, sync_mode: bool) {
                 }
             }
         }
-        // What the primary acknowledges: with no standby named, everything it wrote; otherwise
-        // what a named standby streaming from it has.
+        // What the primary acknowledges: with no standby named, everything it wrote; with the
+        // strict placeholder, nothing; otherwise what `n` of the named standbys streaming from it
+        // have (PostgreSQL's `ANY n`, and `FIRST n` when all are connected).
         if let Some((p, w, ssn)) = &primary {
-            let names = ssn_names(ssn.as_deref().unwrap_or(""));
-            let ack = if names.is_empty() {
+            let value = ssn.as_deref().unwrap_or("");
+            let (names, num) = parse_ssn(value);
+            let ack = if value.contains(PLACEHOLDER) {
+                None
+            } else if names.is_empty() {
                 Some(*w)
             } else {
-                nodes
+                let mut have: Vec<u64> = nodes
                     .iter()
                     .filter(|n| {
                         n.host_up
@@ -358,7 +356,9 @@ fn run(seed: u64, sync_mode: bool) {
                             && names.contains(&n.name)
                     })
                     .map(|n| n.wal.min(*w))
-                    .max()
+                    .collect();
+                have.sort_unstable_by(|a, b| b.cmp(a));
+                have.get(num.max(1) - 1).copied()
             };
             if let Some(a) = ack {
                 acked = acked.max(a);
@@ -489,7 +489,7 @@ fn run(seed: u64, sync_mode: bool) {
                 now_ms: 1_700_000_000_000 + now as i64,
                 failsafe: Default::default(),
                 sync: if n.pg == Pg::Primary {
-                    let named = ssn_names(n.ssn.as_deref().unwrap_or(""));
+                    let named = parse_ssn(n.ssn.as_deref().unwrap_or("")).0;
                     SyncObs {
                         standbys: nodes
                             .iter()
@@ -502,7 +502,11 @@ fn run(seed: u64, sync_mode: bool) {
                                 name: r.name.clone(),
                                 state: "streaming".into(),
                                 sync_state: if named.contains(&r.name) {
-                                    "sync"
+                                    if quorum {
+                                        "quorum"
+                                    } else {
+                                        "sync"
+                                    }
                                 } else {
                                     "async"
                                 }
@@ -745,7 +749,7 @@ fn random_crashes_partitions_and_stalls_never_give_two_primaries() {
             .collect(),
     };
     for seed in seeds {
-        run(seed, false);
+        run(seed, false, false);
     }
 }
 
@@ -768,6 +772,26 @@ fn synchronous_mode_never_loses_an_acknowledged_commit() {
             .collect(),
     };
     for seed in seeds {
-        run(seed, true);
+        run(seed, true, false);
+    }
+}
+
+/// The same in quorum mode (`ANY n (...)`, a replica takes over only with quorum + 1 of the
+/// `/sync` voters not ahead of it): rule 3 at every promotion, and convergence.
+#[test]
+fn quorum_mode_never_loses_an_acknowledged_commit() {
+    let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
+        Ok(s) => vec![s.parse().expect("SIM_SEED must be an integer")],
+        Err(_) => (1..=match std::env::var("SIM_SEEDS") {
+            Ok(n) => n
+                .trim()
+                .parse::<u64>()
+                .unwrap_or_else(|_| panic!("SIM_SEEDS={n:?} is not a number")),
+            Err(_) => 1000,
+        })
+            .collect(),
+    };
+    for seed in seeds {
+        run(seed, true, true);
     }
 }

@@ -3220,7 +3220,7 @@ postgresql:
             ("", "bootstrap: {pg_hba: ['host all all 0.0.0.0/0 md5']}", "bootstrap.pg_hba", "bootstrap.dcs.postgresql.pg_hba"),
             ("", "bootstrap: {post_bootstrap: /usr/local/bin/setup.sh}", "bootstrap.post_bootstrap", "remove bootstrap.post_bootstrap"),
             ("", "bootstrap: {post_init: /usr/local/bin/setup.sh}", "bootstrap.post_init", "remove bootstrap.post_init"),
-            ("", "bootstrap: {dcs: {synchronous_mode: quorum}}", "bootstrap.dcs.synchronous_mode", "use synchronous_mode: true"),
+            ("", "bootstrap: {dcs: {synchronous_mode: true, primary_stop_timeout: 5}}", "bootstrap.dcs.primary_stop_timeout", "set primary_stop_timeout: 0"),
             ("", "bootstrap: {dcs: {standby_cluster: {host: 10.0.0.9}}}", "bootstrap.dcs.standby_cluster", "remove standby_cluster"),
             ("", "bootstrap: {dcs: {slots: {s1: {type: physical}}}}", "bootstrap.dcs.slots", "remove slots"),
             ("", "bootstrap: {dcs: {ignore_slots: [{name: x}]}}", "bootstrap.dcs.ignore_slots", "remove ignore_slots"),

@@ -94,21 +94,10 @@ fn enable(c: &Cluster, rt: &tokio::runtime::Runtime, leader: usize, sets: &[&str
     s
 }
 
-#[test]
-fn synchronous_mode_fails_over_to_the_synchronous_standby_with_every_acknowledged_commit() {
-    let rt = runtime();
-    let s = Cluster::prepare("tandem-sync-", |_| {}).start();
-    let (mut c, leader) = (s.cluster, s.leader);
-    let sync = enable(&c, &rt, leader, &["synchronous_mode=true"]);
-    let other = (0..3).find(|&i| i != leader && i != sync).unwrap();
-
-    // REST and list say who is synchronous, as Patroni's do.
-    assert!(answers_200(&c, sync, "/sync"));
-    assert!(!answers_200(&c, other, "/sync"));
-    assert!(answers_200(&c, other, "/async"));
-    let (ok, out) = cli(&c, leader, &["list"]);
-    assert!(ok && out.contains("Sync Standby"), "{out}");
-
+/// A writer commits on the leader continuously; the leader's agent and postmaster are killed
+/// with SIGKILL; returns the node that became primary, having checked that every row whose
+/// commit was acknowledged is on it.
+fn crash_leader_under_writes(c: &mut Cluster, leader: usize) -> usize {
     // Commits acknowledged by the primary, then a hard crash of its agent and postmaster.
     c.psql(leader, "CREATE TABLE acked (id int primary key)")
         .unwrap();
@@ -153,7 +142,7 @@ fn synchronous_mode_fails_over_to_the_synchronous_standby_with_every_acknowledge
             .then_some(())
     })
     .unwrap();
-    kill_hard(&mut c, leader);
+    kill_hard(c, leader);
     let t0 = Instant::now();
     // The writer keeps trying the dead primary until it is told to stop.
     let new = wait_until(Duration::from_secs(60), "a new primary", || {
@@ -168,7 +157,6 @@ fn synchronous_mode_fails_over_to_the_synchronous_standby_with_every_acknowledge
         c.nodes[new].name,
         t0.elapsed()
     );
-    assert_eq!(new, sync, "only the synchronous standby may take over");
     let have: std::collections::BTreeSet<i64> = c
         .psql(
             new,
@@ -184,6 +172,26 @@ fn synchronous_mode_fails_over_to_the_synchronous_standby_with_every_acknowledge
         .filter(|id| !have.contains(&(**id as i64)))
         .collect();
     assert!(lost.is_empty(), "acknowledged rows lost: {lost:?}");
+    new
+}
+
+#[test]
+fn synchronous_mode_fails_over_to_the_synchronous_standby_with_every_acknowledged_commit() {
+    let rt = runtime();
+    let s = Cluster::prepare("tandem-sync-", |_| {}).start();
+    let (mut c, leader) = (s.cluster, s.leader);
+    let sync = enable(&c, &rt, leader, &["synchronous_mode=true"]);
+    let other = (0..3).find(|&i| i != leader && i != sync).unwrap();
+
+    // REST and list say who is synchronous, as Patroni's do.
+    assert!(answers_200(&c, sync, "/sync"));
+    assert!(!answers_200(&c, other, "/sync"));
+    assert!(answers_200(&c, other, "/async"));
+    let (ok, out) = cli(&c, leader, &["list"]);
+    assert!(ok && out.contains("Sync Standby"), "{out}");
+
+    let new = crash_leader_under_writes(&mut c, leader);
+    assert_eq!(new, sync, "only the synchronous standby may take over");
     assert!(!is_primary(&c, other));
 
     // The new primary names the remaining standby once it follows.
@@ -273,4 +281,52 @@ fn strict_mode_holds_commits_while_no_standby_is_left() {
     );
     assert!(is_primary(&c, leader));
     assert_eq!(c.psql(other, "SELECT count(*) FROM t").unwrap(), "1");
+}
+
+/// Quorum commit (spec §4.5): SSN `ANY 1 (both standbys)`, `/sync` names both as voters with
+/// quorum 1; after a hard crash of the primary a standby that sees the other voter takes over,
+/// with every acknowledged commit.
+#[test]
+fn quorum_mode_fails_over_with_every_acknowledged_commit() {
+    let rt = runtime();
+    let s = Cluster::prepare("tandem-quorum-", |_| {}).start();
+    let (mut c, leader) = (s.cluster, s.leader);
+    let (ok, out) = cli(
+        &c,
+        leader,
+        &["edit-config", "-s", "synchronous_mode=quorum", "--force"],
+    );
+    assert!(ok, "edit-config: {out}");
+    let leader_name = c.nodes[leader].name.clone();
+    let mut standbys: Vec<String> = (0..3)
+        .filter(|&i| i != leader)
+        .map(|i| c.nodes[i].name.clone())
+        .collect();
+    standbys.sort();
+    let want_ssn = format!("ANY 1 ({})", standbys.join(","));
+    wait_until(
+        Duration::from_secs(30),
+        "/sync names both standbys as voters, SSN ANY 1 of them",
+        || {
+            let (view, _) = rt.block_on(dcs(&c, &rt).read_cluster()).ok()?;
+            let s = tandem_core::sync::SyncState::parse(&view.sync?.value).ok()?;
+            (s.leader.as_deref() == Some(leader_name.as_str())
+                && s.standbys == standbys
+                && s.quorum == 1
+                && c.psql(leader, "SHOW synchronous_standby_names").ok()? == want_ssn)
+                .then_some(())
+        },
+    )
+    .unwrap();
+    for i in (0..3).filter(|&i| i != leader) {
+        assert!(
+            answers_200(&c, i, "/quorum"),
+            "{} is a quorum standby",
+            c.nodes[i].name
+        );
+    }
+    let (ok, out) = cli(&c, leader, &["list"]);
+    assert!(ok && out.matches("Quorum Standby").count() == 2, "{out}");
+    let new = crash_leader_under_writes(&mut c, leader);
+    assert_ne!(new, leader);
 }

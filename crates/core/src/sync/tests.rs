@@ -17,15 +17,17 @@ fn member(name: &str, role: &str, tags: Value) -> Member {
 
 /// node1 primary, node2 and node3 replicas, `config` and `/sync` as given.
 fn view(config: Value, sync: Option<Value>) -> ClusterView {
-    let mut v = ClusterView::default();
-    v.config = Some(Versioned {
-        value: config,
-        mod_revision: 5,
-    });
-    v.sync = sync.map(|s| Versioned {
-        value: s,
-        mod_revision: 9,
-    });
+    let mut v = ClusterView {
+        config: Some(Versioned {
+            value: config,
+            mod_revision: 5,
+        }),
+        sync: sync.map(|s| Versioned {
+            value: s,
+            mod_revision: 9,
+        }),
+        ..Default::default()
+    };
     for (n, r) in [
         ("node1", "primary"),
         ("node2", "replica"),
