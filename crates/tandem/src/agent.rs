@@ -100,6 +100,11 @@ struct Agent {
     /// The highest timeline this replica's walreceiver streamed, for this postmaster (its start
     /// time): the replay timeline is known at least that far when it stops streaming.
     streamed_tli: Option<(String, u64)>,
+    /// Each change of the managed SSN has a number; the last one a `CHECKPOINT` requested after
+    /// it completed for, and whether one runs (see `sync_observation`).
+    ssn_generation: u64,
+    ssn_checkpointed: Arc<std::sync::atomic::AtomicU64>,
+    ssn_checkpoint_running: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Idle cycles reuse the last PostgreSQL status for at most this long.
@@ -253,6 +258,9 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
         reinitializing,
         ssn_changed_lsn: u64::MAX,
         streamed_tli: None,
+        ssn_generation: 0,
+        ssn_checkpointed: Default::default(),
+        ssn_checkpoint_running: Default::default(),
     };
     agent.former_primary = agent.pg.data_dir.join(FORMER_PRIMARY_MARKER).exists();
     agent
@@ -1124,6 +1132,7 @@ impl Agent {
                     }
                     if self.pg.ssn != old {
                         self.ssn_changed_lsn = u64::MAX;
+                        self.ssn_generation += 1;
                     }
                 }
                 self.pg.reload().await?;
@@ -1184,8 +1193,26 @@ impl Agent {
             .get("synchronous_commit")
             .cloned()
             .unwrap_or_else(|| "on".into());
+        // The new setting is in effect for every backend only once the checkpointer processed
+        // the reload (it sets the shared flag commits consult): after SHOW shows it, a
+        // CHECKPOINT requested now proves that; only then is the flush position recorded.
         if self.ssn_changed_lsn == u64::MAX && self.pg.ssn.as_deref() == Some(st.ssn.as_str()) {
-            self.ssn_changed_lsn = st.wal_position;
+            use std::sync::atomic::Ordering::SeqCst;
+            if self.ssn_checkpointed.load(SeqCst) >= self.ssn_generation {
+                self.ssn_changed_lsn = st.wal_position;
+            } else if !self.ssn_checkpoint_running.swap(true, SeqCst) {
+                let (done, running, generation) = (
+                    self.ssn_checkpointed.clone(),
+                    self.ssn_checkpoint_running.clone(),
+                    self.ssn_generation,
+                );
+                self.pg.checkpoint_in_background(move |ok| {
+                    if ok {
+                        done.fetch_max(generation, SeqCst);
+                    }
+                    running.store(false, SeqCst);
+                });
+            }
         }
         let standbys = st
             .replication

@@ -640,13 +640,8 @@ impl Postgres {
         Ok(aside)
     }
 
-    pub async fn client(&self) -> Result<std::sync::Arc<tokio_postgres::Client>> {
-        let mut guard = self.client.lock().await;
-        if let Some(c) = guard.as_ref() {
-            if !c.is_closed() {
-                return Ok(c.clone());
-            }
-        }
+    /// The agent's connection settings (local socket, superuser).
+    fn conn_config(&self) -> tokio_postgres::Config {
         let mut cfg = tokio_postgres::Config::new();
         cfg.host_path(&self.socket_dir)
             .port(self.port)
@@ -660,6 +655,49 @@ impl Postgres {
         if !self.superuser.1.is_empty() {
             cfg.password(&self.superuser.1);
         }
+        cfg
+    }
+
+    /// Runs `CHECKPOINT` on a connection of its own, in the background (the agent's connection
+    /// stays free); `done` is called with whether it completed. A checkpoint requested after a reload
+    /// was signalled starts only once the checkpointer has processed that reload: PostgreSQL's
+    /// backends learn from the checkpointer whether commits wait for synchronous standbys.
+    pub fn checkpoint_in_background(&self, done: impl FnOnce(bool) + Send + 'static) {
+        let cfg = self.conn_config();
+        tokio::spawn(async move {
+            let run = async {
+                let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                client.batch_execute("CHECKPOINT").await
+            };
+            match tokio::time::timeout(Duration::from_secs(600), run).await {
+                Ok(Ok(())) => done(true),
+                Ok(Err(e)) => {
+                    tracing::warn!(
+                        "CHECKPOINT after a synchronous_standby_names change failed: {e}"
+                    );
+                    done(false)
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "CHECKPOINT after a synchronous_standby_names change took over 600 s"
+                    );
+                    done(false)
+                }
+            }
+        });
+    }
+
+    pub async fn client(&self) -> Result<std::sync::Arc<tokio_postgres::Client>> {
+        let mut guard = self.client.lock().await;
+        if let Some(c) = guard.as_ref() {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let cfg = self.conn_config();
         let (client, conn) =
             tokio::time::timeout(Duration::from_secs(5), cfg.connect(tokio_postgres::NoTls))
                 .await
