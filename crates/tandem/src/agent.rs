@@ -342,13 +342,17 @@ impl Agent {
             if acted && !failed {
                 continue;
             }
+            // After a failed action, wait out loop_wait: this node's own key writes (its state
+            // changed) would otherwise wake the loop at once and retry in a tight loop (seen: a
+            // failing clone retried every 10 ms).
+            let wake_on_changes = !failed;
             let deadline = tokio::time::Instant::now() + self.timing.loop_wait;
             loop {
                 let lease_changed = self.lease.changed.clone();
                 let danger = self.lease_danger();
                 let request = tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => None,
-                    _ = changes.changed() => None,
+                    _ = changes.changed(), if wake_on_changes => None,
                     _ = lease_changed.notified() => None,
                     _ = shutdown.changed() => None,
                     _ = danger => None,
@@ -1150,30 +1154,7 @@ impl Agent {
     /// is the highest of its restartpoint's, its minimum recovery point's and what its
     /// walreceiver streamed since this postmaster started (SQL shows no replay timeline).
     fn replay_point(&mut self, st: &PgStatus) -> Option<(u64, u64)> {
-        if !st.in_recovery {
-            self.streamed_tli = None;
-            return None;
-        }
-        let start = st.postmaster_start_time.clone().unwrap_or_default();
-        if self.streamed_tli.as_ref().is_some_and(|(s, _)| *s != start) {
-            self.streamed_tli = None;
-        }
-        if st.streaming {
-            if let Some(tl) = st.timeline {
-                let seen = self.streamed_tli.as_ref().map_or(0, |(_, t)| *t);
-                self.streamed_tli = Some((start, tl.max(seen)));
-            }
-            return None;
-        }
-        let tl = [
-            st.checkpoint_tli,
-            st.min_recovery_tli,
-            self.streamed_tli.as_ref().map(|(_, t)| *t),
-        ]
-        .into_iter()
-        .flatten()
-        .max()?;
-        Some((tl, st.replay_lsn?))
+        replay_point(st, &mut self.streamed_tli)
     }
 
     /// What the core needs of synchronous replication: on a primary, its walsenders (with the
@@ -1577,6 +1558,15 @@ impl Agent {
     }
 
     async fn rewind_and_follow(&mut self, up: Upstream) -> Result<()> {
+        // Nothing is stopped or rewound unless the source answers as a primary now: its member
+        // key can be stale right after its PostgreSQL died, and a pg_rewind that cannot connect
+        // must not cost this node its data directory.
+        if let Err(e) = self.pg.check_rewind_source(&up).await {
+            bail!(
+                "not rewinding against {} yet: it does not answer as a primary ({e:#})",
+                up.member
+            );
+        }
         if self.pg.is_running() {
             // A former primary running read-only: pg_rewind needs it cleanly shut down.
             info!("stopping PostgreSQL to rewind it against {}", up.member);
@@ -1610,6 +1600,15 @@ impl Agent {
                 );
                 self.set_former_primary(false);
                 self.start_replica(Some(up)).await
+            }
+            Err(e) if rewind_could_not_connect(&format!("{e:#}")) => {
+                // pg_rewind never reached the source: the data directory is as it was.
+                warn!(
+                    "pg_rewind could not connect to {}: {e:#}; starting PostgreSQL again as it was",
+                    up.member
+                );
+                self.start_replica(None).await?;
+                Err(anyhow::Error::new(AlreadyLogged))
             }
             Err(e) => {
                 warn!("pg_rewind failed: {e:#}");
@@ -2208,6 +2207,43 @@ impl std::fmt::Display for AlreadyLogged {
 impl std::error::Error for AlreadyLogged {}
 
 /// What to do about a failed `pg_basebackup`, from its error text.
+/// See `Agent::replay_point`; `streamed`: (postmaster start time, highest timeline streamed).
+fn replay_point(st: &PgStatus, streamed: &mut Option<(String, u64)>) -> Option<(u64, u64)> {
+    if !st.in_recovery {
+        *streamed = None;
+        return None;
+    }
+    let start = st.postmaster_start_time.clone().unwrap_or_default();
+    if streamed.as_ref().is_some_and(|(s, _)| *s != start) {
+        *streamed = None;
+    }
+    if st.streaming {
+        if let Some(tl) = st.timeline {
+            let seen = streamed.as_ref().map_or(0, |(_, t)| *t);
+            *streamed = Some((start, tl.max(seen)));
+        }
+        return None;
+    }
+    let tl = [
+        st.checkpoint_tli,
+        st.min_recovery_tli,
+        streamed.as_ref().map(|(_, t)| *t),
+    ]
+    .into_iter()
+    .flatten()
+    .max()?;
+    Some((tl, st.replay_lsn?))
+}
+
+/// A pg_rewind error from connecting to the source (libpq: `connection to server at ... failed:
+/// ...`, or `could not connect`), before it changed anything; not a connection lost midway.
+fn rewind_could_not_connect(error: &str) -> bool {
+    (error.contains("connection to server") && error.contains("failed:")
+        || error.contains("could not connect to server"))
+        && !error.contains("closed the connection")
+        && !error.contains("connection lost")
+}
+
 fn clone_failure_hint(cause: &str, from: &str) -> String {
     let hint = if cause.contains("password authentication failed") {
         format!(
@@ -2274,5 +2310,67 @@ fn version_number(v: &str) -> Option<u32> {
         [major, minor] if major >= 10 => Some(major * 10000 + minor),
         [major, minor, patch] => Some(major * 10000 + minor * 100 + patch),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{replay_point, rewind_could_not_connect};
+    use crate::pg::PgStatus;
+
+    /// bench/chaos: replicas that had streamed timeline 8 reported timeline 7 (their last
+    /// restartpoint's) once the leader's PostgreSQL died, and were rewound for WAL "past the
+    /// fork". The replay timeline is at least what the walreceiver streamed since this
+    /// postmaster started; a restarted postmaster forgets it.
+    #[test]
+    fn the_replay_timeline_remembers_what_was_streamed() {
+        let mut streamed = None;
+        let mut st = PgStatus {
+            in_recovery: true,
+            streaming: true,
+            timeline: Some(8),
+            checkpoint_tli: Some(7),
+            replay_lsn: Some(5000),
+            postmaster_start_time: Some("t0".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            replay_point(&st, &mut streamed),
+            None,
+            "streaming: not asked"
+        );
+        st.streaming = false;
+        st.timeline = Some(7); // the restartpoint's, as status() falls back to
+        assert_eq!(replay_point(&st, &mut streamed), Some((8, 5000)));
+        st.min_recovery_tli = Some(9);
+        assert_eq!(replay_point(&st, &mut streamed), Some((9, 5000)));
+        st.min_recovery_tli = None;
+        st.postmaster_start_time = Some("t1".into());
+        assert_eq!(replay_point(&st, &mut streamed), Some((7, 5000)));
+        st.in_recovery = false;
+        assert_eq!(replay_point(&st, &mut streamed), None);
+        assert_eq!(streamed, None);
+    }
+
+    /// Only a failure to connect leaves the data directory untouched; anything after that may
+    /// have changed it (pg_rewind's own advice: take a fresh copy).
+    #[test]
+    fn a_rewind_that_could_not_connect_is_told_apart() {
+        for e in [
+            "pg_rewind failed: pg_rewind: error: connection to server at \"10.97.0.11\", port 5432 failed: Connection refused\n\tIs the server running on that host and accepting TCP/IP connections?",
+            "pg_rewind: error: connection to server at \"10.0.0.1\", port 5432 failed: FATAL:  the database system is starting up",
+            "pg_rewind: error: connection to server at \"10.0.0.1\", port 5432 failed: session is read-only",
+            "pg_rewind: fatal: could not connect to server: No route to host",
+        ] {
+            assert!(rewind_could_not_connect(e), "{e}");
+        }
+        for e in [
+            "pg_rewind: error: could not fetch remote file \"global/pg_control\": server closed the connection unexpectedly",
+            "pg_rewind: fatal: target server must be shut down cleanly",
+            "pg_rewind: error: connection to server was lost",
+            "pg_rewind: error: could not find common ancestor of the source and target cluster's timelines",
+        ] {
+            assert!(!rewind_could_not_connect(e), "{e}");
+        }
     }
 }

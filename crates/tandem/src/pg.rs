@@ -605,14 +605,38 @@ impl Postgres {
         r.map(|_| ())
     }
 
-    pub async fn rewind(&self, from: &Upstream) -> Result<()> {
-        let dsn = format!(
+    fn rewind_dsn(&self, from: &Upstream) -> String {
+        format!(
             "host={} port={} user={} dbname={} target_session_attrs=read-write",
             quote_conn(&from.host),
             from.port,
             quote_conn(&self.rewind.0),
             quote_conn(&self.database)
-        );
+        )
+    }
+
+    /// Before anything is stopped or rewound: the source answers, with the rewind user's
+    /// connection, as a writable primary. `Err` says why not (nothing was touched).
+    pub async fn check_rewind_source(&self, from: &Upstream) -> Result<()> {
+        let dsn = format!("{} connect_timeout=3", self.rewind_dsn(from));
+        let args = vec![
+            "-X".to_string(),
+            "-A".into(),
+            "-t".into(),
+            "-d".into(),
+            dsn,
+            "-c".into(),
+            "SELECT pg_is_in_recovery()".into(),
+        ];
+        let out = self.run("psql", &args, Duration::from_secs(10)).await?;
+        match out.trim() {
+            "f" => Ok(()),
+            other => Err(anyhow!("it answers pg_is_in_recovery() = {other:?}")),
+        }
+    }
+
+    pub async fn rewind(&self, from: &Upstream) -> Result<()> {
+        let dsn = self.rewind_dsn(from);
         let args = vec![
             format!("--target-pgdata={}", self.data_arg()),
             format!("--source-server={dsn}"),
