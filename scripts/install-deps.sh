@@ -21,6 +21,9 @@ PACKAGES=(
   haproxy openssl python3 python3-venv ca-certificates
   # multi-host tests: network namespaces, packet drops, VRRP peers
   iproute2 nftables keepalived
+  # bench/chaos: NFQUEUE rule for the slow-link fault (iptables), the leader's clock steps
+  # (libfaketime), running the lab as an unprivileged user (setpriv, util-linux)
+  iptables faketime util-linux
   # the demo creates an unprivileged user to run PostgreSQL (useradd)
   passwd
   # CI's fresh-machine check (scripts/fresh-root-check.sh: debootstrap, git archive)
