@@ -1,27 +1,40 @@
-//! Hostile values in the DCS (issue 16): on a running three-node cluster in synchronous mode, with
-//! a writer committing unique ids through a multi-host connection string
-//! (`target_session_attrs=read-write`) and a prober asking every node every ~50 ms whether it
-//! accepts writes, the test writes a hostile value into every key under the cluster's prefix, one
-//! at a time, and deletes every key too. After each step:
+//! Hostile values in the DCS (issue 16): on a running three-node cluster in synchronous mode
+//! (`synchronous_mode: true`, `/sync` naming a standby), with a writer committing unique ids
+//! through a multi-host connection string (`target_session_attrs=read-write`) and a prober asking
+//! every node every ~50 ms whether it accepts writes, the test writes a hostile value into every
+//! key under the cluster's prefix, one at a time, and deletes every key too. After each step:
 //!
 //! - no agent exited and no agent log holds a panic;
-//! - the prober never saw two nodes accept writes in the same round;
-//! - within [`HEALTH_BOUND`] after the step's observation window the cluster is healthy again:
-//!   one leader, two streaming replicas, `/sync` naming the leader and a standby among them, and
-//!   the writer acknowledging commits again.
+//! - the prober never saw two nodes accept writes (not in recovery, not read-only) in the same
+//!   round (the three probes of a round run at once: a hand-over, which takes a demotion, a key
+//!   release and a promotion, cannot fall between them);
+//! - within [`HEALTH_BOUND`] (20 s) after the step's observation window the cluster is healthy
+//!   again: one leader, two streaming replicas, `/sync` naming the leader and a standby among
+//!   them, and the writer acknowledging commits again;
+//! - if the leader moved, it moved to the standby `/sync` named (spec §4.6), except on a
+//!   `failover` step (a switchover request, where the old primary stops cleanly first);
+//! - if the leader did not move (same node, same timeline), its synchronous_standby_names never
+//!   went empty (commits acknowledged by the primary alone), but for the keys in
+//!   [`SSN_DROP_KNOWN`], reported as findings.
 //!
 //! At the end every acknowledged id is on the final primary.
 //!
 //! Values, chosen by a seeded xorshift (`TANDEM_HOSTILE_SEED`, decimal or 0x-hex; default
 //! [`DEFAULT_SEED`]): JSON of the wrong shape (array, number, string, null, an object whose fields
 //! have the wrong types), truncated JSON, non-UTF-8 bytes, an empty value, a 1 MiB value, and a
-//! plausible but wrong value for the key (another member's name in `leader`, a huge number in
-//! `initialize`, a negative optime in `status`, a primary with a dead address in `members/<n>`,
-//! `/sync` naming the asynchronous standby, a switchover request to an absent or asynchronous
-//! member, ...). Keys: `leader`, `members/<each>`, `config`, `initialize`, `status`, `history`,
-//! `failover`, `sync`, `failsafe`, `optime/leader`, and any other key the prefix holds (read
-//! from etcd each round). Each round visits every key once in a seeded order: a hostile write,
-//! then a delete. `TANDEM_HOSTILE_ROUNDS=N` runs N rounds (default [`DEFAULT_ROUNDS`]).
+//! plausible but wrong value for the key (the synchronous standby's name in `leader`, a 38-digit
+//! system identifier in `initialize`, a negative optime in `status` and `optime/leader`, a primary
+//! at a dead address with the largest LSN in `members/<n>`, `/sync` naming the asynchronous
+//! standby, a switchover to an absent or asynchronous member or from a non-leader, a history on
+//! timeline 99999, ...). Keys: `leader`, `members/<each>`, `config`, `initialize`, `status`,
+//! `history`, `failover`, `sync`, `failsafe`, `optime/leader`, and any other key the prefix holds
+//! (read from etcd each round). Each round visits every key once in a seeded order: a hostile
+//! write, then a delete; `leader` also gets two lease-less names ([`Kind::Unleased`],
+//! [`Kind::AsyncLeader`]), both skipped as known defects ([`SKIP`]). Writes to `leader` other
+//! than a member's name carry a lease of the cluster's ttl that nobody renews (a crashed holder's
+//! key). `TANDEM_HOSTILE_ROUNDS=N` runs N rounds (default [`DEFAULT_ROUNDS`], about two minutes).
+//! `TANDEM_HOSTILE_ONLY=key[:kind],...` runs only those steps (to reproduce one case);
+//! `TANDEM_HOSTILE_KEEP_LOGS=DIR` keeps the agents' logs.
 //!
 //! A hostile value is left in place until the cluster replaces it or for two loop_waits plus one
 //! second, whichever comes first. The test repairs nothing itself, with one exception: a hostile
@@ -29,7 +42,8 @@
 //! change, so the test writes the original document back after the observation window.
 //!
 //! Every process the cluster runs is stopped by PID when the test ends (the lab's drop); the
-//! writer and the prober are threads with in-process PostgreSQL clients, stopped and joined first.
+//! writer and the prober are threads with in-process PostgreSQL clients (no child processes),
+//! stopped and joined first.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,7 +60,10 @@ const DEFAULT_SEED: u64 = 0x5eed_1616;
 /// The default number of rounds (`TANDEM_HOSTILE_ROUNDS` overrides it).
 const DEFAULT_ROUNDS: usize = 3;
 /// After a step's observation window, the cluster must be healthy again within this bound.
-const HEALTH_BOUND: Duration = Duration::from_secs(15);
+/// The slowest case measured: a garbage `leader` under a 4 s lease (the primary demotes, the key
+/// expires a second after the window, the synchronous standby takes over, the old primary
+/// rewinds or re-clones and /sync names a standby again) took 12.3 s on a loaded 2-core machine.
+const HEALTH_BOUND: Duration = Duration::from_secs(20);
 /// The prober's period.
 const PROBE_EVERY: Duration = Duration::from_millis(50);
 /// The writer's period.
@@ -826,6 +843,7 @@ fn hostile_values_in_every_key_lose_nothing_and_the_cluster_recovers() {
     let mut summary = Vec::new();
     let mut findings: Vec<String> = Vec::new();
     let mut steps = 0;
+    let mut slowest = (Duration::ZERO, String::new());
 
     for round in 1..=rounds {
         let mut keys: BTreeSet<String> = fixed.iter().cloned().collect();
@@ -1004,6 +1022,9 @@ fn hostile_values_in_every_key_lose_nothing_and_the_cluster_recovers() {
                         String::new()
                     },
                 );
+                if t1.elapsed() > slowest.0 {
+                    slowest = (t1.elapsed(), label.clone());
+                }
                 eprintln!("  {line}");
                 for w in warns.iter().take(4) {
                     eprintln!("{w}");
@@ -1065,6 +1086,11 @@ fn hostile_values_in_every_key_lose_nothing_and_the_cluster_recovers() {
         w.stalled.len(),
         COMMIT_DEADLINE,
         p.rounds,
+    );
+    eprintln!(
+        "slowest recovery: {:.1}s after the window ({}); bound {HEALTH_BOUND:?}",
+        slowest.0.as_secs_f64(),
+        slowest.1
     );
     keep_logs(&c);
     for f in &findings {
