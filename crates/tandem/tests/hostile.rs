@@ -34,7 +34,8 @@
 //! than a member's name carry a lease of the cluster's ttl that nobody renews (a crashed holder's
 //! key). `TANDEM_HOSTILE_ROUNDS=N` runs N rounds (default [`DEFAULT_ROUNDS`], about two minutes).
 //! `TANDEM_HOSTILE_ONLY=key[:kind],...` runs only those steps (to reproduce one case);
-//! `TANDEM_HOSTILE_KEEP_LOGS=DIR` keeps the agents' logs.
+//! `TANDEM_HOSTILE_KEEP_LOGS=DIR` keeps the agents' logs; `TANDEM_HOSTILE_NO_SKIP=1` runs the
+//! skipped cases too.
 //!
 //! A hostile value is left in place until the cluster replaces it or for two loop_waits plus one
 //! second, whichever comes first. The test repairs nothing itself, with one exception: a hostile
@@ -86,7 +87,7 @@ const SKIP: &[(&str, Option<Kind>, &str)] = &[
      key with no lease never expires. tandem_core::ha::decide trusts any existing leader key; \
      a key with lease 0 is no agent's (agents always write it under their lease) and could be \
      replaced with a compare on its mod revision. Reproduce: TANDEM_HOSTILE_ONLY=leader:unleased \
-     with this entry removed.",
+     with TANDEM_HOSTILE_NO_SKIP=1.",
     ),
     (
         "leader",
@@ -101,7 +102,7 @@ const SKIP: &[(&str, Option<Kind>, &str)] = &[
          any key that names me with another lease (`my_stale_lock`, meant for an agent restart) \
          and promotes a replica that holds the key without the synchronous-mode check \
          (sync::active) a leader race applies. Reproduce: TANDEM_HOSTILE_ONLY=leader:asyncleader \
-         with this entry removed (fails on the /sync rule), and the ignored test \
+         with TANDEM_HOSTILE_NO_SKIP=1 (fails on the /sync rule), and the ignored test \
          leader_key_naming_the_asynchronous_standby_loses_acknowledged_commits (a lost commit).",
     ),
 ];
@@ -874,6 +875,7 @@ fn hostile_values_in_every_key_lose_nothing_and_the_cluster_recovers() {
             for op in ops {
                 if let Some((_, _, why)) = SKIP
                     .iter()
+                    .filter(|_| std::env::var_os("TANDEM_HOSTILE_NO_SKIP").is_none())
                     .find(|(k, kd, _)| k == key && kd.is_none_or(|kd| kd == op))
                 {
                     eprintln!("skipped: {key} {op:?}: {why}");
