@@ -72,6 +72,11 @@ pub struct DynamicConfig {
     /// `synchronous_mode: quorum`.
     pub synchronous_quorum: bool,
     pub synchronous_mode_strict: bool,
+    /// The document does not say whether synchronous replication is on: it is not an object, or
+    /// `synchronous_mode` / `synchronous_mode_strict` hold values that do not parse. Readers
+    /// that act on synchronous replication leave it as it is (`crate::sync`), rather than take
+    /// the default (off) and acknowledge commits no standby has.
+    pub synchronous_unknown: bool,
     /// `synchronous_node_count`, default 1.
     pub synchronous_node_count: u64,
     /// `maximum_lag_on_syncnode` in bytes; negative (default -1): no limit.
@@ -255,6 +260,7 @@ impl Default for DynamicConfig {
             synchronous_mode: false,
             synchronous_quorum: false,
             synchronous_mode_strict: false,
+            synchronous_unknown: false,
             synchronous_node_count: 1,
             maximum_lag_on_syncnode: -1,
             primary_stop_timeout: 0,
@@ -442,6 +448,7 @@ impl DynamicConfig {
             Value::Object(m) => m,
             Value::Null => &empty,
             other => {
+                cfg.synchronous_unknown = true;
                 let what = if prefix.is_empty() {
                     "the dynamic configuration".to_string()
                 } else {
@@ -515,10 +522,14 @@ impl DynamicConfig {
                 Some(b) => (b, false),
                 None => {
                     r.warn("synchronous_mode", "true, false or \"quorum\"", v, "false");
+                    cfg.synchronous_unknown = true;
                     (false, false)
                 }
             },
         };
+        cfg.synchronous_unknown |= obj
+            .get("synchronous_mode_strict")
+            .is_some_and(|v| !v.is_null() && parse_bool(v).is_none());
         cfg.synchronous_mode_strict = r.boolean(obj, "synchronous_mode_strict", false);
         cfg.synchronous_node_count = r.uint(obj, "synchronous_node_count", "nodes", 1);
         if cfg.synchronous_node_count == 0 {

@@ -239,7 +239,9 @@ pub fn decide(obs: &Observation) -> Decision {
     };
     let me = obs.me.as_str();
     let paused = cluster.paused();
-    let leader = cluster.leader.as_ref();
+    // A leader key bound to no lease is no agent's (they all write it under their lease): it
+    // would never expire. It counts as absent, and the race replaces it (`Dcs::take_leader`).
+    let leader = cluster.leader.as_ref().filter(|l| l.lease != 0);
     let i_hold_lock =
         leader.is_some_and(|l| l.name == me && l.lease == obs.lease_id && obs.lease_id != 0);
     let my_stale_lock = leader.is_some_and(|l| l.name == me && !i_hold_lock);
@@ -498,6 +500,19 @@ pub fn decide(obs: &Observation) -> Decision {
             return Decision::none(
                 "not promoting: my leader lease is about to expire and could not be renewed",
             );
+        }
+        // Synchronous mode: holding the key is not enough (a key can name me without my having
+        // raced for it, e.g. written by hand): only a member `/sync` names may promote.
+        if let Some(s) = crate::sync::active(cluster) {
+            let explicit = cluster
+                .failover_request()
+                .is_some_and(|f| f.leader.is_none() && f.member.as_deref() == Some(me));
+            if !explicit && !s.names(me) {
+                return Decision::act(
+                    vec![Action::ReleaseLeader],
+                    "synchronous mode: I hold the leader key but /sync does not name me: releasing it for a synchronous standby",
+                );
+            }
         }
         return Decision::act(
             promotion(obs, cluster, vec![]),

@@ -113,9 +113,12 @@ impl SyncState {
 
 /// Synchronous replication restricts failover (spec §4.6) when the mode is on and `/sync` names
 /// a leader: only the members `/sync` names may then take over.
+/// With the `config` key absent or unreadable, the mode is unknown: a `/sync` naming a leader
+/// keeps restricting failover (a damaged configuration must not open the door to a standby that
+/// lacks acknowledged commits).
 pub fn active(cluster: &ClusterView) -> Option<SyncState> {
     let cfg = cluster.dynamic();
-    if !cfg.synchronous_mode {
+    if !cfg.synchronous_mode && !mode_unknown(cluster) {
         return None;
     }
     // A /sync that does not parse fails closed: it may have named standbys, so nobody is known
@@ -133,6 +136,12 @@ pub fn active(cluster: &ClusterView) -> Option<SyncState> {
         Ok(s) => s.leader.is_some().then_some(s),
         Err(_) => Some(garbled),
     }
+}
+
+/// Whether synchronous replication is on cannot be read: `config` is absent, unreadable, or
+/// holds values for it that do not parse.
+fn mode_unknown(cluster: &ClusterView) -> bool {
+    cluster.config.is_none() || cluster.dynamic().synchronous_unknown
 }
 
 /// One walsender of the primary (`pg_stat_replication`).
@@ -441,6 +450,11 @@ pub fn primary_duties(
 ) -> Option<(Vec<Action>, String)> {
     let cfg = cluster.dynamic();
     let revision = sync_revision(cluster);
+    if mode_unknown(cluster) {
+        // Absent or unreadable: the mode is unknown. Nothing changes until it can be read (the
+        // agent recreates a deleted one; `edit-config --replace` repairs a damaged one).
+        return None;
+    }
     if !cfg.synchronous_mode {
         let mut actions = vec![];
         if let Some(rev) = revision {
@@ -580,7 +594,9 @@ pub fn primary_duties(
 /// (`managed`: left from an earlier term as primary), so no commit waits on a stale name.
 pub fn before_promotion(me: &str, cluster: &ClusterView, managed: bool) -> Vec<Action> {
     let cfg = cluster.dynamic();
-    if !cfg.synchronous_mode {
+    // An unreadable configuration with /sync in place: as synchronous mode (not strict).
+    let unknown_but_sync = mode_unknown(cluster) && active(cluster).is_some();
+    if !cfg.synchronous_mode && !unknown_but_sync {
         return if managed {
             vec![Action::SetSsn { value: None }]
         } else {

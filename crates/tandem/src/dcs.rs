@@ -244,14 +244,15 @@ impl Dcs {
         Ok(resp.succeeded())
     }
 
-    /// Leader race: create `leader` only if it does not exist, bound to my lease. Refused without
-    /// a valid lease (a key written with lease 0 would never expire). On a win, the proof that I
-    /// hold the key.
+    /// Leader race: write `leader`, bound to my lease, only if it is absent or bound to no lease
+    /// (no agent writes it so: such a key never expires and would hold the cluster leaderless
+    /// forever; etcd compares a missing key's lease as 0). Refused without a valid lease of my
+    /// own. On a win, the proof that I hold the key.
     pub async fn take_leader(&self, name: &str, lease: &LeaseInfo) -> Result<Option<LeaderProof>> {
         let (id, deadline) = lease.usable(Instant::now())?;
         let k = self.key("leader");
         let t = Txn::new()
-            .when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
+            .when([Compare::lease(k.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(k, name, Some(PutOptions::new().with_lease(id)))]);
         Ok(self.txn("leader race", t).await?.then_some(LeaderProof {
             lease: id,

@@ -30,7 +30,7 @@
 //! `history`, `failover`, `sync`, `failsafe`, `optime/leader`, and any other key the prefix holds
 //! (read from etcd each round). Each round visits every key once in a seeded order: a hostile
 //! write, then a delete; `leader` also gets two lease-less names ([`Kind::Unleased`],
-//! [`Kind::AsyncLeader`]), both skipped as known defects ([`SKIP`]). Writes to `leader` other
+//! [`Kind::AsyncLeader`]), which found two defects, fixed since ([`SKIP`] is empty). Writes to `leader` other
 //! than a member's name carry a lease of the cluster's ttl that nobody renews (a crashed holder's
 //! key). `TANDEM_HOSTILE_ROUNDS=N` runs N rounds (default [`DEFAULT_ROUNDS`], about two minutes).
 //! `TANDEM_HOSTILE_ONLY=key[:kind],...` runs only those steps (to reproduce one case);
@@ -76,41 +76,18 @@ const MIB: usize = 1024 * 1024;
 /// Cases skipped because of a known defect: (key, kind, why). `kind` `None`: every write to the
 /// key; the delete step is [`Kind::Delete`].
 const SKIP: &[(&str, Option<Kind>, &str)] = &[
-    (
-        "leader",
-        Some(Kind::Unleased),
-        "DEFECT (issue 16): a leader key written without a lease, naming no member, wedges the \
-     cluster for good: the primary demotes ('demoting: node9 holds the leader key'), the \
-     replicas wait for node9 to finish its promotion, the former primary loops on \
-     'former primary rejoining: rewinding against node9' / 'member node9 has no usable conn_url \
-     in etcd', and no agent can take the key (Dcs::take_leader needs create_revision 0) since a \
-     key with no lease never expires. tandem_core::ha::decide trusts any existing leader key; \
-     a key with lease 0 is no agent's (agents always write it under their lease) and could be \
-     replaced with a compare on its mod revision. Reproduce: TANDEM_HOSTILE_ONLY=leader:unleased \
-     with TANDEM_HOSTILE_NO_SKIP=1.",
-    ),
-    (
-        "leader",
-        Some(Kind::AsyncLeader),
-        "DEFECT (issue 16): in synchronous mode, a leader key naming the asynchronous standby, \
-         written without a lease, makes that standby take over although /sync does not name it: \
-         it logs 'the leader key names me under an old lease: re-attaching it to my lease', then \
-         'promoting: I hold the leader key' and rewrites /sync with itself as leader, while the \
-         primary demotes at once ('demoting: node3 holds the leader key', an immediate \
-         shutdown), so commits acknowledged by the primary and the synchronous standby but not \
-         yet received by the asynchronous one are lost. tandem_core::ha::decide re-attaches \
-         any key that names me with another lease (`my_stale_lock`, meant for an agent restart) \
-         and promotes a replica that holds the key without the synchronous-mode check \
-         (sync::active) a leader race applies. Reproduce: TANDEM_HOSTILE_ONLY=leader:asyncleader \
-         with TANDEM_HOSTILE_NO_SKIP=1 (fails on the /sync rule), and the ignored test \
-         leader_key_naming_the_asynchronous_standby_loses_acknowledged_commits (a lost commit).",
-    ),
+    // Empty: the two `leader` defects this harness found (a lease-less key naming no member
+    // wedged the cluster; one naming the asynchronous standby made it take over in synchronous
+    // mode) are fixed — a lease-less leader key counts as absent and the race replaces it, and a
+    // replica holding the key promotes only if /sync names it. Both kinds run again.
 ];
 
 /// Keys whose hostile values (or deletion) make the primary drop synchronous replication with
 /// its leadership unchanged: reported as findings, not failures.
 ///
-/// DEFECT (issue 16): `config` holding an invalid value (not UTF-8, not JSON, not an object, or
+/// Empty now. It held `config`: (fixed: with `config` absent or unreadable the synchronous
+/// state is left as it is and /sync keeps restricting failover.) The defect was:
+/// `config` holding an invalid value (not UTF-8, not JSON, not an object, or
 /// an object whose `synchronous_mode` does not read as on), or deleted, turns synchronous
 /// replication off cluster-wide until the document is valid again: the leader logs 'synchronous
 /// mode is off: removing /sync and handing synchronous_standby_names back to the configuration',
@@ -122,7 +99,7 @@ const SKIP: &[(&str, Option<Kind>, &str)] = &[
 /// A deleted `config` is recreated within a cycle (Agent::housekeeping), so the gap is one cycle;
 /// an invalid one stays until someone writes a valid document (here: the test, after the window).
 /// Reproduce: TANDEM_HOSTILE_ONLY=config:binary,config:delete (the findings at the end).
-const SSN_DROP_KNOWN: &[&str] = &["config"];
+const SSN_DROP_KNOWN: &[&str] = &[];
 
 // ---------------------------------------------------------------------------------------------
 // Seeded choices.
@@ -1120,14 +1097,13 @@ impl Drop for Resume {
     }
 }
 
-/// The defect behind the `Kind::AsyncLeader` skip, made concrete: the primary's walsender to the
+/// The defect the `Kind::AsyncLeader` case found (fixed), made concrete: the primary's walsender to the
 /// asynchronous standby is held (SIGSTOP), so commits acknowledged from then on are on the
 /// primary and the synchronous standby only; then `leader` is set to the asynchronous standby's
 /// name with no lease. The correct outcome keeps every acknowledged commit (the synchronous
-/// standby or the old primary leads); tandem today promotes the asynchronous standby and the
-/// commits it never received are gone.
+/// standby or the old primary leads); before the fix tandem promoted the asynchronous standby
+/// and the commits it never received were gone (20-26 per run).
 #[test]
-#[ignore = "DEFECT (issue 16): a leader key naming the asynchronous standby makes it take over in synchronous mode (see SKIP in this file)"]
 fn leader_key_naming_the_asynchronous_standby_loses_acknowledged_commits() {
     let rt = runtime();
     let s = Cluster::prepare("tandem-hostile-async-", |_| {}).start();
