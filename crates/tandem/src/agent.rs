@@ -736,9 +736,11 @@ impl Agent {
             }
         }
         let lease = self.lease.info();
-        let leaderless = cluster
-            .as_ref()
-            .is_some_and(|c| c.leader.is_none() && (!c.paused() || c.failover_request().is_some()));
+        let leaderless = cluster.as_ref().is_some_and(|c| {
+            // As `ha::decide` counts it: a key bound to no lease is no agent's.
+            c.leader.as_ref().is_none_or(|l| l.lease == 0)
+                && (!c.paused() || c.failover_request().is_some())
+        });
         let switchover = cluster
             .as_ref()
             .is_some_and(|c| self.holds_lock(c) && c.failover_request().is_some());
