@@ -64,6 +64,9 @@ pub struct PeerAnswer {
     pub is_primary: bool,
     pub wal_position: u64,
     pub failover_priority: i64,
+    /// A replica whose WAL receiver streams (`replication_state: streaming`): from the former
+    /// primary, while the leader key is gone, it may still confirm that primary's commits.
+    pub streaming: bool,
 }
 
 /// Local settings `decide` needs (from the local config and the dynamic config).
@@ -813,20 +816,24 @@ fn healthiest(obs: &Observation, cluster: &ClusterView, role: PgRole) -> Result<
             .is_some_and(|l| l.eq_ignore_ascii_case(me));
         if quorum_mode && !explicit_failover && !former_leader {
             // Spec §4.5: every acknowledged commit is on some quorum + 1 of the voters; seeing
-            // that many voters (me included) not ahead of me, I have them all.
+            // that many voters (me included) not ahead of me, I have them all. A voter still
+            // streaming does not count: its upstream may be the former primary, alive without
+            // its agent, whose commits it would go on confirming after I promote (bench/chaos:
+            // SIGKILL or SIGSTOP of the leader's agent lost commits that way). Once that
+            // primary is really gone, its walreceivers stop and the votes count.
             let mut votes = u64::from(s.is_standby(me));
             for p in &obs.peers {
                 if s.is_standby(&p.name)
                     && p.answer
                         .as_ref()
-                        .is_some_and(|a| !a.is_primary && a.wal_position <= my_pos)
+                        .is_some_and(|a| !a.is_primary && !a.streaming && a.wal_position <= my_pos)
                 {
                     votes += 1;
                 }
             }
             if votes < s.quorum + 1 {
                 return Err(format!(
-                    "quorum commit: {votes} of the /sync voters ({}) are not ahead of me, {} needed",
+                    "quorum commit: {votes} of the /sync voters ({}) answer not ahead of me and no longer streaming, {} needed",
                     if s.standbys.is_empty() {
                         "none".to_string()
                     } else {

@@ -564,6 +564,7 @@ fn apply(obs: &mut Observation, line: &str) -> Result<(), String> {
                     is_primary: false,
                     wal_position: WAL,
                     failover_priority: 1,
+                    streaming: false,
                 };
                 for w in args {
                     let (k, v) = split(w);
@@ -572,8 +573,12 @@ fn apply(obs: &mut Observation, line: &str) -> Result<(), String> {
                         "primary" => a.is_primary = boolean(k, v)?,
                         "wal" => a.wal_position = num(k, v)?,
                         "priority" => a.failover_priority = num(k, v)?,
+                        "streaming" => a.streaming = boolean(k, v)?,
                         _ => {
-                            return Err(unknown(k, &["unreachable", "primary", "wal", "priority"]))
+                            return Err(unknown(
+                                k,
+                                &["unreachable", "primary", "wal", "priority", "streaming"],
+                            ))
                         }
                     }
                 }

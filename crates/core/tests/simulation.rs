@@ -460,6 +460,13 @@ fn run(seed: u64, sync_mode: bool, quorum: bool) {
                             is_primary: p.pg == Pg::Primary,
                             wal_position: p.wal,
                             failover_priority: 1,
+                            // Streaming: its upstream runs as primary (a dead one sends nothing).
+                            streaming: p.pg == Pg::Replica
+                                && p.following.as_deref().is_some_and(|f| {
+                                    nodes
+                                        .iter()
+                                        .any(|u| u.name == f && u.host_up && u.pg == Pg::Primary)
+                                }),
                         }),
                 })
                 .collect();

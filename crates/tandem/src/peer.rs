@@ -252,6 +252,7 @@ pub fn peer_answer(doc: &Value) -> Option<PeerAnswer> {
         is_primary,
         wal_position,
         failover_priority,
+        streaming: doc.get("replication_state").and_then(Value::as_str) == Some("streaming"),
     })
 }
 
@@ -396,7 +397,8 @@ mod tests {
             Some(PeerAnswer {
                 is_primary: true,
                 wal_position: 67395656,
-                failover_priority: 1
+                failover_priority: 1,
+                streaming: false,
             })
         );
         let legacy = json!({"role": "master", "xlog": {"location": 5}});
@@ -416,7 +418,8 @@ mod tests {
             Some(PeerAnswer {
                 is_primary: false,
                 wal_position: 120,
-                failover_priority: 3
+                failover_priority: 3,
+                streaming: false,
             })
         );
         let stopped = json!({"role": "replica", "state": "stopped"});

@@ -102,6 +102,7 @@ fn peer(name: &str, is_primary: bool, pos: u64) -> PeerStatus {
             is_primary,
             wal_position: pos,
             failover_priority: 1,
+            streaming: false,
         }),
     }
 }
@@ -426,6 +427,7 @@ fn equal_position_higher_priority_peer_wins() {
             is_primary: false,
             wal_position: 1000,
             failover_priority: 5,
+            streaming: false,
         }),
     }];
     assert!(decide(&o).actions.is_empty());
