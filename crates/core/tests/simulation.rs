@@ -741,20 +741,24 @@ fn run(seed: u64, sync_mode: bool, quorum: bool) {
     }
 }
 
-#[test]
-fn random_crashes_partitions_and_stalls_never_give_two_primaries() {
-    let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
+/// `SIM_SEED=n` runs that seed alone; `SIM_SEEDS=N` runs seeds 1..=N (`default` otherwise).
+fn seeds(default: u64) -> Vec<u64> {
+    match std::env::var("SIM_SEED") {
         Ok(s) => vec![s.parse().expect("SIM_SEED must be an integer")],
-        // SIM_SEEDS=N runs seeds 1..=N (300 by default).
         Err(_) => (1..=match std::env::var("SIM_SEEDS") {
             Ok(n) => n
                 .trim()
                 .parse::<u64>()
                 .unwrap_or_else(|_| panic!("SIM_SEEDS={n:?} is not a number")),
-            Err(_) => 300,
+            Err(_) => default,
         })
             .collect(),
-    };
+    }
+}
+
+#[test]
+fn random_crashes_partitions_and_stalls_never_give_two_primaries() {
+    let seeds = seeds(300);
     for seed in seeds {
         run(seed, false, false);
     }
@@ -767,17 +771,7 @@ fn random_crashes_partitions_and_stalls_never_give_two_primaries() {
 /// finds it.
 #[test]
 fn synchronous_mode_never_loses_an_acknowledged_commit() {
-    let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
-        Ok(s) => vec![s.parse().expect("SIM_SEED must be an integer")],
-        Err(_) => (1..=match std::env::var("SIM_SEEDS") {
-            Ok(n) => n
-                .trim()
-                .parse::<u64>()
-                .unwrap_or_else(|_| panic!("SIM_SEEDS={n:?} is not a number")),
-            Err(_) => 1000,
-        })
-            .collect(),
-    };
+    let seeds = seeds(1000);
     for seed in seeds {
         run(seed, true, false);
     }
@@ -787,17 +781,7 @@ fn synchronous_mode_never_loses_an_acknowledged_commit() {
 /// `/sync` voters not ahead of it): rule 3 at every promotion, and convergence.
 #[test]
 fn quorum_mode_never_loses_an_acknowledged_commit() {
-    let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
-        Ok(s) => vec![s.parse().expect("SIM_SEED must be an integer")],
-        Err(_) => (1..=match std::env::var("SIM_SEEDS") {
-            Ok(n) => n
-                .trim()
-                .parse::<u64>()
-                .unwrap_or_else(|_| panic!("SIM_SEEDS={n:?} is not a number")),
-            Err(_) => 1000,
-        })
-            .collect(),
-    };
+    let seeds = seeds(1000);
     for seed in seeds {
         run(seed, true, true);
     }

@@ -54,7 +54,7 @@ use tandem::demo::healthy_roles;
 use tandem::lab::{wait_until, Lab};
 
 mod common;
-use common::{runtime, Cluster};
+use common::{cli, runtime, Cluster};
 
 /// The default seed (`TANDEM_HOSTILE_SEED` overrides it).
 const DEFAULT_SEED: u64 = 0x5eed_1616;
@@ -540,24 +540,6 @@ fn spawn_prober(
 
 // ---------------------------------------------------------------------------------------------
 // The cluster.
-
-fn cli(lab: &Lab, i: usize, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .arg("-c")
-        .arg(&lab.nodes[i].config_path)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run tandem");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
 
 /// The test's own etcd client, for raw bytes (the cluster's `Dcs` writes text only).
 struct Etcd<'a> {

@@ -10,25 +10,7 @@ use std::time::{Duration, Instant};
 use tandem::lab::{wait_until, Lab};
 
 mod common;
-use common::{answers_200, dcs, is_primary, runtime, Cluster};
-
-fn cli(lab: &Lab, i: usize, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .arg("-c")
-        .arg(&lab.nodes[i].config_path)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run tandem");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
+use common::{answers_200, cli, dcs, is_primary, runtime, Cluster};
 
 /// `/sync` as stored: (leader, sync standbys).
 fn sync_key(lab: &Lab, rt: &tokio::runtime::Runtime) -> Option<(String, Vec<String>)> {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test file uses a part
 
+pub mod venv;
+
 use std::time::{Duration, Instant};
 use tandem::config::Config;
 use tandem::dcs::Dcs;
@@ -26,6 +28,25 @@ pub fn dcs(lab: &Lab, rt: &tokio::runtime::Runtime) -> Dcs {
         Duration::from_secs(2),
     ))
     .expect("etcd client")
+}
+
+/// Runs `tandem -c <node i's YAML> ARGS` (stdin not a terminal): success, stdout + stderr.
+pub fn cli(lab: &Lab, i: usize, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .arg("-c")
+        .arg(&lab.nodes[i].config_path)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run tandem");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 /// Node `i`'s REST API answers 200 on `GET path`.
