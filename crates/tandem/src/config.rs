@@ -2209,32 +2209,24 @@ fn pg_credentials(ex: &mut Ex, auth: Obj, role: &str, hint: &str) -> Result<Opti
     ];
     known.extend_from_slice(&extra_keys);
     ex.check_keys(Some(c), &path, &known, &[], Who::Agent);
-    // tandem connects to the local server over the Unix socket and to other nodes with
-    // `sslmode=prefer gssencmode=prefer channel_binding=prefer` and no client certificate: a
-    // role's TLS settings are not passed on yet, so asking for more is refused (a
-    // `sslmode: verify-full` that silently became `prefer` would drop the server check).
-    for k in [
-        "sslmode",
-        "gssencmode",
-        "channel_binding",
-        "sslcert",
-        "sslkey",
-        "sslrootcert",
-        "sslpassword",
-        "sslcrl",
-        "sslcrldir",
-        "sslnegotiation",
-    ] {
-        let Some(v) = get(Some(c), k).filter(|v| !is_empty_setting(v)) else {
-            continue;
-        };
-        let prefer = matches!(k, "sslmode" | "gssencmode" | "channel_binding")
-            && v.as_str().is_some_and(|x| x.trim() == "prefer");
-        if !prefer {
+    // The TLS settings go into every TCP connection made as this role (primary_conninfo,
+    // pg_basebackup, pg_rewind and its check of the source); the agent's own connection uses
+    // the Unix socket, where libpq does no TLS. An encrypted client key would need its
+    // passphrase on a command line or in postgresql.conf: refused.
+    if get(Some(c), "sslpassword").is_some_and(|v| !is_empty_setting(v)) {
+        ex.refuse(
+            Who::Agent,
+            &jp(&path, "sslpassword"),
+            "tandem does not use encrypted client keys (the passphrase would reach command lines); store the key unencrypted with mode 0600 (`openssl pkey -in KEY -out KEY.plain`) and remove sslpassword",
+        );
+    }
+    if let Some(v) = get(Some(c), "sslmode").filter(|v| !is_empty_setting(v)) {
+        const MODES: [&str; 6] = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];
+        if !v.as_str().is_some_and(|m| MODES.contains(&m.trim())) {
             ex.refuse(
                 Who::Agent,
-                &jp(&path, k),
-                "tandem does not pass a role's TLS settings to its connections yet (it uses sslmode=prefer without a client certificate); remove it",
+                &jp(&path, "sslmode"),
+                "expected one of disable, allow, prefer, require, verify-ca, verify-full (libpq's sslmode)",
             );
         }
     }
@@ -3256,16 +3248,11 @@ postgresql:
             );
             assert!(!e.contains("hunter2"), "a password in {e}");
         }
-        // Credentials' TLS settings are not passed on: anything but what tandem uses is refused.
-        for (k, v) in [
-            ("sslmode", "verify-full"),
-            ("sslrootcert", "/ca.pem"),
-            ("sslcert", "/c.pem"),
-            ("sslkey", "/k.pem"),
-            ("sslpassword", "hunter2"),
-            ("gssencmode", "disable"),
-            ("channel_binding", "require"),
-            ("sslcrl", "/crl"),
+        // A role's TLS settings are carried out; an encrypted key (its passphrase) and a
+        // sslmode libpq does not know are refused, without showing the passphrase.
+        for (k, v, expect) in [
+            ("sslpassword", "hunter2", "remove sslpassword"),
+            ("sslmode", "verify_full", "expected one of disable"),
         ] {
             let y = edit(
                 "replication: {username: replicator, password: secret-repl}",
@@ -3277,11 +3264,20 @@ postgresql:
             assert!(
                 e.starts_with(&format!(
                     "node.yml: postgresql.authentication.replication.{k}: "
-                )) && e.contains("remove it")
+                )) && e.contains(expect)
                     && !e.contains("hunter2"),
                 "{k}: {e}"
             );
         }
+        let y = edit(
+            "replication: {username: replicator, password: secret-repl}",
+            "replication: {username: replicator, password: secret-repl, sslmode: verify-full, sslrootcert: /ca.crt, sslcert: /c.crt, sslkey: /c.key, sslcrl: /crl, gssencmode: disable, channel_binding: require}",
+        );
+        let c = load(&y).expect("a role's TLS settings are accepted");
+        let r = &c.postgresql.authentication.replication;
+        assert_eq!(r.sslmode.as_deref(), Some("verify-full"));
+        assert_eq!(r.sslrootcert.as_deref(), Some("/ca.crt"));
+        assert_eq!(r.extra.get("channel_binding").map(String::as_str), Some("require"));
         // Several at once: all are named, one per line.
         let y = with("", "watchdog: {mode: required}\ncitus: {group: 1}");
         let e = err(&y);

@@ -4,27 +4,19 @@ use anyhow::{Context, Result};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::lab::{http_get, wait_until, Lab, LabOptions};
+use crate::lab::{wait_until, Lab, LabOptions};
 
 /// Leader index and replica indexes, when the cluster has one leader and every other node streams.
 pub fn healthy_roles(lab: &Lab) -> Option<(usize, Vec<usize>)> {
     let mut leader = None;
     let mut replicas = vec![];
-    for (i, n) in lab.nodes.iter().enumerate() {
-        let addr = format!("127.0.0.1:{}", n.api_port);
-        if matches!(
-            http_get(&addr, "/primary", Duration::from_secs(1)),
-            Ok((200, _))
-        ) {
+    for i in 0..lab.nodes.len() {
+        if matches!(lab.api_get(i, "/primary"), Ok((200, _))) {
             if leader.replace(i).is_some() {
                 return None;
             }
         } else if matches!(
-            http_get(
-                &addr,
-                "/replica?replication_state=streaming",
-                Duration::from_secs(1)
-            ),
+            lab.api_get(i, "/replica?replication_state=streaming"),
             Ok((200, _))
         ) {
             replicas.push(i);
@@ -34,11 +26,13 @@ pub fn healthy_roles(lab: &Lab) -> Option<(usize, Vec<usize>)> {
     (replicas.len() + 1 == lab.nodes.len()).then_some((leader, replicas))
 }
 
-/// `pg_bin`: PostgreSQL's bin directory (`--pg-bin`); `None` finds one.
-pub fn up(dir: &Path, pg_bin: Option<&Path>) -> Result<()> {
+/// `pg_bin`: PostgreSQL's bin directory (`--pg-bin`); `None` finds one. `tls`: every
+/// connection over TLS with verification (`--no-tls` clears it).
+pub fn up(dir: &Path, pg_bin: Option<&Path>, tls: bool) -> Result<()> {
     let started = Instant::now();
     let mut opts = LabOptions::new(dir);
     opts.router = true;
+    opts.tls = tls;
     opts.pg_bin = pg_bin.map(Path::to_path_buf);
     let mut lab = Lab::prepare(opts)
         .with_context(|| format!("cannot prepare the demo in {}", dir.display()))?;
@@ -96,6 +90,15 @@ pub fn up(dir: &Path, pg_bin: Option<&Path>) -> Result<()> {
         "Cluster ready in {:.1} s.\n",
         started.elapsed().as_secs_f64()
     );
+    if let Some(t) = &lab.tls {
+        println!(
+            "TLS everywhere, verified against the lab's CA {}: etcd clients and peers (client \
+             certificates), the REST API (client certificates for changes), PostgreSQL clients \
+             and replication (hostssl only, sslmode=verify-full). Certificates: {}/\n",
+            t.ca().display(),
+            t.dir.display()
+        );
+    }
     let exe = lab.tandem_bin.display().to_string();
     let cfg = lab.nodes[leader].config_path.display().to_string();
     let out = std::process::Command::new(&exe)

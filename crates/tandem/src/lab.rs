@@ -43,6 +43,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod tls;
+pub use tls::LabTls;
+
 /// The Patroni `scope` of every lab cluster.
 pub const SCOPE: &str = "demo";
 /// The Patroni `namespace` of every lab cluster.
@@ -104,6 +107,11 @@ pub struct LabOptions {
     /// (so at most as many nodes and etcd members as hosts); no router, no `base_port`. When
     /// `dcs` has no `postgresql.pg_hba`, the hosts' addresses are allowed (scram-sha-256).
     pub netns: Vec<NetnsHost>,
+    /// Every connection over TLS with verification, on certificates `tandem certs` issues into
+    /// DIR/tls: etcd clients and peers (client certificates required), the REST API (client
+    /// certificates for the state-changing endpoints), PostgreSQL (`hostssl` lines only) and
+    /// replication (`sslmode=verify-full`). `tandem demo` sets it unless `--no-tls`.
+    pub tls: bool,
 }
 
 impl LabOptions {
@@ -120,6 +128,7 @@ impl LabOptions {
             agent_env: Vec::new(),
             router: false,
             netns: Vec::new(),
+            tls: false,
         }
     }
 
@@ -267,6 +276,8 @@ struct LabFile {
     nodes: Vec<LabNode>,
     #[serde(default)]
     router: Option<LabRouter>,
+    #[serde(default)]
+    tls: Option<LabTls>,
 }
 
 #[derive(Debug)]
@@ -290,6 +301,8 @@ pub struct Lab {
     /// the lab (not by the run-as user).
     pub pgpass_path: PathBuf,
     pub agent_env: Vec<(String, String)>,
+    /// The lab's certificates, when it runs TLS ([`LabOptions::tls`]).
+    pub tls: Option<LabTls>,
     /// When true, dropping the Lab stops every process of it (`stop_all`). `prepare` sets it,
     /// `load` does not; `tandem demo` clears it to leave the cluster running.
     pub owned: bool,
@@ -371,6 +384,7 @@ impl Lab {
             Some(h) => (h.addr.to_string(), Some(h.netns.clone())),
             None => (loopback(), None),
         };
+        let scheme = if opts.tls { "https" } else { "http" };
         let etcd: Vec<EtcdMember> = (0..opts.etcd_members)
             .map(|j| {
                 let name = format!("etcd{}", j + 1);
@@ -381,8 +395,8 @@ impl Lab {
                 };
                 let (host, netns) = place(j);
                 EtcdMember {
-                    client_url: format!("http://{host}:{client_port}"),
-                    peer_url: format!("http://{host}:{peer_port}"),
+                    client_url: format!("{scheme}://{host}:{client_port}"),
+                    peer_url: format!("{scheme}://{host}:{peer_port}"),
                     client_port,
                     peer_port,
                     data_dir: dir.join("etcd").join(&name),
@@ -436,10 +450,32 @@ impl Lab {
             .map(|host| pgpass_line(&host, "*", "*", SUPERUSER, &secrets.superuser.password))
             .collect();
         write_file(&pgpass_path, pgpass.as_bytes(), 0o600, None)?;
-        let default_hba = if on_netns {
-            netns_pg_hba(&opts.netns)
+        let tls = if opts.tls {
+            let servers: Vec<(String, String)> =
+                nodes.iter().map(|n| (n.name.clone(), n.host.clone())).collect();
+            let etcd_only: Vec<(String, String)> = etcd
+                .iter()
+                .skip(nodes.len())
+                .map(|m| (m.name.clone(), m.host.clone()))
+                .collect();
+            Some(LabTls::issue(
+                &dir.join("tls"),
+                &servers,
+                &etcd_only,
+                &user.name,
+            )?)
         } else {
-            lab_pg_hba()
+            None
+        };
+        let default_hba = match &tls {
+            Some(_) => {
+                let addrs: Vec<String> = std::iter::once(loopback())
+                    .chain(opts.netns.iter().map(|h| h.addr.to_string()))
+                    .collect();
+                tls::hostssl_hba(&addrs, REPLICATION_USER)
+            }
+            None if on_netns => netns_pg_hba(&opts.netns),
+            None => lab_pg_hba(),
         };
 
         let etcd_hosts = etcd_hosts(&etcd);
@@ -456,6 +492,7 @@ impl Lab {
                 &secrets,
                 &opts.dcs,
                 &default_hba,
+                tls.as_ref(),
             )?;
             write_file(&node.config_path, yaml.as_bytes(), 0o600, Some(&user))?;
         }
@@ -469,7 +506,7 @@ impl Lab {
                 log_path: dir.join("logs").join("router.log"),
                 pid: None,
             };
-            let yaml = router_config_yaml(SCOPE, &etcd_hosts, &r);
+            let yaml = router_config_yaml(SCOPE, &etcd_hosts, &r, tls.as_ref());
             write_file(&r.config_path, yaml.as_bytes(), 0o600, Some(&user))?;
             Some(r)
         } else {
@@ -489,6 +526,7 @@ impl Lab {
             secrets_path,
             pgpass_path,
             agent_env: opts.agent_env,
+            tls,
             owned: true,
             cluster_token: format!("tandem-lab-{}", random_hex(6)?),
             secrets,
@@ -529,6 +567,7 @@ impl Lab {
             secrets_path: f.secrets_path,
             pgpass_path: f.pgpass_path,
             agent_env: f.agent_env,
+            tls: f.tls,
             owned: false,
             cluster_token: f.cluster_token,
             secrets,
@@ -553,6 +592,7 @@ impl Lab {
             etcd: self.etcd.clone(),
             nodes: self.nodes.clone(),
             router: self.router.clone(),
+            tls: self.tls.clone(),
         };
         let tmp = self.dir.join(".lab.json.tmp");
         write_file(&tmp, &serde_json::to_vec_pretty(&f)?, 0o644, None)?;
@@ -569,9 +609,23 @@ impl Lab {
         etcd_hosts(&self.etcd)
     }
 
-    /// `http://<host>:<api_port>` of node `i`.
+    /// `http(s)://<host>:<api_port>` of node `i`.
     pub fn api_url(&self, i: usize) -> String {
-        format!("http://{}:{}", self.nodes[i].host, self.nodes[i].api_port)
+        format!(
+            "{}://{}:{}",
+            self.scheme(),
+            self.nodes[i].host,
+            self.nodes[i].api_port
+        )
+    }
+
+    /// `https` in a TLS lab, `http` otherwise.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// `GET path` on node `i`'s REST API (1 s timeout), from inside its network namespace on a
@@ -579,14 +633,27 @@ impl Lab {
     pub fn api_get(&self, i: usize, path: &str) -> Result<(u16, String)> {
         let n = self.nodes.get(i).ok_or_else(|| anyhow!("no node {i}"))?;
         let addr = format!("{}:{}", n.host, n.api_port);
-        http_get_in(n.netns.as_deref(), &addr, path, Duration::from_secs(1))
+        self.get_in(n.netns.as_deref(), &addr, path)
     }
 
     /// `GET path` on etcd member `i`'s client URL, from inside its namespace.
     fn etcd_get(&self, i: usize, path: &str) -> Result<(u16, String)> {
         let m = &self.etcd[i];
         let addr = format!("{}:{}", m.host, m.client_port);
-        http_get_in(m.netns.as_deref(), &addr, path, Duration::from_secs(1))
+        self.get_in(m.netns.as_deref(), &addr, path)
+    }
+
+    /// A GET with a 1 s timeout, over TLS in a TLS lab (the CA verified, the router's client
+    /// certificate presented).
+    fn get_in(&self, netns: Option<&str>, addr: &str, path: &str) -> Result<(u16, String)> {
+        let timeout = Duration::from_secs(1);
+        match &self.tls {
+            None => http_get_in(netns, addr, path, timeout),
+            Some(tls) => {
+                let (tcp, sa) = connect_in(netns, addr, timeout)?;
+                tls.https_get(tcp, sa, path)
+            }
+        }
     }
 
     /// Starts every etcd member that is not running and waits (20 s at most) until all say
@@ -668,7 +735,12 @@ impl Lab {
         };
         // In a namespace, also on its loopback (for clients inside the host).
         let listen_client = match m.netns {
-            Some(_) => format!("{},http://127.0.0.1:{}", m.client_url, m.client_port),
+            Some(_) => format!(
+                "{},{}://127.0.0.1:{}",
+                m.client_url,
+                self.scheme(),
+                m.client_port
+            ),
             None => m.client_url.clone(),
         };
         let mut cmd = Command::new(&self.etcd_bin);
@@ -701,6 +773,29 @@ impl Lab {
                 "10000",
             ])
             .args(["--logger", "zap", "--log-outputs", "stderr"]);
+        if let Some(t) = &self.tls {
+            // The member's certificate serves clients and dials peers; both sides ask for a
+            // certificate signed by the lab's CA.
+            let host = match self.nodes.get(i) {
+                Some(n) => n.name.clone(),
+                None => m.name.clone(),
+            };
+            let (crt, key, ca) = (t.file(&host, "etcd", "crt"), t.file(&host, "etcd", "key"), t.ca());
+            cmd.arg("--cert-file")
+                .arg(&crt)
+                .arg("--key-file")
+                .arg(&key)
+                .arg("--trusted-ca-file")
+                .arg(&ca)
+                .arg("--client-cert-auth")
+                .arg("--peer-cert-file")
+                .arg(&crt)
+                .arg("--peer-key-file")
+                .arg(&key)
+                .arg("--peer-trusted-ca-file")
+                .arg(&ca)
+                .arg("--peer-client-cert-auth");
+        }
         cmd.env_clear()
             .env("PATH", STD_PATH)
             .env("HOME", &self.user.home)
@@ -983,6 +1078,12 @@ impl Lab {
             .args(["-U", SUPERUSER, "-d", "postgres", "-c", sql])
             .env("PGPASSFILE", &self.pgpass_path)
             .env("PGCONNECT_TIMEOUT", "2")
+            .env_remove("PGSSLMODE")
+            .env_remove("PGSSLROOTCERT");
+        if let Some(t) = &self.tls {
+            cmd.env("PGSSLMODE", "verify-full").env("PGSSLROOTCERT", t.ca());
+        }
+        cmd
             .env_remove("PGPASSWORD")
             .env_remove("PGSERVICE")
             .env_remove("PGSERVICEFILE")
@@ -1007,13 +1108,22 @@ impl Lab {
         match &n.netns {
             None => self.psql_line_port(n.pg_port),
             Some(ns) => format!(
-                "ip netns exec {} env PGPASSFILE={} {} \"host={} port={} user={SUPERUSER} dbname=postgres\"",
+                "ip netns exec {} env PGPASSFILE={} {} \"host={} port={} user={SUPERUSER} dbname=postgres{}\"",
                 shell_quote(ns),
                 shell_quote(&self.pgpass_path.to_string_lossy()),
                 shell_quote(&self.pg_bin.join("psql").to_string_lossy()),
                 n.host,
-                n.pg_port
+                n.pg_port,
+                self.ssl_options()
             ),
+        }
+    }
+
+    /// ` sslmode=verify-full sslrootcert=<CA>` in a TLS lab (for a conninfo string).
+    fn ssl_options(&self) -> String {
+        match &self.tls {
+            Some(t) => format!(" sslmode=verify-full sslrootcert={}", t.ca().display()),
+            None => String::new(),
         }
     }
 
@@ -1025,9 +1135,10 @@ impl Lab {
             shell_quote(&self.pg_bin.join("psql").to_string_lossy())
         };
         format!(
-            "PGPASSFILE={} {psql} \"host=127.0.0.1 port={} user={SUPERUSER} dbname=postgres\"",
+            "PGPASSFILE={} {psql} \"host=127.0.0.1 port={} user={SUPERUSER} dbname=postgres{}\"",
             shell_quote(&self.pgpass_path.to_string_lossy()),
-            port
+            port,
+            self.ssl_options()
         )
     }
 
@@ -1192,6 +1303,21 @@ pub fn http_get_in(
     path: &str,
     timeout: Duration,
 ) -> Result<(u16, String)> {
+    let (mut s, _) = connect_in(netns, addr, timeout)?;
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes())?;
+    let mut buf = Vec::new();
+    s.take(4 << 20).read_to_end(&mut buf)?;
+    parse_http_response(&buf, addr, path)
+}
+
+/// A TCP connection to `addr` (an `ip:port`) with `timeout` for connecting, reading and writing,
+/// made from inside network namespace `netns`; without one, to loopback addresses only.
+fn connect_in(
+    netns: Option<&str>,
+    addr: &str,
+    timeout: Duration,
+) -> Result<(TcpStream, SocketAddr)> {
     let sa: SocketAddr = addr
         .parse()
         .with_context(|| format!("{addr} is not an ip:port"))?;
@@ -1199,14 +1325,15 @@ pub fn http_get_in(
         bail!("the lab only talks to loopback addresses, not {addr}");
     }
     let connect = || TcpStream::connect_timeout(&sa, timeout);
-    let mut s = in_netns(netns, connect)??;
+    let s = in_netns(netns, connect)??;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
-    let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes())?;
-    let mut buf = Vec::new();
-    s.take(4 << 20).read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf);
+    Ok((s, sa))
+}
+
+/// The status code and body of an HTTP/1.x response.
+fn parse_http_response(buf: &[u8], addr: &str, path: &str) -> Result<(u16, String)> {
+    let text = String::from_utf8_lossy(buf);
     let (head, body) = text
         .split_once("\r\n\r\n")
         .ok_or_else(|| anyhow!("incomplete HTTP response from {addr}{path}"))?;
@@ -1330,13 +1457,33 @@ pub fn lab_pg_hba() -> Vec<String> {
     ]
 }
 
-/// The router's configuration file: the cluster's scope and etcd, and a `proxy:` section.
-fn router_config_yaml(scope: &str, etcd_hosts: &str, r: &LabRouter) -> String {
+/// The router's configuration file: the cluster's scope and etcd, and a `proxy:` section; in a
+/// TLS lab its etcd client and REST probes verify the CA and present the router's certificate.
+fn router_config_yaml(scope: &str, etcd_hosts: &str, r: &LabRouter, tls: Option<&LabTls>) -> String {
+    let (etcd_tls, ctl) = match tls {
+        None => (String::new(), String::new()),
+        Some(t) => {
+            let f = |role: &str, ext: &str| t.file(tls::CLIENT_HOST, role, ext).display().to_string();
+            let ca = t.ca().display().to_string();
+            (
+                format!(
+                    "  protocol: https\n  cacert: {ca}\n  cert: {}\n  key: {}\n",
+                    f("client", "crt"),
+                    f("client", "key")
+                ),
+                format!(
+                    "ctl:\n  cacert: {ca}\n  certfile: {}\n  keyfile: {}\n",
+                    f("client", "crt"),
+                    f("client", "key")
+                ),
+            )
+        }
+    };
     format!(
         "# tandem proxy for the lab cluster (docs/proxy.md)\n\
          scope: {scope}\n\
          namespace: {NAMESPACE}\n\
-         etcd3:\n  hosts: {etcd_hosts}\n\
+         etcd3:\n  hosts: {etcd_hosts}\n{etcd_tls}{ctl}\
          proxy:\n\
          \x20 primary: {{listen: 127.0.0.1:{}}}\n\
          \x20 replicas: {{listen: 127.0.0.1:{}, max_lag: 16MB, fallback_to_primary: true}}\n\
@@ -1369,6 +1516,7 @@ fn node_config_yaml(
     secrets: &Secrets,
     dcs: &Value,
     default_hba: &[String],
+    tls: Option<&LabTls>,
 ) -> Result<String> {
     let mut dcs = if dcs.is_object() {
         dcs.clone()
@@ -1386,27 +1534,70 @@ fn node_config_yaml(
         .or_insert_with(|| json!(default_hba));
     let dcs = serde_yaml::to_value(&dcs)?;
 
+    let path = |p: &Path| ystr(p.to_string_lossy());
+    let file = |role: &str, ext: &str| match tls {
+        Some(t) => path(&t.file(&node.name, role, ext)),
+        None => ystr(""),
+    };
+    let ca = || match tls {
+        Some(t) => path(&t.ca()),
+        None => ystr(""),
+    };
+    // Replication and pg_rewind (as the superuser) check the server's certificate and name.
     let cred = |c: &Credentials| {
-        ymap(vec![
+        let mut pairs = vec![
             ("username", ystr(&c.username)),
             ("password", ystr(&c.password)),
-        ])
+        ];
+        if tls.is_some() {
+            pairs.push(("sslmode", ystr("verify-full")));
+            pairs.push(("sslrootcert", ca()));
+        }
+        ymap(pairs)
     };
-    let path = |p: &Path| ystr(p.to_string_lossy());
     let api = format!("{}:{}", node.host, node.api_port);
     let pg_addr = format!("{}:{}", node.host, node.pg_port);
-    let doc = ymap(vec![
+    let mut restapi = vec![
+        ("listen", ystr(&api)),
+        ("connect_address", ystr(&api)),
+    ];
+    let mut etcd3 = vec![("hosts", ystr(etcd_hosts))];
+    let mut parameters = vec![("unix_socket_directories", path(&node.run_dir))];
+    let mut top_tls = vec![];
+    if tls.is_some() {
+        restapi.extend([
+            ("certfile", file("restapi", "crt")),
+            ("keyfile", file("restapi", "key")),
+            ("cafile", ca()),
+            ("verify_client", ystr("optional")),
+        ]);
+        etcd3.extend([
+            ("protocol", ystr("https")),
+            ("cacert", ca()),
+            ("cert", file("client", "crt")),
+            ("key", file("client", "key")),
+        ]);
+        parameters.extend([
+            ("ssl", ystr("on")),
+            ("ssl_cert_file", file("postgresql", "crt")),
+            ("ssl_key_file", file("postgresql", "key")),
+            ("ssl_ca_file", ca()),
+        ]);
+        top_tls.push((
+            "ctl",
+            ymap(vec![
+                ("cacert", ca()),
+                ("certfile", file("client", "crt")),
+                ("keyfile", file("client", "key")),
+            ]),
+        ));
+    }
+    let mut doc = vec![
         ("scope", ystr(scope)),
         ("namespace", ystr(NAMESPACE)),
         ("name", ystr(&node.name)),
-        (
-            "restapi",
-            ymap(vec![
-                ("listen", ystr(&api)),
-                ("connect_address", ystr(&api)),
-            ]),
-        ),
-        ("etcd3", ymap(vec![("hosts", ystr(etcd_hosts))])),
+        ("restapi", ymap(restapi)),
+        ("etcd3", ymap(etcd3)),
         (
             "bootstrap",
             ymap(vec![
@@ -1435,14 +1626,13 @@ fn node_config_yaml(
                         ("replication", cred(&secrets.replication)),
                     ]),
                 ),
-                (
-                    "parameters",
-                    ymap(vec![("unix_socket_directories", path(&node.run_dir))]),
-                ),
+                ("parameters", ymap(parameters)),
             ]),
         ),
         ("watchdog", ymap(vec![("mode", ystr("off"))])),
-    ]);
+    ];
+    doc.extend(top_tls);
+    let doc = ymap(doc);
     Ok(format!(
         "# tandem lab node {} (Patroni configuration format), written by the lab; mode 0600.\n{}",
         node.name,
@@ -2001,6 +2191,7 @@ mod tests {
             &sample_secrets(),
             &dcs,
             &lab_pg_hba(),
+            None,
         )
         .unwrap();
         let v: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
@@ -2111,6 +2302,7 @@ mod tests {
             &sample_secrets(),
             &dcs,
             &lab_pg_hba(),
+            None,
         )
         .unwrap();
         let v: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();

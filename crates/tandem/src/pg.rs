@@ -71,6 +71,11 @@ pub struct Postgres {
     pub superuser: (String, String),
     pub replication: (String, String),
     pub rewind: (String, String),
+    /// libpq TLS options of the replication role's TCP connections (primary_conninfo,
+    /// pg_basebackup), from `postgresql.authentication.replication`: [`libpq_tls`].
+    pub replication_tls: String,
+    /// The same for the rewind role (the superuser's when there is no rewind role).
+    pub rewind_tls: String,
     pub pgpass: PathBuf,
     pub database: String,
     pub pg_ctl_timeout: u64,
@@ -100,6 +105,45 @@ pub fn managed_ssn(conf: &std::path::Path) -> Option<String> {
             .and_then(|v| v.strip_suffix('\''))
     })?;
     Some(value.replace("''", "'"))
+}
+
+/// A role's libpq TLS options for a connection string (`sslmode=verify-full sslrootcert=...`),
+/// from its `postgresql.authentication` entry; `sslmode`, `gssencmode` and `channel_binding`
+/// default to `prefer` (libpq's own default, written out so the environment cannot change it).
+/// Relative file names are libpq's business: they are passed as given.
+pub fn libpq_tls(c: &crate::config::PgCredentials) -> String {
+    let mut opts: Vec<(&str, String)> = vec![
+        ("sslmode", c.sslmode.clone().unwrap_or_else(|| "prefer".into())),
+        (
+            "gssencmode",
+            c.extra.get("gssencmode").cloned().unwrap_or_else(|| "prefer".into()),
+        ),
+        (
+            "channel_binding",
+            c.extra
+                .get("channel_binding")
+                .cloned()
+                .unwrap_or_else(|| "prefer".into()),
+        ),
+    ];
+    for (k, v) in [
+        ("sslrootcert", &c.sslrootcert),
+        ("sslcert", &c.sslcert),
+        ("sslkey", &c.sslkey),
+    ] {
+        if let Some(v) = v {
+            opts.push((k, v.clone()));
+        }
+    }
+    for (k, v) in &c.extra {
+        if !matches!(k.as_str(), "gssencmode" | "channel_binding") {
+            opts.push((k.as_str(), v.clone()));
+        }
+    }
+    opts.iter()
+        .map(|(k, v)| format!("{k}={}", quote_conn(v)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `remove_dir_all` on the blocking pool, so the runtime's thread goes on (keepalives).
@@ -138,6 +182,7 @@ impl Postgres {
             .as_ref()
             .map(|r| (r.username.clone(), secret(&r.password)))
             .unwrap_or_else(|| su.clone());
+        let rewind_tls = libpq_tls(auth.rewind.as_ref().unwrap_or(&auth.superuser));
         let listen_addresses = pg
             .listen
             .rsplit_once(':')
@@ -162,6 +207,8 @@ impl Postgres {
             superuser: su,
             replication: rep,
             rewind: rew,
+            replication_tls: libpq_tls(&auth.replication),
+            rewind_tls,
             pgpass: pg.pgpass.clone(),
             database: pg.database.clone(),
             pg_ctl_timeout: pg.pg_ctl_timeout,
@@ -294,12 +341,13 @@ impl Postgres {
             text.push_str("recovery_target_timeline = 'latest'\n");
             if let Some(u) = up {
                 let conninfo = format!(
-                    "host={} port={} user={} passfile={} application_name={} sslmode=prefer gssencmode=prefer channel_binding=prefer",
+                    "host={} port={} user={} passfile={} application_name={} {}",
                     quote_conn(&u.host),
                     u.port,
                     quote_conn(&self.replication.0),
                     quote_conn(&self.pgpass.display().to_string()),
-                    quote_conn(&self.name)
+                    quote_conn(&self.name),
+                    self.replication_tls
                 );
                 text.push_str(&format!(
                     "primary_conninfo = '{}'\n",
@@ -581,12 +629,13 @@ impl Postgres {
     pub async fn basebackup(&self, from: &Upstream) -> Result<()> {
         self.wipe_data().await?;
         let dsn = format!(
-            "host={} port={} user={} dbname={} application_name={}",
+            "host={} port={} user={} dbname={} application_name={} {}",
             quote_conn(&from.host),
             from.port,
             quote_conn(&self.replication.0),
             quote_conn(&self.database),
-            quote_conn(&format!("{} clone", self.name))
+            quote_conn(&format!("{} clone", self.name)),
+            self.replication_tls
         );
         let args = vec![
             format!("--pgdata={}", self.data_arg()),
@@ -607,11 +656,12 @@ impl Postgres {
 
     fn rewind_dsn(&self, from: &Upstream) -> String {
         format!(
-            "host={} port={} user={} dbname={} target_session_attrs=read-write",
+            "host={} port={} user={} dbname={} target_session_attrs=read-write {}",
             quote_conn(&from.host),
             from.port,
             quote_conn(&self.rewind.0),
-            quote_conn(&self.database)
+            quote_conn(&self.database),
+            self.rewind_tls
         )
     }
 
@@ -1065,5 +1115,35 @@ mod tests {
         assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
         assert_eq!(quote_literal("it's"), "'it''s'");
         assert_eq!(hba_user("post-gres"), "\"post-gres\"");
+    }
+
+    /// A role's TLS settings reach its connection strings; without any, libpq's defaults are
+    /// written out (so PGSSLMODE in the agent's environment cannot change them).
+    #[test]
+    fn a_roles_tls_settings_reach_its_connection_strings() {
+        let mut c = crate::config::PgCredentials {
+            username: "replicator".into(),
+            password: None,
+            sslmode: None,
+            sslcert: None,
+            sslkey: None,
+            sslrootcert: None,
+            sslpassword: None,
+            extra: Default::default(),
+        };
+        assert_eq!(
+            libpq_tls(&c),
+            "sslmode=prefer gssencmode=prefer channel_binding=prefer"
+        );
+        c.sslmode = Some("verify-full".into());
+        c.sslrootcert = Some("/etc/tandem/certs/ca.crt".into());
+        c.sslcert = Some("/etc/my certs/client.crt".into());
+        c.extra.insert("channel_binding".into(), "require".into());
+        c.extra.insert("sslcrl".into(), "/crl.pem".into());
+        assert_eq!(
+            libpq_tls(&c),
+            "sslmode=verify-full gssencmode=prefer channel_binding=require \
+             sslrootcert=/etc/tandem/certs/ca.crt sslcert='/etc/my certs/client.crt' sslcrl=/crl.pem"
+        );
     }
 }
