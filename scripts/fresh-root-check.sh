@@ -83,7 +83,7 @@ stage "scripts/demo.sh (deps + release build + demo up)" $((SECONDS - t))
 grep -q "psql" "$root/demo.log" || { echo "the demo printed no psql line:"; tail -40 "$root/demo.log"; exit 1; }
 in_root "scripts/install-deps.sh --check"
 # The router's read-write listener reaches the leader: the demo's own printed psql line.
-line=$(grep -m1 -o 'PGPASSFILE=[^ ]* [^"]*"host=127.0.0.1 port=[0-9]* user=postgres dbname=postgres"' "$root/demo.log" || true)
+line=$(grep -m1 -o 'PGPASSFILE=[^ ]* [^"]*"host=127.0.0.1 port=[0-9]* user=postgres dbname=postgres[^"]*"' "$root/demo.log" || true)
 [ -n "$line" ] || { echo "cannot find the demo's psql line:"; tail -40 "$root/demo.log"; exit 1; }
 out=$(in_root "$line -Atc 'select not pg_is_in_recovery()'") || { echo "psql through the demo failed: $out"; exit 1; }
 [ "$out" = t ] || { echo "the demo's first psql line did not reach a primary: $out"; exit 1; }

