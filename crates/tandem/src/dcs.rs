@@ -450,9 +450,17 @@ impl Dcs {
         let dcs = self.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
+            // Failures are logged as warnings at most every 30 s (a certificate etcd refuses,
+            // an unreachable member), the rest at debug level.
+            let mut warned: Option<tokio::time::Instant> = None;
             loop {
                 if let Err(e) = dcs.follow(&tx).await {
-                    tracing::debug!("etcd watch: {e:#}");
+                    if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+                        tracing::warn!("etcd watch: {e:#}");
+                        warned = Some(tokio::time::Instant::now());
+                    } else {
+                        tracing::debug!("etcd watch: {e:#}");
+                    }
                     let i = dcs.current();
                     dcs.rotate(i);
                 }

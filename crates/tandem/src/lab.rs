@@ -494,7 +494,6 @@ impl Lab {
             mkdir_owned(&node.data_dir, 0o700, &user)?;
             mkdir_owned(&node.run_dir, 0o700, &user)?;
             let yaml = node_config_yaml(
-                SCOPE,
                 node,
                 &etcd_hosts,
                 &pg_bin,
@@ -1528,7 +1527,6 @@ fn netns_pg_hba(hosts: &[NetnsHost]) -> Vec<String> {
 
 /// One node's configuration file, Patroni format; `default_hba` when `dcs` has no `pg_hba`.
 fn node_config_yaml(
-    scope: &str,
     node: &LabNode,
     etcd_hosts: &str,
     pg_bin: &Path,
@@ -1609,7 +1607,7 @@ fn node_config_yaml(
         ));
     }
     let mut doc = vec![
-        ("scope", ystr(scope)),
+        ("scope", ystr(SCOPE)),
         ("namespace", ystr(NAMESPACE)),
         ("name", ystr(&node.name)),
         ("restapi", ymap(restapi)),
@@ -2209,7 +2207,6 @@ mod tests {
         let mut dcs = LabOptions::default_dcs();
         dcs["postgresql"]["parameters"] = json!({"max_connections": 50});
         let text = node_config_yaml(
-            "demo",
             &node,
             "127.0.0.1:2379,127.0.0.1:2479",
             Path::new("/usr/lib/postgresql/15/bin"),
@@ -2320,7 +2317,6 @@ mod tests {
         let dir = Path::new("/tmp/lab");
         let dcs = json!({"ttl": 4, "postgresql": {"pg_hba": ["host all all 127.0.0.1/32 trust"]}});
         let text = node_config_yaml(
-            "demo",
             &sample_node(dir),
             "127.0.0.1:1",
             dir,
@@ -2353,7 +2349,10 @@ mod tests {
         assert!(pg_has_ssl(dir.path()));
         let debian = Path::new("/usr/lib/postgresql/15/bin");
         if debian.join("postgres").is_file() {
-            assert!(pg_has_ssl(debian), "Debian's PostgreSQL 15 is built with OpenSSL");
+            assert!(
+                pg_has_ssl(debian),
+                "Debian's PostgreSQL 15 is built with OpenSSL"
+            );
         }
     }
 

@@ -128,7 +128,7 @@ fn crash_leader_under_writes(c: &mut Cluster, leader: usize) -> usize {
     let t0 = Instant::now();
     // The writer keeps trying the dead primary until it is told to stop.
     let new = wait_until(Duration::from_secs(60), "a new primary", || {
-        (0..3).find(|&i| i != leader && is_primary(&c, i))
+        (0..3).find(|&i| i != leader && is_primary(c, i))
     })
     .unwrap();
     stop.store(true, Ordering::Relaxed);
@@ -149,10 +149,7 @@ fn crash_leader_under_writes(c: &mut Cluster, leader: usize) -> usize {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().unwrap())
         .collect();
-    let lost: Vec<&i64> = acked
-        .iter()
-        .filter(|id| !have.contains(&(**id as i64)))
-        .collect();
+    let lost: Vec<&i64> = acked.iter().filter(|id| !have.contains(*id)).collect();
     assert!(lost.is_empty(), "acknowledged rows lost: {lost:?}");
     new
 }

@@ -88,6 +88,9 @@ pub fn spawn(
                 (*lag, u)
             })
             .collect();
+        // The last failure logged: a new one (a certificate refused, a connection refused) is
+        // logged once, not at every probe.
+        let mut last_error: Option<String> = None;
         loop {
             let started = Instant::now();
             let primary = async {
@@ -103,6 +106,22 @@ pub fn spawn(
                     .map(|(lag, u)| async { (*lag, check(&client, u, plan.timeout).await) }),
             );
             let (primary, replica) = tokio::join!(primary, replicas);
+            let error = primary
+                .iter()
+                .chain(replica.iter().map(|(_, o)| o))
+                .find_map(|(_, e)| e.clone());
+            match (&error, &last_error) {
+                (Some(e), last) if last.as_ref() != Some(e) => {
+                    tracing::warn!("member {name}: health check of {base} failed: {e}")
+                }
+                (None, Some(_)) => {
+                    tracing::info!("member {name}: health checks of {base} answer again")
+                }
+                _ => {}
+            }
+            last_error = error;
+            let primary = primary.map(|(o, _)| o);
+            let replica = replica.into_iter().map(|(l, (o, _))| (l, o)).collect();
             let report = HealthReport {
                 name: name.clone(),
                 api_url: url.clone(),
@@ -127,7 +146,8 @@ pub fn spawn(
     }
 }
 
-async fn check(client: &PeerClient, url: &str, timeout: Duration) -> Outcome {
+/// The outcome of one GET, and the error (with its causes) when there was no answer.
+async fn check(client: &PeerClient, url: &str, timeout: Duration) -> (Outcome, Option<String>) {
     match client
         .request(reqwest::Method::GET, url)
         .timeout(timeout)
@@ -139,14 +159,20 @@ async fn check(client: &PeerClient, url: &str, timeout: Duration) -> Outcome {
             // The body (a status document) is not needed; dropping it closes the connection.
             drop(resp);
             if code == 200 {
-                Outcome::Up
+                (Outcome::Up, None)
             } else {
-                Outcome::Down(code)
+                (Outcome::Down(code), None)
             }
         }
         Err(e) => {
-            tracing::debug!("health check GET {url}: {e}");
-            Outcome::Unreachable
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                text.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            tracing::debug!("health check GET {url}: {text}");
+            (Outcome::Unreachable, Some(text))
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tandem::config::Config;
 use tandem::dcs::Dcs;
 use tandem::demo::healthy_roles;
-use tandem::lab::{http_get, wait_until, Lab, LabOptions};
+use tandem::lab::{wait_until, Lab, LabOptions};
 
 /// A current-thread runtime for a test's own etcd client.
 pub fn runtime() -> tokio::runtime::Runtime {
@@ -51,14 +51,7 @@ pub fn cli(lab: &Lab, i: usize, args: &[&str]) -> (bool, String) {
 
 /// Node `i`'s REST API answers 200 on `GET path`.
 pub fn answers_200(lab: &Lab, i: usize, path: &str) -> bool {
-    matches!(
-        http_get(
-            &format!("127.0.0.1:{}", lab.nodes[i].api_port),
-            path,
-            Duration::from_secs(1)
-        ),
-        Ok((200, _))
-    )
+    matches!(lab.api_get(i, path), Ok((200, _)))
 }
 
 /// Node `i`'s REST API answers 200 on `GET /primary`.
