@@ -79,9 +79,15 @@ impl fmt::Display for Finding {
             Severity::Warning => "warning",
             Severity::Note => "note",
         };
+        // `{:#}` puts the fix on a line of its own (`tandem validate`); logs keep one line.
+        let sep = if f.alternate() {
+            "\n  fix: "
+        } else {
+            "; fix: "
+        };
         write!(
             f,
-            "{sev}: {} ({}): {}; fix: {}",
+            "{sev}: {} ({}): {}{sep}{}",
             self.file,
             self.keys.join(", "),
             self.problem,
@@ -1092,6 +1098,38 @@ fn blocking_dir(path: &Path) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
+/// Every finding for `tandem validate`: the files, then a handshake with each etcd endpoint
+/// (an unreachable etcd is a note).
+pub async fn validate(cfg: &Config) -> Vec<Finding> {
+    let mut out = check_files(cfg);
+    out.extend(check_etcd(&cfg.etcd3, HANDSHAKE_TIMEOUT).await);
+    out.sort_by_key(|f| f.severity);
+    out
+}
+
+/// The start-up check of `tandem agent`: logs each error and warning (notes are dropped: etcd
+/// may be down while the agent starts) and refuses to start on errors.
+pub async fn at_startup(cfg: &Config) -> anyhow::Result<()> {
+    let findings = validate(cfg).await;
+    let mut errors = 0;
+    for f in &findings {
+        match f.severity {
+            Severity::Error => {
+                errors += 1;
+                tracing::error!("{f}");
+            }
+            Severity::Warning => tracing::warn!("{f}"),
+            Severity::Note => {}
+        }
+    }
+    if errors > 0 {
+        anyhow::bail!(
+            "not starting: {errors} TLS problem(s), each logged above with its fix (`tandem validate -c FILE` lists them again)"
+        );
+    }
+    Ok(())
+}
+
 // --- etcd handshake --------------------------------------------------------------------------
 
 mod handshake;
@@ -1218,11 +1256,13 @@ pub fn expiry_warning(c: &Expiry, now: i64) -> Option<String> {
     })
 }
 
-/// A task that logs [`expiry_warning`]s for the registered certificates now and once a day.
-/// Call it inside the runtime after [`register`].
+/// A task that logs [`expiry_warning`]s for the registered certificates once a day, the
+/// first a day from now ([`at_startup`] has just logged them). Call it inside the runtime
+/// after [`register`].
 pub fn spawn_expiry_warnings() -> tokio::task::JoinHandle<()> {
     tokio::spawn(async {
-        let mut tick = tokio::time::interval(Duration::from_secs(DAY as u64));
+        let period = Duration::from_secs(DAY as u64);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
             tick.tick().await;
             let now = unix_now();
