@@ -788,9 +788,8 @@ async fn etcd_handshake_names_another_ca_a_missing_name_and_an_expired_certifica
     );
     let m = find(&s2);
     assert!(
-        m.problem.contains(&format!(
-            "does not include 127.0.0.1 (it has: IP:10.9.9.9, DNS:etcd2"
-        )),
+        m.problem
+            .contains("does not include 127.0.0.1 (it has: IP:10.9.9.9, DNS:etcd2"),
         "{m}"
     );
     let m = find(&s3);
