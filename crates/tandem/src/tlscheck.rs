@@ -932,7 +932,9 @@ fn check_bundle(
     }
 
     if let Some((key, host, severity, why)) = &b.name {
-        if !host.is_empty() && !leaf.covers(host) {
+        // Nobody connects to a wildcard address: nothing to name.
+        let wildcard = host.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified());
+        if !host.is_empty() && !wildcard && !leaf.covers(host) {
             let kind = if host.parse::<IpAddr>().is_ok() {
                 "IP"
             } else {

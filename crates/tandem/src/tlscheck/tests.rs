@@ -553,6 +553,11 @@ fn a_certificate_without_the_connect_address_names_it_and_lists_what_it_has() {
     assert!(m.problem.contains("it has: IP:10.0.0.2, DNS:pg1"), "{m}");
     assert!(m.problem.contains("the common name does not count"), "{m}");
     assert!(m.fix.contains("IP:10.0.0.1"), "{m}");
+    // A wildcard connect address names nothing to check.
+    let mut cfg = n.config();
+    cfg.restapi.connect_address = "0.0.0.0:8008".into();
+    let f = check_files_at(&cfg, unix_now(), &RunAs::current());
+    assert!(only(&f, &n.path("restapi.crt")).is_empty(), "{}", text(&f));
     // PostgreSQL's: a warning while nothing connects with verify-full ...
     n.reissue("postgresql", &n.ca, &["10.0.0.2"], -1, 100);
     let mut cfg = n.config();
