@@ -566,7 +566,7 @@ fn lookup_group(name: &str) -> Result<Option<u32>> {
 }
 
 /// The name of user `uid`, or the number.
-fn user_name(uid: u32) -> String {
+pub(crate) fn user_name(uid: u32) -> String {
     let mut buf = vec![0 as libc::c_char; 16384];
     // SAFETY: as in lookup_user.
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
@@ -580,7 +580,7 @@ fn user_name(uid: u32) -> String {
     uid.to_string()
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }

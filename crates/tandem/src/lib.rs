@@ -17,4 +17,5 @@ pub mod peer;
 pub mod pg;
 pub mod proxy;
 pub mod status;
+pub mod tlscheck;
 pub mod vip_leader;

@@ -430,7 +430,13 @@ fn run(cli: Cli) -> Result<()> {
             init_logging();
             let path = config_path(&cli.config, &file.clone().or(config.clone()))?;
             let cfg = tandem::config::Config::load(&path)?;
-            runtime()?.block_on(tandem::agent::run_with_path(cfg, Some(path)))
+            runtime()?.block_on(async move {
+                // The TLS files' pitfalls (owner, mode, names, dates, CA), before anything runs.
+                tandem::tlscheck::at_startup(&cfg).await?;
+                tandem::tlscheck::register(&cfg);
+                let _expiry = tandem::tlscheck::spawn_expiry_warnings();
+                tandem::agent::run_with_path(cfg, Some(path)).await
+            })
         }
         Command::Validate { file, config, .. } => {
             let path = config_path(&cli.config, &file.clone().or(config.clone()))?;
@@ -444,6 +450,20 @@ fn run(cli: Cli) -> Result<()> {
             );
             if let Some(e) = d.unimplemented().first() {
                 anyhow::bail!("{}: bootstrap.dcs.{e}", path.display());
+            }
+            let findings = runtime()?.block_on(tandem::tlscheck::validate(&cfg));
+            for f in &findings {
+                println!("{f:#}");
+            }
+            let errors = findings
+                .iter()
+                .filter(|f| f.severity == tandem::tlscheck::Severity::Error)
+                .count();
+            if errors > 0 {
+                anyhow::bail!(
+                    "{}: {errors} TLS error(s), listed above with their fixes",
+                    path.display()
+                );
             }
             let t = d.timing();
             println!(

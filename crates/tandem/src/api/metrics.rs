@@ -297,6 +297,15 @@ pub fn render(st: &NodeStatus, node: &Identity, now: Instant) -> String {
         "Bytes this replica's replay position is behind the leader's last published position.",
         lag,
     );
+    // Days to the end of each certificate in use (registered at start-up; empty otherwise).
+    let unix_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    o.text.push_str(&crate::tlscheck::expiry_metrics(
+        &crate::tlscheck::in_use(),
+        o.labels.trim_start_matches('{').trim_end_matches('}'),
+        unix_now,
+    ));
     let _ = writeln!(
         o.text,
         "# HELP tandem_info tandem build information.\n# TYPE tandem_info gauge\ntandem_info{{scope=\"{}\",name=\"{}\",version=\"{}\"}} 1",
