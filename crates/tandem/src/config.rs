@@ -2221,7 +2221,14 @@ fn pg_credentials(ex: &mut Ex, auth: Obj, role: &str, hint: &str) -> Result<Opti
         );
     }
     if let Some(v) = get(Some(c), "sslmode").filter(|v| !is_empty_setting(v)) {
-        const MODES: [&str; 6] = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];
+        const MODES: [&str; 6] = [
+            "disable",
+            "allow",
+            "prefer",
+            "require",
+            "verify-ca",
+            "verify-full",
+        ];
         if !v.as_str().is_some_and(|m| MODES.contains(&m.trim())) {
             ex.refuse(
                 Who::Agent,
@@ -3277,7 +3284,10 @@ postgresql:
         let r = &c.postgresql.authentication.replication;
         assert_eq!(r.sslmode.as_deref(), Some("verify-full"));
         assert_eq!(r.sslrootcert.as_deref(), Some("/ca.crt"));
-        assert_eq!(r.extra.get("channel_binding").map(String::as_str), Some("require"));
+        assert_eq!(
+            r.extra.get("channel_binding").map(String::as_str),
+            Some("require")
+        );
         // Several at once: all are named, one per line.
         let y = with("", "watchdog: {mode: required}\ncitus: {group: 1}");
         let e = err(&y);

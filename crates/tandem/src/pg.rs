@@ -113,10 +113,16 @@ pub fn managed_ssn(conf: &std::path::Path) -> Option<String> {
 /// Relative file names are libpq's business: they are passed as given.
 pub fn libpq_tls(c: &crate::config::PgCredentials) -> String {
     let mut opts: Vec<(&str, String)> = vec![
-        ("sslmode", c.sslmode.clone().unwrap_or_else(|| "prefer".into())),
+        (
+            "sslmode",
+            c.sslmode.clone().unwrap_or_else(|| "prefer".into()),
+        ),
         (
             "gssencmode",
-            c.extra.get("gssencmode").cloned().unwrap_or_else(|| "prefer".into()),
+            c.extra
+                .get("gssencmode")
+                .cloned()
+                .unwrap_or_else(|| "prefer".into()),
         ),
         (
             "channel_binding",
