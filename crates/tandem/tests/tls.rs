@@ -68,7 +68,11 @@ fn log_len(p: &Path) -> usize {
     std::fs::metadata(p).map(|m| m.len() as usize).unwrap_or(0)
 }
 
+/// Stops node `i`'s agent unless it already exited.
 fn stop_agent(lab: &mut Lab, i: usize) {
+    if !lab.agent_running(i) {
+        return;
+    }
     lab.signal_agent(i, libc::SIGTERM).unwrap();
     wait_until(Duration::from_secs(20), "the agent to exit", || {
         (!lab.agent_running(i)).then_some(())
@@ -98,7 +102,9 @@ fn a_certificate_from_another_ca_is_refused_by_each_component() {
     )
     .unwrap();
 
-    // A replica whose replication connection trusts another CA cannot clone from the leader.
+    // A replica whose replication connection trusts another CA: the agent's start-up check
+    // refuses it, naming both files and the fix (had it started, pg_basebackup's
+    // `sslmode=verify-full` would have refused the leader's certificate).
     let n3 = c.nodes[2].clone();
     set_yaml(
         &n3.config_path,
@@ -110,9 +116,13 @@ fn a_certificate_from_another_ca_is_refused_by_each_component() {
     let line = wait_log(
         &n3.log_path,
         from,
-        &["certificate verify failed"],
-        "node3's clone to fail on the leader's certificate",
+        &["not signed by the CA in", "replication.sslrootcert", "fix:"],
+        "node3's agent to refuse its replication CA",
     );
+    wait_until(Duration::from_secs(20), "node3's agent to exit", || {
+        (!c.agent_running(2)).then_some(())
+    })
+    .unwrap();
     eprintln!("node3: {line}");
     assert!(!common::answers_200(
         &c,
@@ -121,7 +131,8 @@ fn a_certificate_from_another_ca_is_refused_by_each_component() {
     ));
     stop_agent(&mut c, 2);
 
-    // An agent whose etcd client trusts another CA never joins.
+    // An agent whose etcd client trusts another CA never joins (the start-up handshake names
+    // the CA; the etcd client itself refuses the certificate too).
     let ca = c.tls.as_ref().unwrap().ca();
     set_yaml(
         &n3.config_path,
