@@ -229,6 +229,28 @@ fn every_connection_is_verified_tls(lab: &Lab, leader: usize, other: &Path) {
         ),
     )
     .unwrap();
+    // Days to the end of every certificate in use, on the agent's and the router's /metrics.
+    let (code, m) = lab.api_get(leader, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    for role in ["restapi", "etcd3", "postgresql"] {
+        assert!(
+            m.lines()
+                .any(|l| l.starts_with("tandem_certificate_expiry_days{")
+                    && l.contains(&format!("role=\"{role}"))),
+            "no {role} certificate in the agent's /metrics:\n{m}"
+        );
+    }
+    let r = lab.router.as_ref().unwrap();
+    let (_, m) = http_get(
+        &format!("127.0.0.1:{}", r.status_port),
+        "/metrics",
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    assert!(
+        m.contains("tandem_certificate_expiry_days{") && m.contains("router/client.crt"),
+        "no certificate in the router's /metrics:\n{m}"
+    );
     let bad = Command::new(bin)
         .args(["-c", wrong.to_str().unwrap(), "list"])
         .output()

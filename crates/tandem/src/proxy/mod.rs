@@ -267,6 +267,9 @@ pub fn main_entry(config: &Path) -> Result<()> {
             .build()?
     };
     rt.block_on(async {
+        // The same TLS checks as the agent's (etcd3 and ctl files, etcd's certificate).
+        crate::tlscheck::at_startup(&cfg.base).await?;
+        crate::tlscheck::register(&cfg.base);
         let mut handle = start(cfg).await?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {

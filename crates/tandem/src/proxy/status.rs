@@ -411,6 +411,15 @@ impl StatusSources {
             "1 when the member's last health check answered 200.",
             checks,
         );
+        // Days to the end of each certificate the router uses (etcd3, ctl files).
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        out.push_str(&crate::tlscheck::expiry_metrics(
+            &crate::tlscheck::in_use(),
+            &format!("scope=\"{scope}\""),
+            unix_now,
+        ));
         out
     }
 }
