@@ -266,7 +266,11 @@ pub fn main_entry(path: &Path) -> Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(run(cfg, vip))
+            rt.block_on(async {
+                // The agent's TLS checks (etcd3 files and etcd's certificate).
+                crate::tlscheck::at_startup(&cfg).await?;
+                run(cfg, vip).await
+            })
         }
     }
 }
