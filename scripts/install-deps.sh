@@ -16,9 +16,9 @@ PACKAGES=(
   etcd-server etcd-client
   # PostgreSQL server binaries (/usr/lib/postgresql/15/bin) and psql
   postgresql-15 postgresql-client-15
-  # the patronictl compatibility test: HAProxy (the seed's router), Patroni from PyPI in a venv,
-  # openssl for a throw-away CA
-  haproxy openssl python3 python3-venv ca-certificates
+  # the patronictl compatibility test: HAProxy (the seed's router), Patroni from PyPI in a venv
+  # (its certificates come from tandem certs)
+  haproxy python3 python3-venv ca-certificates
   # multi-host tests: network namespaces, packet drops, VRRP peers
   iproute2 nftables keepalived
   # bench/chaos: NFQUEUE rule for the slow-link fault (iptables), the leader's clock steps

@@ -1,42 +1,29 @@
 //! Compatibility with the real thing: Patroni 4.1.5's own `patronictl` (from PyPI, in a cached
 //! virtualenv) operates a tandem cluster, and HAProxy with the seed's backend stanza
-//! (`option httpchk GET /primary`, `check port <REST port> check-ssl verify none`) routes a psql
-//! connection to the leader before and after a switchover.
+//! (`option httpchk GET /primary`, `check port <REST port> check-ssl`) routes a psql connection
+//! to the leader before and after a switchover.
 //!
-//! The REST API runs over TLS (a throw-away CA made with openssl); patronictl verifies it through
-//! `ctl.cacert`. Outside CI the test skips, saying why, when it is not run as root or PyPI cannot
-//! be reached; with CI=true it must run. Every process is stopped by PID.
+//! The cluster runs the lab's full TLS with verification everywhere (certificates from
+//! `tandem certs`): patronictl reads node1's YAML as it is, so its etcd3 client uses
+//! `protocol: https` with the lab's `cacert`/`cert`/`key`, and its REST client verifies against
+//! `ctl.cacert` and presents `ctl.certfile`/`keyfile` (the REST API has `verify_client:
+//! optional`: a change without a client certificate gets 403). HAProxy checks `/primary` with
+//! `check-ssl verify required ca-file <lab CA>` and passes psql's TLS (`sslmode=verify-full`)
+//! through in tcp mode. That the checks are real: a copy of the YAML whose `ctl.cacert` names
+//! another CA makes patronictl's REST verbs fail on certificate verification, a copy without
+//! `ctl.certfile` gets 403 on a change, and a second HAProxy backend with another CA's file
+//! keeps every server down while the good one routes.
+//!
+//! Outside CI the test skips, saying why, when it is not run as root or PyPI cannot be reached;
+//! with CI=true it must run. Every process is stopped by PID.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use tandem::dcs::Dcs;
 use tandem::lab::wait_until;
 use tandem_core::cluster::ClusterView;
-
-/// Writes a CA and a server certificate for 127.0.0.1 into `dir`.
-fn make_certs(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let sh = format!(
-        r#"set -e
-cd '{d}'
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=tandem-test-ca 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' > ext.cnf
-openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile ext.cnf 2>/dev/null
-"#,
-        d = dir.display()
-    );
-    let mut c = Command::new("sh");
-    c.arg("-c").arg(sh);
-    let out = run(c, Duration::from_secs(30));
-    assert!(
-        out.status.success(),
-        "openssl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 mod common;
 use common::venv::{ci, patroni_venv, run};
@@ -100,23 +87,10 @@ impl Cluster {
 }
 
 fn start_tls_cluster() -> Cluster {
-    let lab = common::Cluster::prepare("tandem-compat-", |o| o.etcd_members = 1);
-    let certs = lab.dir.join("certs");
-    make_certs(&certs);
-    for f in ["ca.crt", "server.crt", "server.key"] {
-        std::os::unix::fs::chown(certs.join(f), Some(lab.user.uid), Some(lab.user.gid)).unwrap();
-    }
-    std::os::unix::fs::chown(&certs, Some(lab.user.uid), Some(lab.user.gid)).unwrap();
-    for n in &lab.nodes {
-        let text = std::fs::read_to_string(&n.config_path).unwrap();
-        let mut y: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-        let p = |f: &str| serde_yaml::Value::from(certs.join(f).to_string_lossy().into_owned());
-        y["restapi"]["certfile"] = p("server.crt");
-        y["restapi"]["keyfile"] = p("server.key");
-        y["ctl"] = serde_yaml::from_str("{}").unwrap();
-        y["ctl"]["cacert"] = p("ca.crt");
-        std::fs::write(&n.config_path, serde_yaml::to_string(&y).unwrap()).unwrap();
-    }
+    let lab = common::Cluster::prepare("tandem-compat-", |o| {
+        o.etcd_members = 1;
+        o.tls = true;
+    });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -136,36 +110,147 @@ fn start_tls_cluster() -> Cluster {
     c
 }
 
-/// Runs `patronictl -c <node1.yml> ARGS`; asserts exit 0; returns stdout.
-fn patronictl(bin: &Path, c: &Cluster, args: &[&str]) -> String {
+/// The lab's CA (the cluster runs TLS).
+fn lab_ca(c: &Cluster) -> PathBuf {
+    c.lab.tls.as_ref().expect("a TLS lab").ca()
+}
+
+/// Another CA, issued with `tandem certs` into DIR/other-ca (with a host `other`): its `ca.crt`.
+fn other_ca(c: &Cluster) -> PathBuf {
+    let dir = c.lab.dir.join("other-ca");
+    if !dir.join("ca.crt").is_file() {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
+        cmd.args(["certs", "issue", "--dir"])
+            .arg(&dir)
+            .args(["--db", "other=127.0.0.1"]);
+        let out = run(cmd, Duration::from_secs(30));
+        assert!(
+            out.status.success(),
+            "tandem certs issue: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    dir.join("ca.crt")
+}
+
+/// A copy of node1's YAML, changed by `edit`, as DIR/<name>.yml.
+fn config_variant(c: &Cluster, name: &str, edit: impl FnOnce(&mut serde_yaml::Value)) -> PathBuf {
+    let text = std::fs::read_to_string(&c.lab.nodes[0].config_path).unwrap();
+    let mut y: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    edit(&mut y);
+    let path = c.lab.dir.join(format!("{name}.yml"));
+    std::fs::write(&path, serde_yaml::to_string(&y).unwrap()).unwrap();
+    path
+}
+
+/// Runs `patronictl -c CONFIG ARGS` and prints what it said; returns its output.
+fn patronictl_with(bin: &Path, config: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(bin);
-    cmd.arg("-c").arg(&c.lab.nodes[0].config_path).args(args);
+    cmd.arg("-c").arg(config).args(args);
     cmd.env_remove("PATRONICTL_CONFIG_FILE")
         .env("LC_ALL", "C.UTF-8");
     let t = Instant::now();
     let out = run(cmd, Duration::from_secs(120));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!(
-        "patronictl {} ({:?}):\n{stdout}{stderr}",
+        "patronictl -c {} {} ({:?}, {}):\n{}{}",
+        config.display(),
         args.join(" "),
-        t.elapsed()
+        t.elapsed(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+/// Runs `patronictl -c CONFIG ARGS` until a line of its stderr contains `needle` or `deadline`
+/// passes, then stops it (its process group, by its PID); returns whether the line came, and
+/// its stdout.
+fn patronictl_until_stderr(
+    bin: &Path,
+    config: &Path,
+    args: &[&str],
+    needle: &str,
+    deadline: Duration,
+) -> (bool, String) {
+    use std::io::{BufRead, Read};
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new(bin)
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .env_remove("PATRONICTL_CONFIG_FILE")
+        .env("LC_ALL", "C.UTF-8")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let t = Instant::now();
+    let mut seen = None;
+    while let Some(left) = deadline.checked_sub(t.elapsed()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => {
+                seen = Some(line);
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    // SAFETY: signal to the process group of the child we spawned (its PID).
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    child.wait().unwrap();
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    eprintln!(
+        "patronictl -c {} {} (stopped after {:?}): {}\n{stdout}",
+        config.display(),
+        args.join(" "),
+        t.elapsed(),
+        seen.as_deref().unwrap_or("(no such line)")
+    );
+    (seen.is_some(), stdout)
+}
+
+/// Runs `patronictl -c <node1.yml> ARGS`; asserts exit 0; returns stdout.
+fn patronictl(bin: &Path, c: &Cluster, args: &[&str]) -> String {
+    let out = patronictl_with(bin, &c.lab.nodes[0].config_path, args);
     assert!(
         out.status.success(),
         "patronictl {args:?} exited with {}",
         out.status
     );
-    stdout
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// psql through `port` (HAProxy), over TLS with the server's certificate and name verified
+/// against the lab's CA (HAProxy in tcp mode passes the TLS through).
 fn psql_via(c: &Cluster, port: u16, sql: &str) -> Result<String, String> {
     let mut cmd = Command::new(c.lab.pg_bin.join("psql"));
     cmd.args(["-X", "-A", "-t", "-h", "127.0.0.1", "-p"])
         .arg(port.to_string())
         .args(["-U", "postgres", "-d", "postgres", "-c", sql])
         .env("PGPASSFILE", &c.lab.pgpass_path)
-        .env("PGCONNECT_TIMEOUT", "3");
+        .env("PGCONNECT_TIMEOUT", "3")
+        .env("PGSSLMODE", "verify-full")
+        .env("PGSSLROOTCERT", lab_ca(c));
     let out = run(cmd, Duration::from_secs(20));
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -178,7 +263,13 @@ fn free_port() -> u16 {
     tandem::lab::pick_ports(1, None).unwrap()[0]
 }
 
-/// Starts HAProxy in the foreground with the seed's backend stanza; returns its listen port.
+/// The backend HAProxy routes psql through: `/primary` checked with the lab's CA.
+const BACKEND: &str = "postgres_backend";
+/// A backend without a frontend, the same servers checked with another CA's file: none may go up.
+const WRONG_CA_BACKEND: &str = "wrong_ca_backend";
+
+/// Starts HAProxy in the foreground with the seed's backend stanza, its `/primary` checks over
+/// TLS verified against the lab's CA, plus [`WRONG_CA_BACKEND`]; returns its listen port.
 fn start_haproxy(c: &mut Cluster) -> Option<u16> {
     let Some(haproxy) = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
         .into_iter()
@@ -192,21 +283,33 @@ fn start_haproxy(c: &mut Cluster) -> Option<u16> {
         return None;
     };
     let port = free_port();
-    let servers: String = c
-        .lab
-        .nodes
-        .iter()
-        .map(|n| {
-            format!(
-                "    server {} 127.0.0.1:{} port {} check check-ssl verify none\n",
-                n.name, n.pg_port, n.api_port
-            )
-        })
-        .collect();
+    let backend = |name: &str, ca: &Path| -> String {
+        let servers: String = c
+            .lab
+            .nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "    server {} 127.0.0.1:{} port {} check check-ssl verify required ca-file {}\n",
+                    n.name,
+                    n.pg_port,
+                    n.api_port,
+                    ca.display()
+                )
+            })
+            .collect();
+        format!(
+            "backend {name}\n    mode tcp\n    option tcp-check\n    option httpchk GET /primary\n    http-check expect status 200\n    timeout connect 5s\n    timeout server 30s\n{servers}\n"
+        )
+    };
+    let good = backend(BACKEND, &lab_ca(c));
+    let wrong = backend(WRONG_CA_BACKEND, &other_ca(c));
     let cfg = format!(
-        "global\n    maxconn 100\n\ndefaults\n    log stdout format raw local0\n\n\
-         frontend postgres_frontend\n    bind 127.0.0.1:{port}\n    mode tcp\n    timeout client 30s\n    default_backend postgres_backend\n\n\
-         backend postgres_backend\n    mode tcp\n    option tcp-check\n    option httpchk GET /primary\n    http-check expect status 200\n    timeout connect 5s\n    timeout server 30s\n{servers}"
+        "global\n    maxconn 100\n    stats socket {sock} mode 600 level operator\n\n\
+         defaults\n    log stdout format raw local0\n\n\
+         frontend postgres_frontend\n    bind 127.0.0.1:{port}\n    mode tcp\n    timeout client 30s\n    default_backend {BACKEND}\n\n\
+         {good}{wrong}",
+        sock = haproxy_socket(c).display()
     );
     let path = c.lab.dir.join("haproxy.cfg");
     std::fs::write(&path, cfg).unwrap();
@@ -231,6 +334,63 @@ fn start_haproxy(c: &mut Cluster) -> Option<u16> {
         .unwrap();
     c.haproxy = Some(child);
     Some(port)
+}
+
+fn haproxy_socket(c: &Cluster) -> PathBuf {
+    c.lab.dir.join("haproxy.sock")
+}
+
+/// One server line of HAProxy's `show stat`.
+#[derive(Debug)]
+struct ServerStat {
+    server: String,
+    /// UP, DOWN, "DOWN 1/2", ...
+    status: String,
+    /// The last check's result, e.g. "L7OK", "L7STS", "L6RSP".
+    check_status: String,
+    /// What the last check saw, e.g. "SSL handshake failure".
+    last_chk: String,
+}
+
+/// The servers of `backend` as HAProxy's stats socket shows them; None while it does not answer.
+fn haproxy_servers(c: &Cluster, backend: &str) -> Option<Vec<ServerStat>> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(haproxy_socket(c)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"show stat\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next()?.trim_start_matches("# ").split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let (px, sv, st, cs, lc) = (
+        col("pxname")?,
+        col("svname")?,
+        col("status")?,
+        col("check_status")?,
+        col("last_chk")?,
+    );
+    let rows: Vec<ServerStat> = lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|f| f.len() == header.len() && f[px] == backend)
+        .filter(|f| f[sv] != "FRONTEND" && f[sv] != "BACKEND")
+        .map(|f| ServerStat {
+            server: f[sv].to_string(),
+            status: f[st].to_string(),
+            check_status: f[cs].to_string(),
+            last_chk: f[lc].to_string(),
+        })
+        .collect();
+    (!rows.is_empty()).then_some(rows)
+}
+
+/// Every server of [`WRONG_CA_BACKEND`] is down because its certificate did not verify against
+/// the other CA: HAProxy's check ended in the TLS handshake.
+fn wrong_ca_servers_down(c: &Cluster) -> Option<Vec<ServerStat>> {
+    let rows = haproxy_servers(c, WRONG_CA_BACKEND)?;
+    rows.iter()
+        .all(|r| r.status.starts_with("DOWN") && r.last_chk.contains("SSL handshake failure"))
+        .then_some(rows)
 }
 
 #[test]
@@ -259,6 +419,64 @@ fn patronictl_4_1_5_operates_a_tandem_cluster_and_haproxy_routes_to_the_leader()
     assert_eq!(
         out.matches(": Patroni 4.1.5 PostgreSQL ").count(),
         3,
+        "{out}"
+    );
+
+    // Verification is on. patronictl's REST client checks the member's certificate against
+    // ctl.cacert: with another CA there, a verb that calls the REST API fails on it, while list
+    // (etcd only) still works. Its etcd3 client checks etcd's against etcd3.cacert the same way.
+    let other = other_ca(&c);
+    let member = names[1].as_str();
+    let wrong_ctl_ca = config_variant(&c, "wrong-ctl-ca", |y| {
+        y["ctl"]["cacert"] = other.to_string_lossy().into_owned().into();
+    });
+    let out = patronictl_with(&bin, &wrong_ctl_ca, &["reload", "demo", member, "--force"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("certificate verify failed"),
+        "patronictl trusted a REST API its ctl.cacert did not sign: {err}"
+    );
+    assert!(patronictl_with(&bin, &wrong_ctl_ca, &["list"])
+        .status
+        .success());
+    let wrong_etcd_ca = config_variant(&c, "wrong-etcd-ca", |y| {
+        y["etcd3"]["cacert"] = other.to_string_lossy().into_owned().into();
+    });
+    // (patronictl retries etcd without end: stopped once it has said why.)
+    let (refused, stdout) = patronictl_until_stderr(
+        &bin,
+        &wrong_etcd_ca,
+        &["list"],
+        "certificate verify failed",
+        Duration::from_secs(30),
+    );
+    assert!(
+        refused && stdout.is_empty(),
+        "patronictl trusted an etcd its etcd3.cacert did not sign: {stdout}"
+    );
+    // The REST API asks for a client certificate on changes (verify_client: optional): without
+    // ctl.certfile/keyfile patronictl's reload is refused; with them (node1's YAML, every verb
+    // below) it goes through.
+    let no_client_cert = config_variant(&c, "no-client-cert", |y| {
+        let ctl = y["ctl"].as_mapping_mut().unwrap();
+        ctl.remove("certfile");
+        ctl.remove("keyfile");
+    });
+    let out = patronictl_with(
+        &bin,
+        &no_client_cert,
+        &["reload", "demo", member, "--force"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "Failed: reload for member {member}, status code=403, (client certificate required)"
+        )),
+        "{text}"
+    );
+    let out = patronictl(&bin, &c, &["reload", "demo", member, "--force"]);
+    assert!(
+        out.contains(&format!("Reload request received for member {member}")),
         "{out}"
     );
 
@@ -296,14 +514,20 @@ fn patronictl_4_1_5_operates_a_tandem_cluster_and_haproxy_routes_to_the_leader()
     let v = c.view();
     assert!(!v.paused() && v.members.values().all(|m| m.value.pause.is_none()));
 
-    // HAProxy routes to the leader.
+    // HAProxy routes to the leader: its checks verify the REST certificates against the lab's
+    // CA, and psql's own TLS to the leader (verify-full) passes through.
     let haproxy_port = start_haproxy(&mut c);
     let leader = c.wait_healthy("healthy before switchover");
     let routed_to = |c: &Cluster, want: &str| -> Option<()> {
         let port = haproxy_port?;
-        let out = psql_via(c, port, "SELECT inet_server_port(), pg_is_in_recovery()").ok()?;
+        let out = psql_via(
+            c,
+            port,
+            "SELECT inet_server_port(), pg_is_in_recovery(), ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        )
+        .ok()?;
         let want_port = c.lab.nodes[c.index(want)].pg_port;
-        (out == format!("{want_port}|f")).then_some(())
+        (out == format!("{want_port}|f|t")).then_some(())
     };
     if haproxy_port.is_some() {
         wait_until(
@@ -312,6 +536,32 @@ fn patronictl_4_1_5_operates_a_tandem_cluster_and_haproxy_routes_to_the_leader()
             || routed_to(&c, &leader),
         )
         .unwrap();
+        // The checks pass with the lab's CA (the leader up, the replicas down on their 503),
+        // and with another CA's file every server is down on the TLS handshake.
+        let t = Instant::now();
+        let res = wait_until(
+            Duration::from_secs(30),
+            "HAProxy: with the lab's CA the leader alone up, with another CA every server down",
+            || {
+                let good = haproxy_servers(&c, BACKEND)?;
+                let leader_alone = good.iter().all(|r| {
+                    (r.server == leader) == (r.status == "UP" && r.check_status == "L7OK")
+                });
+                let wrong = wrong_ca_servers_down(&c)?;
+                leader_alone.then_some((good, wrong))
+            },
+        );
+        let (good, wrong) = res.unwrap_or_else(|e| {
+            panic!(
+                "{e}: {BACKEND} {:?}, {WRONG_CA_BACKEND} {:?}",
+                haproxy_servers(&c, BACKEND),
+                haproxy_servers(&c, WRONG_CA_BACKEND)
+            )
+        });
+        eprintln!(
+            "HAProxy after {:?}: {BACKEND} {good:?}\n{WRONG_CA_BACKEND} {wrong:?}",
+            t.elapsed()
+        );
     }
 
     // switchover --candidate X --force.
@@ -334,6 +584,12 @@ fn patronictl_4_1_5_operates_a_tandem_cluster_and_haproxy_routes_to_the_leader()
         )
         .unwrap();
         eprintln!("HAProxy followed the switchover after {:?}", t.elapsed());
+        // With the other CA no server came up, the new leader neither.
+        assert!(
+            wrong_ca_servers_down(&c).is_some(),
+            "{:?}",
+            haproxy_servers(&c, WRONG_CA_BACKEND)
+        );
     }
 
     // failover --candidate Y --force.
@@ -481,7 +737,7 @@ fn tandem_verbs_operate_a_tls_cluster_like_patronictl() {
         tandem_ok(&c, &["dsn"]).trim(),
         format!("host=127.0.0.1 port={}", c.lab.nodes[li].pg_port)
     );
-    // query runs psql (libpq's pgpass applies).
+    // query runs psql (libpq's pgpass and TLS settings apply).
     let mut q = Command::new(env!("CARGO_BIN_EXE_tandem"));
     q.arg("-c")
         .arg(&c.lab.nodes[0].config_path)
@@ -494,7 +750,9 @@ fn tandem_verbs_operate_a_tls_cluster_like_patronictl() {
             "-c",
             "SELECT pg_is_in_recovery() AS ro",
         ])
-        .env("PGPASSFILE", &c.lab.pgpass_path);
+        .env("PGPASSFILE", &c.lab.pgpass_path)
+        .env("PGSSLMODE", "verify-full")
+        .env("PGSSLROOTCERT", lab_ca(&c));
     let out = run(q, Duration::from_secs(30));
     assert!(
         out.status.success(),
@@ -513,40 +771,33 @@ fn tandem_verbs_operate_a_tls_cluster_like_patronictl() {
     );
     let e = tandem_err(&c, &["switchover", "--candidate", "nobody", "--force"]);
     assert!(e.contains("does not exist"), "{e}");
-    // A wrong CA is refused, and the error says which setting to fix.
-    let (ok, _, err) = {
+    // Another CA in ctl.cacert is refused, and the error says which setting to fix.
+    let other = other_ca(&c);
+    let bad = config_variant(&c, "bad", |y| {
+        y["ctl"]["cacert"] = other.to_string_lossy().into_owned().into();
+    });
+    let (ok, said) = {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
-        let bad = c.lab.dir.join("bad.yml");
-        let mut y: serde_yaml::Value =
-            serde_yaml::from_str(&std::fs::read_to_string(&c.lab.nodes[0].config_path).unwrap())
-                .unwrap();
-        y["ctl"]["cacert"] = serde_yaml::Value::from(
-            c.lab
-                .dir
-                .join("certs/server.crt")
-                .to_string_lossy()
-                .into_owned(),
-        );
-        std::fs::write(&bad, serde_yaml::to_string(&y).unwrap()).unwrap();
         cmd.arg("-c").arg(&bad).args(["reload", "demo", "--force"]);
         let o = run(cmd, Duration::from_secs(30));
         (
             o.status.success(),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
         )
     };
-    assert!(!ok, "a wrong CA must fail");
-    let _ = err;
+    assert!(
+        !ok && said.contains("ctl.cacert"),
+        "a wrong CA must fail: {said}"
+    );
     // ... and -k skips the check.
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
-    cmd.arg("-c").arg(c.lab.dir.join("bad.yml")).args([
-        "-k",
-        "reload",
-        "demo",
-        replicas[0].as_str(),
-        "--force",
-    ]);
+    cmd.arg("-c")
+        .arg(&bad)
+        .args(["-k", "reload", "demo", replicas[0].as_str(), "--force"]);
     assert!(run(cmd, Duration::from_secs(30)).status.success());
 
     // edit-config: -s, -p, --apply, --replace, no-op.
@@ -687,6 +938,20 @@ fn tandem_verbs_operate_a_tls_cluster_like_patronictl() {
         out.contains(&format!("Success: restart scheduled on member {member}")),
         "{out}"
     );
+    // flush reads the schedule from the member key, which the agent writes on its next cycle.
+    wait_until(
+        Duration::from_secs(30),
+        "the member key shows the scheduled restart",
+        || {
+            let v = c.view();
+            let m = v.members.values().find(|m| m.name == member)?;
+            m.value
+                .extra
+                .contains_key("scheduled_restart")
+                .then_some(())
+        },
+    )
+    .unwrap();
     let out = tandem_ok(&c, &["flush", "demo", &member, "restart", "--force"]);
     assert!(out.contains("Success: flush scheduled restart"), "{out}");
     let pid = c.lab.postmaster_pid(i).unwrap();
