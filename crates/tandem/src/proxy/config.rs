@@ -147,6 +147,44 @@ const TOP_KEPT: &[&str] = &[
 ];
 
 impl RouterConfig {
+    /// The settings that differ in `new` and that a running router does not take on SIGHUP (it
+    /// takes only the certificate files and the health checks' client settings: `etcd3.cacert`,
+    /// `etcd3.cert`, `etcd3.key`, `ctl`, `restapi`). No value is shown: `etcd3.password` is one.
+    pub fn restart_required_changes(&self, new: &RouterConfig) -> Vec<&'static str> {
+        let (a, b) = (&self.base, &new.base);
+        let (p, q) = (&self.proxy, &new.proxy);
+        let listeners = |c: &ProxyConfig| c.listeners.clone();
+        [
+            ("scope", a.scope != b.scope),
+            ("namespace", a.base_path() != b.base_path()),
+            ("etcd3.hosts", a.etcd3.hosts != b.etcd3.hosts),
+            ("etcd3.protocol", a.etcd3.protocol != b.etcd3.protocol),
+            ("etcd3.username", a.etcd3.username != b.etcd3.username),
+            ("etcd3.password", a.etcd3.password != b.etcd3.password),
+            ("proxy listeners", listeners(p) != listeners(q)),
+            ("proxy.hold_timeout", p.hold_timeout != q.hold_timeout),
+            (
+                "proxy.health_interval",
+                p.health_interval != q.health_interval,
+            ),
+            ("proxy.health_timeout", p.health_timeout != q.health_timeout),
+            (
+                "proxy.connect_timeout",
+                p.connect_timeout != q.connect_timeout,
+            ),
+            ("proxy.client_timeout", p.client_timeout != q.client_timeout),
+            ("proxy.status_listen", p.status_listen != q.status_listen),
+            ("proxy.threads", p.threads != q.threads),
+            (
+                "proxy.kernel_forwarding",
+                p.kernel_forwarding != q.kernel_forwarding,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
+    }
+
     pub fn load(path: &Path) -> Result<RouterConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read configuration file {}", path.display()))?;
