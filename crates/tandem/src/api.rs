@@ -2452,6 +2452,38 @@ jeU7AnxpZuRs6ZXMFlSaYcUk3x7ZPEj76i6gkH3V6u7pLMvFbF/ilv61
         // The connection opened before the reload still works.
         assert_eq!(health_over(held).await, "HTTP/1.1 200 OK");
 
+        // The REST client (the CLI's and the agent's) renews its files the same way; its clones
+        // (the agent's and the REST server's copies) follow.
+        std::fs::write(path("client.crt"), format!("{client1}{client1_key}")).unwrap();
+        std::fs::write(path("client-ca.crt"), ca1.cert_pem()).unwrap();
+        let ctl = ctl(Some(path("client-ca.crt")), Some(path("client.crt")));
+        let cli = PeerClient::new(&ctl, &restapi(""), Caller::Cli).unwrap();
+        let copy = cli.clone();
+        let url = format!("https://127.0.0.1:{port}/patroni");
+        assert!(copy.get_json(&url, 5 * SECOND).await.is_err());
+        std::fs::write(path("client.crt"), format!("{client2}{client2_key}")).unwrap();
+        std::fs::write(path("client-ca.crt"), ca2.cert_pem()).unwrap();
+        assert!(copy.get_json(&url, 5 * SECOND).await.is_err());
+        let files = cli.reload(&ctl, &restapi("")).unwrap();
+        assert!(
+            files.contains("ctl.cacert") && files.contains("client.crt"),
+            "{files}"
+        );
+        assert_eq!(
+            copy.get_json(&url, 5 * SECOND).await.unwrap()["role"],
+            "primary"
+        );
+        std::fs::write(path("client.crt"), &client2).unwrap(); // the key is gone
+        let err = format!("{:#}", cli.reload(&ctl, &restapi("")).unwrap_err());
+        assert!(
+            err.contains("ctl.certfile") && err.contains(&path("client.crt").display().to_string()),
+            "{err}"
+        );
+        assert_eq!(
+            copy.get_json(&url, 5 * SECOND).await.unwrap()["role"],
+            "primary"
+        );
+
         // A broken certificate file, then a key that does not fit: errors naming the file and
         // the setting; the running certificates stay.
         std::fs::write(path("rest.crt"), "not a certificate\n").unwrap();

@@ -558,6 +558,26 @@ mod tests {
         RouterConfig::from_yaml_str(&format!("{BASE}{proxy}"), "router.yml")
     }
 
+    /// What SIGHUP does not apply is named; the certificate files and the health checks'
+    /// client settings are not (they are reloaded).
+    #[test]
+    fn settings_a_sighup_does_not_apply_are_named() {
+        let yaml = |cert: &str, hold: &str, port: u16| {
+            format!(
+                "scope: demo\nnamespace: /service\netcd3:\n  hosts: 127.0.0.1:2379\n  cert: {cert}\n  key: /k\nctl:\n  cacert: /{cert}\nproxy:\n  primary: {{listen: 127.0.0.1:{port}}}\n  hold_timeout: {hold}\n"
+            )
+        };
+        let load = |t: String| RouterConfig::from_yaml_str(&t, "router.yml").unwrap();
+        let old = load(yaml("a.crt", "5s", 5000));
+        assert!(old
+            .restart_required_changes(&load(yaml("b.crt", "5s", 5000)))
+            .is_empty());
+        assert_eq!(
+            old.restart_required_changes(&load(yaml("b.crt", "6s", 5001))),
+            ["proxy listeners", "proxy.hold_timeout"]
+        );
+    }
+
     #[test]
     fn full_section() {
         let c = parse(
