@@ -41,7 +41,10 @@ struct Agent {
     dynamic: DynamicConfig,
     dynamic_revision: i64,
     timing: Timing,
+    /// The client for other members' REST APIs; the REST server shares it.
     peer: PeerClient,
+    /// The REST server's certificates, shared with it; replaced on reload.
+    api_tls: crate::api::ServerTls,
     status_tx: watch::Sender<NodeStatus>,
     /// Patroni's PostgreSQL state string.
     pg_state: String,
@@ -202,14 +205,17 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
     let reinitializing = control.reinitializing();
     let (api_stop_tx, api_stop_rx) = watch::channel(false);
     let listener = crate::api::bind(&cfg).await?;
-    let api_task = tokio::spawn(crate::api::serve(
-        cfg.clone(),
-        status_rx,
+    let api_tls = crate::api::ServerTls::new(&cfg.restapi)?;
+    let api_task = tokio::spawn(crate::api::serve(crate::api::Serve {
+        cfg: cfg.clone(),
+        status: status_rx,
         listener,
-        api_stop_rx,
+        shutdown: api_stop_rx,
         control,
-        dcs.clone(),
-    ));
+        dcs: dcs.clone(),
+        tls: api_tls.clone(),
+        peer: peer.clone(),
+    }));
 
     let fence = crate::fence::Fence::start(lease.clone(), Postgres::new(&cfg).data_dir.clone());
     let (cfg_callbacks, cfg_scope) = (cfg.postgresql.callbacks.clone(), cfg.scope.clone());
@@ -228,6 +234,7 @@ pub async fn run_with_path(cfg: Config, path: Option<std::path::PathBuf>) -> Res
         dynamic_revision: -1,
         timing,
         peer,
+        api_tls,
         status_tx,
         pg_state: "stopped".into(),
         following: None,
@@ -1346,6 +1353,14 @@ impl Agent {
                 }
             }
         }
+        // Certificates renewed in place (same paths) are read on every reload, whether the
+        // configuration file changed or not; so are PostgreSQL's, by its own reload below.
+        let kept = self.reload_certificates().await;
+        // The files behind /metrics' days to expiry, and their problems, as now configured.
+        crate::tlscheck::register(&self.cfg);
+        for f in crate::tlscheck::check_files(&self.cfg) {
+            warn!("after the reload: {f}");
+        }
         if self.pg.is_running() && self.pg.has_data() {
             let up = match self.last_pg.as_ref().map(|s| s.in_recovery) {
                 Some(false) => None,
@@ -1369,8 +1384,47 @@ impl Agent {
             }
             self.fire_reload();
         }
+        if !kept.is_empty() {
+            return Reply::new(
+                503,
+                format!(
+                    "reload failed for certificates, the running ones stay in use: {}",
+                    kept.join("; ")
+                ),
+            );
+        }
         info!("reloaded the configuration");
         Reply::new(202, "reload scheduled")
+    }
+
+    /// Reads the certificate files of the REST server, of the client for other members and of
+    /// the etcd client again, and uses them for new connections (connections already open keep
+    /// theirs). One line in the log per component. A component whose new files fail to load
+    /// keeps its running certificates: the errors, each naming the setting and the file, are
+    /// returned.
+    async fn reload_certificates(&mut self) -> Vec<String> {
+        let cfg = self.cfg.clone();
+        let mut kept = Vec::new();
+        let mut report = |component: &str, result: Result<Option<String>>| match result {
+            Ok(Some(files)) if !files.is_empty() => {
+                info!("reloaded TLS certificates for {component} ({files})")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                error!("{component}: keeping the running TLS certificates: {e:#}");
+                kept.push(format!("{component}: {e:#}"));
+            }
+        };
+        report("the REST API", self.api_tls.reload(&cfg.restapi).map(Some));
+        report(
+            "the REST client of other members' APIs",
+            self.peer.reload(&cfg.ctl, &cfg.restapi).map(Some),
+        );
+        match self.dcs.reload_tls(&cfg.etcd3).await {
+            Ok(None) => tracing::debug!("etcd client: its TLS files did not change"),
+            other => report("the etcd client", other),
+        }
+        kept
     }
 
     /// Restart PostgreSQL in its current role, if the conditions hold.

@@ -642,26 +642,89 @@ async fn bind_addr(listen: &str) -> Result<TcpListener> {
 /// Serves the REST API on `listener` until `shutdown` turns true (or its sender is dropped).
 /// `control` carries restart/reload/reinitialize requests to the agent; `dcs` serves the
 /// configuration and switchover endpoints.
-pub async fn serve(
-    cfg: Arc<Config>,
-    status: watch::Receiver<NodeStatus>,
-    listener: TcpListener,
-    shutdown: watch::Receiver<bool>,
-    control: crate::control::Control,
-    dcs: crate::dcs::Dcs,
-) -> Result<()> {
+/// `tls` holds the certificates (see [`ServerTls`]); `peer` is the agent's client for other
+/// members, shared so that a reload renews its certificates here too.
+pub struct Serve {
+    pub cfg: Arc<Config>,
+    pub status: watch::Receiver<NodeStatus>,
+    pub listener: TcpListener,
+    pub shutdown: watch::Receiver<bool>,
+    pub control: crate::control::Control,
+    pub dcs: crate::dcs::Dcs,
+    pub tls: ServerTls,
+    pub peer: crate::peer::PeerClient,
+}
+
+pub async fn serve(s: Serve) -> Result<()> {
     let node = Identity {
-        scope: cfg.scope.clone(),
-        name: cfg.name.clone(),
+        scope: s.cfg.scope.clone(),
+        name: s.cfg.name.clone(),
     };
     let ops = ops::Ops {
-        dcs: Some(dcs),
-        control: Some(control),
-        peer: Some(crate::peer::PeerClient::for_daemon(&cfg)?),
+        dcs: Some(s.dcs),
+        control: Some(s.control),
+        peer: Some(s.peer),
     };
-    Server::new(&cfg.restapi, node, ops)?
-        .run(status, listener, shutdown)
+    Server::new(&s.cfg.restapi, s.tls, node, ops)
+        .run(s.status, s.listener, s.shutdown)
         .await
+}
+
+/// The REST server's TLS setup, which a reload replaces while the server runs: each connection
+/// takes the one current when it is accepted, so connections already open keep theirs. Clones
+/// share it (the agent keeps one to reload, the server reads another).
+#[derive(Clone, Default)]
+pub struct ServerTls {
+    current: Arc<std::sync::RwLock<Option<Arc<tokio_rustls::rustls::ServerConfig>>>>,
+}
+
+impl ServerTls {
+    /// Reads `restapi`'s certificate files; without `restapi.certfile` the server speaks plain HTTP.
+    pub fn new(api: &RestApiConfig) -> Result<ServerTls> {
+        Ok(ServerTls {
+            current: Arc::new(std::sync::RwLock::new(server_tls(api)?)),
+        })
+    }
+
+    /// Reads the certificate, key and CA files again (the same paths with new contents, or new
+    /// paths) and serves the next connections with them. On an error, which names the setting
+    /// and the file, the running setup stays. Returns the files read ("restapi.certfile
+    /// /etc/tandem/rest.crt, ...", empty for plain HTTP) for the log.
+    pub fn reload(&self, api: &RestApiConfig) -> Result<String> {
+        let new = server_tls(api)?;
+        match self.current.write() {
+            Ok(mut g) => *g = new,
+            Err(p) => *p.into_inner() = new,
+        }
+        let keyfile = api.keyfile.as_ref().or(api.certfile.as_ref());
+        let cafile = api
+            .cafile
+            .as_ref()
+            .filter(|_| api.verify_client != VerifyClient::None);
+        let files = [
+            api.certfile.as_ref().map(|p| ("restapi.certfile", p)),
+            keyfile.map(|p| ("restapi.keyfile", p)),
+            cafile.map(|p| ("restapi.cafile", p)),
+        ];
+        Ok(match &api.certfile {
+            None => String::new(),
+            Some(_) => files
+                .into_iter()
+                .flatten()
+                .map(|(k, p)| format!("{k} {}", p.display()))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
+    /// The acceptor for a connection accepted now (`None`: plain HTTP).
+    fn acceptor(&self) -> Option<TlsAcceptor> {
+        let current = match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        current.map(TlsAcceptor::from)
+    }
 }
 
 /// The endpoints that change something: (method, first path segment).
@@ -714,7 +777,7 @@ impl Unsafe {
 
 struct Server {
     node: Identity,
-    tls: Option<TlsAcceptor>,
+    tls: ServerTls,
     /// `Server` plus `restapi.http_extra_headers`, added to every response.
     headers: HeaderMap,
     api: RestApiConfig,
@@ -726,12 +789,13 @@ struct Server {
 #[derive(Clone, Copy, Debug)]
 struct Peer {
     addr: std::net::SocketAddr,
+    /// The connection is TLS (the certificates may have been switched off by a reload since).
+    tls: bool,
     client_cert: bool,
 }
 
 impl Server {
-    fn new(api: &RestApiConfig, node: Identity, ops: ops::Ops) -> Result<Server> {
-        let tls = server_tls(api)?.map(TlsAcceptor::from);
+    fn new(api: &RestApiConfig, tls: ServerTls, node: Identity, ops: ops::Ops) -> Server {
         let mut headers = HeaderMap::new();
         let server = format!("tandem/{}", tandem_version());
         headers.insert(
@@ -756,14 +820,14 @@ impl Server {
         if !api.allowlist.is_empty() && allowlist.is_empty() && !api.allowlist_include_members {
             warn!("restapi.allowlist has no usable entry: every state-changing request will be refused");
         }
-        Ok(Server {
+        Server {
             node,
             tls,
             headers,
             api: api.clone(),
             allowlist,
             ops,
-        })
+        }
     }
 
     async fn run(
@@ -772,7 +836,11 @@ impl Server {
         listener: TcpListener,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<()> {
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let scheme = if self.tls.acceptor().is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let local = listener
             .local_addr()
             .map(|a| a.to_string())
@@ -806,10 +874,11 @@ impl Server {
             tokio::spawn(async move {
                 let _permit = permit;
                 let work = async {
-                    match &server.tls {
+                    match server.tls.acceptor() {
                         None => {
                             let p = Peer {
                                 addr: peer,
+                                tls: false,
                                 client_cert: false,
                             };
                             server.connection(stream, status, p).await
@@ -823,6 +892,7 @@ impl Server {
                             Ok(Ok(tls)) => {
                                 let p = Peer {
                                     addr: peer,
+                                    tls: true,
                                     client_cert: tls
                                         .get_ref()
                                         .1
@@ -974,7 +1044,7 @@ impl Server {
         let caller = security::Caller {
             ip: peer.addr.ip(),
             client_cert: peer.client_cert,
-            tls: self.tls.is_some(),
+            tls: peer.tls,
             authorization: req
                 .headers()
                 .get(hyper::header::AUTHORIZATION)
@@ -1162,7 +1232,11 @@ fn server_tls(api: &RestApiConfig) -> Result<Option<Arc<tokio_rustls::rustls::Se
         }
     };
     let config = builder.with_single_cert(certs, key).map_err(|e| {
-        anyhow!("restapi.certfile/keyfile: the key does not fit the certificate ({e})")
+        anyhow!(
+            "restapi.certfile/keyfile: the key in {} does not fit the certificate in {} ({e})",
+            keyfile.display(),
+            certfile.display()
+        )
     })?;
     Ok(Some(Arc::new(config)))
 }
@@ -1853,11 +1927,25 @@ jeU7AnxpZuRs6ZXMFlSaYcUk3x7ZPEj76i6gkH3V6u7pLMvFbF/ilv61
         watch::Sender<bool>,
         tokio::task::JoinHandle<Result<()>>,
     ) {
+        start_with_tls(api, st, ServerTls::new(api).unwrap()).await
+    }
+
+    /// As [`start`], serving with `tls` (which the test can reload).
+    async fn start_with_tls(
+        api: &RestApiConfig,
+        st: NodeStatus,
+        tls: ServerTls,
+    ) -> (
+        u16,
+        watch::Sender<NodeStatus>,
+        watch::Sender<bool>,
+        tokio::task::JoinHandle<Result<()>>,
+    ) {
         let listener = bind_addr(&api.listen).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (status_tx, status_rx) = watch::channel(st);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let server = Server::new(api, node("pg0"), ops::Ops::default()).unwrap();
+        let server = Server::new(api, tls, node("pg0"), ops::Ops::default());
         let task = tokio::spawn(server.run(status_rx, listener, stop_rx));
         (port, status_tx, stop_tx, task)
     }
@@ -2222,6 +2310,200 @@ jeU7AnxpZuRs6ZXMFlSaYcUk3x7ZPEj76i6gkH3V6u7pLMvFbF/ilv61
         let wrong =
             PeerClient::new(&ctl(Some(other_ca), None), &restapi(""), Caller::Daemon).unwrap();
         assert!(wrong.probe_member(&url, 5 * SECOND).await.is_none());
+    }
+
+    /// A TLS connection to the server on `port`, trusting `ca` (PEM), showing `client` (a
+    /// certificate and key, PEM) if given. Returns the connection and the common name of the
+    /// certificate the server showed.
+    async fn tls_connect(
+        port: u16,
+        ca: &str,
+        client: Option<(&str, &str)>,
+    ) -> std::io::Result<(
+        tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+        String,
+    )> {
+        use tokio_rustls::rustls::pki_types::ServerName;
+        use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+        let mut roots = RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut ca.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let builder = ClientConfig::builder_with_provider(tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = match client {
+            Some((cert, key)) => builder
+                .with_client_auth_cert(
+                    rustls_pemfile::certs(&mut cert.as_bytes())
+                        .collect::<Result<_, _>>()
+                        .unwrap(),
+                    rustls_pemfile::private_key(&mut key.as_bytes())
+                        .unwrap()
+                        .unwrap(),
+                )
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await?;
+        let leaf = stream.get_ref().1.peer_certificates().unwrap()[0].clone();
+        let (_, cert) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+        let cn = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|c| c.as_str().ok())
+            .unwrap_or("")
+            .to_string();
+        Ok((stream, cn))
+    }
+
+    /// `GET /health` on a connection; the status line, or the error that ended it.
+    async fn health_over<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if let Err(e) = s
+            .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+        {
+            return format!("error: {e}");
+        }
+        let mut buf = Vec::new();
+        match tokio::time::timeout(5 * SECOND, s.read_to_end(&mut buf)).await {
+            Ok(Ok(_)) if !buf.is_empty() => {}
+            Ok(Ok(_)) => return "error: closed without an answer".into(),
+            Ok(Err(e)) => return format!("error: {e}"),
+            Err(_) => return "error: no answer".into(),
+        }
+        let text = String::from_utf8_lossy(&buf);
+        text.lines().next().unwrap_or("").to_string()
+    }
+
+    /// Issue 14 point 4: renewed certificates (same paths, new contents) are read on reload;
+    /// new connections get them, connections already open keep going, and a broken file keeps
+    /// the running certificates with an error naming the file.
+    #[tokio::test]
+    async fn reload_serves_renewed_certificates_to_new_connections() {
+        use crate::certs::{Ca, Host, Role};
+        let dir = tempfile::tempdir().unwrap();
+        let path = |n: &str| dir.path().join(n);
+        let issue = |ca: &Ca, name: &str, role: Role| {
+            let host = Host::parse(&format!("{name}=127.0.0.1"), &[role], "test").unwrap();
+            ca.issue(&host, role, 1).unwrap()
+        };
+        let ca1 = Ca::create("tandem test CA 1", 2).unwrap();
+        let (cert_a, key_a) = issue(&ca1, "rest-a", Role::Restapi);
+        let (client1, client1_key) = issue(&ca1, "client-1", Role::Client);
+        std::fs::write(path("rest.crt"), &cert_a).unwrap();
+        std::fs::write(path("rest.key"), &key_a).unwrap();
+        std::fs::write(path("ca.crt"), ca1.cert_pem()).unwrap();
+
+        let mut api = restapi("127.0.0.1:0");
+        api.certfile = Some(path("rest.crt"));
+        api.keyfile = Some(path("rest.key"));
+        api.cafile = Some(path("ca.crt"));
+        api.verify_client = VerifyClient::Required;
+        let tls = ServerTls::new(&api).unwrap();
+        let (port, _s, _stop, _t) =
+            start_with_tls(&api, primary(Instant::now()), tls.clone()).await;
+        let id1 = Some((client1.as_str(), client1_key.as_str()));
+        let (conn, cn) = tls_connect(port, ca1.cert_pem(), id1).await.unwrap();
+        assert_eq!(cn, "rest-a");
+        assert_eq!(health_over(conn).await, "HTTP/1.1 200 OK");
+        // Opened before the renewal; used after it.
+        let (held, _) = tls_connect(port, ca1.cert_pem(), id1).await.unwrap();
+
+        // Renewal: a new CA, a new server certificate and key, a new client CA, same paths.
+        let ca2 = Ca::create("tandem test CA 2", 2).unwrap();
+        let (cert_b, key_b) = issue(&ca2, "rest-b", Role::Restapi);
+        let (client2, client2_key) = issue(&ca2, "client-2", Role::Client);
+        let id2 = Some((client2.as_str(), client2_key.as_str()));
+        std::fs::write(path("rest.crt"), &cert_b).unwrap();
+        std::fs::write(path("rest.key"), &key_b).unwrap();
+        std::fs::write(path("ca.crt"), ca2.cert_pem()).unwrap();
+        // Nothing changes until the reload.
+        let (_, cn) = tls_connect(port, ca1.cert_pem(), id1).await.unwrap();
+        assert_eq!(cn, "rest-a");
+        let files = tls.reload(&api).unwrap();
+        for want in [
+            "restapi.certfile",
+            "restapi.keyfile",
+            "restapi.cafile",
+            "rest.key",
+        ] {
+            assert!(files.contains(want), "{files}");
+        }
+        assert!(!files.contains("PRIVATE"), "{files}");
+        let (conn, cn) = tls_connect(port, ca2.cert_pem(), id2).await.unwrap();
+        assert_eq!(cn, "rest-b");
+        assert_eq!(health_over(conn).await, "HTTP/1.1 200 OK");
+        // The old client certificate's CA is no longer trusted; the old server certificate is
+        // gone from new connections.
+        let old_client = match tls_connect(port, ca2.cert_pem(), id1).await {
+            Ok((conn, _)) => health_over(conn).await,
+            Err(e) => format!("error: {e}"),
+        };
+        assert!(old_client.starts_with("error"), "{old_client}");
+        assert!(tls_connect(port, ca1.cert_pem(), id1).await.is_err());
+        // The connection opened before the reload still works.
+        assert_eq!(health_over(held).await, "HTTP/1.1 200 OK");
+
+        // The REST client (the CLI's and the agent's) renews its files the same way; its clones
+        // (the agent's and the REST server's copies) follow.
+        std::fs::write(path("client.crt"), format!("{client1}{client1_key}")).unwrap();
+        std::fs::write(path("client-ca.crt"), ca1.cert_pem()).unwrap();
+        let ctl = ctl(Some(path("client-ca.crt")), Some(path("client.crt")));
+        let cli = PeerClient::new(&ctl, &restapi(""), Caller::Cli).unwrap();
+        let copy = cli.clone();
+        let url = format!("https://127.0.0.1:{port}/patroni");
+        assert!(copy.get_json(&url, 5 * SECOND).await.is_err());
+        std::fs::write(path("client.crt"), format!("{client2}{client2_key}")).unwrap();
+        std::fs::write(path("client-ca.crt"), ca2.cert_pem()).unwrap();
+        assert!(copy.get_json(&url, 5 * SECOND).await.is_err());
+        let files = cli.reload(&ctl, &restapi("")).unwrap();
+        assert!(
+            files.contains("ctl.cacert") && files.contains("client.crt"),
+            "{files}"
+        );
+        assert_eq!(
+            copy.get_json(&url, 5 * SECOND).await.unwrap()["role"],
+            "primary"
+        );
+        std::fs::write(path("client.crt"), &client2).unwrap(); // the key is gone
+        let err = format!("{:#}", cli.reload(&ctl, &restapi("")).unwrap_err());
+        assert!(
+            err.contains("ctl.certfile") && err.contains(&path("client.crt").display().to_string()),
+            "{err}"
+        );
+        assert_eq!(
+            copy.get_json(&url, 5 * SECOND).await.unwrap()["role"],
+            "primary"
+        );
+
+        // A broken certificate file, then a key that does not fit: errors naming the file and
+        // the setting; the running certificates stay.
+        std::fs::write(path("rest.crt"), "not a certificate\n").unwrap();
+        let err = format!("{:#}", tls.reload(&api).unwrap_err());
+        assert!(
+            err.contains("restapi.certfile")
+                && err.contains(&path("rest.crt").display().to_string()),
+            "{err}"
+        );
+        std::fs::write(path("rest.crt"), &cert_b).unwrap();
+        std::fs::write(path("rest.key"), &key_a).unwrap();
+        let err = format!("{:#}", tls.reload(&api).unwrap_err());
+        assert!(
+            err.contains("does not fit") && err.contains(&path("rest.key").display().to_string()),
+            "{err}"
+        );
+        assert!(!err.contains("PRIVATE KEY"), "{err}");
+        let (conn, cn) = tls_connect(port, ca2.cert_pem(), id2).await.unwrap();
+        assert_eq!(cn, "rest-b");
+        assert_eq!(health_over(conn).await, "HTTP/1.1 200 OK");
     }
 
     #[test]

@@ -452,16 +452,17 @@ impl Config {
             (
                 e.protocol.clone(),
                 e.hosts.clone(),
-                e.cacert.clone(),
-                e.cert.clone(),
-                e.key.clone(),
                 e.username.clone(),
                 password,
             )
         };
-        // (No value is shown: the etcd password is among them.)
+        // (No value is shown: the etcd password is among them.) The TLS files (etcd3.cacert,
+        // cert, key) may change: a reload gives the etcd client the new ones (Dcs::reload_tls).
         if etcd(self) != etcd(new) {
-            out.push("etcd3 changed (the etcd client is made at start)".into());
+            out.push(
+                "etcd3 protocol, hosts or credentials changed (the etcd client is made at start)"
+                    .into(),
+            );
         }
         out
     }
@@ -2697,7 +2698,10 @@ mod tests {
         let why = old
             .restart_required_changes(&load(&base.replace("127.0.0.1:2379", "127.0.0.1:2479")))
             .join("; ");
-        assert!(why.contains("etcd3 changed"), "{why}");
+        assert!(
+            why.contains("etcd3 protocol, hosts or credentials changed"),
+            "{why}"
+        );
         // Tags and parameters are what a reload is for.
         let tags = load(&format!("{base}tags:\n  nofailover: true\n"));
         assert!(old.restart_required_changes(&tags).is_empty());

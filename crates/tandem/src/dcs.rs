@@ -21,6 +21,18 @@ struct Endpoint {
     url: String,
     client: Mutex<Client>,
     renewing: std::sync::atomic::AtomicBool,
+    /// Its client was made with TLS files that a reload has replaced since (the new client could
+    /// not be made then): it is replaced after its next failure.
+    stale: std::sync::atomic::AtomicBool,
+}
+
+/// How clients are made: the options (TLS identity included), replaced by [`Dcs::reload_tls`].
+struct Setup {
+    opts: ConnectOptions,
+    /// A digest of the TLS files' paths and contents when `opts` was made.
+    files: u64,
+    /// Bumped by each reload: a reconnection begun before it does not install its client.
+    generation: u64,
 }
 
 #[derive(Clone)]
@@ -28,7 +40,7 @@ pub struct Dcs {
     /// One client per etcd endpoint: a request that fails moves on to the next endpoint at once
     /// (a balanced channel keeps picking a dead member for a while).
     clients: Arc<Vec<Endpoint>>,
-    opts: ConnectOptions,
+    setup: Arc<Mutex<Setup>>,
     current: Arc<AtomicUsize>,
     /// `/<namespace>/<scope>/`
     prefix: String,
@@ -41,31 +53,7 @@ impl Dcs {
         if endpoints.is_empty() {
             return Err(anyhow!("etcd3.hosts is empty: list the etcd client endpoints, e.g. `hosts: 10.0.0.1:2379,10.0.0.2:2379`"));
         }
-        let mut opts = ConnectOptions::new()
-            .with_connect_timeout(timeout)
-            .with_timeout(timeout)
-            // HTTP/2 pings find a connection to a member cut off by dropped packets within
-            // 6 s + timeout (etcd refuses pings closer than 5 s apart: --grpc-keepalive-min-time).
-            .with_keep_alive(Duration::from_secs(6), timeout);
-        if let (Some(user), Some(password)) = (&cfg.username, &cfg.password) {
-            opts = opts.with_user(user.clone(), password.expose().to_string());
-        }
-        if cfg.protocol == "https" || cfg.cacert.is_some() || cfg.cert.is_some() {
-            let mut tls = etcd_client::TlsOptions::new();
-            if let Some(ca) = &cfg.cacert {
-                let pem = std::fs::read(ca)
-                    .with_context(|| format!("etcd3.cacert: cannot read {}", ca.display()))?;
-                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(pem));
-            }
-            if let (Some(cert), Some(key)) = (&cfg.cert, &cfg.key) {
-                let c = std::fs::read(cert)
-                    .with_context(|| format!("etcd3.cert: cannot read {}", cert.display()))?;
-                let k = std::fs::read(key)
-                    .with_context(|| format!("etcd3.key: cannot read {}", key.display()))?;
-                tls = tls.identity(etcd_client::Identity::from_pem(c, k));
-            }
-            opts = opts.with_tls(tls);
-        }
+        let opts = connect_options(cfg, timeout)?;
         let mut clients = Vec::new();
         for e in &endpoints {
             // Connections are made lazily: this fails only on a malformed endpoint or bad credentials.
@@ -80,15 +68,85 @@ impl Dcs {
                 url: e.clone(),
                 client: Mutex::new(c),
                 renewing: std::sync::atomic::AtomicBool::new(false),
+                stale: std::sync::atomic::AtomicBool::new(false),
             });
         }
         Ok(Dcs {
             clients: Arc::new(clients),
-            opts,
+            setup: Arc::new(Mutex::new(Setup {
+                opts,
+                files: tls_files_digest(cfg),
+                generation: 0,
+            })),
             current: Arc::new(AtomicUsize::new(0)),
             prefix: prefix.to_string(),
             timeout,
         })
+    }
+
+    /// Reads `etcd3`'s TLS files again; when their contents (or paths) changed, makes a new client
+    /// for every endpoint with them. Requests, and the streams opened from now on (the lease
+    /// keepalive, the watch, when they next reconnect), use the new clients; a stream already
+    /// open stays on its connection until that ends. The lease is untouched: its id is what
+    /// the keys are bound to, and any client keeps it alive.
+    ///
+    /// Returns the files read ("etcd3.cacert /etc/tandem/ca.crt, ...") when they changed,
+    /// `None` when they did not. On an error, which names the setting and the file, the
+    /// clients stay as they were.
+    pub async fn reload_tls(&self, cfg: &EtcdConfig) -> Result<Option<String>> {
+        let digest = tls_files_digest(cfg);
+        if self.lock_setup().files == digest {
+            return Ok(None);
+        }
+        check_tls_files(cfg)?;
+        let opts = connect_options(cfg, self.timeout)?;
+        let generation = {
+            let mut s = self.lock_setup();
+            s.opts = opts.clone();
+            s.files = digest;
+            s.generation += 1;
+            s.generation
+        };
+        for e in self.clients.iter() {
+            let fresh = tokio::time::timeout(
+                self.timeout * 2,
+                Client::connect([e.url.clone()], Some(opts.clone())),
+            )
+            .await;
+            match fresh {
+                Ok(Ok(c)) if self.lock_setup().generation == generation => {
+                    if let Ok(mut slot) = e.client.lock() {
+                        *slot = c;
+                    }
+                    e.stale.store(false, Ordering::SeqCst);
+                }
+                Ok(Ok(_)) => {} // a later reload overtook this one
+                Ok(Err(err)) => {
+                    tracing::warn!("etcd {}: no new connection with the new certificates yet ({err}): the next one will use them", e.url);
+                    e.stale.store(true, Ordering::SeqCst);
+                }
+                Err(_) => {
+                    tracing::warn!("etcd {}: no new connection with the new certificates yet (timed out): the next one will use them", e.url);
+                    e.stale.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+        let files = [
+            ("etcd3.cacert", &cfg.cacert),
+            ("etcd3.cert", &cfg.cert),
+            ("etcd3.key", &cfg.key),
+        ];
+        Ok(Some(
+            files
+                .iter()
+                .filter_map(|(k, p)| p.as_ref().map(|p| format!("{k} {}", p.display())))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ))
+    }
+
+    fn lock_setup(&self) -> std::sync::MutexGuard<'_, Setup> {
+        self.setup.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn client(&self, i: usize) -> Client {
@@ -111,18 +169,24 @@ impl Dcs {
         let dcs = self.clone();
         tokio::spawn(async move {
             let e = &dcs.clients[i];
+            let (opts, generation) = {
+                let s = dcs.lock_setup();
+                (s.opts.clone(), s.generation)
+            };
             let fresh = tokio::time::timeout(
                 dcs.timeout * 2,
-                Client::connect([e.url.clone()], Some(dcs.opts.clone())),
+                Client::connect([e.url.clone()], Some(opts)),
             )
             .await;
             match fresh {
-                Ok(Ok(c)) => {
+                Ok(Ok(c)) if dcs.lock_setup().generation == generation => {
                     if let Ok(mut slot) = e.client.lock() {
                         *slot = c;
                     }
+                    e.stale.store(false, Ordering::SeqCst);
                     tracing::debug!("etcd {}: new connection after a time-out", e.url);
                 }
+                Ok(Ok(_)) => {} // made with the certificates a reload has replaced since
                 Ok(Err(err)) => tracing::debug!("etcd {}: cannot reconnect: {err}", e.url),
                 Err(_) => tracing::debug!("etcd {}: reconnect timed out", e.url),
             }
@@ -162,7 +226,12 @@ impl Dcs {
             let i = self.current();
             match tokio::time::timeout(self.timeout, f(self.client(i))).await {
                 Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) => last = Some(anyhow!("etcd {what} failed: {e}")),
+                Ok(Err(e)) => {
+                    last = Some(anyhow!("etcd {what} failed: {e}"));
+                    if self.clients[i].stale.load(Ordering::SeqCst) {
+                        self.renew_connection(i);
+                    }
+                }
                 Err(_) => {
                     last = Some(anyhow!("etcd {what} timed out after {:?}", self.timeout));
                     self.renew_connection(i);
@@ -535,6 +604,79 @@ impl Dcs {
             });
         }
     }
+}
+
+/// The client options for `cfg`: timeouts, credentials, TLS.
+fn connect_options(cfg: &EtcdConfig, timeout: Duration) -> Result<ConnectOptions> {
+    let mut opts = ConnectOptions::new()
+        .with_connect_timeout(timeout)
+        .with_timeout(timeout)
+        // HTTP/2 pings find a connection to a member cut off by dropped packets within
+        // 6 s + timeout (etcd refuses pings closer than 5 s apart: --grpc-keepalive-min-time).
+        .with_keep_alive(Duration::from_secs(6), timeout);
+    if let (Some(user), Some(password)) = (&cfg.username, &cfg.password) {
+        opts = opts.with_user(user.clone(), password.expose().to_string());
+    }
+    if cfg.protocol == "https" || cfg.cacert.is_some() || cfg.cert.is_some() {
+        let mut tls = etcd_client::TlsOptions::new();
+        if let Some(ca) = &cfg.cacert {
+            let pem = std::fs::read(ca)
+                .with_context(|| format!("etcd3.cacert: cannot read {}", ca.display()))?;
+            tls = tls.ca_certificate(etcd_client::Certificate::from_pem(pem));
+        }
+        if let (Some(cert), Some(key)) = (&cfg.cert, &cfg.key) {
+            let c = std::fs::read(cert)
+                .with_context(|| format!("etcd3.cert: cannot read {}", cert.display()))?;
+            let k = std::fs::read(key)
+                .with_context(|| format!("etcd3.key: cannot read {}", key.display()))?;
+            tls = tls.identity(etcd_client::Identity::from_pem(c, k));
+        }
+        opts = opts.with_tls(tls);
+    }
+    Ok(opts)
+}
+
+/// A digest of the paths and contents of `etcd3`'s TLS files (an unreadable file counts as
+/// empty), to tell whether a reload changes them. Not kept anywhere but in memory.
+fn tls_files_digest(cfg: &EtcdConfig) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for p in [&cfg.cacert, &cfg.cert, &cfg.key] {
+        p.hash(&mut h);
+        if let Some(p) = p {
+            std::fs::read(p).unwrap_or_default().hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+/// Parses `etcd3`'s TLS files as the client will, so that a reload with a broken file (no
+/// certificate in it, a key that does not fit the certificate) is refused with the setting
+/// and the file named, instead of failing on every later connection.
+fn check_tls_files(cfg: &EtcdConfig) -> Result<()> {
+    use crate::api::tls;
+    use tokio_rustls::rustls::ClientConfig;
+    let roots = match &cfg.cacert {
+        Some(ca) => tls::load_roots(ca).context("etcd3.cacert")?,
+        None => tokio_rustls::rustls::RootCertStore::empty(),
+    };
+    if let (Some(cert), Some(key)) = (&cfg.cert, &cfg.key) {
+        let certs = tls::load_certs(cert).context("etcd3.cert")?;
+        let private = tls::load_private_key(key).context("etcd3.key")?;
+        ClientConfig::builder_with_provider(tls::provider())
+            .with_safe_default_protocol_versions()
+            .context("TLS setup")?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, private)
+            .map_err(|e| {
+                anyhow!(
+                    "etcd3.cert/key: the key in {} does not fit the certificate in {} ({e})",
+                    key.display(),
+                    cert.display()
+                )
+            })?;
+    }
+    Ok(())
 }
 
 /// The cache's content: raw keys (relative to the prefix) at an etcd revision.

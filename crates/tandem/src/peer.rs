@@ -15,7 +15,7 @@ use crate::config::{Config, CtlConfig, RestApiConfig};
 use anyhow::{anyhow, Context, Result};
 use serde_json::Value;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tandem_core::cluster::MemberValue;
 use tandem_core::ha::PeerAnswer;
@@ -50,9 +50,16 @@ pub enum Caller {
     Cli,
 }
 
-/// A REST client for members' APIs. Cheap to clone (one connection pool).
+/// A REST client for members' APIs. Cheap to clone; the clones share one connection pool, and
+/// [`PeerClient::reload`] on any of them changes the certificates all of them use.
 #[derive(Clone)]
 pub struct PeerClient {
+    caller: Caller,
+    current: Arc<RwLock<Arc<Setup>>>,
+}
+
+/// What a [`PeerClient`] is made of, replaced as a whole on reload.
+struct Setup {
     http: reqwest::Client,
     /// Basic-auth user and password (never printed).
     auth: Option<(String, String)>,
@@ -63,7 +70,8 @@ pub struct PeerClient {
 impl std::fmt::Debug for PeerClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PeerClient")
-            .field("auth", &self.auth.as_ref().map(|(u, _)| u))
+            .field("caller", &self.caller)
+            .field("auth", &self.setup().auth.as_ref().map(|(u, _)| u.clone()))
             .finish_non_exhaustive()
     }
 }
@@ -80,6 +88,57 @@ impl PeerClient {
     }
 
     pub fn new(ctl: &CtlConfig, restapi: &RestApiConfig, caller: Caller) -> Result<PeerClient> {
+        Ok(PeerClient {
+            caller,
+            current: Arc::new(RwLock::new(Arc::new(Setup::new(ctl, restapi, caller)?))),
+        })
+    }
+
+    /// Reads the certificate files again (the same paths with new contents, or new paths) and
+    /// makes every clone of this client use them for its next connections. On an error, which
+    /// names the setting and the file, the client keeps what it had. Returns the files read
+    /// ("ctl.cacert /etc/tandem/ca.crt, ...", empty when it uses none) for the log.
+    pub fn reload(&self, ctl: &CtlConfig, restapi: &RestApiConfig) -> Result<String> {
+        let setup = Arc::new(Setup::new(ctl, restapi, self.caller)?);
+        match self.current.write() {
+            Ok(mut g) => *g = setup,
+            Err(p) => *p.into_inner() = setup,
+        }
+        Ok(files_read(ctl, restapi))
+    }
+
+    fn setup(&self) -> Arc<Setup> {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+}
+
+/// The certificate files [`Setup::new`] reads, as "setting path" pairs.
+fn files_read(ctl: &CtlConfig, restapi: &RestApiConfig) -> String {
+    let ca = match (&ctl.cacert, &restapi.cafile) {
+        _ if ctl.insecure => None,
+        (Some(p), _) => Some(("ctl.cacert", p)),
+        (None, Some(p)) => Some(("restapi.cafile", p)),
+        (None, None) => None,
+    };
+    let cert = ctl.certfile.as_ref().map(|p| ("ctl.certfile", p));
+    let key = ctl
+        .certfile
+        .as_ref()
+        .and(ctl.keyfile.as_ref())
+        .map(|p| ("ctl.keyfile", p));
+    [ca, cert, key]
+        .into_iter()
+        .flatten()
+        .map(|(k, p)| format!("{k} {}", p.display()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Setup {
+    fn new(ctl: &CtlConfig, restapi: &RestApiConfig, caller: Caller) -> Result<Setup> {
         let provider = tls::provider();
         let ca = ctl
             .cacert
@@ -130,7 +189,11 @@ impl PeerClient {
                     "ctl.certfile (no keyfile given)"
                 })?;
                 builder.with_client_auth_cert(certs, key).map_err(|e| {
-                    anyhow!("ctl.certfile/keyfile: the key does not fit the certificate ({e})")
+                    anyhow!(
+                        "ctl.certfile/keyfile: the key in {} does not fit the certificate in {} ({e})",
+                        keyfile.display(),
+                        certfile.display()
+                    )
                 })?
             }
             None => builder.with_no_client_auth(),
@@ -147,17 +210,20 @@ impl PeerClient {
             .as_ref()
             .or(restapi.authentication.as_ref())
             .map(|c| (c.username.clone(), c.password.expose().to_string()));
-        Ok(PeerClient {
+        Ok(Setup {
             http,
             auth,
             tls_hint,
         })
     }
+}
 
+impl PeerClient {
     /// A request with this client's credentials; the caller adds a body and a timeout.
     pub fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
-        let rb = self.http.request(method, url);
-        match &self.auth {
+        let setup = self.setup();
+        let rb = setup.http.request(method, url);
+        match &setup.auth {
             Some((user, password)) => rb.basic_auth(user, Some(password)),
             None => rb,
         }
@@ -201,7 +267,7 @@ impl PeerClient {
 
     fn explain(&self, url: &str, e: reqwest::Error) -> anyhow::Error {
         let hint = if url.starts_with("https:") && e.is_connect() {
-            self.tls_hint
+            self.setup().tls_hint
         } else {
             ""
         };

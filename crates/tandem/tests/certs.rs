@@ -97,6 +97,46 @@ impl Etcdctl {
     }
 }
 
+/// One etcd member on loopback with mutual TLS on both ports, from `certs`' `etcd.crt`,
+/// `etcd.key` and `ca.crt` (the flags `tandem certs` prints), its data in `data` (created) and
+/// its output in `log`. Returns the command, not started, and the client port.
+fn etcd_command(bin: &Path, certs: &Path, data: &Path, log: &Path) -> (Command, u16) {
+    let f = |n: &str| certs.join(n).display().to_string();
+    let ports = pick_ports(2, None).expect("ports");
+    let (client, peer) = (ports[0], ports[1]);
+    std::fs::create_dir(data).unwrap();
+    std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .args(["--name", "postgresql-01"])
+        .arg(format!("--data-dir={}", data.display()))
+        .arg(format!("--listen-client-urls=https://127.0.0.1:{client}"))
+        .arg(format!(
+            "--advertise-client-urls=https://127.0.0.1:{client}"
+        ))
+        .arg(format!("--listen-peer-urls=https://127.0.0.1:{peer}"))
+        .arg(format!(
+            "--initial-advertise-peer-urls=https://127.0.0.1:{peer}"
+        ))
+        .arg(format!(
+            "--initial-cluster=postgresql-01=https://127.0.0.1:{peer}"
+        ))
+        .arg("--initial-cluster-state=new")
+        .arg(format!("--cert-file={}", f("etcd.crt")))
+        .arg(format!("--key-file={}", f("etcd.key")))
+        .arg(format!("--trusted-ca-file={}", f("ca.crt")))
+        .arg("--client-cert-auth")
+        .arg(format!("--peer-cert-file={}", f("etcd.crt")))
+        .arg(format!("--peer-key-file={}", f("etcd.key")))
+        .arg(format!("--peer-trusted-ca-file={}", f("ca.crt")))
+        .arg("--peer-client-cert-auth")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(log).unwrap())
+        .stderr(std::fs::File::create(log).unwrap());
+    (cmd, client)
+}
+
 fn text(o: &Output) -> String {
     format!(
         "status {:?}\nstdout: {}\nstderr: {}",
@@ -192,42 +232,9 @@ fn seed_hosts_in_one_command_then_a_real_etcd_with_client_cert_auth() {
         etcd_bin.display()
     );
     let node = dir.join("postgres-01");
-    let f = |n: &str| node.join(n).display().to_string();
-    let ports = pick_ports(2, None).expect("ports");
-    let (client, peer) = (ports[0], ports[1]);
     let data = tmp.path().join("etcd-data");
-    std::fs::create_dir(&data).unwrap();
-    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
     let log = tmp.path().join("etcd.log");
-    let mut cmd = Command::new(&etcd_bin);
-    cmd.env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .args(["--name", "postgresql-01"])
-        .arg(format!("--data-dir={}", data.display()))
-        .arg(format!("--listen-client-urls=https://127.0.0.1:{client}"))
-        .arg(format!(
-            "--advertise-client-urls=https://127.0.0.1:{client}"
-        ))
-        .arg(format!("--listen-peer-urls=https://127.0.0.1:{peer}"))
-        .arg(format!(
-            "--initial-advertise-peer-urls=https://127.0.0.1:{peer}"
-        ))
-        .arg(format!(
-            "--initial-cluster=postgresql-01=https://127.0.0.1:{peer}"
-        ))
-        .arg("--initial-cluster-state=new")
-        // The flags tandem certs printed for this host.
-        .arg(format!("--cert-file={}", f("etcd.crt")))
-        .arg(format!("--key-file={}", f("etcd.key")))
-        .arg(format!("--trusted-ca-file={}", f("ca.crt")))
-        .arg("--client-cert-auth")
-        .arg(format!("--peer-cert-file={}", f("etcd.crt")))
-        .arg(format!("--peer-key-file={}", f("etcd.key")))
-        .arg(format!("--peer-trusted-ca-file={}", f("ca.crt")))
-        .arg("--peer-client-cert-auth")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::fs::File::create(&log).unwrap());
+    let (mut cmd, client) = etcd_command(&etcd_bin, &node, &data, &log);
     let etcd_key_meta = std::fs::metadata(node.join("etcd.key")).unwrap();
     if with_owners {
         // As the seed runs it: etcd as its own user, reading the key it owns (mode 0600).
@@ -369,4 +376,197 @@ fn seed_hosts_in_one_command_then_a_real_etcd_with_client_cert_auth() {
         "re-issued client certificate: {}",
         text(&again)
     );
+}
+
+/// `tandem proxy` (the router), stopped by PID when dropped; its log printed on failure.
+struct Router {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Router {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the PID of our own child, which we have not reaped yet.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        self.signal(libc::SIGTERM);
+        let gone = wait_until(Duration::from_secs(10), "the router to exit", || {
+            self.child.try_wait().ok().flatten()
+        });
+        if gone.is_err() {
+            let _ = self.child.kill(); // SIGKILL, to this PID
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- router log ---\n{}", self.log());
+        }
+    }
+}
+
+/// Issue 14 point 4: `tandem proxy` takes renewed etcd client certificates on SIGHUP. Its
+/// first client certificate is one etcd refuses (another CA's, as an expired one would be);
+/// the files are replaced by a certificate from the right CA at the same paths, and SIGHUP
+/// makes the router's etcd client connect with them: it reads the cluster, without a restart.
+/// A broken file on a later SIGHUP is refused with the file named, and the router keeps
+/// running on the certificates it has; settings that take a restart are named as ignored.
+#[test]
+fn sighup_gives_the_router_renewed_etcd_client_certificates() {
+    use tandem::certs::{Ca, Host, Role};
+    let tmp = tempfile::Builder::new()
+        .prefix("tandem-reload")
+        .tempdir_in("/tmp")
+        .expect("temp dir");
+    let dir = tmp.path();
+    let issue = |ca: &Ca, name: &str, role: Role| {
+        let host = Host::parse(&format!("{name}=127.0.0.1"), &[role], "test").unwrap();
+        ca.issue(&host, role, 2).unwrap()
+    };
+    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+    let ca = Ca::create("tandem reload CA", 2).unwrap();
+    let foreign = Ca::create("another CA", 2).unwrap();
+    let (etcd_crt, etcd_key) = issue(&ca, "etcd-1", Role::Etcd);
+    write("ca.crt", ca.cert_pem());
+    write("etcd.crt", &etcd_crt);
+    write("etcd.key", &etcd_key);
+    let (refused_crt, refused_key) = issue(&foreign, "router-1", Role::Client);
+    write("client.crt", &refused_crt);
+    write("client.key", &refused_key);
+
+    let etcd_bin = find_etcd().expect("etcd");
+    let (mut cmd, client) = etcd_command(
+        &etcd_bin,
+        dir,
+        &dir.join("etcd-data"),
+        &dir.join("etcd.log"),
+    );
+    let _etcd = Etcd {
+        child: cmd.spawn().expect("start etcd"),
+        log: dir.join("etcd.log"),
+    };
+
+    // A member key, written with a certificate etcd accepts (etcd's own: it is a client too).
+    let admin = tandem::config::EtcdConfig {
+        hosts: vec![format!("127.0.0.1:{client}")],
+        protocol: "https".into(),
+        cacert: Some(dir.join("ca.crt")),
+        cert: Some(dir.join("etcd.crt")),
+        key: Some(dir.join("etcd.key")),
+        username: None,
+        password: None,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let member = r#"{"conn_url":"postgres://127.0.0.1:1/postgres","api_url":"http://127.0.0.1:1/patroni","state":"running","role":"replica"}"#;
+    wait_until(
+        Duration::from_secs(30),
+        "etcd to take a write over mutual TLS",
+        || {
+            rt.block_on(async {
+                let dcs =
+                    tandem::dcs::Dcs::connect(&admin, "/service/reload/", Duration::from_secs(2))
+                        .await
+                        .ok()?;
+                dcs.put("members/pg1", member, None).await.ok()
+            })
+        },
+    )
+    .expect("etcd up");
+
+    let status_port = pick_ports(1, None).expect("port")[0];
+    let status_addr = format!("127.0.0.1:{status_port}");
+    let router_yml = |hold: &str| {
+        format!(
+            "scope: reload\nnamespace: /service\netcd3:\n  hosts: 127.0.0.1:{client}\n  protocol: https\n  cacert: {ca}\n  cert: {crt}\n  key: {key}\nproxy:\n  primary: {{listen: 127.0.0.1:0}}\n  status_listen: {status_addr}\n  kernel_forwarding: off\n  hold_timeout: {hold}\n",
+            ca = dir.join("ca.crt").display(),
+            crt = dir.join("client.crt").display(),
+            key = dir.join("client.key").display(),
+        )
+    };
+    write("router.yml", &router_yml("5s"));
+    let log = dir.join("router.log");
+    let router = Router {
+        child: Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(["proxy", "-c"])
+            .arg(dir.join("router.yml"))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start tandem proxy"),
+        log,
+    };
+    let status = || -> Option<serde_json::Value> {
+        let (code, body) =
+            tandem::lab::http_get(&status_addr, "/status", Duration::from_secs(2)).ok()?;
+        (code == 200).then(|| serde_json::from_str(&body).ok())?
+    };
+    let synced = |doc: &serde_json::Value| {
+        doc["etcd"]["synced"] == true && doc["members"][0]["name"] == "pg1"
+    };
+    let first =
+        wait_until(Duration::from_secs(20), "the router's /status", status).expect("router up");
+    assert!(
+        !synced(&first),
+        "etcd took another CA's certificate: {first}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let still = status().expect("router up");
+    assert!(
+        !synced(&still),
+        "etcd took another CA's certificate: {still}"
+    );
+
+    // Renewed: the right CA's certificate at the same paths, and hold_timeout edited.
+    let (crt, key) = issue(&ca, "router-1", Role::Client);
+    write("client.crt", &crt);
+    write("client.key", &key);
+    write("router.yml", &router_yml("7s"));
+    router.signal(libc::SIGHUP);
+    wait_until(Duration::from_secs(20), "the router to read etcd", || {
+        status().filter(synced)
+    })
+    .expect("the router's etcd client uses the renewed certificate after SIGHUP");
+    let text = router.log();
+    let client_crt = dir.join("client.crt").display().to_string();
+    assert!(
+        text.contains("reloaded TLS certificates for the etcd client (etcd3.cacert")
+            && text.contains(&client_crt),
+        "{text}"
+    );
+    assert!(
+        text.contains("not applied until the router restarts: proxy.hold_timeout"),
+        "{text}"
+    );
+
+    // A broken certificate file: refused with the file named; the router runs on.
+    write(
+        "client.crt",
+        "-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n",
+    );
+    router.signal(libc::SIGHUP);
+    wait_until(Duration::from_secs(10), "the refusal in the log", || {
+        router
+            .log()
+            .lines()
+            .any(|l| l.contains("etcd3.cert") && l.contains(&client_crt) && l.contains("keeping"))
+            .then_some(())
+    })
+    .expect("a broken certificate file is refused, naming it");
+    assert!(
+        status().is_some_and(|d| synced(&d)),
+        "the router stays up and synced"
+    );
+    let text = router.log();
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
 }

@@ -147,6 +147,44 @@ const TOP_KEPT: &[&str] = &[
 ];
 
 impl RouterConfig {
+    /// The settings that differ in `new` and that a running router does not take on SIGHUP (it
+    /// takes only the certificate files and the health checks' client settings: `etcd3.cacert`,
+    /// `etcd3.cert`, `etcd3.key`, `ctl`, `restapi`). No value is shown: `etcd3.password` is one.
+    pub fn restart_required_changes(&self, new: &RouterConfig) -> Vec<&'static str> {
+        let (a, b) = (&self.base, &new.base);
+        let (p, q) = (&self.proxy, &new.proxy);
+        let listeners = |c: &ProxyConfig| c.listeners.clone();
+        [
+            ("scope", a.scope != b.scope),
+            ("namespace", a.base_path() != b.base_path()),
+            ("etcd3.hosts", a.etcd3.hosts != b.etcd3.hosts),
+            ("etcd3.protocol", a.etcd3.protocol != b.etcd3.protocol),
+            ("etcd3.username", a.etcd3.username != b.etcd3.username),
+            ("etcd3.password", a.etcd3.password != b.etcd3.password),
+            ("proxy listeners", listeners(p) != listeners(q)),
+            ("proxy.hold_timeout", p.hold_timeout != q.hold_timeout),
+            (
+                "proxy.health_interval",
+                p.health_interval != q.health_interval,
+            ),
+            ("proxy.health_timeout", p.health_timeout != q.health_timeout),
+            (
+                "proxy.connect_timeout",
+                p.connect_timeout != q.connect_timeout,
+            ),
+            ("proxy.client_timeout", p.client_timeout != q.client_timeout),
+            ("proxy.status_listen", p.status_listen != q.status_listen),
+            ("proxy.threads", p.threads != q.threads),
+            (
+                "proxy.kernel_forwarding",
+                p.kernel_forwarding != q.kernel_forwarding,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
+    }
+
     pub fn load(path: &Path) -> Result<RouterConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read configuration file {}", path.display()))?;
@@ -518,6 +556,26 @@ mod tests {
 
     fn parse(proxy: &str) -> Result<RouterConfig> {
         RouterConfig::from_yaml_str(&format!("{BASE}{proxy}"), "router.yml")
+    }
+
+    /// What SIGHUP does not apply is named; the certificate files and the health checks'
+    /// client settings are not (they are reloaded).
+    #[test]
+    fn settings_a_sighup_does_not_apply_are_named() {
+        let yaml = |cert: &str, hold: &str, port: u16| {
+            format!(
+                "scope: demo\nnamespace: /service\netcd3:\n  hosts: 127.0.0.1:2379\n  cert: {cert}\n  key: /k\nctl:\n  cacert: /{cert}\nproxy:\n  primary: {{listen: 127.0.0.1:{port}}}\n  hold_timeout: {hold}\n"
+            )
+        };
+        let load = |t: String| RouterConfig::from_yaml_str(&t, "router.yml").unwrap();
+        let old = load(yaml("a.crt", "5s", 5000));
+        assert!(old
+            .restart_required_changes(&load(yaml("b.crt", "5s", 5000)))
+            .is_empty());
+        assert_eq!(
+            old.restart_required_changes(&load(yaml("b.crt", "6s", 5001))),
+            ["proxy listeners", "proxy.hold_timeout"]
+        );
     }
 
     #[test]

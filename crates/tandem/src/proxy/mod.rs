@@ -44,6 +44,11 @@ pub struct ProxyHandle {
     tasks: Vec<JoinHandle<()>>,
     /// Where connections' bytes move: "kernel (BPF sockhash, ...)" or "user space".
     pub forwarding: String,
+    /// The configuration in effect: the file's at start, with what reloads took since.
+    running: RouterConfig,
+    dcs: Dcs,
+    /// The health checks' REST client (its clones in the health tasks follow its reloads).
+    client: PeerClient,
 }
 
 impl ProxyHandle {
@@ -57,6 +62,51 @@ impl ProxyHandle {
     pub fn metrics(&self) -> String {
         self.sources.metrics_text()
     }
+    /// Reads the certificate files again, at the paths `new` gives (SIGHUP): the etcd client's
+    /// (`etcd3.cacert`, `etcd3.cert`, `etcd3.key`) and the health checks' (`ctl`, with
+    /// `restapi.cafile` and credentials). New connections use them; open ones keep theirs. One
+    /// line in the log per component. Every other setting takes a restart: those that differ
+    /// are named in the log. Returns the errors, each naming the setting and the file; the
+    /// component concerned keeps its running certificates.
+    pub async fn reload(&mut self, new: &RouterConfig) -> Vec<String> {
+        let mut kept = Vec::new();
+        match self.dcs.reload_tls(&new.base.etcd3).await {
+            Ok(files) => {
+                match files {
+                    Some(f) => info!("reloaded TLS certificates for the etcd client ({f})"),
+                    None => info!("the etcd client's TLS files did not change"),
+                }
+                let (etcd, next) = (&mut self.running.base.etcd3, &new.base.etcd3);
+                (etcd.cacert, etcd.cert, etcd.key) =
+                    (next.cacert.clone(), next.cert.clone(), next.key.clone());
+            }
+            Err(e) => kept.push(format!("the etcd client: {e:#}")),
+        }
+        match self.client.reload(&new.base.ctl, &new.base.restapi) {
+            Ok(files) => {
+                if files.is_empty() {
+                    info!("reloaded the health checks' REST client (it reads no certificate files)")
+                } else {
+                    info!("reloaded TLS certificates for the health checks' REST client ({files})")
+                }
+                self.running.base.ctl = new.base.ctl.clone();
+                self.running.base.restapi = new.base.restapi.clone();
+            }
+            Err(e) => kept.push(format!("the health checks' REST client: {e:#}")),
+        }
+        for e in &kept {
+            tracing::error!("keeping the running TLS certificates of {e}");
+        }
+        let ignored = self.running.restart_required_changes(new);
+        if !ignored.is_empty() {
+            tracing::warn!(
+                "changed in the configuration file but not applied until the router restarts: {}",
+                ignored.join(", ")
+            );
+        }
+        kept
+    }
+
     /// Stops accepting and routing; open connections end with their tasks' runtime.
     pub fn stop(&mut self) {
         for t in self.tasks.drain(..) {
@@ -106,7 +156,7 @@ pub async fn start(cfg: RouterConfig) -> Result<ProxyHandle> {
         None => "user space".to_string(),
     };
 
-    let (router, parts, health_rx) = router::Router::new(proxy.clone(), client);
+    let (router, parts, health_rx) = router::Router::new(proxy.clone(), client.clone());
     let mut tasks = vec![tokio::spawn(router.run(cache, health_rx))];
     let refusals = listener::refusal_limit();
     let mut addrs = BTreeMap::new();
@@ -159,6 +209,9 @@ pub async fn start(cfg: RouterConfig) -> Result<ProxyHandle> {
         sources,
         tasks,
         forwarding,
+        running: cfg,
+        dcs,
+        client,
     })
 }
 
@@ -243,7 +296,8 @@ pub fn raise_fd_limit() {
     }
 }
 
-/// `tandem proxy -c router.yml`: runs the router until SIGINT or SIGTERM.
+/// `tandem proxy -c router.yml`: runs the router until SIGINT or SIGTERM; SIGHUP reloads its
+/// certificates ([`ProxyHandle::reload`]).
 pub fn main_entry(config: &Path) -> Result<()> {
     let cfg = RouterConfig::load(config)?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -270,11 +324,26 @@ pub fn main_entry(config: &Path) -> Result<()> {
         // The same TLS checks as the agent's (etcd3 and ctl files, etcd's certificate).
         crate::tlscheck::at_startup(&cfg.base).await?;
         crate::tlscheck::register(&cfg.base);
+        use tokio::signal::unix::{signal, SignalKind};
         let mut handle = start(cfg).await?;
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = int.recv() => break,
+                _ = term.recv() => break,
+                _ = hup.recv() => match RouterConfig::load(config) {
+                    Ok(new) => {
+                        info!("received SIGHUP: reloading the certificates");
+                        handle.reload(&new).await;
+                        crate::tlscheck::register(&new.base);
+                    }
+                    Err(e) => tracing::error!(
+                        "received SIGHUP: keeping the running configuration and certificates: {e:#}"
+                    ),
+                },
+            }
         }
         info!("stopping the router");
         handle.stop();
