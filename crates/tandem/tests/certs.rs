@@ -412,12 +412,14 @@ impl Drop for Router {
     }
 }
 
-/// Issue 14 point 4: `tandem proxy` takes renewed etcd client certificates on SIGHUP. Its
-/// first client certificate is one etcd refuses (another CA's, as an expired one would be);
-/// the files are replaced by a certificate from the right CA at the same paths, and SIGHUP
-/// makes the router's etcd client connect with them: it reads the cluster, without a restart.
-/// A broken file on a later SIGHUP is refused with the file named, and the router keeps
-/// running on the certificates it has; settings that take a restart are named as ignored.
+/// Issue 14 point 4: `tandem proxy` takes renewed etcd client certificates on SIGHUP. etcd
+/// first trusts two CAs and the router starts with the old CA's client certificate (a router
+/// with a certificate etcd refuses does not start: tlscheck); the files are replaced by the
+/// new CA's at the same paths, SIGHUP, and etcd restarts trusting the new CA only: the router
+/// reads what was written after the restart, so it reconnected with the renewed certificate,
+/// without a restart of its own. A broken file on a later SIGHUP is refused with the file
+/// named, and the router keeps running on the certificates it has; settings that take a
+/// restart are named as ignored.
 #[test]
 fn sighup_gives_the_router_renewed_etcd_client_certificates() {
     use tandem::certs::{Ca, Host, Role};
@@ -432,14 +434,15 @@ fn sighup_gives_the_router_renewed_etcd_client_certificates() {
     };
     let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
     let ca = Ca::create("tandem reload CA", 2).unwrap();
-    let foreign = Ca::create("another CA", 2).unwrap();
+    let old_ca = Ca::create("the CA being retired", 2).unwrap();
     let (etcd_crt, etcd_key) = issue(&ca, "etcd-1", Role::Etcd);
-    write("ca.crt", ca.cert_pem());
+    // Both CAs, while the clients move to the new one.
+    write("ca.crt", &format!("{}{}", ca.cert_pem(), old_ca.cert_pem()));
     write("etcd.crt", &etcd_crt);
     write("etcd.key", &etcd_key);
-    let (refused_crt, refused_key) = issue(&foreign, "router-1", Role::Client);
-    write("client.crt", &refused_crt);
-    write("client.key", &refused_key);
+    let (old_crt, old_key) = issue(&old_ca, "router-1", Role::Client);
+    write("client.crt", &old_crt);
+    write("client.key", &old_key);
 
     let etcd_bin = find_etcd().expect("etcd");
     let (mut cmd, client) = etcd_command(
@@ -448,7 +451,7 @@ fn sighup_gives_the_router_renewed_etcd_client_certificates() {
         &dir.join("etcd-data"),
         &dir.join("etcd.log"),
     );
-    let _etcd = Etcd {
+    let mut etcd = Etcd {
         child: cmd.spawn().expect("start etcd"),
         log: dir.join("etcd.log"),
     };
@@ -514,36 +517,68 @@ fn sighup_gives_the_router_renewed_etcd_client_certificates() {
     let synced = |doc: &serde_json::Value| {
         doc["etcd"]["synced"] == true && doc["members"][0]["name"] == "pg1"
     };
-    let first =
-        wait_until(Duration::from_secs(20), "the router's /status", status).expect("router up");
-    assert!(
-        !synced(&first),
-        "etcd took another CA's certificate: {first}"
-    );
-    std::thread::sleep(Duration::from_secs(2));
-    let still = status().expect("router up");
-    assert!(
-        !synced(&still),
-        "etcd took another CA's certificate: {still}"
-    );
+    wait_until(Duration::from_secs(20), "the router to read etcd", || {
+        status().filter(synced)
+    })
+    .expect("the router reads etcd with the old CA's certificate");
 
-    // Renewed: the right CA's certificate at the same paths, and hold_timeout edited.
+    // Renewed: the new CA's certificate at the same paths, and hold_timeout edited.
     let (crt, key) = issue(&ca, "router-1", Role::Client);
     write("client.crt", &crt);
     write("client.key", &key);
     write("router.yml", &router_yml("7s"));
     router.signal(libc::SIGHUP);
-    wait_until(Duration::from_secs(20), "the router to read etcd", || {
-        status().filter(synced)
-    })
-    .expect("the router's etcd client uses the renewed certificate after SIGHUP");
-    let text = router.log();
     let client_crt = dir.join("client.crt").display().to_string();
+    wait_until(
+        Duration::from_secs(20),
+        "the reload in the router's log",
+        || {
+            let text = router.log();
+            (text.contains("reloaded TLS certificates for the etcd client (etcd3.cacert")
+                && text.contains(&client_crt))
+            .then_some(())
+        },
+    )
+    .expect("the router reloads its etcd client certificates on SIGHUP");
+    let text = router.log();
     assert!(
-        text.contains("reloaded TLS certificates for the etcd client (etcd3.cacert")
-            && text.contains(&client_crt),
+        text.contains("not applied until the router restarts: proxy.hold_timeout"),
         "{text}"
     );
+
+    // etcd restarts trusting the new CA only; a key written after that reaches the router
+    // only over a connection made with the renewed certificate.
+    write("ca.crt", ca.cert_pem());
+    let _ = etcd.child.kill(); // SIGKILL, to the PID of our own child
+    let _ = etcd.child.wait();
+    etcd.child = cmd.spawn().expect("restart etcd");
+    wait_until(
+        Duration::from_secs(30),
+        "etcd to take a write again",
+        || {
+            rt.block_on(async {
+                let dcs =
+                    tandem::dcs::Dcs::connect(&admin, "/service/reload/", Duration::from_secs(2))
+                        .await
+                        .ok()?;
+                dcs.put("members/pg2", member, None).await.ok()
+            })
+        },
+    )
+    .expect("etcd back");
+    wait_until(
+        Duration::from_secs(30),
+        "the router to read the new key",
+        || {
+            status().filter(|d| {
+                d["etcd"]["synced"] == true
+                    && d["members"]
+                        .as_array()
+                        .is_some_and(|m| m.iter().any(|m| m["name"] == "pg2"))
+            })
+        },
+    )
+    .expect("the router's etcd client reconnects with the renewed certificate");
     assert!(
         text.contains("not applied until the router restarts: proxy.hold_timeout"),
         "{text}"
