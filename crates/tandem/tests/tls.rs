@@ -5,10 +5,46 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tandem::api::tls::{load_certs, load_roots, provider};
 use tandem::lab::{wait_until, Lab};
+use tokio_rustls::rustls;
+
+/// The certificate a TLS server on 127.0.0.1:`port` presents (DER), verified against `ca`;
+/// `postgres`: PostgreSQL's SSLRequest first.
+fn served_certificate(port: u16, ca: &Path, postgres: bool) -> Option<Vec<u8>> {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    if postgres {
+        // SSLRequest: length 8, code 80877103.
+        tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).ok()?;
+        let mut answer = [0u8; 1];
+        tcp.read_exact(&mut answer).ok()?;
+        if answer[0] != b'S' {
+            return None;
+        }
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(load_roots(ca).ok()?)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").ok()?;
+    let mut conn = rustls::ClientConnection::new(Arc::new(cfg), name).ok()?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).ok()?;
+    }
+    Some(conn.peer_certificates()?.first()?.as_ref().to_vec())
+}
+
+fn file_certificate(path: &Path) -> Vec<u8> {
+    load_certs(path).unwrap()[0].as_ref().to_vec()
+}
 
 /// A second CA with a client certificate, made with `tandem certs` in `dir`; returns its CA file.
 fn other_ca(dir: &Path, owner: &str) -> PathBuf {
@@ -201,4 +237,87 @@ fn a_certificate_from_another_ca_is_refused_by_each_component() {
     eprintln!("router: {line}");
     // The leader was never disturbed.
     assert!(common::is_primary(&c, leader));
+}
+
+/// Issue 14 point 4: the leader's certificates renewed in place (`tandem certs issue` again,
+/// the CA kept) and SIGHUP: the REST API and PostgreSQL serve the new ones to new connections,
+/// with no restart of the postmaster and no change of leader.
+#[test]
+fn renewed_certificates_are_served_after_sighup() {
+    let started = common::Cluster::prepare("tandem-tls-renew-", |o| {
+        o.tls = true;
+        o.members = 2;
+        o.etcd_members = 1;
+    })
+    .start();
+    let leader = started.leader;
+    let mut c = started.cluster;
+    let tls = c.tls.clone().unwrap();
+    let n = c.nodes[leader].clone();
+    let (ca, rest, pg) = (
+        tls.ca(),
+        tls.file(&n.name, "restapi", "crt"),
+        tls.file(&n.name, "postgresql", "crt"),
+    );
+    assert_eq!(
+        served_certificate(n.api_port, &ca, false),
+        Some(file_certificate(&rest))
+    );
+    assert_eq!(
+        served_certificate(n.pg_port, &ca, true),
+        Some(file_certificate(&pg))
+    );
+    let postmaster = c.postmaster_pid(leader).unwrap();
+    let (old_rest, old_pg) = (file_certificate(&rest), file_certificate(&pg));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["certs", "issue", "--dir"])
+        .arg(&tls.dir)
+        .args(["--db", &format!("{}=127.0.0.1", n.name)])
+        .args(["--owner", &c.user.name, "--etcd-owner", &c.user.name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (new_rest, new_pg) = (file_certificate(&rest), file_certificate(&pg));
+    assert!(
+        new_rest != old_rest && new_pg != old_pg,
+        "tandem certs issued the same certificates"
+    );
+
+    let from = log_len(&n.log_path);
+    c.signal_agent(leader, libc::SIGHUP).unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the renewed certificates to be served",
+        || {
+            (served_certificate(n.api_port, &ca, false)? == new_rest
+                && served_certificate(n.pg_port, &ca, true)? == new_pg)
+                .then_some(())
+        },
+    )
+    .unwrap();
+    wait_log(
+        &n.log_path,
+        from,
+        &[
+            "reloaded TLS certificates for the REST API",
+            "restapi.certfile",
+        ],
+        "the agent to log the reload",
+    );
+    assert_eq!(
+        c.postmaster_pid(leader),
+        Some(postmaster),
+        "PostgreSQL was restarted"
+    );
+    assert!(common::is_primary(&c, leader), "the leader changed");
+    assert!(common::answers_200(
+        &c,
+        1 - leader,
+        "/replica?replication_state=streaming"
+    ));
 }
