@@ -659,9 +659,36 @@ fn reissue(cfg: &Config) -> String {
     )
 }
 
-/// All file checks, now, for the current user.
+impl RunAs {
+    /// The user the agent and PostgreSQL run as: the current one, except for root (PostgreSQL
+    /// never runs as root; `tandem validate` is often run as root): then the owner of the data
+    /// directory, or of its nearest existing parent, when that is not root.
+    pub fn for_config(cfg: &Config) -> RunAs {
+        let me = RunAs::current();
+        if me.uid != 0 {
+            return me;
+        }
+        use std::os::unix::fs::MetadataExt;
+        let owner = cfg
+            .postgresql
+            .data_dir
+            .ancestors()
+            .find_map(|d| std::fs::metadata(d).ok())
+            .map(|m| m.uid())
+            .filter(|&uid| uid != 0);
+        match owner {
+            Some(uid) => RunAs {
+                uid,
+                name: crate::certs::user_name(uid),
+            },
+            None => me,
+        }
+    }
+}
+
+/// All file checks, now, for the user the agent runs as ([`RunAs::for_config`]).
 pub fn check_files(cfg: &Config) -> Vec<Finding> {
-    check_files_at(cfg, unix_now(), &RunAs::current())
+    check_files_at(cfg, unix_now(), &RunAs::for_config(cfg))
 }
 
 /// What was read from one path.

@@ -848,3 +848,31 @@ async fn an_etcd_that_is_down_is_a_note_not_a_tls_finding() {
     e.key = None;
     assert!(check_etcd(&e, HANDSHAKE_TIMEOUT).await.is_empty());
 }
+
+/// PostgreSQL never runs as root: run as root (`tandem validate` often is), the checks judge
+/// the keys for the owner of the data directory (or of its nearest existing parent).
+#[test]
+fn as_root_the_data_directorys_owner_is_who_runs_postgresql() {
+    let n = Node::new();
+    let cfg = n.config();
+    if RunAs::current().uid != 0 {
+        assert_eq!(RunAs::for_config(&cfg).uid, RunAs::current().uid);
+        return;
+    }
+    // No data directory yet: its parent (the temp dir) is root's, so root it is.
+    assert_eq!(RunAs::for_config(&cfg).uid, 0);
+    std::fs::create_dir(n.path("data")).unwrap();
+    std::os::unix::fs::chown(n.path("data"), Some(65534), None).unwrap();
+    let run = RunAs::for_config(&cfg);
+    assert_eq!(run.uid, 65534);
+    // A PostgreSQL key owned by a third user: the finding names the user PostgreSQL runs as.
+    std::os::unix::fs::chown(n.path("postgresql.key"), Some(4242), None).unwrap();
+    let f = check_files_at(&cfg, unix_now(), &run);
+    let t = text(
+        &only(&f, &n.path("postgresql.key"))
+            .into_iter()
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    assert!(t.contains("nobody") || t.contains("65534"), "{t}");
+}
