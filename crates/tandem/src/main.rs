@@ -417,6 +417,45 @@ fn main() {
     }
 }
 
+/// `tandem validate -c router.yml`: a router's file (with a `proxy` section) and its TLS.
+fn validate_router(path: &std::path::Path) -> Result<()> {
+    let cfg = tandem::proxy::config::RouterConfig::load(path)?;
+    for w in &cfg.warnings {
+        println!("warning: {w}");
+    }
+    print_tls_findings(
+        path,
+        &runtime()?.block_on(tandem::tlscheck::validate(&cfg.base)),
+    )?;
+    println!(
+        "{}: router configuration is valid ({} listener(s))",
+        path.display(),
+        cfg.proxy.listeners.len()
+    );
+    Ok(())
+}
+
+/// Prints each TLS finding; an error when any is one.
+fn print_tls_findings(
+    path: &std::path::Path,
+    findings: &[tandem::tlscheck::Finding],
+) -> Result<()> {
+    for f in findings {
+        println!("{f:#}");
+    }
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == tandem::tlscheck::Severity::Error)
+        .count();
+    if errors > 0 {
+        anyhow::bail!(
+            "{}: {errors} TLS error(s), listed above with their fixes",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     // A current-thread runtime keeps the agent small; blocking work runs in child processes.
     Ok(tokio::runtime::Builder::new_current_thread()
@@ -440,6 +479,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Validate { file, config, .. } => {
             let path = config_path(&cli.config, &file.clone().or(config.clone()))?;
+            if tandem::proxy::config::RouterConfig::is_router_file(&path) {
+                return validate_router(&path);
+            }
             let cfg = tandem::config::Config::load(&path)?;
             for w in &cfg.warnings {
                 println!("warning: {w}");
@@ -451,20 +493,10 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(e) = d.unimplemented().first() {
                 anyhow::bail!("{}: bootstrap.dcs.{e}", path.display());
             }
-            let findings = runtime()?.block_on(tandem::tlscheck::validate(&cfg));
-            for f in &findings {
-                println!("{f:#}");
-            }
-            let errors = findings
-                .iter()
-                .filter(|f| f.severity == tandem::tlscheck::Severity::Error)
-                .count();
-            if errors > 0 {
-                anyhow::bail!(
-                    "{}: {errors} TLS error(s), listed above with their fixes",
-                    path.display()
-                );
-            }
+            print_tls_findings(
+                &path,
+                &runtime()?.block_on(tandem::tlscheck::validate(&cfg)),
+            )?;
             let t = d.timing();
             println!(
                 "{}: configuration is valid (ttl {:?}, loop_wait {:?}, keepalive every {:?}, leader demotes {:?} before its lease expires)",

@@ -226,6 +226,19 @@ fn a_certificate_from_another_ca_is_refused_by_each_component() {
     .unwrap();
     set_yaml(&router.config_path, &["ctl", "cacert"], &ca);
     set_yaml(&router.config_path, &["etcd3", "cacert"], &other);
+    // tandem validate knows a router's file, and names the CA that did not sign etcd's.
+    let v = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .arg("validate")
+        .arg("-c")
+        .arg(&router.config_path)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&v.stdout);
+    assert!(
+        !v.status.success() && out.contains("was not signed by the CA in") && out.contains("fix:"),
+        "{out}{}",
+        String::from_utf8_lossy(&v.stderr)
+    );
     let from = log_len(&router.log_path);
     c.start_router().unwrap();
     let line = wait_log(

@@ -185,6 +185,16 @@ impl RouterConfig {
         .collect()
     }
 
+    /// Whether `path` holds a router's configuration (`tandem validate` tells them apart): a
+    /// `proxy` section and no `postgresql` one. An unreadable file is not one.
+    pub fn is_router_file(path: &Path) -> bool {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| serde_yaml::from_str::<Value>(&t).ok())
+            .and_then(|v| v.as_object().cloned())
+            .is_some_and(|m| m.contains_key("proxy") && !m.contains_key("postgresql"))
+    }
+
     pub fn load(path: &Path) -> Result<RouterConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read configuration file {}", path.display()))?;
